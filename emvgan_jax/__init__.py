@@ -1,0 +1,1 @@
+"""EMVGAN and the EmoMV benchmark models in JAX/Flax."""

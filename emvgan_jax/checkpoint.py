@@ -1,0 +1,118 @@
+"""Checkpoints: the workdir is the unit of resumption.
+
+Two Orbax `CheckpointManager`s live under `W/checkpoints/`: `latest` (the run's last saved state, for resuming)
+and `best` (the state that scored best on the selection metric, for evaluation). Each checkpoint holds three
+items: `state` (the train state: step, parameters, non-trained constants, optimizer states), `stats` (the
+train-split standardisation statistics, without which the model cannot read new data) and `meta` (JSON: the
+resolved config, the epoch, early-stopping bookkeeping, the model family).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from typing import Any
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+
+KINDS = ("latest", "best")
+
+
+class CheckpointNotFoundError(FileNotFoundError):
+  """There is no checkpoint where one was asked for."""
+
+
+class Checkpoints:
+  """The `latest` and `best` checkpoint managers of one workdir."""
+
+  def __init__(self, workdir: str, *, read_only: bool = False):
+    self.root = os.path.join(os.path.abspath(workdir), "checkpoints")
+    self._managers = {}
+    for kind in KINDS:
+      options = ocp.CheckpointManagerOptions(
+          max_to_keep=1,
+          create=not read_only,
+          read_only=read_only,
+          # Saves are rare (on checkpoint boundaries) and tiny; a synchronous save cannot race the donated
+          # state of the next step.
+          enable_async_checkpointing=False,
+      )
+      path = os.path.join(self.root, kind)
+      if read_only and not os.path.isdir(path):
+        continue
+      self._managers[kind] = ocp.CheckpointManager(path, options=options, item_names=("state", "stats", "meta"))
+
+  def latest_step(self, kind: str = "latest") -> int | None:
+    manager = self._managers.get(kind)
+    return None if manager is None else manager.latest_step()
+
+  def save(self, kind: str, step: int, *, state: Any, stats: Mapping[str, np.ndarray], meta: Mapping[str, Any]):
+    """Saves (step, state, stats, meta) as the `kind` checkpoint, replacing the previous one."""
+    manager = self._managers[kind]
+    if manager.latest_step() == step:
+      return
+    manager.save(
+        step,
+        args=ocp.args.Composite(
+            state=ocp.args.StandardSave(state),
+            stats=ocp.args.StandardSave(dict(stats)),
+            meta=ocp.args.JsonSave(dict(meta)),
+        ),
+        force=True,
+    )
+
+  def restore_meta(self, kind: str, step: int | None = None) -> tuple[int, dict[str, Any], dict[str, np.ndarray]]:
+    """Returns (step, meta, stats) of a checkpoint, without the state (cheap: no model needed)."""
+    manager, step = self._locate(kind, step)
+    restored = manager.restore(
+        step, args=ocp.args.Composite(meta=ocp.args.JsonRestore(), stats=ocp.args.StandardRestore())
+    )
+    stats = {k: np.asarray(v) for k, v in restored["stats"].items()}
+    return step, dict(restored["meta"]), stats
+
+  def restore(self, kind: str, abstract_state: Any, step: int | None = None):
+    """Restores (step, state, stats, meta); `abstract_state` gives shapes, dtypes and shardings of the state."""
+    manager, step = self._locate(kind, step)
+    restored = manager.restore(
+        step,
+        args=ocp.args.Composite(
+            state=ocp.args.StandardRestore(abstract_state),
+            stats=ocp.args.StandardRestore(),
+            meta=ocp.args.JsonRestore(),
+        ),
+    )
+    stats = {k: np.asarray(v) for k, v in restored["stats"].items()}
+    return step, restored["state"], stats, dict(restored["meta"])
+
+  def _locate(self, kind: str, step: int | None):
+    if kind not in KINDS:
+      raise ValueError(f"Unknown checkpoint kind {kind!r}: use one of {KINDS}")
+    manager = self._managers.get(kind)
+    steps = [] if manager is None else list(manager.all_steps())
+    if not steps:
+      raise CheckpointNotFoundError(
+          f"No '{kind}' checkpoint in {self.root}: train first with "
+          f"`python -m emvgan_jax.main --config=... --workdir={os.path.dirname(self.root)}`"
+      )
+    if step is None:
+      step = max(steps)
+    elif step not in steps:
+      raise CheckpointNotFoundError(f"No '{kind}' checkpoint at step {step} in {self.root}; it has steps {steps}")
+    return manager, step
+
+  def wait(self):
+    for manager in self._managers.values():
+      manager.wait_until_finished()
+
+  def close(self):
+    for manager in self._managers.values():
+      manager.close()
+
+
+def abstract_like(tree: Any) -> Any:
+  """ShapeDtypeStructs (with shardings where known) of a concrete or abstract pytree."""
+  def leaf(x):
+    return jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=getattr(x, "sharding", None))
+  return jax.tree.map(leaf, tree)

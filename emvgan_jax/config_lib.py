@@ -1,0 +1,84 @@
+"""The base config every experiment config starts from (`configs/*.py` change a few fields).
+
+Every field is documented here once. Configs are `ml_collections.ConfigDict`s loaded with `lock_config=True`, so
+`--config.train.batchsize=...` (a misspelt field) is an error, not a silently ignored flag.
+"""
+
+from __future__ import annotations
+
+import ml_collections
+
+
+def base_config() -> ml_collections.ConfigDict:
+  """EMVGAN on EmoMV-C with this project's defaults."""
+  c = ml_collections.ConfigDict()
+  c.seed = 0
+  # 'emvgan' or 'baseline' (the EmoMV benchmark models; `baseline.*` picks the variant).
+  c.model = "emvgan"
+
+  c.data = ml_collections.ConfigDict()
+  c.data.dataset = "emomv/c"  # emomv/a, emomv/b or emomv/c
+  c.data.data_dir = ml_collections.FieldReference(None, field_type=str)  # TFDS data dir (None: TFDS default)
+  # A local copy of the EmoMV repository (None: $EMOMV_DIR if set, else download from the public URLs).
+  c.data.manual_dir = ml_collections.FieldReference(None, field_type=str)
+  # > 0: hold out this share of train (grouped by YouTube id) and use it in place of validation and gallery.
+  # This is how defaults are tuned without looking at validation.
+  c.data.holdout_fraction = 0.0
+  c.data.holdout_seed = 0
+
+  c.baseline = ml_collections.ConfigDict()
+  c.baseline.task = "retrieval"  # 'retrieval' or 'classification'
+  c.baseline.multitask = False
+  c.baseline.hidden = 64
+  c.baseline.cbp_dim = 32
+  c.baseline.dropout_rate = 0.5
+
+  c.emvgan = ml_collections.ConfigDict()
+  c.emvgan.hidden = 256
+  c.emvgan.embed_dim = 64
+  c.emvgan.dropout_rate = 0.1
+  c.emvgan.disc_hidden = 256
+
+  c.loss = ml_collections.ConfigDict()
+  c.loss.margin = 1.0  # EmoMV contrastive margin
+  c.loss.w_pair = 1.0
+  c.loss.w_nce = 1.0
+  c.loss.w_emo = 1.0
+  c.loss.w_adv = 0.1
+  c.loss.w_match = 1.0
+  c.loss.adv_mode = "confusion"  # 'flip' (label flipping) or 'confusion' (0.5 target)
+  c.loss.adv_warmup_steps = 0  # linear warm-up of w_adv
+  c.loss.temperature = 0.1
+  c.loss.learn_temperature = False
+  c.loss.emotion_positives = True
+  c.loss.r1_weight = 0.0
+
+  c.optim = ml_collections.ConfigDict()
+  # Baselines: Adam with coupled L2 (EmoMV's). EMVGAN: AdamW for generator and discriminator.
+  c.optim.learning_rate = 1e-3
+  c.optim.weight_decay = 1e-4
+  c.optim.disc_learning_rate = 1e-3
+  c.optim.disc_weight_decay = 1e-4
+  c.optim.n_disc = 1
+  c.optim.b1 = 0.9
+  c.optim.b2 = 0.999
+
+  c.train = ml_collections.ConfigDict()
+  c.train.batch_size = 256  # global batch, split over the `data` mesh axis
+  c.train.drop_remainder = False  # False: the last short batch is padded and masked (every row every epoch)
+  c.train.num_epochs = 1000
+  c.train.max_steps = -1  # > 0 stops after this many steps
+  c.train.eval_every_steps = 0  # 0: evaluate at the end of every epoch
+  c.train.patience = 20  # evaluations without improvement before early stopping (0: never stop early)
+  c.train.selection_metric = "validation/loss"
+  c.train.selection_mode = "min"
+  c.train.checkpoint_every_epochs = 50
+  c.train.log_every_steps = 20
+  c.train.eval_batch_size = 1024
+  c.train.progress_bar = True
+
+  c.sharding = ml_collections.ConfigDict()
+  c.sharding.mesh_shape = ml_collections.ConfigDict({"data": -1, "model": 1})
+  c.sharding.param_rule = "replicate"  # 'replicate', 'fsdp' or 'tensor' (see emvgan_jax/sharding.py)
+  c.sharding.min_shard_size = 2**14
+  return c

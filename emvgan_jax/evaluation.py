@@ -1,0 +1,127 @@
+"""The evaluation protocol (models.md section 3), shared by training, `evaluate` and `sweep`.
+
+Task 1 (classification) on a pair split: accuracy at a threshold, binary F1, ROC-AUC of the matched score.
+Task 2 (retrieval) on a gallery: both directions ranked by cosine in the common space; label mAP, hit@K, and the
+pair-identity Recall@K and ranks. Chance levels are computed for the very labels evaluated.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import jax
+import numpy as np
+
+from emvgan_jax import input_pipeline, metrics, model_zoo, sharding
+
+RETRIEVAL_DIRECTIONS = ("video_to_music", "music_to_video")
+# The retrieval numbers reported per direction (results.json schema), in table order.
+RETRIEVAL_KEYS = ("map", "hit@1", "hit@3", "hit@5", "hit@10", "recall@1", "recall@5", "recall@10", "median_rank",
+                  "mean_rank")
+CLASSIFICATION_KEYS = ("accuracy", "f1", "roc_auc")
+
+
+def _to_host(x: jax.Array) -> np.ndarray:
+  if jax.process_count() > 1:
+    from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+    return np.asarray(multihost_utils.process_allgather(x, tiled=True))
+  return np.asarray(jax.device_get(x))
+
+
+class Evaluator:
+  """Runs a family's jitted predict step over whole splits (compiled once per batch shape)."""
+
+  def __init__(self, family: model_zoo.Family, mesh: jax.sharding.Mesh, *, batch_size: int):
+    self.family = family
+    self.mesh = mesh
+    self.batch_size = batch_size
+    self._predict = jax.jit(family.predict)
+    self._batch_sharding = sharding.batch_sharding(mesh)
+
+  def predict(self, state, split: input_pipeline.Split) -> dict[str, Any]:
+    """Per-row outputs of the model on `split` (padding removed) and its mean selection loss."""
+    n_dev = self.mesh.shape[sharding.DATA_AXIS] * self.mesh.shape[sharding.MODEL_AXIS]
+    # A batch no larger than the split (rounded up to the device count) avoids computing on pure padding.
+    size = min(self.batch_size, -(-len(split) // n_dev) * n_dev)
+    size = -(-size // n_dev) * n_dev
+    outs, loss_sum, count = {}, 0.0, 0
+    for batch in input_pipeline.iterate(input_pipeline.eval_dataset(split, global_batch_size=size)):
+      valid = int(batch["mask"].sum())
+      out = self._predict(state, input_pipeline.make_global_batch(batch, self._batch_sharding))
+      mask = _to_host(input_pipeline.make_global_batch({"m": batch["mask"]}, self._batch_sharding)["m"])
+      for k in ("video_embedding", "music_embedding", "score"):
+        outs.setdefault(k, []).append(_to_host(out[k])[mask])
+      loss_sum += float(np.asarray(out["loss"].addressable_data(0))) * valid
+      count += valid
+    result = {k: np.concatenate(v) for k, v in outs.items()}
+    result["loss"] = loss_sum / max(count, 1)
+    return result
+
+  def evaluate(self, state, *, pair_split: input_pipeline.Split, gallery: input_pipeline.Split | None,
+               threshold: float | None) -> tuple[dict[str, float], dict[str, Any]]:
+    """Both tasks on one state: returns (flat metrics for logging and selection, structured results)."""
+    pred = self.predict(state, pair_split)
+    threshold = 0.5 if threshold is None else threshold
+    cls = metrics.classification_metrics(pred["score"], pair_split.match, threshold=threshold)
+    flat = {"validation/loss": float(pred["loss"]), **{f"validation/{k}": float(cls[k]) for k in CLASSIFICATION_KEYS}}
+    structured: dict[str, Any] = {"classification": {k: float(cls[k]) for k in CLASSIFICATION_KEYS}}
+    if gallery is not None and self.family.has_retrieval:
+      g = self.predict(state, gallery)
+      ret = retrieval_results(g["video_embedding"], g["music_embedding"], gallery.video_emotion)
+      structured["retrieval"] = {"gallery_size": len(gallery), **ret}
+      for direction in RETRIEVAL_DIRECTIONS:
+        for k, v in ret[direction].items():
+          flat[f"gallery/{direction}/{k}"] = v
+      for k in ret["video_to_music"]:
+        flat[f"gallery/{k}"] = 0.5 * (ret["video_to_music"][k] + ret["music_to_video"][k])
+    return flat, structured
+
+
+def retrieval_results(video_emb: np.ndarray, music_emb: np.ndarray, labels: np.ndarray) -> dict[str, dict]:
+  """Both directions' retrieval metrics for a gallery whose item i is (video_emb[i], music_emb[i])."""
+  both = metrics.summarize_retrieval(video_emb, music_emb, labels)
+  return {d: {k: float(both[d][k]) for k in RETRIEVAL_KEYS} for d in RETRIEVAL_DIRECTIONS}
+
+
+def choose_threshold(scores: np.ndarray, labels: np.ndarray) -> float:
+  """The threshold on `scores` with the best accuracy on (scores, labels): the midpoint between neighbours."""
+  order = np.sort(np.unique(scores))
+  candidates = np.concatenate([[order[0] - 1e-6], (order[1:] + order[:-1]) / 2, [order[-1] + 1e-6]])
+  acc = [np.mean((scores >= t) == (labels == 1)) for t in candidates]
+  return float(candidates[int(np.argmax(acc))])
+
+
+def chance_levels(pair_split: input_pipeline.Split, gallery: input_pipeline.Split | None) -> dict[str, Any]:
+  cls = metrics.classification_chance(pair_split.match)
+  out: dict[str, Any] = {"classification": {k: float(cls[k]) for k in CLASSIFICATION_KEYS}}
+  if gallery is not None:
+    ret = metrics.retrieval_chance(gallery.video_emotion, gallery.music_emotion)
+    out["retrieval"] = {k: float(ret[k]) for k in RETRIEVAL_KEYS}
+  return out
+
+
+def format_table(results: Mapping[str, Any]) -> str:
+  """A readable console/markdown table of a results dict, with chance beside every number."""
+  lines = [f"{results.get('description', results.get('model'))} on {results['dataset']} "
+           f"(seed {results.get('seed')}, checkpoint step {results.get('checkpoint_step')}; "
+           f"model selected on {results.get('selection', {}).get('split', '?')})", ""]
+  chance = results.get("chance", {})
+  cls = results.get("classification")
+  if cls:
+    lines += [f"Classification on {cls['split']} ({cls.get('num_pairs', '?')} pairs)", "",
+              "| metric | value | chance |", "|---|---|---|"]
+    for k in ("accuracy", "f1", "roc_auc"):
+      lines.append(f"| {k} | {cls[k]:.3f} | {chance.get('classification', {}).get(k, float('nan')):.3f} |")
+    lines.append("")
+  ret = results.get("retrieval")
+  if ret:
+    keys = [k for k in RETRIEVAL_KEYS if k in ret["video_to_music"]]
+    lines += [f"Retrieval on {ret['split']} ({ret['gallery_size']} items)", "",
+              "| metric | video->music | music->video | chance |", "|---|---|---|---|"]
+    for k in keys:
+      c = chance.get("retrieval", {}).get(k, float("nan"))
+      fmt = "{:.1f}" if "rank" in k else "{:.3f}"
+      lines.append(f"| {k} | {fmt.format(ret['video_to_music'][k])} | {fmt.format(ret['music_to_video'][k])} "
+                   f"| {fmt.format(c)} |")
+  return "\n".join(lines)
