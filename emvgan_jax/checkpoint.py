@@ -32,7 +32,8 @@ class Checkpoints:
     self._managers = {}
     for kind in KINDS:
       options = ocp.CheckpointManagerOptions(
-          max_to_keep=1,
+          max_to_keep=None if read_only else 1,
+          save_interval_steps=0 if read_only else 1,
           create=not read_only,
           read_only=read_only,
           # Saves are rare (on checkpoint boundaries) and tiny; a synchronous save cannot race the donated

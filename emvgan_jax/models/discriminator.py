@@ -1,0 +1,33 @@
+"""EMVGAN's modality discriminator `D`: tells from an embedding which modality it came from.
+
+`Dense(h_d) -> LeakyReLU(0.2)` twice, then `Dense(1)`; the output is the logit that `z` is a video embedding
+(docs/models.md, section 2). It has its own parameter tree and optimizer, separate from the generator side.
+"""
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+
+class ModalityDiscriminator(nn.Module):
+  """MLP discriminator on common-space embeddings.
+
+  Attributes:
+    hidden: Width h_d of the two hidden layers.
+  """
+
+  hidden: int = 256
+
+  @nn.compact
+  def __call__(self, z: jax.Array) -> jax.Array:
+    """Scores embeddings.
+
+    Args:
+      z: `(B, d)` embeddings (either modality).
+
+    Returns:
+      `(B,)` logits that each row came from video.
+    """
+    h = nn.leaky_relu(nn.Dense(self.hidden, name="dense_0")(z), negative_slope=0.2)
+    h = nn.leaky_relu(nn.Dense(self.hidden, name="dense_1")(h), negative_slope=0.2)
+    return jnp.squeeze(nn.Dense(1, name="logit")(h), axis=-1)

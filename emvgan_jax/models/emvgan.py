@@ -1,0 +1,102 @@
+"""EMVGAN's generator side: everything the generator optimizer trains.
+
+Encoders `E_video`, `E_music` and generators `G_video`, `G_music` map each modality into the common
+affective space; one emotion head `C` (a single Dense, the same parameters for both modalities, so the
+emotion classes occupy the same regions of the space whichever modality lands there); and the match
+calibration `p(matched) = sigmoid(a * cos(z_video, z_music) + b)` that lets the same model answer the binary
+classification task. The discriminator is separate (discriminator.py) with its own optimizer.
+
+The module uses `setup` rather than `nn.compact` because `embed_video` / `embed_music` must reach the same
+submodules as `__call__` (retrieval embeds a gallery one modality at a time), and linen allows only one
+compact method per module.
+"""
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from emvgan_jax.models.encoders import Encoder
+from emvgan_jax.models.generators import Generator
+
+
+class EMVGANGenerator(nn.Module):
+  """Encoders, generators, shared emotion head and match calibration of EMVGAN.
+
+  Use `model.apply(variables, video, train=..., method='embed_video')` (or 'embed_music') to embed one
+  modality. Dropout draws from the rng stream 'dropout'. Only a 'params' collection.
+
+  Attributes:
+    hidden: Encoder width h.
+    embed_dim: Common-space width d.
+    num_emotions: Emotion head width K (2 for a valence-arousal regression head).
+    dropout_rate: Encoder dropout.
+    match_scale_init: Initial calibration slope a; cosines lie in [-1, 1], so a slope well above 1 is
+      needed for confident match probabilities.
+    match_bias_init: Initial calibration offset b.
+  """
+
+  hidden: int = 256
+  embed_dim: int = 64
+  num_emotions: int = 5
+  dropout_rate: float = 0.1
+  match_scale_init: float = 5.0
+  match_bias_init: float = 0.0
+
+  def setup(self):
+    self.video_encoder = Encoder(self.hidden, self.dropout_rate)
+    self.music_encoder = Encoder(self.hidden, self.dropout_rate)
+    self.video_generator = Generator(self.embed_dim)
+    self.music_generator = Generator(self.embed_dim)
+    self.emotion_head = nn.Dense(self.num_emotions)
+    self.match_scale = self.param("match_scale", nn.initializers.constant(self.match_scale_init), ())
+    self.match_bias = self.param("match_bias", nn.initializers.constant(self.match_bias_init), ())
+
+  def embed_video(self, video: jax.Array, *, train: bool) -> jax.Array:
+    """`z_video = G_video(E_video(video))`, `(B, d)` and unit-norm.
+
+    Args:
+      video: `(B, video_dim)` standardised video features.
+      train: Enables dropout.
+
+    Returns:
+      The video embeddings.
+    """
+    return self.video_generator(self.video_encoder(video, train=train))
+
+  def embed_music(self, music: jax.Array, *, train: bool) -> jax.Array:
+    """`z_music = G_music(E_music(music))`, `(B, d)` and unit-norm.
+
+    Args:
+      music: `(B, music_dim)` standardised music features.
+      train: Enables dropout.
+
+    Returns:
+      The music embeddings.
+    """
+    return self.music_generator(self.music_encoder(music, train=train))
+
+  def __call__(self, video: jax.Array, music: jax.Array, *, train: bool) -> dict[str, jax.Array]:
+    """Embeds both modalities and scores each row's pair.
+
+    Args:
+      video: `(B, video_dim)` standardised video features.
+      music: `(B, music_dim)` standardised music features.
+      train: Enables dropout.
+
+    Returns:
+      'video_embedding', 'music_embedding' `(B, d)` unit-norm; 'video_emotion_logits',
+      'music_emotion_logits' `(B, K)` from the shared head; 'score' `(B,)` cosine of each row's pair;
+      'match_logit' `(B,)` = a * score + b.
+    """
+    z_video = self.embed_video(video, train=train)
+    z_music = self.embed_music(music, train=train)
+    # Both embeddings are unit-norm, so the dot product is the cosine.
+    score = jnp.sum(z_video * z_music, axis=-1)
+    return {
+        "video_embedding": z_video,
+        "music_embedding": z_music,
+        "video_emotion_logits": self.emotion_head(z_video),
+        "music_emotion_logits": self.emotion_head(z_music),
+        "score": score,
+        "match_logit": self.match_scale * score + self.match_bias,
+    }

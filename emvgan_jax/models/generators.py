@@ -1,0 +1,43 @@
+"""EMVGAN's per-modality generators `G_music`, `G_video`: hidden features -> the common affective space.
+
+A residual projection to the common width d, then LayerNorm, then L2 normalisation:
+
+  p = Dense(d)(x)                    # linear projection into the common space
+  r = Dense(d)(gelu(Dense(d)(p)))    # a small non-linear correction, computed in that space
+  z = l2_normalize(LayerNorm(p + r))
+
+The linear path `p` keeps a direct, easily trained map from the encoder to the space, so the adversarial
+term only has to learn the residual `r` that aligns the two modalities. LayerNorm centres and rescales every
+embedding before normalisation so no few dimensions dominate the cosine; unit norm makes cosine similarity a
+dot product and bounds the discriminator's input.
+"""
+
+import flax.linen as nn
+import jax
+
+from emvgan_jax.models.layers import gelu
+from emvgan_jax.models.layers import l2_normalize
+
+
+class Generator(nn.Module):
+  """Residual projection of one modality into the common space.
+
+  Attributes:
+    embed_dim: Width d of the common space (64 by default).
+  """
+
+  embed_dim: int = 64
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    """Maps `(..., hidden)` features to unit-norm `(..., embed_dim)` embeddings.
+
+    Args:
+      x: Encoder output.
+
+    Returns:
+      The L2-normalised embedding `z`.
+    """
+    p = nn.Dense(self.embed_dim, name="projection")(x)
+    r = nn.Dense(self.embed_dim, name="residual_out")(gelu(nn.Dense(self.embed_dim, name="residual_in")(p)))
+    return l2_normalize(nn.LayerNorm(name="layer_norm")(p + r))

@@ -1,0 +1,110 @@
+"""Builds EmoMV TFDS datasets to array_record (the `tfds build` CLI would need TensorFlow).
+
+Usage:
+  python -m tfds_emomv.build --datasets=emomv/c[,emomv/b,...] --data_dir=DIR [--manual_dir=DIR]
+
+With --manual_dir pointing at a copy laid out like https://github.com/ivyha010/EmoMV (e.g. ../shared/emomv),
+a config whose dataset folder is there is read from it; otherwise its files are downloaded. Prints the
+examples per split of each built dataset. A dataset that cannot be built (missing or malformed file) gets
+one error message on stderr, the others are still built, and the exit status is 1.
+"""
+
+from __future__ import annotations
+
+import logging as std_logging
+import sys
+from collections.abc import Sequence
+
+from absl import app
+from absl import flags
+from absl import logging
+import tensorflow_datasets as tfds
+
+import tfds_emomv  # noqa: F401  (registers the `emomv` builder)
+from tfds_emomv.emomv import files
+
+_DATASETS = flags.DEFINE_list(
+    'datasets', None, 'Datasets to build, e.g. emomv/c,emomv/b (configs a, b, c).', required=True
+)
+_DATA_DIR = flags.DEFINE_string('data_dir', None, 'TFDS data_dir to write the datasets into.', required=True)
+_MANUAL_DIR = flags.DEFINE_string(
+    'manual_dir', None, 'Optional local copy laid out like the EmoMV repository (else files are downloaded).'
+)
+_OVERWRITE = flags.DEFINE_bool('overwrite', False, 'Rebuild a dataset that already exists in data_dir.')
+
+
+def build_one(name: str, data_dir: str, manual_dir: str | None = None, overwrite: bool = False) -> dict[str, int]:
+  """Builds one dataset (e.g. `emomv/c`) to array_record.
+
+  Args:
+    name: the dataset name with its config, `emomv/a`, `emomv/b` or `emomv/c`.
+    data_dir: the TFDS data_dir to write into.
+    manual_dir: an optional local copy laid out like the repository.
+    overwrite: rebuild when the dataset already exists.
+
+  Returns:
+    Examples per split.
+
+  Raises:
+    files.EmoMVFormatError: a file is missing or malformed (nothing is left in data_dir).
+    ValueError: `name` is not an emomv config.
+  """
+  dataset, _, config = name.partition('/')
+  if dataset != 'emomv' or config not in files.CONFIG_FOLDERS:
+    raise ValueError(f'unknown dataset {name!r}: expected one of ' +
+                     ', '.join(f'emomv/{c}' for c in files.CONFIG_FOLDERS))
+  builder = tfds.builder(name, data_dir=data_dir, file_format='array_record')
+  mode = tfds.download.GenerateMode.REUSE_CACHE_IF_EXISTS if overwrite else (
+      tfds.download.GenerateMode.REUSE_DATASET_IF_EXISTS)
+  try:
+    builder.download_and_prepare(
+        download_config=tfds.download.DownloadConfig(
+            manual_dir=manual_dir,
+            download_mode=mode,
+            # The dataset is not hosted on GCS; asking would need network access for nothing.
+            try_download_gcs=False,
+        ),
+    )
+  except Exception:
+    # TFDS already removed its incomplete.* folder; also drop the then empty `emomv/<config>/` so that a
+    # failed build leaves no trace of that config in data_dir.
+    config_dir = builder.data_path.parent
+    if config_dir.is_dir() and not any(config_dir.iterdir()):
+      config_dir.rmdir()
+    raise
+  return {split: info.num_examples for split, info in builder.info.splits.items()}
+
+
+def main(argv: Sequence[str]) -> None:
+  """Builds every dataset of --datasets; exits with status 1 when any of them failed.
+
+  Args:
+    argv: the command line left after absl parsed the flags (must hold only the program name).
+  """
+  if len(argv) > 1:
+    raise app.UsageError(f'unexpected arguments: {argv[1:]}')
+  failed = []
+  for name in _DATASETS.value:
+    try:
+      counts = build_one(name, _DATA_DIR.value, _MANUAL_DIR.value, _OVERWRITE.value)
+    except (files.EmoMVFormatError, ValueError) as e:
+      # One clear message instead of a traceback: these errors already say which file and what is wrong.
+      print(f'ERROR: cannot build {name}: {e}', file=sys.stderr)
+      failed.append(name)
+      continue
+    print(f'{name}: ' + ', '.join(f'{split}={n}' for split, n in counts.items()) + f'  ({_DATA_DIR.value})')
+  if failed:
+    sys.exit(1)
+
+
+def _run() -> None:
+  """Entry point: quiet logging, then absl's flag parsing and `main`."""
+  # TFDS logs progress bars and INFO lines; keep the output to the counts and errors.
+  logging.set_verbosity(logging.WARNING)
+  std_logging.getLogger('tensorflow_datasets').setLevel(std_logging.WARNING)
+  tfds.disable_progress_bar()
+  app.run(main)
+
+
+if __name__ == '__main__':
+  _run()

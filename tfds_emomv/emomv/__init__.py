@@ -1,0 +1,21 @@
+"""The `emomv` TFDS builder (EmoMV-A/B/C) and its file readers; importing this registers `emomv`."""
+
+from tfds_emomv.emomv import files
+from tfds_emomv.emomv.emomv_dataset_builder import Builder
+from tfds_emomv.emomv.files import EMOTIONS
+from tfds_emomv.emomv.files import EmoMVFormatError
+from tfds_emomv.emomv.files import EmoMVMissingFileError
+from tfds_emomv.emomv.files import read_features
+from tfds_emomv.emomv.files import read_gallery
+from tfds_emomv.emomv.files import read_pairs
+
+__all__ = [
+    'Builder',
+    'EMOTIONS',
+    'EmoMVFormatError',
+    'EmoMVMissingFileError',
+    'files',
+    'read_features',
+    'read_gallery',
+    'read_pairs',
+]

@@ -1,0 +1,126 @@
+"""TFDS builder `emomv`: the EmoMV affective music-video correspondence datasets (configs a, b, c).
+
+Each config holds SlowFast video features, VGGish music features, the match label and both emotion labels
+of every pair of the published pair splits, plus the retrieval gallery (one row per segment). The files come
+from the public repository (download, verified against `checksums.tsv`) or from a local copy laid out like
+that repository (`manual_dir`). All files of a config are read and validated before anything is written, so
+a bad or missing file fails the build with an `EmoMVFormatError` and leaves no partly built dataset.
+"""
+
+from __future__ import annotations
+
+import logging
+import pathlib
+from collections.abc import Iterator, Mapping
+
+import numpy as np
+import tensorflow_datasets as tfds
+
+from tfds_emomv.emomv import files
+
+_HOMEPAGE = 'https://github.com/ivyha010/EmoMV'
+
+_CONFIG_DESCRIPTIONS = {
+    'a': 'EmoMV-A (DS1_EmoMV_A): MVED music-video segments, human labels; train/validation/test pairs and '
+         'the 250-segment MVED test retrieval gallery.',
+    'b': 'EmoMV-B (DS2_EmoMV_B): other public music-video segments, labels predicted by a network; '
+         'train/validation pairs and the 120-segment validation retrieval gallery.',
+    'c': 'EmoMV-C (DS3_EmoMV_C): self-collected YouTube music videos, labels predicted by a network; '
+         'train/validation pairs and the 96-segment validation retrieval gallery.',
+}
+
+
+class Builder(tfds.core.GeneratorBasedBuilder):
+  """DatasetBuilder for EmoMV (registered as `emomv`, configs `a`, `b`, `c`)."""
+
+  VERSION = tfds.core.Version('1.0.0')
+  RELEASE_NOTES = {'1.0.0': 'Initial release: features, labels and retrieval gallery of EmoMV-A, -B, -C.'}
+  BUILDER_CONFIGS = [
+      tfds.core.BuilderConfig(name=name, description=_CONFIG_DESCRIPTIONS[name])
+      for name in files.CONFIG_FOLDERS
+  ]
+  # Setting this is what lets `dl_manager.manual_dir` be read at all; manual_dir is optional here.
+  MANUAL_DOWNLOAD_INSTRUCTIONS = """\
+  Optional. Without a manual_dir the files are downloaded from https://github.com/ivyha010/EmoMV.
+  To build from a local copy instead, pass as manual_dir a folder laid out like that repository, i.e.
+  holding DS1_EmoMV_A/, DS2_EmoMV_B/ and/or DS3_EmoMV_C/ with their annotation/, extracted_features/ and
+  for_retrieval/ subfolders (a `git clone` of the repository works).
+  """
+
+  def _info(self) -> tfds.core.DatasetInfo:
+    """Returns the dataset metadata."""
+    return self.dataset_info_from_configs(
+        features=tfds.features.FeaturesDict({
+            'video': tfds.features.Tensor(shape=(files.VIDEO_DIM,), dtype=np.float32),
+            'music': tfds.features.Tensor(shape=(files.MUSIC_DIM,), dtype=np.float32),
+            'match': tfds.features.ClassLabel(names=list(files.MATCH_NAMES)),
+            'video_emotion': tfds.features.ClassLabel(names=list(files.EMOTIONS)),
+            'music_emotion': tfds.features.ClassLabel(names=list(files.EMOTIONS)),
+            'name': tfds.features.Text(),
+        }),
+        supervised_keys=None,
+        homepage=_HOMEPAGE,
+        # Row order must be file row order: row i of a split is row i of its CSV and HDF5 files, and
+        # gallery item i is the counterpart of query i. Without this TFDS orders examples by key hash.
+        disable_shuffling=True,
+    )
+
+  def _local_root(self, dl_manager: tfds.download.DownloadManager) -> pathlib.Path | None:
+    """The manual_dir when one is given and holds this config's dataset folder, else None."""
+    try:
+      manual_dir = dl_manager.manual_dir
+    except AssertionError:
+      # Raised by TFDS when no manual_dir was given, or it does not exist or is empty.
+      return None
+    folder = files.CONFIG_FOLDERS[self.builder_config.name]
+    if (pathlib.Path(manual_dir) / folder).is_dir():
+      return pathlib.Path(manual_dir)
+    logging.warning('manual_dir %s has no %s/ folder: downloading the files instead', manual_dir, folder)
+    return None
+
+  def _download(self, dl_manager: tfds.download.DownloadManager) -> dict[str, pathlib.Path]:
+    """Downloads every file of the config; returns repository-relative path -> local path."""
+    paths = {}
+    # One file at a time, so that a failure can name the file and its URL.
+    for rel in files.config_files(self.builder_config.name):
+      url = files.url_for(rel)
+      try:
+        paths[rel] = pathlib.Path(dl_manager.download(url))
+      except Exception as e:  # pylint: disable=broad-except
+        raise files.EmoMVMissingFileError(f'could not download EmoMV file {rel} from {url}: {e}') from e
+    return paths
+
+  def _split_generators(self, dl_manager: tfds.download.DownloadManager) -> dict[str, Iterator]:
+    """Reads and validates every split of the config, then returns one generator per split."""
+    config = self.builder_config.name
+    root = self._local_root(dl_manager)
+    if root is not None:
+      logging.info('Reading EmoMV-%s from manual_dir %s', config.upper(), root)
+      # Name every missing file of the config at once rather than only the first split's.
+      missing = files.find_missing(root, config)
+      if missing:
+        raise files.EmoMVMissingFileError(files.missing_files_message(root, missing))
+      local = {rel: root / rel for rel in files.config_files(config)}
+    else:
+      local = self._download(dl_manager)
+
+    # Read everything before returning any generator: TFDS starts writing as soon as it iterates the
+    # first one, and a validation error in a later split must not leave a partly written split behind.
+    data = {}
+    for split in files.splits(config):
+      split_paths = files.split_files(config, split)
+      reader = files.read_pairs if split_paths.kind == 'pairs' else files.read_gallery
+      data[split] = reader(local[split_paths.csv], local[split_paths.video], local[split_paths.music])
+    return {split: self._generate_examples(arrays) for split, arrays in data.items()}
+
+  def _generate_examples(self, arrays: Mapping[str, np.ndarray]) -> Iterator[tuple[int, dict]]:
+    """Yields (row index, example) in file row order."""
+    for i in range(len(arrays['name'])):
+      yield i, {
+          'video': arrays['video'][i],
+          'music': arrays['music'][i],
+          'match': int(arrays['match'][i]),
+          'video_emotion': int(arrays['video_emotion'][i]),
+          'music_emotion': int(arrays['music_emotion'][i]),
+          'name': str(arrays['name'][i]),
+      }

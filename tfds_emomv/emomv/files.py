@@ -1,0 +1,525 @@
+"""Reading and validating the files of the EmoMV datasets (pure numpy + h5py, no TFDS).
+
+EmoMV (Thao, Herremans, Roig, Information Fusion 2023) publishes, for each of its three datasets, pair CSVs
+with one HDF5 file of video features (SlowFast, 2304-d) and one of music features (VGGish, 128-d) per split,
+plus a retrieval gallery (one row per segment) in the same three-file form. Row i of a CSV is row i of both
+HDF5 files of that split.
+
+The published files have quirks that this module absorbs, so that callers see one format:
+
+* Retrieval CSVs have 3 columns `dir, filename.mp4, label_id` in EmoMV-A but 4 columns
+  `dir, name, emotion_str, label_id` in EmoMV-B/C (the original code read column 3 as the label everywhere,
+  which is wrong for B/C).
+* The VGGish EmoMV-A retrieval file is float64; everything is returned as float32.
+* The single HDF5 dataset is called `default` (SlowFast) or `data` (VGGish); whichever one the file holds is
+  read.
+* Emotion names are spelled `Exciting` or `exciting`; they are compared case-insensitively.
+
+Everything that does not fit raises `EmoMVFormatError` naming the file (and the 1-based row where there is
+one) and what was expected, so that a bad download never turns into silently wrong data.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import os
+import pathlib
+from collections.abc import Sequence
+
+import h5py
+import numpy as np
+
+EMOTIONS = ('exciting', 'fear', 'tense', 'sad', 'relax')
+MATCH_NAMES = ('mismatched', 'matched')
+VIDEO_DIM = 2304
+MUSIC_DIM = 128
+
+BASE_URL = 'https://github.com/ivyha010/EmoMV/raw/main/'
+
+# Config name -> dataset folder in the repository.
+CONFIG_FOLDERS = {
+    'a': 'DS1_EmoMV_A',
+    'b': 'DS2_EmoMV_B',
+    'c': 'DS3_EmoMV_C',
+}
+
+PathLike = str | os.PathLike
+
+
+class EmoMVFormatError(ValueError):
+  """An EmoMV file is missing or does not have the expected content."""
+
+
+class EmoMVMissingFileError(EmoMVFormatError):
+  """An EmoMV file that a split needs does not exist."""
+
+
+@dataclasses.dataclass(frozen=True)
+class SplitFiles:
+  """The three files of one split, as paths relative to the repository root.
+
+  Attributes:
+    csv: the annotation CSV.
+    video: the SlowFast HDF5 file (one 2304-d row per CSV row).
+    music: the VGGish HDF5 file (one 128-d row per CSV row).
+    kind: `'pairs'` for a pair CSV (7 columns), `'gallery'` for a retrieval CSV (3 or 4 columns).
+  """
+
+  csv: str
+  video: str
+  music: str
+  kind: str
+
+  @property
+  def paths(self) -> tuple[str, str, str]:
+    """The three relative paths: csv, video, music."""
+    return (self.csv, self.video, self.music)
+
+
+def _pair_files(folder: str, ds: str, split: str) -> SplitFiles:
+  return SplitFiles(
+      csv=f'{folder}/annotation/{ds}_{split}_MATCH_MISMATCH_labels.csv',
+      video=f'{folder}/extracted_features/SlowFast_{ds}_{split}_MATCH_MISMATCH.h5',
+      music=f'{folder}/extracted_features/VGGish_{ds}_{split}_MATCH_MISMATCH.h5',
+      kind='pairs',
+  )
+
+
+def _gallery_files(folder: str, csv_name: str, h5_stem: str) -> SplitFiles:
+  return SplitFiles(
+      csv=f'{folder}/for_retrieval/{csv_name}',
+      video=f'{folder}/for_retrieval/SlowFast_{h5_stem}.h5',
+      music=f'{folder}/for_retrieval/VGGish_{h5_stem}.h5',
+      kind='gallery',
+  )
+
+
+# (config, split) -> files, in split order. The gallery file names follow no common pattern across the
+# three datasets, hence the explicit table.
+SPLIT_FILES: dict[tuple[str, str], SplitFiles] = {
+    ('a', 'train'): _pair_files('DS1_EmoMV_A', 'DS1', 'TRAIN'),
+    ('a', 'validation'): _pair_files('DS1_EmoMV_A', 'DS1', 'VAL'),
+    ('a', 'test'): _pair_files('DS1_EmoMV_A', 'DS1', 'TEST'),
+    ('a', 'gallery'): _gallery_files(
+        'DS1_EmoMV_A',
+        'DS1_from_MVED_test_set_5_classes_for_retrieval.csv',
+        'DS1_from_MVED_test_set_5_classes_for_retrieval',
+    ),
+    ('b', 'train'): _pair_files('DS2_EmoMV_B', 'DS2', 'TRAIN'),
+    ('b', 'validation'): _pair_files('DS2_EmoMV_B', 'DS2', 'VAL'),
+    ('b', 'gallery'): _gallery_files('DS2_EmoMV_B', 'DS2_VAL_labels_for_retrieval.csv', 'DS2_VAL_for_retrieval'),
+    ('c', 'train'): _pair_files('DS3_EmoMV_C', 'DS3', 'TRAIN'),
+    ('c', 'validation'): _pair_files('DS3_EmoMV_C', 'DS3', 'VAL'),
+    ('c', 'gallery'): _gallery_files('DS3_EmoMV_C', 'DS3_VAL_labels_for_retrieval.csv', 'DS3_VAL_for_retrieval'),
+}
+
+
+def splits(config: str) -> tuple[str, ...]:
+  """The split names of a config (`'a'`, `'b'` or `'c'`), in build order.
+
+  Args:
+    config: the config name.
+
+  Returns:
+    e.g. `('train', 'validation', 'gallery')`; EmoMV-A also has `'test'`.
+  """
+  _check_config(config)
+  return tuple(split for cfg, split in SPLIT_FILES if cfg == config)
+
+
+def split_files(config: str, split: str) -> SplitFiles:
+  """The three repository-relative files of one split of one config.
+
+  Args:
+    config: `'a'`, `'b'` or `'c'`.
+    split: `'train'`, `'validation'`, `'test'` (EmoMV-A only) or `'gallery'`.
+
+  Returns:
+    The `SplitFiles` of that split.
+
+  Raises:
+    KeyError: for an unknown config or split.
+  """
+  _check_config(config)
+  try:
+    return SPLIT_FILES[(config, split)]
+  except KeyError:
+    raise KeyError(f'EmoMV-{config.upper()} has no split {split!r}; it has {splits(config)}') from None
+
+
+def config_files(config: str) -> tuple[str, ...]:
+  """Every repository-relative file that a config needs, without duplicates, in split order.
+
+  Args:
+    config: `'a'`, `'b'` or `'c'`.
+
+  Returns:
+    The relative paths.
+  """
+  paths = []
+  for split in splits(config):
+    for path in split_files(config, split).paths:
+      if path not in paths:
+        paths.append(path)
+  return tuple(paths)
+
+
+def url_for(relative_path: str) -> str:
+  """The public download URL of a repository-relative path."""
+  return BASE_URL + relative_path
+
+
+def find_missing(root: PathLike, config: str) -> list[str]:
+  """The files of a config that are not under `root` (a copy laid out like the repository).
+
+  Args:
+    root: the folder holding `DS1_EmoMV_A/` etc.
+    config: `'a'`, `'b'` or `'c'`.
+
+  Returns:
+    The missing repository-relative paths (empty when all are there).
+  """
+  root = pathlib.Path(root)
+  return [rel for rel in config_files(config) if not (root / rel).is_file()]
+
+
+def missing_files_message(root: PathLike, missing: Sequence[str]) -> str:
+  """A message naming each missing file and where it can be downloaded."""
+  lines = [f'{len(missing)} EmoMV file(s) missing under {root}:']
+  for rel in missing:
+    lines.append(f'  {rel} (download: {url_for(rel)})')
+  return '\n'.join(lines)
+
+
+def _check_config(config: str) -> None:
+  if config not in CONFIG_FOLDERS:
+    raise KeyError(f'unknown EmoMV config {config!r}; expected one of {sorted(CONFIG_FOLDERS)}')
+
+
+def _known_url(path: PathLike) -> str | None:
+  """The download URL of `path` when it ends with a known repository path (for error messages)."""
+  posix = pathlib.Path(path).as_posix()
+  for split_paths in SPLIT_FILES.values():
+    for rel in split_paths.paths:
+      if posix == rel or posix.endswith('/' + rel):
+        return url_for(rel)
+  return None
+
+
+def _require_file(path: PathLike) -> None:
+  if not os.path.isfile(path):
+    url = _known_url(path)
+    where = f' (download: {url})' if url else ''
+    raise EmoMVMissingFileError(f'EmoMV file not found: {os.fspath(path)}{where}')
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# HDF5
+
+
+def read_features(h5_path: PathLike, *, dim: int | None = None) -> np.ndarray:
+  """Reads the single 2-D dataset of an EmoMV feature file as float32.
+
+  The key (`default` in SlowFast files, `data` in VGGish files) does not matter: the file must hold exactly
+  one dataset. Float64 files (the EmoMV-A VGGish gallery) are converted.
+
+  Args:
+    h5_path: the HDF5 file.
+    dim: the expected feature width; None accepts any.
+
+  Returns:
+    A `(rows, width)` float32 array.
+
+  Raises:
+    EmoMVFormatError: the file is missing or unreadable, holds no or several datasets, the dataset is not a
+      2-D numeric array, has another width than `dim`, or holds a non-finite value (also after the float32
+      conversion, which would turn a huge float64 into inf).
+  """
+  _require_file(h5_path)
+  name = os.fspath(h5_path)
+  try:
+    with h5py.File(h5_path, 'r') as f:
+      found: list[str] = []
+      f.visititems(lambda key, obj: found.append(key) if isinstance(obj, h5py.Dataset) else None)
+      if len(found) != 1:
+        raise EmoMVFormatError(
+            f'{name}: expected exactly one HDF5 dataset (key "default" or "data"), found {len(found)}: {found}'
+        )
+      key = found[0]
+      dataset = f[key]
+      if dataset.ndim != 2:
+        raise EmoMVFormatError(f'{name}: dataset "{key}" has shape {dataset.shape}, expected (rows, width)')
+      if dataset.dtype.kind not in 'fiu':
+        raise EmoMVFormatError(f'{name}: dataset "{key}" has dtype {dataset.dtype}, expected floating point')
+      raw = dataset[()]
+  except OSError as e:
+    raise EmoMVFormatError(f'{name}: not a readable HDF5 file ({e})') from e
+  if dim is not None and raw.shape[1] != dim:
+    raise EmoMVFormatError(f'{name}: features are {raw.shape[1]} wide, expected {dim}')
+  with np.errstate(over='ignore'):  # an overflow to inf is reported below, with its row
+    features = raw.astype(np.float32)
+  bad = ~np.isfinite(features)
+  if bad.any():
+    row, col = np.argwhere(bad)[0]
+    raise EmoMVFormatError(
+        f'{name}: row {row + 1}, column {col + 1}: non-finite value {raw[row, col]!r} '
+        f'({int(bad.any(axis=1).sum())} row(s) affected); expected finite features'
+    )
+  return features
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# CSV
+
+
+def _read_csv_rows(csv_path: PathLike) -> list[list[str]]:
+  """Rows of a header-less CSV; trailing blank lines are dropped, blank lines elsewhere are an error."""
+  _require_file(csv_path)
+  name = os.fspath(csv_path)
+  try:
+    # utf-8-sig: a BOM written by a spreadsheet must not end up in the first field.
+    with open(csv_path, newline='', encoding='utf-8-sig') as f:
+      rows = list(csv.reader(f))
+  except (UnicodeDecodeError, csv.Error) as e:
+    raise EmoMVFormatError(f'{name}: not a readable CSV file ({e})') from e
+  while rows and not any(field.strip() for field in rows[-1]):
+    rows.pop()
+  if not rows:
+    raise EmoMVFormatError(f'{name}: the CSV has no rows')
+  for i, row in enumerate(rows):
+    if not any(field.strip() for field in row):
+      raise EmoMVFormatError(f'{name}: row {i + 1} is empty')
+  return rows
+
+
+def _int_field(name: str, row: int, column: int, what: str, value: str) -> int:
+  try:
+    return int(value.strip())
+  except ValueError:
+    raise EmoMVFormatError(f'{name}: row {row}, column {column} ({what}): {value!r} is not an integer') from None
+
+
+def _emotion_id(name: str, row: int, column: int, what: str, value: str) -> int:
+  label = _int_field(name, row, column, what, value)
+  if not 0 <= label < len(EMOTIONS):
+    raise EmoMVFormatError(
+        f'{name}: row {row}, column {column} ({what}): {label} is outside 0..{len(EMOTIONS) - 1} {EMOTIONS}'
+    )
+  return label
+
+
+def _check_emotion_name(name: str, row: int, column: int, what: str, value: str, label: int) -> None:
+  spelled = value.strip().lower()
+  if spelled not in EMOTIONS:
+    raise EmoMVFormatError(
+        f'{name}: row {row}, column {column} ({what}): unknown emotion {value!r}, expected one of {EMOTIONS}'
+    )
+  if EMOTIONS.index(spelled) != label:
+    raise EmoMVFormatError(
+        f'{name}: row {row}, column {column} ({what}): emotion {value!r} disagrees with its id {label} '
+        f'({EMOTIONS[label]})'
+    )
+
+
+def _nonempty_name(name: str, row: int, column: int, value: str) -> str:
+  value = value.strip()
+  if not value:
+    raise EmoMVFormatError(f'{name}: row {row}, column {column} (name) is empty')
+  return value
+
+
+def _features_for(
+    csv_path: PathLike, n_rows: int, video_h5: PathLike, music_h5: PathLike, video_dim: int | None,
+    music_dim: int | None
+) -> tuple[np.ndarray, np.ndarray]:
+  video = read_features(video_h5, dim=video_dim)
+  music = read_features(music_h5, dim=music_dim)
+  for path, features in ((video_h5, video), (music_h5, music)):
+    if features.shape[0] != n_rows:
+      raise EmoMVFormatError(
+          f'{os.fspath(path)}: {features.shape[0]} feature rows, but {os.fspath(csv_path)} has {n_rows} rows; '
+          'expected one feature row per CSV row'
+      )
+  return video, music
+
+
+def read_pairs(
+    csv_path: PathLike,
+    video_h5: PathLike,
+    music_h5: PathLike,
+    *,
+    video_dim: int | None = VIDEO_DIM,
+    music_dim: int | None = MUSIC_DIM,
+) -> dict[str, np.ndarray]:
+  """Reads and validates one pair split: the 7-column CSV and its two feature files.
+
+  CSV columns (no header): `dir, name, match(0/1), video_emotion_str, music_emotion_str, video_emotion_id,
+  music_emotion_id`.
+
+  Args:
+    csv_path: the pair CSV.
+    video_h5: the video (SlowFast) feature file, row i = CSV row i.
+    music_h5: the music (VGGish) feature file, row i = CSV row i.
+    video_dim: the expected video width; None accepts any.
+    music_dim: the expected music width; None accepts any.
+
+  Returns:
+    `name` (n,) str, `video` (n, dv) float32, `music` (n, dm) float32, `match` (n,) int64 (1 = matched),
+    `video_emotion` and `music_emotion` (n,) int64 indices into `EMOTIONS`; in file row order.
+
+  Raises:
+    EmoMVFormatError: on any missing file or malformed content (the message names the file and row).
+  """
+  rows = _read_csv_rows(csv_path)
+  name = os.fspath(csv_path)
+  names, match, video_emotion, music_emotion = [], [], [], []
+  for i, row in enumerate(rows, start=1):
+    if len(row) != 7:
+      raise EmoMVFormatError(
+          f'{name}: row {i} has {len(row)} columns, expected 7 (dir, name, match, video_emotion, '
+          'music_emotion, video_emotion_id, music_emotion_id)'
+      )
+    names.append(_nonempty_name(name, i, 2, row[1]))
+    m = _int_field(name, i, 3, 'match', row[2])
+    if m not in (0, 1):
+      raise EmoMVFormatError(f'{name}: row {i}, column 3 (match): {m}, expected 0 (mismatched) or 1 (matched)')
+    v = _emotion_id(name, i, 6, 'video_emotion_id', row[5])
+    a = _emotion_id(name, i, 7, 'music_emotion_id', row[6])
+    _check_emotion_name(name, i, 4, 'video_emotion', row[3], v)
+    _check_emotion_name(name, i, 5, 'music_emotion', row[4], a)
+    match.append(m)
+    video_emotion.append(v)
+    music_emotion.append(a)
+  video, music = _features_for(csv_path, len(rows), video_h5, music_h5, video_dim, music_dim)
+  return {
+      'name': np.asarray(names, dtype=np.str_),
+      'video': video,
+      'music': music,
+      'match': np.asarray(match, dtype=np.int64),
+      'video_emotion': np.asarray(video_emotion, dtype=np.int64),
+      'music_emotion': np.asarray(music_emotion, dtype=np.int64),
+  }
+
+
+def gallery_name(filename: str, label: int) -> str:
+  """The gallery name of a 3-column (EmoMV-A style) retrieval row.
+
+  EmoMV-A's retrieval CSV holds bare file names (`ORG_EXT(154).mp4`) inside per-class folders, so the same
+  file name could occur in two classes. The name is made unique and consistent with EmoMV-A's pair CSVs,
+  which call the same segment `exciting_ORG_EXT(154)`: the emotion name, an underscore, and the file name
+  without its `.mp4` extension.
+
+  Args:
+    filename: the file name of column 2.
+    label: the emotion id of column 3.
+
+  Returns:
+    e.g. `exciting_ORG_EXT(154)`.
+  """
+  stem = filename[: -len('.mp4')] if filename.lower().endswith('.mp4') else filename
+  return f'{EMOTIONS[label]}_{stem}'
+
+
+def read_gallery(
+    csv_path: PathLike,
+    video_h5: PathLike,
+    music_h5: PathLike,
+    *,
+    video_dim: int | None = VIDEO_DIM,
+    music_dim: int | None = MUSIC_DIM,
+) -> dict[str, np.ndarray]:
+  """Reads and validates a retrieval gallery: one row per segment with its own video and music.
+
+  Accepts both published CSV formats (no header): 3 columns `dir, filename.mp4, label_id` (EmoMV-A; the
+  name becomes `gallery_name(filename, label)`, e.g. `exciting_ORG_EXT(154)`) and 4 columns
+  `dir, name, emotion_str, label_id` (EmoMV-B/C; the name is kept). All rows of a file must have the same
+  format, and names must be unique, since retrieval tools look gallery items up by name.
+
+  Args:
+    csv_path: the retrieval CSV.
+    video_h5: the video feature file, row i = CSV row i.
+    music_h5: the music feature file, row i = CSV row i.
+    video_dim: the expected video width; None accepts any.
+    music_dim: the expected music width; None accepts any.
+
+  Returns:
+    The same keys as `read_pairs`, with `match` all 1 and `video_emotion` = `music_emotion` = the label.
+
+  Raises:
+    EmoMVFormatError: on any missing file or malformed content (the message names the file and row).
+  """
+  rows = _read_csv_rows(csv_path)
+  name = os.fspath(csv_path)
+  n_columns = len(rows[0])
+  if n_columns not in (3, 4):
+    raise EmoMVFormatError(
+        f'{name}: row 1 has {n_columns} columns, expected 3 (dir, filename.mp4, label_id) or 4 (dir, name, '
+        'emotion, label_id)'
+    )
+  names, labels = [], []
+  first_row_of: dict[str, int] = {}
+  for i, row in enumerate(rows, start=1):
+    if len(row) != n_columns:
+      raise EmoMVFormatError(
+          f'{name}: row {i} has {len(row)} columns, expected {n_columns} like row 1 (3 or 4 columns, not mixed)'
+      )
+    label = _emotion_id(name, i, n_columns, 'label_id', row[-1])
+    raw_name = _nonempty_name(name, i, 2, row[1])
+    if n_columns == 3:
+      item = gallery_name(raw_name, label)
+    else:
+      _check_emotion_name(name, i, 3, 'emotion', row[2], label)
+      item = raw_name
+    if item in first_row_of:
+      raise EmoMVFormatError(
+          f'{name}: row {i}: gallery name {item!r} repeats row {first_row_of[item]}; expected unique names'
+      )
+    first_row_of[item] = i
+    names.append(item)
+    labels.append(label)
+  video, music = _features_for(csv_path, len(rows), video_h5, music_h5, video_dim, music_dim)
+  labels_array = np.asarray(labels, dtype=np.int64)
+  return {
+      'name': np.asarray(names, dtype=np.str_),
+      'video': video,
+      'music': music,
+      'match': np.ones(len(rows), dtype=np.int64),
+      'video_emotion': labels_array,
+      'music_emotion': labels_array.copy(),
+  }
+
+
+def read_split(
+    root: PathLike,
+    config: str,
+    split: str,
+    *,
+    video_dim: int | None = VIDEO_DIM,
+    music_dim: int | None = MUSIC_DIM,
+) -> dict[str, np.ndarray]:
+  """Reads one split of one config from a copy laid out like the EmoMV repository.
+
+  Args:
+    root: the folder holding `DS1_EmoMV_A/` etc.
+    config: `'a'`, `'b'` or `'c'`.
+    split: a split of that config (see `splits`).
+    video_dim: the expected video width; None accepts any.
+    music_dim: the expected music width; None accepts any.
+
+  Returns:
+    The dict of `read_pairs` / `read_gallery`.
+
+  Raises:
+    EmoMVMissingFileError: a file of the split is missing (all of them are named, with download URLs).
+    EmoMVFormatError: a file is malformed.
+  """
+  files = split_files(config, split)
+  root = pathlib.Path(root)
+  missing = [rel for rel in files.paths if not (root / rel).is_file()]
+  if missing:
+    raise EmoMVMissingFileError(missing_files_message(root, missing))
+  reader = read_pairs if files.kind == 'pairs' else read_gallery
+  return reader(
+      root / files.csv, root / files.video, root / files.music, video_dim=video_dim, music_dim=music_dim
+  )
