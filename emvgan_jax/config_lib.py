@@ -6,6 +6,9 @@ Every field is documented here once. Configs are `ml_collections.ConfigDict`s lo
 
 from __future__ import annotations
 
+import importlib.util
+import os
+
 import ml_collections
 
 
@@ -82,3 +85,20 @@ def base_config() -> ml_collections.ConfigDict:
   c.sharding.param_rule = "replicate"  # 'replicate', 'fsdp' or 'tensor' (see emvgan_jax/sharding.py)
   c.sharding.min_shard_size = 2**14
   return c
+
+
+def load_config_file(spec: str) -> ml_collections.ConfigDict:
+  """Loads `path/to/config.py[:arg]` as `--config=` does (for tools and tests that take config paths).
+
+  Args:
+    spec: a config file path, optionally followed by `:arg` passed to its `get_config(arg)`.
+  """
+  path, _, arg = spec.partition(":")
+  if not os.path.isfile(path):
+    raise FileNotFoundError(f"Config file {path!r} does not exist (from {spec!r})")
+  module_spec = importlib.util.spec_from_file_location(f"_emvgan_config_{abs(hash(path))}", path)
+  module = importlib.util.module_from_spec(module_spec)
+  module_spec.loader.exec_module(module)
+  config = module.get_config(arg) if arg else module.get_config()
+  config.lock()
+  return config

@@ -84,24 +84,24 @@ def prepare_dataset(dataset: str, *, data_dir: str | None, manual_dir: str | Non
     dataset: TFDS name with config, `emomv/a`, `emomv/b` or `emomv/c`.
     data_dir: the TFDS data dir (None: TFDS's default, ~/tensorflow_datasets).
     manual_dir: a local copy of the EmoMV repository; None downloads the files from their public URLs.
+
+  Raises:
+    tfds_emomv.emomv.EmoMVFormatError: a source file is missing (named, with its URL) or malformed.
   """
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
 
-  import tfds_emomv  # noqa: F401  pylint: disable=g-import-not-at-top,unused-import  (registers `emomv`)
+  from tfds_emomv.emomv import prepare  # pylint: disable=g-import-not-at-top  (registers `emomv`)
 
   builder = tfds.builder(dataset, data_dir=data_dir, file_format="array_record")
   if not builder.is_prepared():
     if jax.process_index() == 0:
       logging.info("Building %s into %s (first use)", dataset, builder.data_dir)
-      builder.download_and_prepare(
-          file_format="array_record",
-          download_config=tfds.download.DownloadConfig(manual_dir=manual_dir),
-      )
-    if jax.process_count() > 1:
+      prepare.build_one(dataset, data_dir, manual_dir)
+    if jax.process_count() > 1:  # the others wait, then read what process 0 wrote
       from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
 
       multihost_utils.sync_global_devices(f"built {dataset}")
-      builder = tfds.builder(dataset, data_dir=data_dir, file_format="array_record")
+    builder = tfds.builder(dataset, data_dir=data_dir, file_format="array_record")
   return builder
 
 

@@ -19,6 +19,10 @@ _DISTRIBUTED = flags.DEFINE_bool(
     "Call jax.distributed.initialize() (multi-host: Cloud TPU pods, or several GPU hosts). Also set by "
     "EMVGAN_DISTRIBUTED=1; coordinator address, process count and id come from the environment or the TPU "
     "metadata as jax.distributed.initialize() reads them.")
+_CACHE = flags.DEFINE_string(
+    "compilation_cache_dir", os.path.join(os.path.expanduser("~"), ".cache", "emvgan_jax", "xla"),
+    "JAX persistent compilation cache: a rerun, a resumed run or another seed skips XLA compilation. Empty "
+    "disables it.")
 flags.mark_flags_as_required(["config", "workdir"])
 
 
@@ -37,15 +41,20 @@ def main(argv):
   absl_logging.get_absl_handler().addFilter(_QuietLibraries())
   import jax  # pylint: disable=g-import-not-at-top  (after flags, so XLA/JAX env flags can be set first)
 
+  if _CACHE.value and not os.environ.get("JAX_COMPILATION_CACHE_DIR"):
+    jax.config.update("jax_compilation_cache_dir", _CACHE.value)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
   if _DISTRIBUTED.value:
     jax.distributed.initialize()
   from emvgan_jax import train  # pylint: disable=g-import-not-at-top
+  from tfds_emomv.emomv import files  # pylint: disable=g-import-not-at-top
 
   logging.info("JAX process %d of %d; %d local / %d global devices: %s", jax.process_index(),
                jax.process_count(), jax.local_device_count(), jax.device_count(), jax.devices())
   try:
     train.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
-  except train.NonFiniteLossError as e:
+  except (train.NonFiniteLossError, files.EmoMVFormatError) as e:
+    # Both messages already say what went wrong and what to do; a traceback would only bury them.
     logging.error("%s", e)
     sys.exit(f"error: {e}")
 

@@ -79,7 +79,8 @@ def baseline_train_step(state: TrainState, batch, rng, *, model: nn.Module, opti
   (loss, terms), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params["model"])
   updates, opt_state = optimizer.update(grads, state.opt_state["model"], state.params["model"])
   params = optax.apply_updates(state.params["model"], updates)
-  metrics = {"loss": loss, **{f"loss_{k}": v for k, v in terms.items()}, "grad_norm": optax.global_norm(grads)}
+  metrics = {"loss": loss, **{f"loss_{k}": v for k, v in terms.items()}, "grad_norm": optax.tree.norm(grads),
+             "param_norm": optax.tree.norm(params)}
   new_state = state.replace(step=state.step + 1, params={"model": params}, opt_state={"model": opt_state})
   return new_state, _mean_metrics(metrics)
 
@@ -181,7 +182,9 @@ def emvgan_train_step(state: TrainState, batch, rng, *, generator: nn.Module, di
       "disc_accuracy": d_acc,
       "adv_weight": adv_weight,
       "temperature": temperature(g_params),
-      "grad_norm": optax.global_norm(g_grads),
+      "grad_norm": optax.tree.norm(g_grads),
+      # A finite loss with a non-finite update (e.g. a huge learning rate) shows up here one step earlier.
+      "param_norm": optax.tree.norm(g_params) + optax.tree.norm(d_params),
   }
   new_state = state.replace(
       step=state.step + 1,

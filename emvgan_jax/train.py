@@ -144,10 +144,13 @@ class _Writer:
       self._tb.close()
 
 
+_GUARDED = ("grad_norm", "param_norm")
+
+
 def _check_finite(step_metrics: list[tuple[int, dict[str, Any]]]):
-  """Raises NonFiniteLossError on the first logged step whose loss terms are not all finite."""
+  """Raises NonFiniteLossError on the first step whose losses (or gradient/parameter norms) are not finite."""
   for step, m in step_metrics:
-    bad = [k for k, v in m.items() if k.startswith("loss") and not np.isfinite(v)]
+    bad = [k for k, v in m.items() if (k.startswith("loss") or k in _GUARDED) and not np.isfinite(v)]
     if bad:
       raise NonFiniteLossError(
           f"Non-finite loss at step {step}: {', '.join(f'{k}={m[k]}' for k in bad)}. The run stopped and wrote no "
@@ -223,6 +226,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   best = None  # (step, on-device copy of the best state) since the last save
 
   def meta(done: bool = False) -> dict[str, Any]:
+    # `stopped_early` means early stopping fired; reaching max_steps does not stop a resumed, longer run.
     return {"selection": selection.to_json(), "stopped_early": done, "model": family.name,
             "description": family.description, "dataset": config.data.dataset, "seed": config.seed,
             "steps_per_epoch": steps_per_epoch, "config": json.loads(config.to_json_best_effort()),
@@ -304,7 +308,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
           break
     if best is None and selection.best_step is None:  # never evaluated (e.g. max_steps=0): evaluate now
       run_eval()
-    save(done=stopped_early or step >= max_steps)
+    save(done=stopped_early)
   finally:
     if progress is not None:
       progress.close()

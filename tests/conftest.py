@@ -8,6 +8,12 @@ import os
 
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
+# Many tests build the same tiny models: a session-wide persistent compilation cache compiles each program once.
+import tempfile  # pylint: disable=g-import-not-at-top
+
+os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", tempfile.mkdtemp(prefix="emvgan_jax_test_xla_cache_"))
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.2")
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
 
 import pathlib
 
@@ -31,3 +37,23 @@ def emomv_dir() -> pathlib.Path:
   if not marker.is_file():
     pytest.fail(f"EMOMV_DIR={value} is set but {marker} does not exist: point it at a copy of the EmoMV repository")
   return path
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory):
+  """One tiny EMVGAN trained on the dummy data (configs/tiny.py, seed 0), shared by the tests of the evaluation
+  tools (evaluate, retrieve, plots, sweep): training it costs ~15 s, so it happens once per session.
+
+  It is trained where `emvgan_jax.sweep` keeps seed 0 of `configs/tiny.py` under `root`, so the sweep test
+  finds it finished and trains only the other seed.
+  """
+  import types  # pylint: disable=g-import-not-at-top
+
+  from emvgan_jax import sweep, train  # pylint: disable=g-import-not-at-top  (after XLA_FLAGS above)
+
+  root = tmp_path_factory.mktemp("tiny_sweep")
+  data_dir = str(tmp_path_factory.mktemp("tiny_tfds"))
+  spec = str(REPO_ROOT / "configs" / "tiny.py")
+  workdir = root / sweep.config_slug(spec) / "seed_0"
+  results = train.train_and_evaluate(sweep.make_config(spec, 0, data_dir=data_dir), str(workdir))
+  return types.SimpleNamespace(root=root, workdir=workdir, data_dir=data_dir, spec=spec, results=results)

@@ -22,6 +22,7 @@ import tensorflow_datasets as tfds
 
 import tfds_emomv  # noqa: F401  (registers the `emomv` builder)
 from tfds_emomv.emomv import files
+from tfds_emomv.emomv.prepare import build_one
 
 _DATASETS = flags.DEFINE_list(
     'datasets', None, 'Datasets to build, e.g. emomv/c,emomv/b (configs a, b, c).', required=True
@@ -31,48 +32,6 @@ _MANUAL_DIR = flags.DEFINE_string(
     'manual_dir', None, 'Optional local copy laid out like the EmoMV repository (else files are downloaded).'
 )
 _OVERWRITE = flags.DEFINE_bool('overwrite', False, 'Rebuild a dataset that already exists in data_dir.')
-
-
-def build_one(name: str, data_dir: str, manual_dir: str | None = None, overwrite: bool = False) -> dict[str, int]:
-  """Builds one dataset (e.g. `emomv/c`) to array_record.
-
-  Args:
-    name: the dataset name with its config, `emomv/a`, `emomv/b` or `emomv/c`.
-    data_dir: the TFDS data_dir to write into.
-    manual_dir: an optional local copy laid out like the repository.
-    overwrite: rebuild when the dataset already exists.
-
-  Returns:
-    Examples per split.
-
-  Raises:
-    files.EmoMVFormatError: a file is missing or malformed (nothing is left in data_dir).
-    ValueError: `name` is not an emomv config.
-  """
-  dataset, _, config = name.partition('/')
-  if dataset != 'emomv' or config not in files.CONFIG_FOLDERS:
-    raise ValueError(f'unknown dataset {name!r}: expected one of ' +
-                     ', '.join(f'emomv/{c}' for c in files.CONFIG_FOLDERS))
-  builder = tfds.builder(name, data_dir=data_dir, file_format='array_record')
-  mode = tfds.download.GenerateMode.REUSE_CACHE_IF_EXISTS if overwrite else (
-      tfds.download.GenerateMode.REUSE_DATASET_IF_EXISTS)
-  try:
-    builder.download_and_prepare(
-        download_config=tfds.download.DownloadConfig(
-            manual_dir=manual_dir,
-            download_mode=mode,
-            # The dataset is not hosted on GCS; asking would need network access for nothing.
-            try_download_gcs=False,
-        ),
-    )
-  except Exception:
-    # TFDS already removed its incomplete.* folder; also drop the then empty `emomv/<config>/` so that a
-    # failed build leaves no trace of that config in data_dir.
-    config_dir = builder.data_path.parent
-    if config_dir.is_dir() and not any(config_dir.iterdir()):
-      config_dir.rmdir()
-    raise
-  return {split: info.num_examples for split, info in builder.info.splits.items()}
 
 
 def main(argv: Sequence[str]) -> None:

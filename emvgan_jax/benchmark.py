@@ -1,0 +1,130 @@
+"""Training throughput and full-run wall time (speed is measured here, never in tests).
+
+  python -m emvgan_jax.benchmark --config=configs/emomv_baseline.py:c,retrieval_single \
+      --batch_sizes=256,4096 --manual_dir=../shared/emomv --data_dir=/tmp/tfds
+  python -m emvgan_jax.benchmark --config=configs/emomv_c.py --batch_sizes=256,4096 --full_run \
+      --manual_dir=../shared/emomv --data_dir=/tmp/tfds
+
+Steady state: the config's train step, jitted once with its shardings and donated state, on batches of real
+standardised EmoMV rows (sampled with replacement when the batch is larger than the split), timed after
+compilation and warm-up over at least --seconds; it prints examples/s, ms/step and the FLOP rate from XLA's cost
+analysis. `--full_run` then times `python -m emvgan_jax.main` end to end in a fresh process with a fresh
+workdir and no compilation cache: imports, dataset loading, compilation, training with early stopping,
+checkpoints and the final evaluation, all included.
+"""
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+
+from absl import app, flags
+from ml_collections import config_flags
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Config file to benchmark.", lock_config=True)
+_BATCH_SIZES = flags.DEFINE_list("batch_sizes", ["256", "4096"], "Global batch sizes to time.")
+_SECONDS = flags.DEFINE_float("seconds", 5.0, "Minimum timed seconds per batch size.")
+_DATA_DIR = flags.DEFINE_string("data_dir", None, "TFDS data dir (overrides config.data.data_dir).")
+_MANUAL_DIR = flags.DEFINE_string("manual_dir", None, "Local EmoMV copy (overrides config.data.manual_dir).")
+_FULL_RUN = flags.DEFINE_bool("full_run", False, "Also time a full training run of the config, end to end.")
+flags.mark_flags_as_required(["config"])
+
+
+def steady_state(config, batch_size: int, data) -> dict:
+  """Examples/s of the config's jitted train step at `batch_size`, after compile and warm-up."""
+  import jax  # pylint: disable=g-import-not-at-top
+  import numpy as np  # pylint: disable=g-import-not-at-top
+
+  from emvgan_jax import input_pipeline, model_zoo, sharding, train  # pylint: disable=g-import-not-at-top
+
+  mesh = sharding.make_mesh(config.sharding.mesh_shape)
+  family = model_zoo.build(config)
+  state, shardings = train.create_state(family, config, mesh, data.video_dim, data.music_dim)
+  step = train.compile_train_step(family, mesh, shardings)
+  rng = jax.device_put(jax.random.key(0), sharding.replicated(mesh))
+  sampler = np.random.default_rng(0)
+  batches = []
+  for _ in range(4):
+    rows = sampler.choice(len(data), batch_size, replace=batch_size > len(data))
+    batch = input_pipeline._gather(data, rows, batch_size)  # pylint: disable=protected-access
+    batches.append(input_pipeline.make_global_batch(batch, sharding.batch_sharding(mesh)))
+
+  t0 = time.perf_counter()
+  compiled = step.lower(state, batches[0], rng).compile()
+  compile_s = time.perf_counter() - t0
+  cost = compiled.cost_analysis()
+  cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+  flops = float(cost.get("flops", 0.0)) if cost else 0.0
+  for i in range(3):  # warm-up
+    state, metrics = step(state, batches[i % 4], rng)
+  jax.block_until_ready(metrics)
+  n, t0 = 0, time.perf_counter()
+  while True:
+    for _ in range(10):
+      state, metrics = step(state, batches[n % 4], rng)
+      n += 1
+    jax.block_until_ready(metrics)
+    elapsed = time.perf_counter() - t0
+    if elapsed >= _SECONDS.value:
+      break
+  return {"batch_size": batch_size, "examples_per_s": n * batch_size / elapsed, "ms_per_step": 1e3 * elapsed / n,
+          "gflop_per_s": flops * n / elapsed / 1e9, "compile_s": compile_s, "steps": n}
+
+
+def full_run(config_arg: str, overrides: list[str]) -> dict:
+  """Wall time of `python -m emvgan_jax.main` on the config, from process start to results.json."""
+  with tempfile.TemporaryDirectory(prefix="emvgan_bench_") as workdir:
+    env = {k: v for k, v in os.environ.items() if k != "JAX_COMPILATION_CACHE_DIR"}
+    cmd = [sys.executable, "-m", "emvgan_jax.main", f"--config={config_arg}", f"--workdir={workdir}",
+           "--config.train.progress_bar=False", "--compilation_cache_dir=", *overrides]
+    t0 = time.perf_counter()
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
+    wall = time.perf_counter() - t0
+    if proc.returncode:
+      raise RuntimeError(f"full run failed ({' '.join(cmd)}):\n{proc.stderr[-3000:]}")
+    with open(os.path.join(workdir, "results.json"), encoding="utf-8") as f:
+      results = json.load(f)
+  return {"wall_s": wall, "checkpoint_step": results["checkpoint_step"], "results": results}
+
+
+def main(argv):
+  del argv
+  import jax  # pylint: disable=g-import-not-at-top
+
+  from emvgan_jax import input_pipeline, train  # pylint: disable=g-import-not-at-top
+
+  config = _CONFIG.value
+  with config.unlocked():
+    if _DATA_DIR.value:
+      config.data.data_dir = _DATA_DIR.value
+    if _MANUAL_DIR.value:
+      config.data.manual_dir = _MANUAL_DIR.value
+  data = train.load_data(config).train
+  print(f"{config.model} ({config.baseline.task if config.model == 'baseline' else 'emvgan'}) on "
+        f"{config.data.dataset}; {jax.device_count()} {jax.devices()[0].platform} device(s)")
+  for b in _BATCH_SIZES.value:
+    r = steady_state(config, int(b), data)
+    print(f"  batch {r['batch_size']:>5}: {r['examples_per_s']:>10,.0f} examples/s  {r['ms_per_step']:7.2f} ms/step  "
+          f"{r['gflop_per_s']:6.1f} GFLOP/s  (compile {r['compile_s']:.1f} s, {r['steps']} steps timed)", flush=True)
+  del input_pipeline
+  if _FULL_RUN.value:
+    config_arg = next(a.split("=", 1)[1] for a in sys.argv if a.startswith("--config="))
+    overrides = [a for a in sys.argv[1:] if a.startswith("--config.")]
+    if _DATA_DIR.value:
+      overrides.append(f"--config.data.data_dir={_DATA_DIR.value}")
+    if _MANUAL_DIR.value:
+      overrides.append(f"--config.data.manual_dir={_MANUAL_DIR.value}")
+    r = full_run(config_arg, overrides)
+    res = r["results"]
+    summary = f"best checkpoint step {r['checkpoint_step']}"
+    if "retrieval" in res:
+      summary += (f", v->m mAP {res['retrieval']['video_to_music']['map']:.3f}, "
+                  f"m->v mAP {res['retrieval']['music_to_video']['map']:.3f}")
+    summary += f", ROC-AUC {res['classification']['roc_auc']:.3f}"
+    print(f"  full run (fresh process, no compilation cache, compile included): {r['wall_s']:.1f} s wall ({summary})")
+
+
+if __name__ == "__main__":
+  app.run(main)

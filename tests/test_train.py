@@ -1,0 +1,260 @@
+"""Training: end to end over 8 devices on dummy data, sharded == single device, one compilation, resume ==
+uninterrupted, non-finite losses, config errors, and a short real EmoMV-C run that beats chance."""
+
+import functools
+import json
+import os
+import pathlib
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import optax
+import pytest
+
+from emvgan_jax import checkpoint as ckpt_lib
+from emvgan_jax import config_lib, input_pipeline, sharding, steps, train
+from emvgan_jax.models import discriminator as discriminator_lib
+from emvgan_jax.models import baseline as baseline_lib
+from emvgan_jax.models import emvgan as emvgan_lib
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def dummy_data_dir(tmp_path_factory) -> str:
+  """One TFDS data dir for every dummy-data run of the session (built on first use)."""
+  return str(tmp_path_factory.mktemp("tfds_dummy"))
+
+
+def tiny_config(data_dir: str, arg: str = "emvgan", **overrides):
+  config = config_lib.load_config_file(str(REPO / "configs" / "tiny.py") + f":{arg}")
+  config.data.data_dir = data_dir
+  for key, value in overrides.items():
+    node = config
+    *parents, leaf = key.split(".")
+    for p in parents:
+      node = node[p]
+    node[leaf] = value
+  return config
+
+
+def read_jsonl(path):
+  with open(path, encoding="utf-8") as f:
+    return [json.loads(line) for line in f]
+
+
+# --- end to end ------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("arg", ["emvgan", "baseline"])
+def test_tiny_train_and_evaluate_on_8_devices(tmp_path, dummy_data_dir, arg):
+  assert jax.device_count() == 8
+  workdir = tmp_path / "w"
+  results = train.train_and_evaluate(tiny_config(dummy_data_dir, arg), str(workdir))
+
+  on_disk = json.loads((workdir / "results.json").read_text())
+  assert on_disk == json.loads(json.dumps(results))
+  assert on_disk["dataset"] == "emomv/c" and on_disk["seed"] == 0
+  assert on_disk["classification"]["split"] == "validation"
+  assert set(on_disk["classification"]) >= {"accuracy", "f1", "roc_auc"}
+  retrieval = on_disk["retrieval"]
+  assert retrieval["split"] == "gallery" and retrieval["gallery_size"] == 4
+  for direction in ("video_to_music", "music_to_video"):
+    assert set(retrieval[direction]) == {"map", "hit@1", "hit@3", "hit@5", "hit@10", "recall@1", "recall@5",
+                                         "recall@10", "median_rank", "mean_rank"}
+  assert set(on_disk["chance"]["retrieval"]) == set(retrieval["video_to_music"])
+
+  ckpts = ckpt_lib.Checkpoints(str(workdir), read_only=True)
+  assert ckpts.latest_step("latest") == 4  # 4 epochs of one (padded) batch of the 6 dummy train rows
+  assert ckpts.latest_step("best") == on_disk["checkpoint_step"]
+  _, meta, stats = ckpts.restore_meta("best")
+  assert stats["video_mean"].shape == (2304,) and meta["config"]["model"] == ("emvgan" if arg == "emvgan" else
+                                                                             "baseline")
+  lines = read_jsonl(workdir / "metrics.jsonl")
+  assert [x["step"] for x in lines if "train/loss" in x] == [1, 2, 3, 4]
+  assert all(np.isfinite(x["train/loss"]) for x in lines if "train/loss" in x)
+  assert len([x for x in lines if "validation/loss" in x]) == 4
+  assert any(name.startswith("events.out.tfevents") for name in os.listdir(workdir / "tensorboard"))
+  assert json.loads((workdir / "config.json").read_text())["train"]["batch_size"] == 8
+
+
+def test_classification_baseline_has_no_retrieval_block(tmp_path, dummy_data_dir):
+  config = tiny_config(dummy_data_dir, "baseline", **{"baseline.task": "classification", "train.num_epochs": 1})
+  results = train.train_and_evaluate(config, str(tmp_path))
+  assert "retrieval" not in results and "retrieval" not in results["chance"]
+  assert results["classification"]["threshold"] == 0.5
+
+
+# --- sharded == single device; one compilation -----------------------------------------------------------------
+
+
+def random_batch(n: int, dv: int = 12, dm: int = 7, seed: int = 0):
+  rng = np.random.default_rng(seed)
+  mask = np.ones(n, bool)
+  mask[-3:] = False  # padding rows must count for nothing, sharded or not
+  return {"video": rng.normal(size=(n, dv)).astype(np.float32), "music": rng.normal(size=(n, dm)).astype(np.float32),
+          "match": (np.arange(n) % 2).astype(np.int32), "video_emotion": rng.integers(0, 5, n).astype(np.int32),
+          "music_emotion": rng.integers(0, 5, n).astype(np.int32), "mask": mask}
+
+
+def run_sharded(step_fn, state, batch, devices):
+  """One step on a mesh of `devices`; SGD(1) makes the parameter change equal minus the gradient."""
+  mesh = sharding.make_mesh(devices=devices)
+  rep = sharding.replicated(mesh)
+  state = jax.device_put(state, rep)
+  gbatch = input_pipeline.make_global_batch(batch, sharding.batch_sharding(mesh))
+  jitted = jax.jit(step_fn, in_shardings=(rep, sharding.batch_sharding(mesh), rep), out_shardings=(rep, rep))
+  new_state, metrics = jitted(state, gbatch, jax.device_put(jax.random.key(3), rep))
+  return jax.device_get(new_state), jax.device_get(metrics)
+
+
+def emvgan_setup():
+  config = config_lib.base_config()
+  config.loss.learn_temperature = True
+  gen = emvgan_lib.EMVGANGenerator(hidden=16, embed_dim=8, dropout_rate=0.1)
+  disc = discriminator_lib.ModalityDiscriminator(hidden=16)
+  sgd = optax.sgd(1.0)
+  v, m = np.zeros((2, 12), np.float32), np.zeros((2, 7), np.float32)
+  gen_side = {"generator": gen.init({"params": jax.random.key(0), "dropout": jax.random.key(1)}, v, m,
+                                    train=False)["params"],
+              "temperature": {"log_inv": np.float32(np.log(10.0))}}
+  d_params = disc.init(jax.random.key(2), np.zeros((2, 8), np.float32))["params"]
+  state = steps.TrainState(step=np.int32(5), params={**gen_side, "discriminator": d_params}, constants={},
+                           opt_state={"generator": sgd.init(gen_side), "discriminator": sgd.init(d_params)})
+  step_fn = functools.partial(steps.emvgan_train_step, generator=gen, discriminator=disc, opt_g=sgd, opt_d=sgd,
+                              loss_cfg=config.loss, n_disc=2)
+  return state, step_fn
+
+
+def baseline_setup(task):
+  model = baseline_lib.EmoMVBaseline(task=task, multitask=True, hidden=8, cbp_dim=4)
+  sgd = optax.sgd(1.0)
+  variables = dict(model.init({"params": jax.random.key(0), "dropout": jax.random.key(1)},
+                              np.zeros((2, 12), np.float32), np.zeros((2, 7), np.float32), train=False))
+  params = variables.pop("params")
+  state = steps.TrainState(step=np.int32(5), params={"model": params}, constants=variables,
+                           opt_state={"model": sgd.init(params)})
+  return state, functools.partial(steps.baseline_train_step, model=model, optimizer=sgd, task=task, margin=1.0)
+
+
+@pytest.mark.parametrize("setup", [emvgan_setup, functools.partial(baseline_setup, "retrieval"),
+                                   functools.partial(baseline_setup, "classification")],
+                         ids=["emvgan", "baseline_retrieval", "baseline_classification"])
+def test_sharded_step_equals_single_device(setup):
+  state, step_fn = setup()
+  batch = random_batch(16)
+  one_state, one_metrics = run_sharded(step_fn, state, batch, jax.devices()[:1])
+  all_state, all_metrics = run_sharded(step_fn, state, batch, jax.devices())
+  assert set(one_metrics) == set(all_metrics)
+  for k in one_metrics:
+    np.testing.assert_allclose(all_metrics[k], one_metrics[k], rtol=2e-5, atol=1e-6, err_msg=k)
+  # With SGD(lr=1) the parameter change is minus the gradient: compare gradients, leaf by leaf.
+  grads_one = jax.tree.map(lambda new, old: old - new, one_state.params, state.params)
+  grads_all = jax.tree.map(lambda new, old: old - new, all_state.params, state.params)
+  assert max(float(np.abs(g).max()) for g in jax.tree.leaves(grads_one)) > 0
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6), grads_all, grads_one)
+
+
+def test_train_step_compiles_once(dummy_data_dir):
+  config = tiny_config(dummy_data_dir)
+  from emvgan_jax import model_zoo  # pylint: disable=g-import-not-at-top
+  family = model_zoo.build(config)
+  mesh = sharding.make_mesh()
+  state, shardings = train.create_state(family, config, mesh, 12, 7)
+  step = train.compile_train_step(family, mesh, shardings)
+  rng = jax.device_put(jax.random.key(0), sharding.replicated(mesh))
+  for seed in range(3):
+    state, metrics = step(state, input_pipeline.make_global_batch(random_batch(8, seed=seed),
+                                                                  sharding.batch_sharding(mesh)), rng)
+  jax.block_until_ready(metrics)
+  assert step._cache_size() == 1  # pylint: disable=protected-access
+  assert int(state.step) == 3
+
+
+# --- resume == uninterrupted -----------------------------------------------------------------------------------
+
+
+def test_resume_equals_uninterrupted(tmp_path, dummy_data_dir):
+  base = {"train.num_epochs": 100, "train.checkpoint_every_epochs": 100}
+  whole = tmp_path / "whole"
+  train.train_and_evaluate(tiny_config(dummy_data_dir, **base, **{"train.max_steps": 6}), str(whole))
+  parts = tmp_path / "parts"
+  train.train_and_evaluate(tiny_config(dummy_data_dir, **base, **{"train.max_steps": 3}), str(parts))
+  train.train_and_evaluate(tiny_config(dummy_data_dir, **base, **{"train.max_steps": 6}), str(parts))
+
+  def latest(workdir):
+    c = ckpt_lib.Checkpoints(str(workdir), read_only=True)
+    abstract = None
+    step, state, _, _ = c.restore("latest", abstract)
+    return step, state
+
+  (s1, st1), (s2, st2) = latest(whole), latest(parts)
+  assert s1 == s2 == 6
+  jax.tree.map(np.testing.assert_array_equal, st1, st2)
+  train_lines = lambda w: {x["step"]: x for x in read_jsonl(w / "metrics.jsonl") if "train/loss" in x}  # noqa
+  a, b = train_lines(whole), train_lines(parts)
+  assert sorted(a) == sorted(b) == [1, 2, 3, 4, 5, 6]
+  for step in a:
+    for k in a[step]:
+      if k != "train/steps_per_sec":
+        assert a[step][k] == b[step][k], (step, k)
+  eval_lines = lambda w: [(x["step"], x["validation/loss"]) for x in read_jsonl(w / "metrics.jsonl")  # noqa
+                          if "validation/loss" in x]
+  assert eval_lines(whole) == eval_lines(parts)
+
+
+# --- failures --------------------------------------------------------------------------------------------------
+
+
+def test_non_finite_loss_stops_without_a_new_checkpoint(tmp_path, dummy_data_dir):
+  workdir = tmp_path / "w"
+  train.train_and_evaluate(tiny_config(dummy_data_dir, **{"train.num_epochs": 2}), str(workdir))
+  before = sorted(p.name for p in (workdir / "checkpoints").rglob("*"))
+  results_before = (workdir / "results.json").read_text()
+  bad = tiny_config(dummy_data_dir, **{"train.num_epochs": 6, "optim.learning_rate": 1e30})
+  with pytest.raises(train.NonFiniteLossError, match=r"Non-finite loss at step \d+: .*wrote no checkpoint"):
+    train.train_and_evaluate(bad, str(workdir))
+  assert sorted(p.name for p in (workdir / "checkpoints").rglob("*")) == before
+  assert ckpt_lib.Checkpoints(str(workdir), read_only=True).latest_step() == 2
+  assert (workdir / "results.json").read_text() == results_before
+
+
+def run_main(*args, timeout=120):
+  env = {**os.environ, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": ""}
+  return subprocess.run([sys.executable, "-m", "emvgan_jax.main", *args], cwd=REPO, capture_output=True, text=True,
+                        timeout=timeout, env=env, check=False)
+
+
+def test_misspelt_config_field_fails(tmp_path):
+  proc = run_main("--config=configs/tiny.py", f"--workdir={tmp_path}", "--config.train.batchsize=3")
+  assert proc.returncode != 0
+  assert "batchsize" in proc.stderr
+  assert not (tmp_path / "checkpoints").exists()
+
+
+def test_unknown_model_fails_clearly(tmp_path, dummy_data_dir):
+  config = tiny_config(dummy_data_dir, **{"model": "transformer"})
+  with pytest.raises(ValueError, match="config.model must be 'emvgan' or 'baseline'"):
+    train.train_and_evaluate(config, str(tmp_path))
+
+
+# --- real data -------------------------------------------------------------------------------------------------
+
+
+def test_short_emvgan_run_on_real_emomv_c_beats_chance(tmp_path, emomv_dir):
+  config = config_lib.load_config_file(str(REPO / "configs" / "emomv_c.py"))
+  config.data.manual_dir = str(emomv_dir)
+  config.data.data_dir = str(tmp_path / "tfds")
+  config.train.num_epochs = 15
+  config.train.patience = 0
+  config.train.batch_size = 128
+  config.train.progress_bar = False
+  results = train.train_and_evaluate(config, str(tmp_path / "w"))
+  retrieval = results["retrieval"]
+  assert retrieval["gallery_size"] == 96
+  chance = results["chance"]["retrieval"]["map"]
+  assert abs(chance - 0.279) < 0.001
+  for direction in ("video_to_music", "music_to_video"):
+    assert retrieval[direction]["map"] > chance + 0.03, (direction, retrieval[direction]["map"], chance)
