@@ -36,4 +36,5 @@ def get_config(arg: str = "emvgan"):
   config.train.log_every_steps = 1
   config.train.eval_batch_size = 16
   config.train.progress_bar = False
+  config.train.plots = False  # the tests that check plots turn them on
   return config

@@ -79,6 +79,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.train.log_every_steps = 20
   c.train.eval_batch_size = 1024
   c.train.progress_bar = True
+  c.train.plots = True  # PNGs in W/plots at the end (training curves, PR curves, PCA map, confusion matrix)
 
   c.sharding = ml_collections.ConfigDict()
   c.sharding.mesh_shape = ml_collections.ConfigDict({"data": -1, "model": 1})

@@ -59,13 +59,23 @@ class Evaluator:
     return result
 
   def evaluate(self, state, *, pair_split: input_pipeline.Split, gallery: input_pipeline.Split | None,
-               threshold: float | None) -> tuple[dict[str, float], dict[str, Any]]:
-    """Both tasks on one state: returns (flat metrics for logging and selection, structured results)."""
+               threshold: float | None, threshold_free_only: bool = False
+               ) -> tuple[dict[str, float], dict[str, Any]]:
+    """Both tasks on one state: returns (flat metrics for logging and selection, structured results).
+
+    Args:
+      state: the train state to evaluate.
+      pair_split: the classification split (its loss is the selection loss).
+      gallery: the retrieval gallery, or None.
+      threshold: on the matched score (None: 0.5, right for probabilities).
+      threshold_free_only: report only ROC-AUC of the classification metrics (no threshold at hand).
+    """
     pred = self.predict(state, pair_split)
     threshold = 0.5 if threshold is None else threshold
     cls = metrics.classification_metrics(pred["score"], pair_split.match, threshold=threshold)
-    flat = {"validation/loss": float(pred["loss"]), **{f"validation/{k}": float(cls[k]) for k in CLASSIFICATION_KEYS}}
-    structured: dict[str, Any] = {"classification": {k: float(cls[k]) for k in CLASSIFICATION_KEYS}}
+    keys = ("roc_auc",) if threshold_free_only else CLASSIFICATION_KEYS
+    flat = {"validation/loss": float(pred["loss"]), **{f"validation/{k}": float(cls[k]) for k in keys}}
+    structured: dict[str, Any] = {"classification": {k: float(cls[k]) for k in keys}}
     if gallery is not None and self.family.has_retrieval:
       g = self.predict(state, gallery)
       ret = retrieval_results(g["video_embedding"], g["music_embedding"], gallery.video_emotion)
@@ -76,6 +86,24 @@ class Evaluator:
       for k in ret["video_to_music"]:
         flat[f"gallery/{k}"] = 0.5 * (ret["video_to_music"][k] + ret["music_to_video"][k])
     return flat, structured
+
+
+def gallery_embeddings(evaluator: Evaluator, state: Any, gallery: input_pipeline.Split) -> dict[str, Any]:
+  """The common-space vectors of every gallery item (row i = item i), as `embeddings.npz` holds them.
+
+  They come from the same predict step as the retrieval metrics, so metrics recomputed from them agree.
+  """
+  pred = evaluator.predict(state, gallery)
+  return {"name": np.asarray(gallery.name, dtype=str), "emotion": np.asarray(gallery.video_emotion, np.int32),
+          "video": np.asarray(pred["video_embedding"], np.float32),
+          "music": np.asarray(pred["music_embedding"], np.float32)}
+
+
+def pair_predictions(evaluator: Evaluator, state: Any, pairs: input_pipeline.Split,
+                     threshold: float) -> dict[str, Any]:
+  """Matched scores of a pair split with its labels and the decision threshold (for the confusion matrix)."""
+  pred = evaluator.predict(state, pairs)
+  return {"score": np.asarray(pred["score"]), "match": np.asarray(pairs.match), "threshold": float(threshold)}
 
 
 def retrieval_results(video_emb: np.ndarray, music_emb: np.ndarray, labels: np.ndarray) -> dict[str, dict]:

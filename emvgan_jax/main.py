@@ -19,6 +19,11 @@ _DISTRIBUTED = flags.DEFINE_bool(
     "Call jax.distributed.initialize() (multi-host: Cloud TPU pods, or several GPU hosts). Also set by "
     "EMVGAN_DISTRIBUTED=1; coordinator address, process count and id come from the environment or the TPU "
     "metadata as jax.distributed.initialize() reads them.")
+_COORDINATOR = flags.DEFINE_string(
+    "coordinator_address", None, "host:port of process 0, for --distributed where the environment does not say "
+    "(e.g. several GPU hosts, or several processes on loopback standing in for hosts).")
+_NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Process count, with --coordinator_address.")
+_PROCESS_ID = flags.DEFINE_integer("process_id", None, "This process's index, with --coordinator_address.")
 _CACHE = flags.DEFINE_string(
     "compilation_cache_dir", os.path.join(os.path.expanduser("~"), ".cache", "emvgan_jax", "xla"),
     "JAX persistent compilation cache: a rerun, a resumed run or another seed skips XLA compilation. Empty "
@@ -45,7 +50,10 @@ def main(argv):
     jax.config.update("jax_compilation_cache_dir", _CACHE.value)
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
   if _DISTRIBUTED.value:
-    jax.distributed.initialize()
+    # Only the CPU backend reads this: CPU processes (loopback stand-ins for hosts) need a collectives library.
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    jax.distributed.initialize(coordinator_address=_COORDINATOR.value, num_processes=_NUM_PROCESSES.value,
+                               process_id=_PROCESS_ID.value)
   from emvgan_jax import train  # pylint: disable=g-import-not-at-top
   from tfds_emomv.emomv import files  # pylint: disable=g-import-not-at-top
 

@@ -116,21 +116,13 @@ def _baseline_family(config: ml_collections.ConfigDict) -> Family:
   )
 
 
-def _first_kernel(tree, substring: str) -> jax.Array:
-  """The first 2-D kernel under a path containing `substring` (its fan-in is that branch's input width)."""
-  for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
-    keys = "/".join(str(getattr(k, "key", k)) for k in path)
-    if substring in keys and getattr(leaf, "ndim", 0) == 2:
-      return leaf
-  raise KeyError(substring)
-
-
 def _video_dim(state) -> int:
-  return int(_first_kernel(state.params["model"], "video").shape[0])
+  """Input widths from the first layers' kernels (`video_fc`, `music_fc` in models/baseline.py)."""
+  return int(state.params["model"]["video_fc"]["kernel"].shape[0])
 
 
 def _music_dim(state) -> int:
-  return int(_first_kernel(state.params["model"], "music").shape[0])
+  return int(state.params["model"]["music_fc"]["kernel"].shape[0])
 
 
 def _cosine_rows(a, b):

@@ -145,6 +145,7 @@ class _Writer:
 
 
 _GUARDED = ("grad_norm", "param_norm")
+_THRESHOLD_METRICS = ("validation/accuracy", "validation/f1")
 
 
 def _check_finite(step_metrics: list[tuple[int, dict[str, Any]]]):
@@ -199,8 +200,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
                dict(mesh.shape), jax.device_count(), jax.devices()[0].platform)
   train_step = compile_train_step(family, mesh, state_shardings)
   evaluator = evaluation.Evaluator(family, mesh, batch_size=config.train.eval_batch_size)
-  rng = jax.random.key(config.seed)
-  rng_train = jax.device_put(jax.random.fold_in(rng, 1), sharding.replicated(mesh))
+  # Made by a jitted function so it is a global array on every process (device_put cannot place a value on
+  # another process's devices).
+  rng_train = jax.jit(lambda: jax.random.fold_in(jax.random.key(config.seed), 1),
+                      out_shardings=sharding.replicated(mesh))()
 
   checkpoints = ckpt_lib.Checkpoints(workdir)
   selection = _Selection(config.train.selection_metric, config.train.selection_mode, config.train.patience)
@@ -272,8 +275,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     """Evaluates, records, and keeps a copy of the best state; returns whether to stop early."""
     nonlocal best
     flush()
-    threshold = None if family.score_is_probability else _train_threshold(evaluator, state, data)
-    flat, _ = evaluator.evaluate(state, pair_split=data.pairs, gallery=data.gallery, threshold=threshold)
+    # A cosine-scored model's accuracy and F1 need a threshold fitted on train (a pass over train per
+    # evaluation); it is only fitted when selection uses them, and otherwise those two are not logged per epoch.
+    threshold = None
+    if not family.score_is_probability and selection.metric in _THRESHOLD_METRICS:
+      threshold = _train_threshold(evaluator, state, data)
+    flat, _ = evaluator.evaluate(state, pair_split=data.pairs, gallery=data.gallery, threshold=threshold,
+                                 threshold_free_only=not family.score_is_probability and threshold is None)
     if selection.metric not in flat:
       raise KeyError(f"config.train.selection_metric={selection.metric!r} is not computed; choose one of "
                      f"{sorted(flat)}")
@@ -328,7 +336,22 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     with open(os.path.join(workdir, "results.json"), "w", encoding="utf-8") as f:
       json.dump(results, f, indent=2)
     print(evaluation.format_table(results), flush=True)
+  if config.train.plots:
+    _write_plots(config, family, evaluator, best_state, data, results, workdir)
   return results
+
+
+def _write_plots(config, family, evaluator, state, data: Data, results, workdir: str):
+  """Training curves, precision-recall, the PCA map of the common space and the confusion matrix: W/plots."""
+  from emvgan_jax import plots  # pylint: disable=g-import-not-at-top  (matplotlib only when plotting)
+
+  emb = None
+  if family.has_retrieval and data.gallery is not None:
+    emb = evaluation.gallery_embeddings(evaluator, state, data.gallery)
+  pairs = evaluation.pair_predictions(evaluator, state, data.pairs, results["classification"]["threshold"])
+  if jax.process_index() == 0:
+    plots.write_training_plots(workdir, embeddings=emb, pair_predictions=pairs, results=results,
+                               title=f"{family.description} on {config.data.dataset}")
 
 
 def _train_threshold(evaluator: evaluation.Evaluator, state, data: Data) -> float:

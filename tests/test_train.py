@@ -52,7 +52,9 @@ def read_jsonl(path):
 def test_tiny_train_and_evaluate_on_8_devices(tmp_path, dummy_data_dir, arg):
   assert jax.device_count() == 8
   workdir = tmp_path / "w"
-  results = train.train_and_evaluate(tiny_config(dummy_data_dir, arg), str(workdir))
+  results = train.train_and_evaluate(tiny_config(dummy_data_dir, arg, **{"train.plots": True}), str(workdir))
+  for name in ("training_curves", "precision_recall", "embedding_pca", "confusion_matrix"):
+    assert (workdir / "plots" / f"{name}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
   on_disk = json.loads((workdir / "results.json").read_text())
   assert on_disk == json.loads(json.dumps(results))

@@ -1,0 +1,128 @@
+"""Plumbing shared by the command-line tools (`evaluate`, `retrieve`, `sweep`): flags, logging, one-line errors.
+
+Each tool keeps its flags in its own `flags.FlagValues`, not absl's global `FLAGS`: the tools are also libraries
+(sweep imports evaluate, tests import all three), and absl refuses a second `--workdir` in the global set.
+A tool's `main(argv)` parses its flags with `parse_flags`, runs, and turns the errors a user can fix into a
+single `error: ...` line and a non-zero exit (`run_tool`), instead of a traceback.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import sys
+from collections.abc import Callable, Sequence
+
+from absl import flags
+
+from emvgan_jax import checkpoint as ckpt_lib
+
+
+class ToolError(Exception):
+  """An error the user can fix; its message says what to do and is printed as one line."""
+
+
+def one_line(message: object, max_chars: int = 1000) -> str:
+  """`message` on one line (newlines become '; '), shortened to `max_chars` characters."""
+  text = "; ".join(part.strip() for part in str(message).splitlines() if part.strip())
+  return text if len(text) <= max_chars else text[:max_chars - 3] + "..."
+
+
+def new_flag_values() -> flags.FlagValues:
+  """A private flag set (`parse_flags` handles `--help`, which absl's `app.run` would add to the global set)."""
+  return flags.FlagValues()
+
+
+def parse_flags(flag_values: flags.FlagValues, argv: Sequence[str], help_text: str) -> list[str]:
+  """Parses `argv` (program name first) into `flag_values`; prints `help_text` and the flags on `--help`.
+
+  Raises:
+    SystemExit: with an `error: ...` line on unknown flags, bad values or missing required flags.
+  """
+  flag_values.unparse_flags()  # a tool called twice in one process (tests) parses afresh
+  if any(arg in ("-h", "-?", "-help", "--help", "--helpfull") for arg in argv[1:]):
+    # Before parsing: help must not fail on a missing required flag.
+    print(help_text.strip() + "\n")
+    print(flag_values.get_help(include_special_flags=False))
+    sys.exit(0)
+  try:
+    rest = flag_values(list(argv))
+  except flags.Error as e:
+    sys.exit(f"error: {one_line(e)} (see --help)")
+  if len(rest) > 1:
+    sys.exit(f"error: unexpected arguments {rest[1:]} (flags are written --name=value; see --help)")
+  return rest
+
+
+class _QuietLibraries(logging.Filter):
+  """Drops INFO chatter of Orbax, TFDS and JAX (a dozen lines per restore or build); warnings still pass."""
+
+  def filter(self, record: logging.LogRecord) -> bool:
+    noisy = any(part in record.pathname for part in ("/orbax/", "/tensorflow_datasets/", "/absl/", "/jax/_src/"))
+    # Orbax warns once per manager that a read-only directory is read only: that is why it was opened so.
+    if "is read only" in record.getMessage():
+      return False
+    return record.levelno >= logging.WARNING or not noisy
+
+
+def setup_logging(level: int = logging.INFO):
+  """INFO messages of this project to stderr (what absl's `app.run` would have set up)."""
+  root = logging.getLogger()
+  if not root.handlers:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(levelname).1s %(asctime)s %(filename)s:%(lineno)d] %(message)s"))
+    root.addHandler(handler)
+  for handler in root.handlers:  # also a handler that an imported library installed first
+    if not any(isinstance(f, _QuietLibraries) for f in handler.filters):
+      handler.addFilter(_QuietLibraries())
+  root.setLevel(level)
+
+
+DEFAULT_COMPILATION_CACHE = os.path.join(os.path.expanduser("~"), ".cache", "emvgan_jax", "xla")
+
+
+def enable_compilation_cache(path: str | None):
+  """JAX's persistent compilation cache in `path` (as `emvgan_jax.main` does); None or '' leaves it off.
+
+  An environment setting (JAX_COMPILATION_CACHE_DIR, as the tests set) wins.
+  """
+  if path and not os.environ.get("JAX_COMPILATION_CACHE_DIR"):
+    import jax  # pylint: disable=g-import-not-at-top
+
+    jax.config.update("jax_compilation_cache_dir", path)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+
+
+def known_errors() -> tuple[type[BaseException], ...]:
+  """The exceptions whose message is itself the advice: shown as one line, without a traceback."""
+  from tfds_emomv.emomv import files  # pylint: disable=g-import-not-at-top  (imports TFDS: only when needed)
+
+  return (ToolError, ckpt_lib.CheckpointNotFoundError, files.EmoMVFormatError)
+
+
+def load_run(workdir: str, checkpoint: str):
+  """`restore.load_run`, with its errors turned into advice (`ToolError`)."""
+  from emvgan_jax import restore  # pylint: disable=g-import-not-at-top
+
+  try:
+    restore.parse_checkpoint(checkpoint)
+  except ValueError as e:
+    raise ToolError(str(e)) from None
+  try:
+    return restore.load_run(workdir, checkpoint)
+  except ckpt_lib.CheckpointNotFoundError:
+    raise
+  except ValueError as e:
+    # Orbax's own advice (turn on truncation/padding) would silently load a different model: drop it.
+    message = re.sub(r"\s*Truncating/padding is disabled.*", "", one_line(e, 600)).rstrip(". ")
+    raise ToolError(f"{message}; evaluate it with the code version that trained it, or retrain into a "
+                    "new workdir") from e
+
+
+def run_tool(body: Callable[[], object]) -> object:
+  """Runs `body()`; a known error becomes `sys.exit('error: <one line>')` (exit status 1)."""
+  try:
+    return body()
+  except known_errors() as e:
+    sys.exit(f"error: {one_line(e)}")

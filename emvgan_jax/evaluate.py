@@ -1,0 +1,256 @@
+"""Evaluates a trained run from its workdir: `python -m emvgan_jax.evaluate --workdir=W`.
+
+Restores the model and its train-split standardisation from a checkpoint of W, runs the evaluation protocol
+(docs/models.md section 3: classification on the pair split, retrieval both ways on the gallery, chance beside
+every number) with the same code as training, and writes to `W/eval/<dataset>-<checkpoint>/`:
+  results.json   the schema of training's `W/results.json`, plus an `evaluation` block (what was evaluated how)
+  results.md     the readable table, chance beside each number
+  *.png          precision-recall curves, PCA map of the gallery, training curves, confusion matrix
+  embeddings.npz with --export_embeddings: `name`, `emotion` (label ids), `video`, `music` (common-space
+                 vectors of every gallery item; row i of each is item i)
+
+Usage:
+  python -m emvgan_jax.evaluate --workdir=runs/emomv_c [--checkpoint=best|latest|STEP] [--dataset=emomv/b]
+      [--split=validation|test|train|train-holdout] [--export_embeddings] [--data_dir=...] [--manual_dir=...]
+
+`--dataset` evaluates a model trained on one EmoMV set on another set's splits, standardised with the TRAINING
+set's statistics (those saved in the checkpoint; the model never saw the other set's). The pair split defaults
+to the protocol's: `test` on EmoMV-A, `validation` on B and C, and `train-holdout` (with its gallery) for a run
+trained with `data.holdout_fraction > 0` evaluated on its own dataset. A split other than the default adds
+`-<split>` to the output folder's name. Cosine-scored models (the retrieval baselines) classify pairs at the
+threshold chosen on the train split of the dataset they were trained on, as in training.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+import logging
+import os
+import sys
+import time
+from typing import Any
+
+import jax
+import ml_collections
+import numpy as np
+from absl import flags
+
+from emvgan_jax import cli, evaluation, input_pipeline, plots, train
+
+HELP = __doc__
+DEFAULT_CHECKPOINT = "best"
+
+_FLAGS = cli.new_flag_values()
+_WORKDIR = flags.DEFINE_string("workdir", None, "Training workdir to evaluate.", flag_values=_FLAGS)
+_CHECKPOINT = flags.DEFINE_string("checkpoint", DEFAULT_CHECKPOINT, "'best', 'latest' or a step number.",
+                                  flag_values=_FLAGS)
+_DATASET = flags.DEFINE_string("dataset", None, "EmoMV set to evaluate on (emomv/a, emomv/b, emomv/c); default: "
+                               "the one the run was trained on.", flag_values=_FLAGS)
+_SPLIT = flags.DEFINE_string("split", None, "Pair split for classification (default: test on emomv/a, validation "
+                             "otherwise; train-holdout for a held-out run on its own dataset).", flag_values=_FLAGS)
+_EXPORT = flags.DEFINE_bool("export_embeddings", False, "Also write embeddings.npz (gallery names, emotion ids, "
+                            "video and music common-space vectors).", flag_values=_FLAGS)
+_DATA_DIR = flags.DEFINE_string("data_dir", None, "TFDS data dir (default: the run's).", flag_values=_FLAGS)
+_MANUAL_DIR = flags.DEFINE_string("manual_dir", None, "Local copy of the EmoMV repository (default: the run's, "
+                                  "then $EMOMV_DIR).", flag_values=_FLAGS)
+_OUT_DIR = flags.DEFINE_string("out_dir", None, "Where to write (default: W/eval/<dataset>-<checkpoint>).",
+                               flag_values=_FLAGS)
+_PLOTS = flags.DEFINE_bool("plots", True, "Write the PNG plots.", flag_values=_FLAGS)
+flags.mark_flag_as_required("workdir", flag_values=_FLAGS)
+
+HOLDOUT_SPLIT = "train-holdout"
+
+
+@dataclasses.dataclass
+class Evaluation:
+  """What `evaluate_run` computed and where it wrote it."""
+
+  results: dict[str, Any]
+  out_dir: str
+  embeddings: dict[str, np.ndarray] | None  # gallery: name, emotion, video, music (retrieval models only)
+  pair_predictions: dict[str, Any]  # score, match, threshold on the pair split
+  plots: dict[str, str]
+
+
+def default_split(dataset: str, holdout_fraction: float = 0.0) -> str:
+  """The protocol's pair split: the held-out part of train for a held-out run, else A: test, B and C: validation."""
+  if holdout_fraction > 0:
+    return HOLDOUT_SPLIT
+  return "test" if dataset == "emomv/a" else "validation"
+
+
+def output_name(dataset: str, checkpoint: str, split: str, default: str) -> str:
+  """`emomv_c-best`, with `-<split>` appended when the split is not the protocol's default."""
+  name = f"{dataset.replace('/', '_')}-{checkpoint}"
+  return name if split == default else f"{name}-{split}"
+
+
+def data_config(config: ml_collections.ConfigDict, *, dataset: str | None = None, data_dir: str | None = None,
+                manual_dir: str | None = None) -> ml_collections.ConfigDict:
+  """A copy of a run's config pointing at `dataset` and the given data locations (None keeps the run's)."""
+  config = copy.deepcopy(config)
+  with config.unlocked():
+    if dataset:
+      config.data.dataset = dataset
+    if data_dir:
+      config.data.data_dir = data_dir
+    if manual_dir:
+      config.data.manual_dir = manual_dir
+  return config
+
+
+def load_eval_data(run_config: ml_collections.ConfigDict, standardizer: input_pipeline.Standardizer, *,
+                   dataset: str, split: str, data_dir: str | None = None, manual_dir: str | None = None,
+                   need_train_split: bool = True) -> train.Data:
+  """The splits to evaluate on, standardised with the run's (training set's) statistics.
+
+  Args:
+    run_config: the run's resolved config.
+    standardizer: the run's statistics (from its checkpoint).
+    dataset: the EmoMV set to evaluate on.
+    split: its pair split (`validation`, `test`, `train`, or `train-holdout` for a held-out run's own part).
+    data_dir: TFDS data dir (None: the run's).
+    manual_dir: EmoMV copy (None: the run's, then $EMOMV_DIR).
+    need_train_split: whether `Data.train` is needed (the threshold of cosine-scored models): it is the train
+      split of the dataset the model was TRAINED on (minus the held-out part for a held-out run).
+
+  Returns:
+    A `train.Data` whose `pairs` and `gallery` are the evaluation splits.
+
+  Raises:
+    cli.ToolError: the dataset has no such split, or `train-holdout` asked of a run without a held-out part.
+  """
+  same = dataset == run_config.data.dataset
+  config = data_config(run_config, dataset=dataset, data_dir=data_dir, manual_dir=manual_dir)
+  if split == HOLDOUT_SPLIT:
+    if run_config.data.holdout_fraction <= 0 or not same:
+      raise cli.ToolError(f"--split={HOLDOUT_SPLIT} is the held-out part of the training set of a run trained with "
+                          f"data.holdout_fraction > 0 (this run: {run_config.data.holdout_fraction}, trained on "
+                          f"{run_config.data.dataset}); pick validation or test")
+    return train.load_data(config, standardizer)  # the very split and gallery training evaluated on
+  splits = input_pipeline.load_dataset(dataset, data_dir=config.data.data_dir,
+                                       manual_dir=train.manual_dir_from(config))
+  if split not in splits or split == "gallery":
+    pair_splits = sorted(s for s in splits if s != "gallery")
+    raise cli.ToolError(f"{dataset} has no pair split {split!r}; use --split with one of {pair_splits}")
+  apply = standardizer.apply
+  try:
+    pairs = apply(splits[split])
+    gallery = apply(splits["gallery"]) if "gallery" in splits else None
+  except ValueError as e:  # the other set's features have other widths than the model's
+    raise cli.ToolError(f"{dataset} cannot be fed to this model: {e}") from e
+  train_split = pairs  # placeholder: only cosine-scored models read Data.train
+  if need_train_split:
+    if same and run_config.data.holdout_fraction <= 0:
+      train_split = apply(splits["train"])
+    else:  # the threshold belongs to the model: choose it where the model was trained
+      train_split = train.load_data(data_config(run_config, data_dir=data_dir, manual_dir=manual_dir),
+                                    standardizer).train
+  return train.Data(train=train_split, pairs=pairs, gallery=gallery, standardizer=standardizer, pairs_name=split,
+                    gallery_name="gallery" if gallery is not None else None)
+
+
+def _selection_block(run) -> dict[str, Any] | None:
+  """Training's model-selection record, from the checkpoint's metadata (the split is training's, not ours)."""
+  sel = run.meta.get("selection")
+  if not sel:
+    return None
+  cfg = run.config
+  return {"split": HOLDOUT_SPLIT if cfg.data.holdout_fraction > 0 else "validation",
+          "metric": cfg.train.selection_metric, "mode": cfg.train.selection_mode,
+          "best_value": sel.get("best_value"), "best_step": sel.get("best_step")}
+
+
+def evaluate_run(workdir: str, *, checkpoint: str = DEFAULT_CHECKPOINT, dataset: str | None = None,
+                 split: str | None = None, data_dir: str | None = None, manual_dir: str | None = None,
+                 export_embeddings: bool = False, out_dir: str | None = None, make_plots: bool = True,
+                 run=None) -> Evaluation:
+  """Restores a run and evaluates it; writes results.json, results.md, plots and optionally embeddings.npz.
+
+  Args:
+    workdir: the training workdir.
+    checkpoint: 'best', 'latest' or a step number.
+    dataset: the EmoMV set to evaluate on (None: the run's own).
+    split: the pair split (None: `default_split`).
+    data_dir: TFDS data dir (None: the run's).
+    manual_dir: EmoMV copy (None: the run's, then $EMOMV_DIR).
+    export_embeddings: also write `embeddings.npz` (retrieval models).
+    out_dir: where to write (None: `workdir/eval/<output_name>`).
+    make_plots: write the PNG plots.
+    run: an already restored `restore.Run` of this workdir and checkpoint (skips restoring).
+
+  Returns:
+    The `Evaluation`.
+
+  Raises:
+    cli.ToolError, checkpoint.CheckpointNotFoundError, tfds_emomv.emomv.files.EmoMVFormatError: with advice.
+  """
+  t_start = time.time()
+  run = run or cli.load_run(workdir, checkpoint)
+  family, config = run.family, run.config
+  dataset = dataset or config.data.dataset
+  default = default_split(dataset, config.data.holdout_fraction if dataset == config.data.dataset else 0.0)
+  split = split or default
+  data = load_eval_data(config, run.standardizer, dataset=dataset, split=split, data_dir=data_dir,
+                        manual_dir=manual_dir, need_train_split=not family.score_is_probability)
+  logging.info("Evaluating %s (%s checkpoint, step %d) on %s: %s %d pairs, gallery %s", family.description,
+               run.kind, run.step, dataset, data.pairs_name, len(data.pairs),
+               len(data.gallery) if data.gallery is not None else "-")
+  evaluator = evaluation.Evaluator(family, run.mesh, batch_size=config.train.eval_batch_size)
+  results = train.final_results(data_config(config, dataset=dataset), family, evaluator, run.state, data,
+                                checkpoint_step=run.step)
+  selection = _selection_block(run)
+  if selection:
+    results["selection"] = selection
+  predictions = evaluation.pair_predictions(evaluator, run.state, data.pairs,
+                                            results["classification"]["threshold"])
+  embeddings = None
+  if family.has_retrieval and data.gallery is not None:
+    embeddings = evaluation.gallery_embeddings(evaluator, run.state, data.gallery)
+  elif export_embeddings:
+    logging.warning("%s has no retrieval embedding space: no embeddings.npz", family.description)
+
+  out_dir = out_dir or os.path.join(workdir, "eval", output_name(dataset, checkpoint, split, default))
+  os.makedirs(out_dir, exist_ok=True)
+  results["evaluation"] = {
+      "workdir": os.path.abspath(workdir), "checkpoint": checkpoint, "checkpoint_kind": run.kind,
+      "trained_on": config.data.dataset, "standardization": f"train split of {config.data.dataset} (from the "
+      "checkpoint)", "pair_split": split, "default_pair_split": default, "seconds": round(time.time() - t_start, 2)}
+  written = {}
+  if jax.process_index() == 0:
+    with open(os.path.join(out_dir, "results.json"), "w", encoding="utf-8") as f:
+      json.dump(results, f, indent=2)
+    table = evaluation.format_table(results)
+    note = (f"Checkpoint `{checkpoint}` (step {run.step}) of `{os.path.abspath(workdir)}`, trained on "
+            f"{config.data.dataset}; features standardised with the statistics of its train split.")
+    with open(os.path.join(out_dir, "results.md"), "w", encoding="utf-8") as f:
+      f.write(f"{table}\n\n{note}\n")
+    if export_embeddings and embeddings is not None:
+      np.savez(os.path.join(out_dir, "embeddings.npz"), **embeddings)
+    if make_plots:
+      title = f"{family.description} on {dataset} ({checkpoint} checkpoint, step {run.step})"
+      written = plots.write_training_plots(workdir, embeddings=embeddings, pair_predictions=predictions,
+                                           results=results, out_dir=out_dir, title=title)
+  return Evaluation(results=results, out_dir=out_dir, embeddings=embeddings, pair_predictions=predictions,
+                    plots=written)
+
+
+def main(argv: list[str] | None = None) -> None:
+  """The command line: parses flags, evaluates, prints the table and where the files are."""
+  cli.parse_flags(_FLAGS, sys.argv if argv is None else argv, HELP)
+  cli.setup_logging()
+
+  def body():
+    ev = evaluate_run(_WORKDIR.value, checkpoint=_CHECKPOINT.value, dataset=_DATASET.value, split=_SPLIT.value,
+                      data_dir=_DATA_DIR.value, manual_dir=_MANUAL_DIR.value, export_embeddings=_EXPORT.value,
+                      out_dir=_OUT_DIR.value, make_plots=_PLOTS.value)
+    print(evaluation.format_table(ev.results))
+    print(f"\nWrote {ev.out_dir}: {', '.join(sorted(os.listdir(ev.out_dir)))}")
+
+  cli.run_tool(body)
+
+
+if __name__ == "__main__":
+  main()

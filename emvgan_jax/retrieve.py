@@ -1,0 +1,245 @@
+"""Cross-modal retrieval with a trained run: `python -m emvgan_jax.retrieve --workdir=W --direction=... --query=...`.
+
+Prints the top-k gallery items (rank, name, cosine, emotion) for a query, searched exactly in the run's common
+space. The query is one of:
+  --query=NAME                     a gallery item: its video (video_to_music) or its music (music_to_video)
+  --query_file=x.npy               your own raw feature vector(s), (D,) or (N, D), of the query's modality
+  --query_h5=f.h5 --query_row=i    row i (0-based) of an HDF5 feature file in the EmoMV layout
+The gallery is the run's dataset's `gallery` split (TFDS; `--dataset` picks another EmoMV set), or your own files
+in the EmoMV retrieval layout: --gallery_csv=g.csv --gallery_video_h5=v.h5 --gallery_music_h5=m.h5 (a CSV of
+`dir, name, emotion, label_id` or `dir, filename.mp4, label_id` rows; row i of each HDF5 file is CSV row i).
+
+Raw features are standardised with the run's train-split statistics before they are embedded. The search walks
+the gallery in chunks of --chunk_size rows and merges per-chunk top-k (`emvgan_jax.search.top_k_cosine`), so a
+gallery of millions of items never needs a full similarity row per query in memory at once.
+
+Usage:
+  python -m emvgan_jax.retrieve --workdir=runs/emomv_c --direction=video_to_music --query=<gallery name> [--k=10]
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import os
+import sys
+
+import numpy as np
+from absl import flags
+
+from emvgan_jax import cli, input_pipeline, search, train
+from emvgan_jax import evaluate as evaluate_lib
+from tfds_emomv.emomv import files
+
+HELP = __doc__
+DIRECTIONS = ("video_to_music", "music_to_video")
+
+_FLAGS = cli.new_flag_values()
+_WORKDIR = flags.DEFINE_string("workdir", None, "Training workdir.", flag_values=_FLAGS)
+_CHECKPOINT = flags.DEFINE_string("checkpoint", "best", "'best', 'latest' or a step number.", flag_values=_FLAGS)
+_DIRECTION = flags.DEFINE_enum("direction", None, DIRECTIONS, "Query modality -> gallery modality.",
+                               flag_values=_FLAGS)
+_QUERY = flags.DEFINE_string("query", None, "Name of a gallery item to use as the query.", flag_values=_FLAGS)
+_QUERY_FILE = flags.DEFINE_string("query_file", None, ".npy of raw query features, (D,) or (N, D).",
+                                  flag_values=_FLAGS)
+_QUERY_H5 = flags.DEFINE_string("query_h5", None, "HDF5 feature file holding the query (with --query_row).",
+                                flag_values=_FLAGS)
+_QUERY_ROW = flags.DEFINE_integer("query_row", None, "0-based row of --query_h5.", flag_values=_FLAGS)
+_K = flags.DEFINE_integer("k", 10, "How many items to list.", lower_bound=1, flag_values=_FLAGS)
+_CHUNK_SIZE = flags.DEFINE_integer("chunk_size", search.DEFAULT_CHUNK_SIZE, "Gallery rows per search step.",
+                                   lower_bound=1, flag_values=_FLAGS)
+_DATASET = flags.DEFINE_string("dataset", None, "EmoMV set whose gallery to search (default: the run's).",
+                               flag_values=_FLAGS)
+_GALLERY_CSV = flags.DEFINE_string("gallery_csv", None, "Your own gallery CSV (EmoMV retrieval layout).",
+                                   flag_values=_FLAGS)
+_GALLERY_VIDEO = flags.DEFINE_string("gallery_video_h5", None, "Video features of --gallery_csv.", flag_values=_FLAGS)
+_GALLERY_MUSIC = flags.DEFINE_string("gallery_music_h5", None, "Music features of --gallery_csv.", flag_values=_FLAGS)
+_DATA_DIR = flags.DEFINE_string("data_dir", None, "TFDS data dir (default: the run's).", flag_values=_FLAGS)
+_MANUAL_DIR = flags.DEFINE_string("manual_dir", None, "Local EmoMV copy (default: the run's, then $EMOMV_DIR).",
+                                  flag_values=_FLAGS)
+_BATCH_SIZE = flags.DEFINE_integer("batch_size", 4096, "Rows per embedding call.", lower_bound=1, flag_values=_FLAGS)
+flags.mark_flags_as_required(["workdir", "direction"], flag_values=_FLAGS)
+
+
+@dataclasses.dataclass
+class Gallery:
+  """Gallery items with their raw (unstandardised) features; row i of every array is item i."""
+
+  name: np.ndarray
+  emotion: np.ndarray
+  video: np.ndarray
+  music: np.ndarray
+  source: str  # for messages, e.g. 'emomv/c gallery' or a CSV path
+
+  def __len__(self) -> int:
+    return len(self.name)
+
+
+@dataclasses.dataclass
+class Hit:
+  rank: int
+  index: int
+  name: str
+  cosine: float
+  emotion: str
+
+
+def _modalities(direction: str) -> tuple[str, str]:
+  if direction not in DIRECTIONS:
+    raise cli.ToolError(f"--direction must be one of {DIRECTIONS}, got {direction!r}")
+  query, target = direction.split("_to_")
+  return query, target
+
+
+def load_gallery(run, *, dataset: str | None = None, csv: str | None = None, video_h5: str | None = None,
+                 music_h5: str | None = None, data_dir: str | None = None, manual_dir: str | None = None) -> Gallery:
+  """The gallery to search: a user's CSV + HDF5 files when given, else the TFDS `gallery` split of a dataset."""
+  own = [csv, video_h5, music_h5]
+  if any(own):
+    if not all(own):
+      raise cli.ToolError("a gallery of your own needs all three of --gallery_csv, --gallery_video_h5 and "
+                          "--gallery_music_h5")
+    arrays = files.read_gallery(csv, video_h5, music_h5, video_dim=None, music_dim=None)
+    return Gallery(name=np.asarray(arrays["name"], str), emotion=np.asarray(arrays["video_emotion"]),
+                   video=arrays["video"], music=arrays["music"], source=csv)
+  config = evaluate_lib.data_config(run.config, dataset=dataset, data_dir=data_dir, manual_dir=manual_dir)
+  splits = input_pipeline.load_dataset(config.data.dataset, data_dir=config.data.data_dir,
+                                       manual_dir=train.manual_dir_from(config))
+  if "gallery" not in splits:
+    raise cli.ToolError(f"{config.data.dataset} has no gallery split; pass your own with --gallery_csv, "
+                        "--gallery_video_h5 and --gallery_music_h5")
+  g = splits["gallery"]
+  return Gallery(name=np.asarray(g.name, str), emotion=np.asarray(g.video_emotion), video=g.video, music=g.music,
+                 source=f"{config.data.dataset} gallery")
+
+
+def _standardize(run, modality: str, x: np.ndarray, what: str) -> np.ndarray:
+  """Raw features of `modality` standardised with the run's statistics; a wrong width is a ToolError."""
+  s = run.standardizer
+  mean, std = (s.video_mean, s.video_std) if modality == "video" else (s.music_mean, s.music_std)
+  other, other_width = ("music", len(s.music_mean)) if modality == "video" else ("video", len(s.video_mean))
+  if x.ndim != 2 or x.shape[1] != len(mean):
+    width = x.shape[-1] if x.ndim else 0
+    hint = (f"; width {width} is this run's {other} width: use the other --direction" if width == other_width
+            else "")
+    raise cli.ToolError(f"{what} has {modality} features of shape {x.shape}, but this run's {modality} features "
+                        f"are {len(mean)} wide (pass vectors of width {len(mean)}){hint}")
+  return ((x - mean) / std).astype(np.float32)
+
+
+def check_retrieval_model(run):
+  """A ToolError unless the run's model embeds both modalities in one space."""
+  if not run.family.has_retrieval:
+    raise cli.ToolError(f"{run.family.description} is a classification model without a retrieval embedding "
+                        "space; use an EMVGAN or retrieval-baseline run")
+
+
+def find_query(gallery: Gallery, name: str) -> int:
+  """The row of gallery item `name`; an unknown name is a ToolError suggesting close names."""
+  rows = np.flatnonzero(gallery.name == name)
+  if rows.size:
+    return int(rows[0])
+  close = difflib.get_close_matches(name, gallery.name.tolist(), n=5, cutoff=0.5)
+  hint = f"did you mean {', '.join(repr(c) for c in close)}?" if close else (
+      f"names look like {', '.join(repr(n) for n in gallery.name[:3].tolist())}")
+  raise cli.ToolError(f"no item named {name!r} in the {gallery.source} ({len(gallery)} items); {hint}")
+
+
+def read_query_features(*, query_file: str | None = None, query_h5: str | None = None,
+                        query_row: int | None = None) -> np.ndarray:
+  """Raw query features from a .npy file or one row of an HDF5 file, as (N, D)."""
+  if query_file:
+    if not os.path.isfile(query_file):
+      raise cli.ToolError(f"--query_file {query_file} does not exist")
+    try:
+      x = np.load(query_file, allow_pickle=False)
+    except ValueError as e:
+      raise cli.ToolError(f"--query_file {query_file} is not a numpy .npy array ({e})") from e
+    x = np.asarray(x, np.float32)
+    return x[None, :] if x.ndim == 1 else x
+  features = files.read_features(query_h5)
+  if query_row is None or not 0 <= query_row < len(features):
+    raise cli.ToolError(f"--query_row must be a row of {query_h5}, 0 to {len(features) - 1}, got {query_row}")
+  return features[query_row:query_row + 1]
+
+
+def retrieve(run, gallery: Gallery, direction: str, *, query: str | None = None,
+             query_features: np.ndarray | None = None, k: int = 10, chunk_size: int = search.DEFAULT_CHUNK_SIZE,
+             batch_size: int = 4096) -> tuple[list[list[Hit]], list[str]]:
+  """Top-k gallery items of the target modality for each query.
+
+  Args:
+    run: a restored `restore.Run` of a retrieval model.
+    gallery: the gallery (raw features).
+    direction: 'video_to_music' or 'music_to_video'.
+    query: a gallery item's name (its query-modality features are the query), or
+    query_features: raw (N, D) features of the query modality.
+    k: items per query.
+    chunk_size: gallery rows per search step.
+    batch_size: rows per embedding call.
+
+  Returns:
+    `(hits, labels)`: per query, its hits best first; and a label per query for printing.
+  """
+  check_retrieval_model(run)
+  q_mod, g_mod = _modalities(direction)
+  embed = {"video": run.family.embed_video, "music": run.family.embed_music}
+  if (query is None) == (query_features is None):
+    raise cli.ToolError("give exactly one query: --query=NAME, --query_file=x.npy, or --query_h5 with --query_row")
+  if query is not None:
+    row = find_query(gallery, query)
+    raw = getattr(gallery, q_mod)[row:row + 1]
+    labels = [f"{q_mod} of {query} ({files.EMOTIONS[int(gallery.emotion[row])]})"]
+  else:
+    raw = np.asarray(query_features, np.float32)
+    labels = [f"{q_mod} features #{i}" for i in range(len(raw))] if len(raw) > 1 else [f"{q_mod} features"]
+  q = _standardize(run, q_mod, raw, "the query")
+  g = _standardize(run, g_mod, getattr(gallery, g_mod), f"the {gallery.source}")
+  q_emb = search.embed_rows(embed[q_mod], run.state, q, batch_size=batch_size)
+  g_emb = search.embed_rows(embed[g_mod], run.state, g, batch_size=batch_size)
+  scores, indices = search.top_k_cosine(q_emb, g_emb, k, chunk_size=chunk_size)
+  hits = [[Hit(rank=r + 1, index=int(i), name=str(gallery.name[i]), cosine=float(s),
+               emotion=files.EMOTIONS[int(gallery.emotion[i])])
+           for r, (s, i) in enumerate(zip(row_scores, row_indices))]
+          for row_scores, row_indices in zip(scores, indices)]
+  return hits, labels
+
+
+def format_hits(hits: list[Hit], label: str, direction: str, source: str, size: int) -> str:
+  """A readable table of one query's hits."""
+  _, g_mod = _modalities(direction)
+  width = max([len("name")] + [len(h.name) for h in hits])
+  lines = [f"Top {len(hits)} {g_mod} of the {source} ({size} items) for the {label}:",
+           f"{'rank':>4}  {'name':<{width}}  {'cosine':>7}  emotion"]
+  lines += [f"{h.rank:>4}  {h.name:<{width}}  {h.cosine:>7.4f}  {h.emotion}" for h in hits]
+  return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+  """The command line: parses flags, restores the run, searches and prints the hits."""
+  cli.parse_flags(_FLAGS, sys.argv if argv is None else argv, HELP)
+  cli.setup_logging()
+
+  def body():
+    given = [bool(_QUERY.value), bool(_QUERY_FILE.value), bool(_QUERY_H5.value)]
+    if sum(given) != 1:
+      raise cli.ToolError("give exactly one query: --query=NAME, --query_file=x.npy, or --query_h5=f.h5 with "
+                          "--query_row=i")
+    run = cli.load_run(_WORKDIR.value, _CHECKPOINT.value)
+    check_retrieval_model(run)  # before loading any data
+    gallery = load_gallery(run, dataset=_DATASET.value, csv=_GALLERY_CSV.value, video_h5=_GALLERY_VIDEO.value,
+                           music_h5=_GALLERY_MUSIC.value, data_dir=_DATA_DIR.value, manual_dir=_MANUAL_DIR.value)
+    features = None
+    if not _QUERY.value:
+      features = read_query_features(query_file=_QUERY_FILE.value, query_h5=_QUERY_H5.value,
+                                     query_row=_QUERY_ROW.value)
+    hits, labels = retrieve(run, gallery, _DIRECTION.value, query=_QUERY.value or None, query_features=features,
+                            k=_K.value, chunk_size=_CHUNK_SIZE.value, batch_size=_BATCH_SIZE.value)
+    print("\n\n".join(format_hits(h, label, _DIRECTION.value, gallery.source, len(gallery))
+                      for h, label in zip(hits, labels)))
+
+  cli.run_tool(body)
+
+
+if __name__ == "__main__":
+  main()

@@ -1,0 +1,147 @@
+"""Tests of `python -m emvgan_jax.retrieve`: the order of a direct numpy cosine ranking, for gallery-name, .npy and
+HDF5 queries, on the TFDS gallery and on a user's own CSV + HDF5 gallery, with chunked search; one-line errors."""
+
+import csv
+import re
+
+import h5py
+import jax
+import numpy as np
+import pytest
+
+from emvgan_jax import restore, retrieve
+from test_evaluate import run_main
+
+N_ITEMS = 23  # prime: chunks of 5 leave a short last chunk
+EMOTIONS = ("Exciting", "Fear", "Tense", "Sad", "Relax")
+
+
+@pytest.fixture(scope="module")
+def workdir(tiny_run):
+  return str(tiny_run.workdir)
+
+
+@pytest.fixture(scope="module")
+def run(workdir):
+  return restore.load_run(workdir)
+
+
+@pytest.fixture(scope="module")
+def own_gallery(tmp_path_factory):
+  """A user's gallery in the EmoMV-B/C retrieval layout: 4-column CSV, SlowFast-like and VGGish-like HDF5."""
+  d = tmp_path_factory.mktemp("own_gallery")
+  rng = np.random.default_rng(7)
+  labels = rng.integers(0, 5, N_ITEMS)
+  names = [f"clip{i:03d}_seg" for i in range(N_ITEMS)]
+  with open(d / "gallery.csv", "w", newline="", encoding="utf-8") as f:
+    csv.writer(f).writerows([["mine/", n, EMOTIONS[y], int(y)] for n, y in zip(names, labels)])
+  video = (rng.random((N_ITEMS, 2304)) * 4).astype(np.float32)
+  music = (rng.random((N_ITEMS, 128)) * 2).astype(np.float32)
+  with h5py.File(d / "video.h5", "w") as f:
+    f.create_dataset("default", data=video)
+  with h5py.File(d / "music.h5", "w") as f:
+    f.create_dataset("data", data=music)
+  flags = [f"--gallery_csv={d / 'gallery.csv'}", f"--gallery_video_h5={d / 'video.h5'}",
+           f"--gallery_music_h5={d / 'music.h5'}"]
+  return {"dir": d, "names": names, "labels": labels, "video": video, "music": music, "flags": flags}
+
+
+def reference_ranking(run, query_raw, query_mod, gallery_raw, gallery_mod):
+  """Names' row order by a direct float64 numpy cosine of the model's embeddings (stable for ties)."""
+  s = run.standardizer
+  stats = {"video": (s.video_mean, s.video_std), "music": (s.music_mean, s.music_std)}
+  embed = {"video": jax.jit(run.family.embed_video), "music": jax.jit(run.family.embed_music)}
+  q = np.asarray(embed[query_mod](run.state, (query_raw - stats[query_mod][0]) / stats[query_mod][1]), np.float64)
+  g = np.asarray(embed[gallery_mod](run.state, (gallery_raw - stats[gallery_mod][0]) / stats[gallery_mod][1]),
+                 np.float64)
+  sim = (q / np.linalg.norm(q, axis=1, keepdims=True)) @ (g / np.linalg.norm(g, axis=1, keepdims=True)).T
+  return np.argsort(-sim, axis=1, kind="stable"), sim
+
+
+def parse_table(text):
+  """(rank, name, cosine, emotion) rows of the printed tables."""
+  return [(int(m[1]), m[2], float(m[3]), m[4])
+          for m in re.finditer(r"^\s*(\d+)\s+(\S+)\s+(-?\d\.\d{4})\s+(\w+)$", text, flags=re.M)]
+
+
+@pytest.mark.parametrize("direction", ["video_to_music", "music_to_video"])
+def test_query_by_name_on_own_gallery_in_chunks(run, workdir, own_gallery, direction, capsys):
+  q_mod, g_mod = direction.split("_to_")
+  query = 11
+  code = run_main(retrieve, [f"--workdir={workdir}", f"--direction={direction}",
+                             f"--query={own_gallery['names'][query]}", "--k=7", "--chunk_size=5"]
+                  + own_gallery["flags"])
+  assert code is None
+  rows = parse_table(capsys.readouterr().out)
+  order, sim = reference_ranking(run, own_gallery[q_mod][query:query + 1], q_mod, own_gallery[g_mod], g_mod)
+  assert [r[0] for r in rows] == list(range(1, 8))
+  assert [r[1] for r in rows] == [own_gallery["names"][i] for i in order[0, :7]]
+  np.testing.assert_allclose([r[2] for r in rows], sim[0, order[0, :7]], atol=1e-4)
+  assert [r[3] for r in rows] == [EMOTIONS[own_gallery["labels"][i]].lower() for i in order[0, :7]]
+
+
+def test_query_file_and_h5_row_equal_the_library_and_numpy(run, workdir, own_gallery, tmp_path, capsys):
+  rng = np.random.default_rng(3)
+  queries = (rng.random((2, 2304)) * 4).astype(np.float32)
+  np.save(tmp_path / "q.npy", queries)
+  code = run_main(retrieve, [f"--workdir={workdir}", "--direction=video_to_music",
+                             f"--query_file={tmp_path / 'q.npy'}", "--k=30", "--chunk_size=4"]
+                  + own_gallery["flags"])
+  assert code is None
+  rows = parse_table(capsys.readouterr().out)
+  order, _ = reference_ranking(run, queries, "video", own_gallery["music"], "music")
+  assert len(rows) == 2 * N_ITEMS  # k=30 is clipped to the gallery
+  names = np.asarray(own_gallery["names"])
+  assert [r[1] for r in rows[:N_ITEMS]] == names[order[0]].tolist()
+  assert [r[1] for r in rows[N_ITEMS:]] == names[order[1]].tolist()
+  # Row 5 of the music HDF5 as the query = the gallery item's own music used by name.
+  code = run_main(retrieve, [f"--workdir={workdir}", "--direction=music_to_video",
+                             f"--query_h5={own_gallery['dir'] / 'music.h5'}", "--query_row=5", "--k=5"]
+                  + own_gallery["flags"])
+  by_row = parse_table(capsys.readouterr().out)
+  run_main(retrieve, [f"--workdir={workdir}", "--direction=music_to_video",
+                      f"--query={own_gallery['names'][5]}", "--k=5"] + own_gallery["flags"])
+  assert by_row == parse_table(capsys.readouterr().out)
+
+
+def test_default_gallery_is_the_runs_tfds_gallery(run, workdir, capsys):
+  gallery = retrieve.load_gallery(run)
+  assert gallery.source == "emomv/c gallery" and len(gallery) == 4
+  hits, labels = retrieve.retrieve(run, gallery, "video_to_music", query=gallery.name[2], k=10, chunk_size=3)
+  order, sim = reference_ranking(run, gallery.video[2:3], "video", gallery.music, "music")
+  assert [h.index for h in hits[0]] == order[0].tolist()
+  assert labels[0].startswith(f"video of {gallery.name[2]}")
+  code = run_main(retrieve, [f"--workdir={workdir}", "--direction=video_to_music",
+                             f"--query={gallery.name[2]}"])
+  assert code is None
+  assert [r[1] for r in parse_table(capsys.readouterr().out)] == gallery.name[order[0]].tolist()
+
+
+# --- errors ----------------------------------------------------------------------------------------------------
+
+
+def test_unknown_name_suggests_close_names(workdir, own_gallery):
+  code = run_main(retrieve, [f"--workdir={workdir}", "--direction=video_to_music",
+                             "--query=clip011_sag"] + own_gallery["flags"])
+  assert code.startswith("error: no item named 'clip011_sag'") and "did you mean 'clip011_seg'" in code
+  assert "\n" not in code
+
+
+def test_query_file_of_the_wrong_width(workdir, own_gallery, tmp_path):
+  np.save(tmp_path / "music.npy", np.ones(128, np.float32))
+  code = run_main(retrieve, [f"--workdir={workdir}", "--direction=video_to_music",
+                             f"--query_file={tmp_path / 'music.npy'}"] + own_gallery["flags"])
+  assert code.startswith("error: ") and "2304 wide" in code and "other --direction" in code and "\n" not in code
+
+
+def test_other_one_line_errors(workdir, own_gallery, tmp_path):
+  assert "exactly one query" in run_main(retrieve, [f"--workdir={workdir}", "--direction=video_to_music"])
+  assert "all three" in run_main(retrieve, [f"--workdir={workdir}", "--direction=video_to_music", "--query=a",
+                                            own_gallery["flags"][0]])
+  assert "--query_row must be" in run_main(retrieve, [
+      f"--workdir={workdir}", "--direction=video_to_music", f"--query_h5={own_gallery['dir'] / 'video.h5'}",
+      "--query_row=99"] + own_gallery["flags"])
+  assert "No 'best' checkpoint" in run_main(retrieve, [f"--workdir={tmp_path}", "--direction=video_to_music",
+                                                       "--query=a"])
+  assert run_main(retrieve, [f"--workdir={workdir}", "--direction=sideways", "--query=a"]).startswith("error: ")
+

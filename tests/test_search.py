@@ -1,0 +1,78 @@
+"""Tests of emvgan_jax.search: chunked exact top-k cosine against numpy, ties, edge cases, batched embedding."""
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from emvgan_jax import search
+
+# Prime sizes: a transposed axis or an off-by-one chunk boundary cannot pass by coincidence.
+Q, G, D = 5, 37, 7
+
+
+def _data(seed=0, q=Q, g=G, d=D):
+  rng = np.random.default_rng(seed)
+  return rng.standard_normal((q, d)).astype(np.float32), rng.standard_normal((g, d)).astype(np.float32)
+
+
+def _numpy_top_k(queries, gallery, k):
+  """The reference: float64 cosine and a stable sort by decreasing similarity (ties: lower index first)."""
+  qn = queries / np.linalg.norm(queries, axis=1, keepdims=True)
+  gn = gallery / np.linalg.norm(gallery, axis=1, keepdims=True)
+  sim = qn.astype(np.float64) @ gn.astype(np.float64).T
+  order = np.argsort(-sim, axis=1, kind="stable")[:, :k]
+  return np.take_along_axis(sim, order, axis=1), order
+
+
+# (k, chunk_size): chunks that do not divide 37, k larger than a chunk, one chunk, k > G, chunk > G.
+@pytest.mark.parametrize("k,chunk_size", [(3, 4), (10, 4), (6, 37), (50, 6), (7, 1000), (37, 10)])
+def test_top_k_matches_numpy_and_unchunked(k, chunk_size):
+  queries, gallery = _data()
+  scores, indices = search.top_k_cosine(queries, gallery, k, chunk_size=chunk_size)
+  ref_scores, ref_indices = _numpy_top_k(queries, gallery, min(k, G))
+  assert indices.shape == (Q, min(k, G)) and indices.dtype == np.int64
+  np.testing.assert_array_equal(indices, ref_indices)
+  np.testing.assert_allclose(scores, ref_scores, atol=1e-5)
+  whole_scores, whole_indices = search.top_k_cosine(queries, gallery, k, chunk_size=G)
+  np.testing.assert_array_equal(indices, whole_indices)
+  np.testing.assert_allclose(scores, whole_scores, atol=1e-6)
+
+
+def test_ties_are_ordered_by_gallery_index_across_chunks():
+  queries, base = _data(seed=1, g=6)
+  # Every row three times (rows i, i+6, i+12 are equal), so equal scores straddle chunk boundaries.
+  gallery = np.concatenate([base, base, base])
+  scores, indices = search.top_k_cosine(queries, gallery, 9, chunk_size=4)
+  _, ref_indices = _numpy_top_k(queries, gallery, 9)
+  np.testing.assert_array_equal(indices, ref_indices)
+  assert np.all(np.diff(scores, axis=1) <= 0)
+
+
+def test_scale_invariance_single_query_and_query_blocks():
+  queries, gallery = _data(seed=2)
+  s1, i1 = search.top_k_cosine(queries[0], gallery, 4, chunk_size=8)
+  s2, i2 = search.top_k_cosine(queries[0] * 10.0, gallery * 3.0, 4, chunk_size=8)
+  assert s1.shape == (4,) and i1.shape == (4,)
+  np.testing.assert_array_equal(i1, i2)
+  np.testing.assert_allclose(s1, s2, atol=1e-6)
+  # Query blocks smaller than the number of queries give the same result.
+  _, blocked = search.top_k_cosine(queries, gallery, 4, chunk_size=8, query_block=2)
+  _, whole = search.top_k_cosine(queries, gallery, 4, chunk_size=8)
+  np.testing.assert_array_equal(blocked, whole)
+
+
+def test_errors():
+  queries, gallery = _data()
+  with pytest.raises(ValueError, match="width"):
+    search.top_k_cosine(queries[:, :3], gallery, 2)
+  with pytest.raises(ValueError, match="positive"):
+    search.top_k_cosine(queries, gallery, 0)
+  with pytest.raises(ValueError, match="empty"):
+    search.top_k_cosine(queries, gallery[:0], 2)
+
+
+def test_embed_rows_in_padded_batches():
+  features = np.arange(23 * 3, dtype=np.float32).reshape(23, 3)
+  embed = lambda state, x: x * state["scale"] + 1.0  # noqa: E731
+  out = search.embed_rows(embed, {"scale": jnp.float32(2.0)}, features, batch_size=5)
+  np.testing.assert_allclose(out, features * 2.0 + 1.0)

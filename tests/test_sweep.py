@@ -1,0 +1,131 @@
+"""Tests of `python -m emvgan_jax.sweep`: a real 2-seed sweep of the tiny config whose table equals numpy over the
+per-seed results, reuse of finished runs without retraining, and the table's pieces on hand-made results."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+from emvgan_jax import cli, sweep, train
+from test_evaluate import run_main
+
+
+@pytest.fixture(scope="module")
+def swept(tiny_run):
+  """Seeds 0 and 1 of the tiny config: seed 0 is the shared finished run, so only seed 1 trains here."""
+  calls = []
+
+  def counting_train(config, workdir):
+    calls.append((config.seed, workdir))
+    return train.train_and_evaluate(config, workdir)
+
+  table = sweep.run_sweep([tiny_run.spec], [0, 1], str(tiny_run.root), data_dir=tiny_run.data_dir,
+                          train_fn=counting_train)
+  return table, calls
+
+
+def test_sweep_table_equals_numpy_over_the_seeds(tiny_run, swept):
+  table, calls = swept
+  assert [seed for seed, _ in calls] == [0 + 1]  # seed 0 was finished: reused, not retrained
+  on_disk = json.loads((tiny_run.root / "table.json").read_text())
+  assert on_disk == json.loads(json.dumps(table))
+  per_seed = [json.loads((tiny_run.root / "tiny" / f"seed_{s}" / "results.json").read_text()) for s in (0, 1)]
+  (row,) = table["rows"]
+  assert row["status"] == ["reused", "trained"] and row["seeds"] == [0, 1]
+  for key, path, _ in sweep.METRICS:
+    values = np.array([r[path[0]][path[1]][path[2]] if len(path) == 3 else r[path[0]][path[1]] for r in per_seed])
+    cell = row["metrics"][key]
+    assert cell["mean"] == pytest.approx(np.mean(values))
+    assert cell["std"] == pytest.approx(np.std(values, ddof=1))
+  chance = table["chance"][0]["metrics"]
+  assert chance["video_to_music/map"] == pytest.approx(per_seed[0]["chance"]["retrieval"]["map"])
+  assert chance["classification/accuracy"] == 0.5
+  md = (tiny_run.root / "table.md").read_text()
+  assert "`validation` split" in md and "ddof=1" in md and "wall time" in md
+  assert "| chance |" in md and "±" in md and "| EMVGAN | `tiny` |" in md
+  assert table["std_ddof"] == 1 and table["wall_seconds"] > 0
+
+
+def test_rerun_reuses_every_finished_run(tiny_run, swept, capsys, monkeypatch):
+  del swept  # only its runs
+  results = [tiny_run.root / "tiny" / f"seed_{s}" / "results.json" for s in (0, 1)]
+  mtimes = [os.stat(p).st_mtime_ns for p in results]
+
+  def no_training(*args, **kwargs):
+    raise AssertionError("a finished run was retrained")
+
+  monkeypatch.setattr(train, "train_and_evaluate", no_training)
+  # The command line, with several configs in one --configs value separated by ';' (here the same one once).
+  code = run_main(sweep, [f"--configs={tiny_run.spec};", "--seeds=0,1", f"--workdir={tiny_run.root}",
+                          f"--data_dir={tiny_run.data_dir}"])
+  assert code is None
+  assert [os.stat(p).st_mtime_ns for p in results] == mtimes
+  out = capsys.readouterr().out
+  assert "Sweep wall time" in out and "0 runs trained, 2 reused" in out
+
+
+def test_finished_run_of_another_config_is_not_reused(tiny_run, swept):
+  del swept
+  with pytest.raises(cli.ToolError, match="another config"):
+    sweep.run_sweep([tiny_run.spec], [0], str(tiny_run.root), data_dir=tiny_run.data_dir,
+                    overrides=["train.num_epochs=3"], train_fn=None)
+
+
+# --- the pieces, on hand-made results -------------------------------------------------------------------------
+
+
+def _results(seed, *, retrieval=True, dataset="emomv/c"):
+  rng = np.random.default_rng(seed)
+  r = {"dataset": dataset, "model": "m", "description": "Model", "seed": seed,
+       "classification": {"split": "validation", "num_pairs": 96, **{k: float(rng.random())
+                                                                       for k in ("accuracy", "f1", "roc_auc")}},
+       "chance": {"classification": {"accuracy": 0.5, "f1": 0.5, "roc_auc": 0.5}},
+       "selection": {"split": "validation"}}
+  if retrieval:
+    r["retrieval"] = {"split": "gallery", "gallery_size": 96, **{
+        d: {k: float(rng.random()) for k in ("map", "hit@1", "hit@5", "recall@10")}
+        for d in ("video_to_music", "music_to_video")}}
+    r["chance"]["retrieval"] = {"map": 0.28, "hit@1": 0.246, "hit@5": 0.734, "recall@10": 10 / 96}
+  return r
+
+
+def test_classification_only_model_has_empty_retrieval_cells():
+  runs = [sweep.RunResult("a.py", s, f"w/a/seed_{s}", "trained", _results(s), 1.0) for s in (0, 1, 2)]
+  runs += [sweep.RunResult("b.py:x,y", s, f"w/b/seed_{s}", "trained", _results(10 + s, retrieval=False), 1.0)
+           for s in (0, 1, 2)]
+  table = sweep.summarize(runs, seeds=[0, 1, 2], wall_seconds=3.0)
+  rows = {r["config"]: r for r in table["rows"]}
+  assert rows["b.py:x,y"]["metrics"]["video_to_music/map"] is None
+  acc = [runs[i].results["classification"]["accuracy"] for i in (3, 4, 5)]
+  assert rows["b.py:x,y"]["metrics"]["classification/accuracy"]["std"] == pytest.approx(np.std(acc, ddof=1))
+  assert len(table["chance"]) == 1 and table["chance"][0]["metrics"]["video_to_music/map"] == 0.28
+  md_rows = [line for line in sweep.format_markdown(table).splitlines() if line.startswith("| Model |")]
+  cells = md_rows[1].split("|")[3:-1]
+  assert [c.strip() for c in cells[:8]] == [""] * 8 and "±" in cells[8]
+
+
+def test_single_seed_has_no_std_and_two_datasets_two_chance_rows():
+  runs = [sweep.RunResult("a.py", 0, "w", "reused", _results(0), 0.0),
+          sweep.RunResult("b.py", 0, "w2", "reused", _results(1, dataset="emomv/b"), 0.0)]
+  table = sweep.summarize(runs, seeds=[0], wall_seconds=0.5)
+  assert table["rows"][0]["metrics"]["classification/f1"]["std"] is None
+  md = sweep.format_markdown(table)
+  assert "chance (emomv/c, validation)" in md and "chance (emomv/b, validation)" in md
+  assert "±" not in md.split("\n", 1)[1]  # no ± in the table body
+
+
+def test_config_specs_slugs_and_overrides():
+  assert sweep.split_config_specs(["configs/a.py;configs/b.py:c,retrieval_multi", "configs/c.py"]) == [
+      "configs/a.py", "configs/b.py:c,retrieval_multi", "configs/c.py"]
+  assert sweep.config_slug("configs/emomv_baseline.py:c,retrieval_multi") == "emomv_baseline-c-retrieval_multi"
+  assert sweep.config_slug("configs/emomv_c.py") == "emomv_c"
+  config = sweep.make_config("configs/emomv_baseline.py:c,classification_multi", 3, data_dir="/d",
+                             overrides=["train.max_steps=7", "optim.learning_rate=0.5", "loss.emotion_positives=false"])
+  assert config.seed == 3 and config.data.data_dir == "/d" and config.train.max_steps == 7
+  assert config.optim.learning_rate == 0.5 and config.loss.emotion_positives is False
+  assert config.baseline.task == "classification" and config.baseline.multitask
+  with pytest.raises(cli.ToolError, match="no field"):
+    sweep.make_config("configs/emomv_c.py", 0, overrides=["train.nope=1"])
+  with pytest.raises(cli.ToolError, match="does not exist"):
+    sweep.make_config("configs/missing.py", 0)
