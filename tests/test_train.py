@@ -260,3 +260,44 @@ def test_short_emvgan_run_on_real_emomv_c_beats_chance(tmp_path, emomv_dir):
   assert abs(chance - 0.279) < 0.001
   for direction in ("video_to_music", "music_to_video"):
     assert retrieval[direction]["map"] > chance + 0.03, (direction, retrieval[direction]["map"], chance)
+
+
+# --- multi-host ------------------------------------------------------------------------------------------------
+
+
+def test_two_processes_on_loopback_equal_one_process(tmp_path, dummy_data_dir):
+  """Two processes of 2 devices each (the code path of a multi-host pod) == one process of 4 devices."""
+  import socket  # pylint: disable=g-import-not-at-top
+
+  with socket.socket() as s:
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+  common = ["--config=configs/tiny.py", f"--config.data.data_dir={dummy_data_dir}", "--config.train.num_epochs=2",
+            "--compilation_cache_dir="]
+  env = {**os.environ, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": "--xla_force_host_platform_device_count=2"}
+  env.pop("JAX_COMPILATION_CACHE_DIR", None)
+  procs = [subprocess.Popen(
+      [sys.executable, "-m", "emvgan_jax.main", *common, f"--workdir={tmp_path / 'multi'}", "--distributed",
+       f"--coordinator_address=127.0.0.1:{port}", "--num_processes=2", f"--process_id={i}"],
+      cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(2)]
+  outs = [p.communicate(timeout=300) for p in procs]
+  for p, (_, err) in zip(procs, outs):
+    assert p.returncode == 0, err[-3000:]
+  assert "JAX process 1 of 2; 2 local / 4 global devices" in outs[1][1]
+  single = subprocess.run([sys.executable, "-m", "emvgan_jax.main", *common, f"--workdir={tmp_path / 'single'}"],
+                          cwd=REPO, env={**env, "XLA_FLAGS": "--xla_force_host_platform_device_count=4"},
+                          capture_output=True, text=True, timeout=300, check=False)
+  assert single.returncode == 0, single.stderr[-3000:]
+  multi_results = json.loads((tmp_path / "multi" / "results.json").read_text())
+  single_results = json.loads((tmp_path / "single" / "results.json").read_text())
+  assert multi_results["checkpoint_step"] == single_results["checkpoint_step"]
+  for block in ("classification", "retrieval"):
+    for key, value in single_results[block].items():
+      if isinstance(value, dict):
+        for k, v in value.items():
+          assert multi_results[block][key][k] == pytest.approx(v, abs=1e-5), (block, key, k)
+      elif isinstance(value, float):
+        assert multi_results[block][key] == pytest.approx(value, abs=1e-5), (block, key)
+  multi_losses = [x["train/loss"] for x in read_jsonl(tmp_path / "multi" / "metrics.jsonl") if "train/loss" in x]
+  single_losses = [x["train/loss"] for x in read_jsonl(tmp_path / "single" / "metrics.jsonl") if "train/loss" in x]
+  np.testing.assert_allclose(multi_losses, single_losses, rtol=1e-5)
