@@ -301,3 +301,33 @@ def test_two_processes_on_loopback_equal_one_process(tmp_path, dummy_data_dir):
   multi_losses = [x["train/loss"] for x in read_jsonl(tmp_path / "multi" / "metrics.jsonl") if "train/loss" in x]
   single_losses = [x["train/loss"] for x in read_jsonl(tmp_path / "single" / "metrics.jsonl") if "train/loss" in x]
   np.testing.assert_allclose(multi_losses, single_losses, rtol=1e-5)
+
+
+@pytest.mark.parametrize("rule", ["fsdp", "tensor"])
+def test_parameter_sharding_rules_give_the_same_step(dummy_data_dir, rule):
+  """Parameters and Adam moments sharded by rule (ZeRO-3 style over `data`, or over `model`) == replicated."""
+  from emvgan_jax import model_zoo  # pylint: disable=g-import-not-at-top
+
+  results = {}
+  for name, mesh_shape in (("replicate", {"data": -1, "model": 1}),
+                           (rule, {"data": -1, "model": 1} if rule == "fsdp" else {"data": 4, "model": 2})):
+    config = tiny_config(dummy_data_dir, **{"sharding.param_rule": name, "sharding.min_shard_size": 64})
+    mesh = sharding.make_mesh(mesh_shape)
+    family = model_zoo.build(config)
+    state, shardings = train.create_state(family, config, mesh, 12, 7)
+    specs = [s.spec for s in jax.tree.leaves(shardings)]
+    axis = "data" if rule == "fsdp" else "model"
+    if name != "replicate":
+      assert any(axis in tuple(spec) for spec in specs)  # something is really sharded
+      kernel = state.params["generator"]["video_encoder"]
+      assert any(len(leaf.addressable_shards[0].data.flatten()) < leaf.size for leaf in jax.tree.leaves(kernel))
+    step = train.compile_train_step(family, mesh, shardings)
+    rng = jax.jit(lambda: jax.random.key(0), out_shardings=sharding.replicated(mesh))()
+    for seed in range(2):
+      batch = input_pipeline.make_global_batch(random_batch(8, seed=seed), sharding.batch_sharding(mesh))
+      state, metrics = step(state, batch, rng)
+    results[name] = (jax.device_get(metrics), jax.device_get(state.params))
+  (m_rep, p_rep), (m_sh, p_sh) = results["replicate"], results[rule]
+  for k in m_rep:
+    np.testing.assert_allclose(m_sh[k], m_rep[k], rtol=1e-4, atol=1e-6, err_msg=k)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-5), p_sh, p_rep)
