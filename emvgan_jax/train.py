@@ -248,8 +248,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   progress = None
   if is_lead and config.train.progress_bar:
     from tqdm import tqdm  # pylint: disable=g-import-not-at-top
-    progress = tqdm(total=max_steps, initial=step, desc="train", unit="step", file=sys.stderr, mininterval=1.0,
-                    dynamic_ncols=True)
+    # In a log file (not a terminal) a line every 30 s is progress enough.
+    progress = tqdm(total=max_steps, initial=step, desc="train", unit="step", file=sys.stderr,
+                    mininterval=1.0 if sys.stderr.isatty() else 30.0, dynamic_ncols=True)
   t_window, step_window = time.time(), step
 
   def flush() -> dict[str, float]:
@@ -268,7 +269,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     writer.write(last_step, mean)
     if progress is not None:
       progress.set_postfix(loss=f"{mean['train/loss']:.4f}", steps_s=f"{mean['train/steps_per_sec']:.1f}",
-                           epoch=epoch)
+                           epoch=epoch, refresh=False)  # tqdm redraws at its own pace, not every log step
     return mean
 
   def run_eval() -> bool:
