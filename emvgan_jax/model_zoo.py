@@ -102,12 +102,14 @@ def _baseline_family(config: ml_collections.ConfigDict) -> Family:
     return apply(state, jnp.zeros((music.shape[0], _video_dim(state)), music.dtype), music)["music_embedding"]
 
   variant = f"{b.task}, {'multi' if b.multitask else 'single'}-task"
+  if b.published_rng_quirk:
+    variant += ", published RNG quirk"
   return Family(
       name="baseline",
       description=f"EmoMV baseline ({variant})",
       init=init,
       train_step=functools.partial(steps.baseline_train_step, model=model, optimizer=optimizer, task=b.task,
-                                   margin=config.loss.margin),
+                                   margin=config.loss.margin, frozen_dropout=b.published_rng_quirk),
       predict=predict,
       has_retrieval=b.task == "retrieval",
       score_is_probability=b.task == "classification",

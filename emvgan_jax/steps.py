@@ -66,9 +66,9 @@ def baseline_losses(outputs: dict[str, jax.Array], batch: dict[str, jax.Array], 
 
 
 def baseline_train_step(state: TrainState, batch, rng, *, model: nn.Module, optimizer: optax.GradientTransformation,
-                        task: str, margin: float):
-  """One optimizer step of an EmoMV baseline."""
-  rng = jax.random.fold_in(rng, state.step)
+                        task: str, margin: float, frozen_dropout: bool = False):
+  """One optimizer step of an EmoMV baseline (`frozen_dropout`: the published code's quirk, same key every step)."""
+  rng = jax.random.fold_in(rng, 0 if frozen_dropout else state.step)
 
   def loss_fn(params):
     outputs = model.apply({"params": params, **state.constants}, batch["video"], batch["music"], train=True,

@@ -295,8 +295,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   batch_shard = sharding.batch_sharding(mesh)
   try:
     while not stopped_early and step < max_steps:
-      ds = input_pipeline.train_dataset(data.train, global_batch_size=batch_size, seed=config.seed, epoch=epoch,
-                                        drop_remainder=config.train.drop_remainder)
+      # The published code's RNG quirk (config.baseline.published_rng_quirk) repeats one order every epoch.
+      order_epoch = 0 if config.model == "baseline" and config.baseline.published_rng_quirk else epoch
+      ds = input_pipeline.train_dataset(data.train, global_batch_size=batch_size, seed=config.seed,
+                                        epoch=order_epoch, drop_remainder=config.train.drop_remainder)
       for i in range(offset, len(ds)):
         state, metrics = train_step(state, input_pipeline.make_global_batch(ds[i], batch_shard), rng_train)
         step += 1
