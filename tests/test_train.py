@@ -331,3 +331,20 @@ def test_parameter_sharding_rules_give_the_same_step(dummy_data_dir, rule):
   for k in m_rep:
     np.testing.assert_allclose(m_sh[k], m_rep[k], rtol=1e-4, atol=1e-6, err_msg=k)
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-5), p_sh, p_rep)
+
+
+def test_published_rng_quirk_freezes_dropout_across_steps():
+  """With the quirk, steps 5 and 6 draw the same dropout masks (same loss on the same params and batch)."""
+  batch = random_batch(16)
+  losses = {}
+  for frozen in (False, True):
+    state, _ = baseline_setup("retrieval")
+    step_fn = functools.partial(steps.baseline_train_step, **{**baseline_setup("retrieval")[1].keywords,
+                                                               "frozen_dropout": frozen})
+    out = []
+    for step in (5, 6):
+      _, metrics = jax.jit(step_fn)(state.replace(step=np.int32(step)), batch, jax.random.key(3))
+      out.append(float(metrics["loss"]))
+    losses[frozen] = out
+  assert losses[True][0] == losses[True][1]
+  assert losses[False][0] != losses[False][1]
