@@ -17,6 +17,9 @@ DUMMY_DATA = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file
 
 
 def get_config(arg: str = "emvgan"):
+  from tfds_emomv.emomv import make_dummy_data  # pylint: disable=g-import-not-at-top
+
+  make_dummy_data.ensure_dummy_data()  # its feature files are written by a script, not committed
   config = config_lib.base_config()
   config.data.manual_dir = DUMMY_DATA
   config.data.data_dir = os.path.join(tempfile.gettempdir(), "emvgan_jax_dummy_tfds")

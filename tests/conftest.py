@@ -24,6 +24,11 @@ import pathlib
 
 import pytest
 
+from tfds_emomv.emomv import make_dummy_data
+
+# The builder's dummy feature files are written by its script, not committed (only their CSVs are).
+make_dummy_data.ensure_dummy_data()
+
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 

@@ -1,4 +1,4 @@
-"""Tests of the `emomv` TFDS builder: on the committed dummy_data, and on the real files when $EMOMV_DIR is set.
+"""Tests of the `emomv` TFDS builder: on dummy_data (written by make_dummy_data.py), and on the real files when $EMOMV_DIR is set.
 
 Every build writes array_record files to a temporary data_dir and is read back with `tfds.data_source`. The
 dummy builds and the real EmoMV-C build run once per session.
@@ -207,11 +207,12 @@ def test_dummy_three_column_gallery_names_and_float64(dummy_data_dir):
 
 
 def test_dummy_data_is_what_make_dummy_data_writes(tmp_path):
-  """The committed dummy_data is complete and reproducible (compared by content: HDF5 bytes vary by version)."""
+  """dummy_data (CSVs committed, features written by the script) is complete and reproducible (compared by
+  content: HDF5 bytes vary by version)."""
   make_dummy_data.make_dummy_data(tmp_path)
   made = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob('*') if p.is_file())
   committed = sorted(p.relative_to(DUMMY) for p in DUMMY.rglob('*') if p.is_file())
-  assert made == committed, 'dummy_data is incomplete (note: *.h5 is git-ignored; they must be committed)'
+  assert made == committed, 'dummy_data is incomplete: run python -m tfds_emomv.emomv.make_dummy_data'
   assert len(made) == sum(len(files.config_files(c)) for c in files.CONFIG_FOLDERS)
   for rel in made:
     if rel.suffix == '.csv':

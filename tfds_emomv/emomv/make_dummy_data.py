@@ -11,7 +11,8 @@ exercise every quirk the builder handles:
 
 Features have the real widths (2304 / 128, fixed by the builder's features) but only a handful of rows. They
 are small multiples of 0.5 stored gzip-compressed, which keeps the files small. The output is deterministic
-(fixed seed, no HDF5 timestamps), so rerunning the script reproduces the committed files byte for byte.
+(fixed seed, no HDF5 timestamps), so rerunning the script reproduces the files byte for byte. The CSVs are
+committed; the HDF5 feature files are written on first use by `ensure_dummy_data` (git ignores *.h5).
 
 Usage: python -m tfds_emomv.emomv.make_dummy_data [OUT_DIR]   (default: dummy_data/ beside this file)
 """
@@ -154,6 +155,25 @@ def make_dummy_data(out_dir: pathlib.Path) -> None:
   rng = np.random.default_rng(_SEED)
   for config in files.CONFIG_FOLDERS:
     _write_config(pathlib.Path(out_dir), config, rng)
+
+
+DEFAULT_DIR = pathlib.Path(__file__).resolve().parent / 'dummy_data'
+
+
+def ensure_dummy_data(out_dir: pathlib.Path = DEFAULT_DIR) -> pathlib.Path:
+  """Writes the dummy repository under `out_dir` unless all of its feature files are already there.
+
+  The CSVs are kept in git; the HDF5 feature files are binary and fully determined by this script, so they are
+  written on first use (tests, `configs/tiny.py`) instead of being committed.
+
+  Returns:
+    `out_dir`.
+  """
+  out_dir = pathlib.Path(out_dir)
+  expected = [out_dir / rel for config in files.CONFIG_FOLDERS for rel in files.config_files(config)]
+  if not all(path.is_file() for path in expected):
+    make_dummy_data(out_dir)
+  return out_dir
 
 
 def main(argv: list[str]) -> None:
