@@ -59,7 +59,7 @@ def load_run(workdir: str, checkpoint: str = "best", *, mesh: jax.sharding.Mesh 
     if not kind:  # a step: whichever manager holds it
       kind = next((k for k in ("best", "latest") if step in _steps(checkpoints, k)), "latest")
     step, meta, stats = checkpoints.restore_meta(kind, step)
-    config = ml_collections.ConfigDict(meta["config"])
+    config = _merge_onto_defaults(meta["config"])
     family = model_zoo.build(config)
     standardizer = input_pipeline.Standardizer.from_dict(stats)
     mesh = mesh or sharding.make_mesh()
@@ -77,6 +77,24 @@ def load_run(workdir: str, checkpoint: str = "best", *, mesh: jax.sharding.Mesh 
     checkpoints.close()
   return Run(config=config, family=family, state=state, standardizer=standardizer, step=step, kind=kind,
              meta=meta, mesh=mesh)
+
+
+def _merge_onto_defaults(stored: dict[str, Any]) -> ml_collections.ConfigDict:
+  """The stored config laid over today's defaults, so runs saved before a field existed still load."""
+  from emvgan_jax import config_lib  # pylint: disable=g-import-not-at-top
+
+  config = config_lib.base_config()
+
+  def merge(node, values):
+    for key, value in values.items():
+      if isinstance(value, dict) and key in node and isinstance(node[key], ml_collections.ConfigDict):
+        merge(node[key], value)
+      else:
+        with node.ignore_type():
+          node[key] = value
+
+  merge(config, stored)
+  return config
 
 
 def _steps(checkpoints: ckpt_lib.Checkpoints, kind: str) -> list[int]:

@@ -169,3 +169,13 @@ def test_command_line_error_has_no_traceback(tmp_path):
   assert "Traceback" not in proc.stderr
   last = proc.stderr.strip().splitlines()[-1]
   assert last.startswith("error: No 'best' checkpoint") and "python -m emvgan_jax.main" in last
+
+
+def test_runs_saved_before_a_config_field_existed_still_load():
+  """A checkpoint's stored config lacking a newer field is laid over today's defaults."""
+  from emvgan_jax import restore  # pylint: disable=g-import-not-at-top
+
+  config = restore._merge_onto_defaults({"model": "baseline", "baseline": {"task": "classification"},  # pylint: disable=protected-access
+                                         "data": {"data_dir": None}})
+  assert config.model == "baseline" and config.baseline.task == "classification"
+  assert config.baseline.published_rng_quirk is False  # absent from the stored config: the default
