@@ -39,6 +39,6 @@ def get_config(arg: str = "c,retrieval_single"):
   config.train.drop_remainder = False
   config.train.num_epochs = 1000
   config.train.patience = 20
-  config.train.selection_metric = "validation/loss"
+  config.train.selection_metric = "pairs/loss"
   config.train.selection_mode = "min"
   return config

@@ -37,19 +37,21 @@ def steady_state(config, batch_size: int, data) -> dict:
   import jax  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
 
-  from emvgan_jax import input_pipeline, model_zoo, sharding, train  # pylint: disable=g-import-not-at-top
+  from emvgan_jax import families, train  # pylint: disable=g-import-not-at-top
+  from emvgan_jax.data import pipeline  # pylint: disable=g-import-not-at-top
+  from emvgan_jax.runtime import sharding  # pylint: disable=g-import-not-at-top
 
   mesh = sharding.make_mesh(config.sharding.mesh_shape)
-  family = model_zoo.build(config)
-  state, shardings = train.create_state(family, config, mesh, data.video_dim, data.music_dim)
-  step = train.compile_train_step(family, mesh, shardings)
+  family = families.build(config)
+  state, abstract = train.create_state(family, config, mesh, data.video_dim, data.music_dim)
+  step = train.compile_train_step(family, mesh, sharding.shardings_of(abstract))
   rng = jax.device_put(jax.random.key(0), sharding.replicated(mesh))
   sampler = np.random.default_rng(0)
   batches = []
   for _ in range(4):
     rows = sampler.choice(len(data), batch_size, replace=batch_size > len(data))
-    batch = input_pipeline._gather(data, rows, batch_size)  # pylint: disable=protected-access
-    batches.append(input_pipeline.make_global_batch(batch, sharding.batch_sharding(mesh)))
+    batch = pipeline.gather_batch(data, rows, batch_size)
+    batches.append(pipeline.make_global_batch(batch, sharding.batch_sharding(mesh)))
 
   t0 = time.perf_counter()
   compiled = step.lower(state, batches[0], rng).compile()
@@ -93,22 +95,17 @@ def main(argv):
   del argv
   import jax  # pylint: disable=g-import-not-at-top
 
-  from emvgan_jax import input_pipeline, train  # pylint: disable=g-import-not-at-top
+  from emvgan_jax import config_lib, families  # pylint: disable=g-import-not-at-top
+  from emvgan_jax.data import emomv  # pylint: disable=g-import-not-at-top
 
-  config = _CONFIG.value
-  with config.unlocked():
-    if _DATA_DIR.value:
-      config.data.data_dir = _DATA_DIR.value
-    if _MANUAL_DIR.value:
-      config.data.manual_dir = _MANUAL_DIR.value
-  data = train.load_data(config).train
-  print(f"{config.model} ({config.baseline.task if config.model == 'baseline' else 'emvgan'}) on "
-        f"{config.data.dataset}; {jax.device_count()} {jax.devices()[0].platform} device(s)")
+  config = config_lib.with_data(_CONFIG.value, data_dir=_DATA_DIR.value, manual_dir=_MANUAL_DIR.value)
+  data = emomv.load_run_data(config).train
+  print(f"{families.build(config).description} on {config.data.dataset}; {jax.device_count()} "
+        f"{jax.devices()[0].platform} device(s)")
   for b in _BATCH_SIZES.value:
     r = steady_state(config, int(b), data)
     print(f"  batch {r['batch_size']:>5}: {r['examples_per_s']:>10,.0f} examples/s  {r['ms_per_step']:7.2f} ms/step  "
           f"{r['gflop_per_s']:6.1f} GFLOP/s  (compile {r['compile_s']:.1f} s, {r['steps']} steps timed)", flush=True)
-  del input_pipeline
   if _FULL_RUN.value:
     config_arg = next(a.split("=", 1)[1] for a in sys.argv if a.startswith("--config="))
     overrides = [a for a in sys.argv[1:] if a.startswith("--config.")]

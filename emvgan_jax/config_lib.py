@@ -1,4 +1,5 @@
-"""The base config every experiment config starts from (`configs/*.py` change a few fields).
+"""The base config every experiment config starts from (`configs/*.py` change a few fields), and the one loader
+of config files and parser of `a.b=value` overrides that every tool uses.
 
 Every field is documented here once. Configs are `ml_collections.ConfigDict`s loaded with `lock_config=True`, so
 `--config.train.batchsize=...` (a misspelt field) is an error, not a silently ignored flag.
@@ -6,8 +7,12 @@ Every field is documented here once. Configs are `ml_collections.ConfigDict`s lo
 
 from __future__ import annotations
 
+import ast
+import copy
 import importlib.util
 import os
+from collections.abc import Mapping
+from typing import Any
 
 import ml_collections
 
@@ -17,98 +22,236 @@ def base_config() -> ml_collections.ConfigDict:
 
   EMVGAN's defaults were chosen without looking at validation: on held-out parts of the train split (20%,
   grouped by YouTube id, `data.holdout_fraction`), against the EmoMV baselines trained on the same holdouts;
-  `python -m emvgan_jax.tune` reproduces the search and README.md reports what was tried.
+  `python -m emvgan_jax.tune` reproduces the search and docs/models.md reports what was tried.
   """
   c = ml_collections.ConfigDict()
   c.seed = 0
-  # 'emvgan' or 'baseline' (the EmoMV benchmark models; `baseline.*` picks the variant).
+  # A key of `families.FAMILIES`: 'emvgan', or 'baseline' (the EmoMV benchmark models; `baseline.*` picks one).
   c.model = "emvgan"
-
-  c.data = ml_collections.ConfigDict()
-  c.data.dataset = "emomv/c"  # emomv/a, emomv/b or emomv/c
-  c.data.data_dir = ml_collections.FieldReference(None, field_type=str)  # TFDS data dir (None: TFDS default)
-  # A local copy of the EmoMV repository (None: $EMOMV_DIR if set, else download from the public URLs).
-  c.data.manual_dir = ml_collections.FieldReference(None, field_type=str)
-  # > 0: hold out this share of train (grouped by YouTube id) and use it in place of validation and gallery.
-  # This is how defaults are tuned without looking at validation.
-  c.data.holdout_fraction = 0.0
-  c.data.holdout_seed = 0
-
-  c.baseline = ml_collections.ConfigDict()
-  c.baseline.task = "retrieval"  # 'retrieval' or 'classification'
-  c.baseline.multitask = False
-  c.baseline.hidden = 64
-  c.baseline.cbp_dim = 32
-  c.baseline.dropout_rate = 0.5
-  # Mimic the published code's RNG quirk (its CBP layer re-seeds the global generator on every call, so from the
-  # second batch on every dropout mask and every epoch's shuffling order repeat). Off by default: models.md
-  # says not to copy it; on, it shows how much of a gap to the published numbers it explains.
-  c.baseline.published_rng_quirk = False
-
-  c.emvgan = ml_collections.ConfigDict()
-  c.emvgan.hidden = 256
-  c.emvgan.embed_dim = 64
-  c.emvgan.dropout_rate = 0.7
-  c.emvgan.disc_hidden = 256
-
-  c.loss = ml_collections.ConfigDict()
-  c.loss.margin = 1.0  # EmoMV contrastive margin
-  c.loss.w_pair = 1.0
-  c.loss.w_nce = 2.0
-  c.loss.w_emo = 1.0
-  c.loss.w_adv = 0.1
-  c.loss.w_match = 1.0
-  c.loss.adv_mode = "flip"  # 'flip' (label flipping) or 'confusion' (0.5 target)
-  c.loss.adv_warmup_steps = 0  # linear warm-up of w_adv
-  c.loss.temperature = 0.3
-  c.loss.learn_temperature = False
-  c.loss.emotion_positives = True
-  c.loss.r1_weight = 0.0
-
-  c.optim = ml_collections.ConfigDict()
-  # Baselines: Adam with coupled L2 (EmoMV's). EMVGAN: AdamW for generator and discriminator.
-  c.optim.learning_rate = 5e-4
-  c.optim.weight_decay = 20.0  # AdamW: decoupled, scaled by the learning rate
-  c.optim.disc_learning_rate = 1e-3
-  c.optim.disc_weight_decay = 1e-4
-  c.optim.n_disc = 1
-  c.optim.b1 = 0.9
-  c.optim.b2 = 0.999
-
-  c.train = ml_collections.ConfigDict()
-  c.train.batch_size = 256  # global batch, split over the `data` mesh axis
-  c.train.drop_remainder = False  # False: the last short batch is padded and masked (every row every epoch)
-  c.train.num_epochs = 1000
-  c.train.max_steps = -1  # > 0 stops after this many steps
-  c.train.eval_every_steps = 0  # 0: evaluate at the end of every epoch
-  c.train.patience = 20  # evaluations without improvement before early stopping (0: never stop early)
-  c.train.selection_metric = "validation/loss"
-  c.train.selection_mode = "min"
-  c.train.checkpoint_every_epochs = 50
-  c.train.log_every_steps = 20
-  c.train.eval_batch_size = 1024
-  c.train.progress_bar = True
-  c.train.plots = True  # PNGs in W/plots at the end (training curves, PR curves, PCA map, confusion matrix)
-
-  c.sharding = ml_collections.ConfigDict()
-  c.sharding.mesh_shape = ml_collections.ConfigDict({"data": -1, "model": 1})
-  c.sharding.param_rule = "replicate"  # 'replicate', 'fsdp' or 'tensor' (see emvgan_jax/sharding.py)
-  c.sharding.min_shard_size = 2**14
+  c.data = _data()
+  c.baseline = _baseline()
+  c.emvgan = _emvgan()
+  c.loss = _loss()
+  c.optim = _optim()
+  c.train = _train()
+  c.sharding = _sharding()
   return c
 
 
+def _data() -> ml_collections.ConfigDict:
+  d = ml_collections.ConfigDict()
+  d.dataset = "emomv/c"  # emomv/a, emomv/b or emomv/c
+  d.data_dir = ml_collections.FieldReference(None, field_type=str)  # TFDS data dir (None: TFDS default)
+  # A local copy of the EmoMV repository (None: $EMOMV_DIR if set, else download from the public URLs).
+  d.manual_dir = ml_collections.FieldReference(None, field_type=str)
+  # > 0: hold out this share of train (grouped by YouTube id) and use it in place of validation and gallery.
+  # This is how defaults are tuned without looking at validation.
+  d.holdout_fraction = 0.0
+  d.holdout_seed = 0
+  return d
+
+
+def _baseline() -> ml_collections.ConfigDict:
+  b = ml_collections.ConfigDict()
+  b.task = "retrieval"  # 'retrieval' or 'classification'
+  b.multitask = False
+  b.hidden = 64
+  b.cbp_dim = 32
+  b.dropout_rate = 0.5
+  # Mimic the published code's RNG quirk (its CBP layer re-seeds the global generator on every call, so every
+  # dropout mask and every epoch's shuffling order repeat). Off by default: the reproduction does not copy it;
+  # on, it shows how much of a gap to the published numbers it explains.
+  b.published_rng_quirk = False
+  return b
+
+
+def _emvgan() -> ml_collections.ConfigDict:
+  e = ml_collections.ConfigDict()
+  e.hidden = 256  # encoder width h
+  e.embed_dim = 64  # common-space width d
+  e.dropout_rate = 0.7  # encoder dropout
+  e.disc_hidden = 256  # discriminator width h_d
+  return e
+
+
+def _loss() -> ml_collections.ConfigDict:
+  lc = ml_collections.ConfigDict()
+  lc.margin = 1.0  # EmoMV contrastive margin
+  lc.w_pair = 1.0  # EMVGAN: weight of the margin pair loss
+  lc.w_nce = 2.0  # InfoNCE over the global batch
+  lc.w_emo = 1.0  # shared emotion head's cross-entropy (mean of the two modalities)
+  lc.w_adv = 0.1  # adversarial term (0: the no-adversarial ablation)
+  lc.w_match = 1.0  # match calibration's binary cross-entropy
+  lc.adv_mode = "flip"  # 'flip' (label flipping) or 'confusion' (0.5 target)
+  lc.adv_warmup_steps = 0  # linear warm-up of w_adv
+  lc.temperature = 0.3  # InfoNCE temperature T (its initial value when learned)
+  lc.learn_temperature = False
+  lc.emotion_positives = True  # InfoNCE positives: same-emotion items too, not only the true pair
+  lc.r1_weight = 0.0  # R1 gradient penalty on the discriminator
+  return lc
+
+
+def _optim() -> ml_collections.ConfigDict:
+  o = ml_collections.ConfigDict()
+  # Baselines: Adam with coupled L2 (EmoMV's). EMVGAN: AdamW for generator and discriminator.
+  o.learning_rate = 5e-4
+  o.weight_decay = 20.0  # AdamW: decoupled, scaled by the learning rate
+  o.disc_learning_rate = 1e-3
+  o.disc_weight_decay = 1e-4
+  o.n_disc = 1  # discriminator updates per generator update
+  o.b1 = 0.9
+  o.b2 = 0.999
+  return o
+
+
+def _train() -> ml_collections.ConfigDict:
+  t = ml_collections.ConfigDict()
+  t.batch_size = 256  # global batch, split over the `data` mesh axis
+  t.drop_remainder = False  # False: the last short batch is padded and masked (every row every epoch)
+  t.num_epochs = 1000
+  t.max_steps = -1  # > 0 stops after this many steps
+  t.eval_every_steps = 0  # 0: evaluate at the end of every epoch
+  t.patience = 20  # evaluations without improvement before early stopping (0: never stop early)
+  # Metric keys: `pairs/*` on the selection split (validation, or the train holdout), `gallery/*` on its gallery.
+  t.selection_metric = "pairs/loss"
+  t.selection_mode = "min"
+  t.checkpoint_every_epochs = 50
+  t.log_every_steps = 20
+  t.eval_batch_size = 1024
+  t.progress_bar = True
+  t.plots = True  # PNGs in W/plots at the end (training curves, PR curves, PCA map, confusion matrix)
+  return t
+
+
+def _sharding() -> ml_collections.ConfigDict:
+  s = ml_collections.ConfigDict()
+  s.mesh_shape = ml_collections.ConfigDict({"data": -1, "model": 1})
+  s.param_rule = "replicate"  # 'replicate', 'fsdp' or 'tensor' (see emvgan_jax/runtime/sharding.py)
+  s.min_shard_size = 2**14
+  return s
+
+
+class ConfigError(ValueError):
+  """A config file, override or field that cannot be used; the message names it and says what to do."""
+
+
 def load_config_file(spec: str) -> ml_collections.ConfigDict:
-  """Loads `path/to/config.py[:arg]` as `--config=` does (for tools and tests that take config paths).
+  """Loads `path/to/config.py[:arg]` as `--config=` does: the module's `get_config(arg)`, locked.
 
   Args:
     spec: a config file path, optionally followed by `:arg` passed to its `get_config(arg)`.
+
+  Raises:
+    ConfigError: the file does not exist, or its `get_config` rejects the argument.
   """
   path, _, arg = spec.partition(":")
   if not os.path.isfile(path):
-    raise FileNotFoundError(f"Config file {path!r} does not exist (from {spec!r})")
+    raise ConfigError(f"config file {path!r} (from {spec!r}) does not exist; paths are relative to {os.getcwd()}")
   module_spec = importlib.util.spec_from_file_location(f"_emvgan_config_{abs(hash(path))}", path)
   module = importlib.util.module_from_spec(module_spec)
   module_spec.loader.exec_module(module)
-  config = module.get_config(arg) if arg else module.get_config()
+  try:
+    config = module.get_config(arg) if arg else module.get_config()
+  except ValueError as e:
+    raise ConfigError(f"{spec!r}: {e}") from e
   config.lock()
+  return config
+
+
+def _parse_value(text: str, current: Any) -> Any:
+  """A flag string as the type of the field it replaces (bools as true/false, None fields as Python literals)."""
+  if isinstance(current, bool):
+    if text.lower() in ("true", "1", "yes"):
+      return True
+    if text.lower() in ("false", "0", "no"):
+      return False
+    raise ValueError(f"{text!r} is not a boolean")
+  if isinstance(current, int):
+    return int(text)
+  if isinstance(current, float):
+    return float(text)
+  if isinstance(current, str):
+    return text
+  try:
+    return ast.literal_eval(text)
+  except (ValueError, SyntaxError):
+    return text
+
+
+def set_field(config: ml_collections.ConfigDict, key: str, value: Any) -> None:
+  """Sets the dotted field `key` (e.g. `train.max_steps`) in place.
+
+  A string value is parsed as the type of the field it replaces (`'100'` -> 100 for an int field); an int given
+  for a float field becomes a float.
+
+  Raises:
+    ConfigError: the config has no such field, or the value does not fit it.
+  """
+  *parents, leaf = key.strip().split(".")
+  node = config
+  try:
+    for p in parents:
+      node = node[p]
+    current = node[leaf]
+  except (KeyError, AttributeError, TypeError):
+    raise ConfigError(f"the config has no field {key!r}") from None
+  try:
+    if isinstance(value, str):
+      value = _parse_value(value, current)
+    elif isinstance(current, float) and isinstance(value, int) and not isinstance(value, bool):
+      value = float(value)
+    node[leaf] = value
+  except (ValueError, TypeError) as e:
+    raise ConfigError(f"{key}={value!r}: {e}") from e
+
+
+def apply_override(config: ml_collections.ConfigDict, override: str) -> None:
+  """Applies one `a.b.c=value` override in place (see `set_field`).
+
+  Raises:
+    ConfigError: not of the form key=value, an unknown field, or a value that does not fit.
+  """
+  key, sep, text = override.partition("=")
+  if not sep:
+    raise ConfigError(f"override {override!r} must be key=value, e.g. train.max_steps=100")
+  try:
+    set_field(config, key, text)
+  except ConfigError as e:
+    raise ConfigError(f"override {override!r}: {e}") from None
+
+
+def with_data(config: ml_collections.ConfigDict, *, dataset: str | None = None, data_dir: str | None = None,
+              manual_dir: str | None = None) -> ml_collections.ConfigDict:
+  """A copy of `config` pointing at `dataset` and the given data locations (None keeps the config's)."""
+  config = copy.deepcopy(config)
+  with config.unlocked():
+    if dataset:
+      config.data.dataset = dataset
+    if data_dir:
+      config.data.data_dir = data_dir
+    if manual_dir:
+      config.data.manual_dir = manual_dir
+  return config
+
+
+# Metric keys renamed since: a stored config that selects on an old name selects on its new name.
+_RENAMED_METRICS = {"validation/": "pairs/"}
+
+
+def merge_onto_defaults(stored: Mapping[str, Any]) -> ml_collections.ConfigDict:
+  """A stored (JSON) config laid over today's defaults, so runs saved before a field existed still load."""
+  config = base_config()
+
+  def merge(node, values):
+    for key, value in values.items():
+      if isinstance(value, dict) and key in node and isinstance(node[key], ml_collections.ConfigDict):
+        merge(node[key], value)
+      else:
+        with node.ignore_type():
+          node[key] = value
+
+  merge(config, stored)
+  for old, new in _RENAMED_METRICS.items():
+    if config.train.selection_metric.startswith(old):
+      config.train.selection_metric = new + config.train.selection_metric[len(old):]
   return config

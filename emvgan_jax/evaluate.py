@@ -1,7 +1,7 @@
 """Evaluates a trained run from its workdir: `python -m emvgan_jax.evaluate --workdir=W`.
 
 Restores the model and its train-split standardisation from a checkpoint of W, runs the evaluation protocol
-(docs/models.md section 3: classification on the pair split, retrieval both ways on the gallery, chance beside
+(docs/models.md, section 4: classification on the pair split, retrieval both ways on the gallery, chance beside
 every number) with the same code as training, and writes to `W/eval/<dataset>-<checkpoint>/`:
   results.json   the schema of training's `W/results.json`, plus an `evaluation` block (what was evaluated how)
   results.md     the readable table, chance beside each number
@@ -23,7 +23,6 @@ threshold chosen on the train split of the dataset they were trained on, as in t
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import json
 import logging
@@ -33,11 +32,12 @@ import time
 from typing import Any
 
 import jax
-import ml_collections
 import numpy as np
 from absl import flags
 
-from emvgan_jax import cli, evaluation, input_pipeline, plots, train
+from emvgan_jax import config_lib, evaluation, plots
+from emvgan_jax.data import emomv
+from emvgan_jax.runtime import cli
 
 HELP = __doc__
 DEFAULT_CHECKPOINT = "best"
@@ -60,9 +60,6 @@ _OUT_DIR = flags.DEFINE_string("out_dir", None, "Where to write (default: W/eval
 _PLOTS = flags.DEFINE_bool("plots", True, "Write the PNG plots.", flag_values=_FLAGS)
 flags.mark_flag_as_required("workdir", flag_values=_FLAGS)
 
-HOLDOUT_SPLIT = "train-holdout"
-
-
 @dataclasses.dataclass
 class Evaluation:
   """What `evaluate_run` computed and where it wrote it."""
@@ -74,82 +71,10 @@ class Evaluation:
   plots: dict[str, str]
 
 
-def default_split(dataset: str, holdout_fraction: float = 0.0) -> str:
-  """The protocol's pair split: the held-out part of train for a held-out run, else A: test, B and C: validation."""
-  if holdout_fraction > 0:
-    return HOLDOUT_SPLIT
-  return "test" if dataset == "emomv/a" else "validation"
-
-
 def output_name(dataset: str, checkpoint: str, split: str, default: str) -> str:
   """`emomv_c-best`, with `-<split>` appended when the split is not the protocol's default."""
   name = f"{dataset.replace('/', '_')}-{checkpoint}"
   return name if split == default else f"{name}-{split}"
-
-
-def data_config(config: ml_collections.ConfigDict, *, dataset: str | None = None, data_dir: str | None = None,
-                manual_dir: str | None = None) -> ml_collections.ConfigDict:
-  """A copy of a run's config pointing at `dataset` and the given data locations (None keeps the run's)."""
-  config = copy.deepcopy(config)
-  with config.unlocked():
-    if dataset:
-      config.data.dataset = dataset
-    if data_dir:
-      config.data.data_dir = data_dir
-    if manual_dir:
-      config.data.manual_dir = manual_dir
-  return config
-
-
-def load_eval_data(run_config: ml_collections.ConfigDict, standardizer: input_pipeline.Standardizer, *,
-                   dataset: str, split: str, data_dir: str | None = None, manual_dir: str | None = None,
-                   need_train_split: bool = True) -> train.Data:
-  """The splits to evaluate on, standardised with the run's (training set's) statistics.
-
-  Args:
-    run_config: the run's resolved config.
-    standardizer: the run's statistics (from its checkpoint).
-    dataset: the EmoMV set to evaluate on.
-    split: its pair split (`validation`, `test`, `train`, or `train-holdout` for a held-out run's own part).
-    data_dir: TFDS data dir (None: the run's).
-    manual_dir: EmoMV copy (None: the run's, then $EMOMV_DIR).
-    need_train_split: whether `Data.train` is needed (the threshold of cosine-scored models): it is the train
-      split of the dataset the model was TRAINED on (minus the held-out part for a held-out run).
-
-  Returns:
-    A `train.Data` whose `pairs` and `gallery` are the evaluation splits.
-
-  Raises:
-    cli.ToolError: the dataset has no such split, or `train-holdout` asked of a run without a held-out part.
-  """
-  same = dataset == run_config.data.dataset
-  config = data_config(run_config, dataset=dataset, data_dir=data_dir, manual_dir=manual_dir)
-  if split == HOLDOUT_SPLIT:
-    if run_config.data.holdout_fraction <= 0 or not same:
-      raise cli.ToolError(f"--split={HOLDOUT_SPLIT} is the held-out part of the training set of a run trained with "
-                          f"data.holdout_fraction > 0 (this run: {run_config.data.holdout_fraction}, trained on "
-                          f"{run_config.data.dataset}); pick validation or test")
-    return train.load_data(config, standardizer)  # the very split and gallery training evaluated on
-  splits = input_pipeline.load_dataset(dataset, data_dir=config.data.data_dir,
-                                       manual_dir=train.manual_dir_from(config))
-  if split not in splits or split == "gallery":
-    pair_splits = sorted(s for s in splits if s != "gallery")
-    raise cli.ToolError(f"{dataset} has no pair split {split!r}; use --split with one of {pair_splits}")
-  apply = standardizer.apply
-  try:
-    pairs = apply(splits[split])
-    gallery = apply(splits["gallery"]) if "gallery" in splits else None
-  except ValueError as e:  # the other set's features have other widths than the model's
-    raise cli.ToolError(f"{dataset} cannot be fed to this model: {e}") from e
-  train_split = pairs  # placeholder: only cosine-scored models read Data.train
-  if need_train_split:
-    if same and run_config.data.holdout_fraction <= 0:
-      train_split = apply(splits["train"])
-    else:  # the threshold belongs to the model: choose it where the model was trained
-      train_split = train.load_data(data_config(run_config, data_dir=data_dir, manual_dir=manual_dir),
-                                    standardizer).train
-  return train.Data(train=train_split, pairs=pairs, gallery=gallery, standardizer=standardizer, pairs_name=split,
-                    gallery_name="gallery" if gallery is not None else None)
 
 
 def _selection_block(run) -> dict[str, Any] | None:
@@ -158,7 +83,7 @@ def _selection_block(run) -> dict[str, Any] | None:
   if not sel:
     return None
   cfg = run.config
-  return {"split": HOLDOUT_SPLIT if cfg.data.holdout_fraction > 0 else "validation",
+  return {"split": emomv.selection_split(cfg),
           "metric": cfg.train.selection_metric, "mode": cfg.train.selection_mode,
           "best_value": sel.get("best_value"), "best_step": sel.get("best_step")}
 
@@ -179,31 +104,29 @@ def evaluate_run(workdir: str, *, checkpoint: str = DEFAULT_CHECKPOINT, dataset:
     export_embeddings: also write `embeddings.npz` (retrieval models).
     out_dir: where to write (None: `workdir/eval/<output_name>`).
     make_plots: write the PNG plots.
-    run: an already restored `restore.Run` of this workdir and checkpoint (skips restoring).
+    run: an already restored `runtime.restore.Run` of this workdir and checkpoint (skips restoring).
 
   Returns:
     The `Evaluation`.
 
   Raises:
-    cli.ToolError, checkpoint.CheckpointNotFoundError, tfds_emomv.emomv.files.EmoMVFormatError: with advice.
+    cli.ToolError, emomv.DataError, checkpoint.CheckpointNotFoundError, tfds_emomv.emomv.files.EmoMVFormatError:
+      with advice (`cli.run_tool` prints them as one line).
   """
   t_start = time.time()
   run = run or cli.load_run(workdir, checkpoint)
   family, config = run.family, run.config
   dataset = dataset or config.data.dataset
-  default = default_split(dataset, config.data.holdout_fraction if dataset == config.data.dataset else 0.0)
+  default = emomv.default_split(dataset, config.data.holdout_fraction if dataset == config.data.dataset else 0.0)
   split = split or default
-  data = load_eval_data(config, run.standardizer, dataset=dataset, split=split, data_dir=data_dir,
+  data = emomv.load_eval_data(config, run.standardizer, dataset=dataset, split=split, data_dir=data_dir,
                         manual_dir=manual_dir, need_train_split=not family.score_is_probability)
   logging.info("Evaluating %s (%s checkpoint, step %d) on %s: %s %d pairs, gallery %s", family.description,
                run.kind, run.step, dataset, data.pairs_name, len(data.pairs),
                len(data.gallery) if data.gallery is not None else "-")
   evaluator = evaluation.Evaluator(family, run.mesh, batch_size=config.train.eval_batch_size)
-  results = train.final_results(data_config(config, dataset=dataset), family, evaluator, run.state, data,
-                                checkpoint_step=run.step)
-  selection = _selection_block(run)
-  if selection:
-    results["selection"] = selection
+  results = evaluation.results(config_lib.with_data(config, dataset=dataset), evaluator, run.state, data,
+                               checkpoint_step=run.step, selection=_selection_block(run))
   predictions = evaluation.pair_predictions(evaluator, run.state, data.pairs,
                                             results["classification"]["threshold"])
   embeddings = None

@@ -1,4 +1,4 @@
-"""The evaluation protocol (models.md section 3), shared by training, `evaluate` and `sweep`.
+"""The evaluation protocol and the results schema (docs/models.md, section 4), shared by training and the tools.
 
 Task 1 (classification) on a pair split: accuracy at a threshold, binary F1, ROC-AUC of the matched score.
 Task 2 (retrieval) on a gallery: both directions ranked by cosine in the common space; label mAP, hit@K, and the
@@ -7,19 +7,29 @@ pair-identity Recall@K and ranks. Chance levels are computed for the very labels
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Mapping
 from typing import Any
 
 import jax
+import ml_collections
 import numpy as np
 
-from emvgan_jax import input_pipeline, metrics, model_zoo, sharding
+from emvgan_jax import metrics
+from emvgan_jax.data import pipeline
+from emvgan_jax.data.emomv import RunData
+from emvgan_jax.data.splits import Split
+from emvgan_jax.families import Family
+from emvgan_jax.runtime import sharding
 
-RETRIEVAL_DIRECTIONS = ("video_to_music", "music_to_video")
+RETRIEVAL_DIRECTIONS = metrics.DIRECTIONS
 # The retrieval numbers reported per direction (results.json schema), in table order.
 RETRIEVAL_KEYS = ("map", "hit@1", "hit@3", "hit@5", "hit@10", "recall@1", "recall@5", "recall@10", "median_rank",
                   "mean_rank")
 CLASSIFICATION_KEYS = ("accuracy", "f1", "roc_auc")
+# Selection metrics that need a decision threshold: for a cosine-scored model that threshold is fitted on train
+# (a pass over train per evaluation), so it is only done when selection uses one of them.
+THRESHOLD_METRICS = ("pairs/accuracy", "pairs/f1")
 
 
 def _to_host(x: jax.Array) -> np.ndarray:
@@ -32,24 +42,24 @@ def _to_host(x: jax.Array) -> np.ndarray:
 class Evaluator:
   """Runs a family's jitted predict step over whole splits (compiled once per batch shape)."""
 
-  def __init__(self, family: model_zoo.Family, mesh: jax.sharding.Mesh, *, batch_size: int):
+  def __init__(self, family: Family, mesh: jax.sharding.Mesh, *, batch_size: int):
     self.family = family
     self.mesh = mesh
     self.batch_size = batch_size
     self._predict = jax.jit(family.predict)
     self._batch_sharding = sharding.batch_sharding(mesh)
 
-  def predict(self, state, split: input_pipeline.Split) -> dict[str, Any]:
+  def predict(self, state, split: Split) -> dict[str, Any]:
     """Per-row outputs of the model on `split` (padding removed) and its mean selection loss."""
     n_dev = self.mesh.shape[sharding.DATA_AXIS] * self.mesh.shape[sharding.MODEL_AXIS]
     # A batch no larger than the split (rounded up to the device count) avoids computing on pure padding.
     size = min(self.batch_size, -(-len(split) // n_dev) * n_dev)
     size = -(-size // n_dev) * n_dev
     outs, loss_sum, count = {}, 0.0, 0
-    for batch in input_pipeline.iterate(input_pipeline.eval_dataset(split, global_batch_size=size)):
+    for batch in pipeline.iterate(pipeline.eval_dataset(split, global_batch_size=size)):
       valid = int(batch["mask"].sum())
-      out = self._predict(state, input_pipeline.make_global_batch(batch, self._batch_sharding))
-      mask = _to_host(input_pipeline.make_global_batch({"m": batch["mask"]}, self._batch_sharding)["m"])
+      out = self._predict(state, pipeline.make_global_batch(batch, self._batch_sharding))
+      mask = _to_host(pipeline.make_global_batch({"m": batch["mask"]}, self._batch_sharding)["m"])
       for k in ("video_embedding", "music_embedding", "score"):
         outs.setdefault(k, []).append(_to_host(out[k])[mask])
       loss_sum += float(np.asarray(out["loss"].addressable_data(0))) * valid
@@ -58,7 +68,7 @@ class Evaluator:
     result["loss"] = loss_sum / max(count, 1)
     return result
 
-  def evaluate(self, state, *, pair_split: input_pipeline.Split, gallery: input_pipeline.Split | None,
+  def evaluate(self, state, *, pair_split: Split, gallery: Split | None,
                threshold: float | None, threshold_free_only: bool = False
                ) -> tuple[dict[str, float], dict[str, Any]]:
     """Both tasks on one state: returns (flat metrics for logging and selection, structured results).
@@ -74,7 +84,7 @@ class Evaluator:
     threshold = 0.5 if threshold is None else threshold
     cls = metrics.classification_metrics(pred["score"], pair_split.match, threshold=threshold)
     keys = ("roc_auc",) if threshold_free_only else CLASSIFICATION_KEYS
-    flat = {"validation/loss": float(pred["loss"]), **{f"validation/{k}": float(cls[k]) for k in keys}}
+    flat = {"pairs/loss": float(pred["loss"]), **{f"pairs/{k}": float(cls[k]) for k in keys}}
     structured: dict[str, Any] = {"classification": {k: float(cls[k]) for k in keys}}
     if gallery is not None and self.family.has_retrieval:
       g = self.predict(state, gallery)
@@ -88,7 +98,7 @@ class Evaluator:
     return flat, structured
 
 
-def gallery_embeddings(evaluator: Evaluator, state: Any, gallery: input_pipeline.Split) -> dict[str, Any]:
+def gallery_embeddings(evaluator: Evaluator, state: Any, gallery: Split) -> dict[str, Any]:
   """The common-space vectors of every gallery item (row i = item i), as `embeddings.npz` holds them.
 
   They come from the same predict step as the retrieval metrics, so metrics recomputed from them agree.
@@ -99,7 +109,7 @@ def gallery_embeddings(evaluator: Evaluator, state: Any, gallery: input_pipeline
           "music": np.asarray(pred["music_embedding"], np.float32)}
 
 
-def pair_predictions(evaluator: Evaluator, state: Any, pairs: input_pipeline.Split,
+def pair_predictions(evaluator: Evaluator, state: Any, pairs: Split,
                      threshold: float) -> dict[str, Any]:
   """Matched scores of a pair split with its labels and the decision threshold (for the confusion matrix)."""
   pred = evaluator.predict(state, pairs)
@@ -120,7 +130,7 @@ def choose_threshold(scores: np.ndarray, labels: np.ndarray) -> float:
   return float(candidates[int(np.argmax(acc))])
 
 
-def chance_levels(pair_split: input_pipeline.Split, gallery: input_pipeline.Split | None) -> dict[str, Any]:
+def chance_levels(pair_split: Split, gallery: Split | None) -> dict[str, Any]:
   cls = metrics.classification_chance(pair_split.match)
   out: dict[str, Any] = {"classification": {k: float(cls[k]) for k in CLASSIFICATION_KEYS}}
   if gallery is not None:
@@ -153,3 +163,65 @@ def format_table(results: Mapping[str, Any]) -> str:
       lines.append(f"| {k} | {fmt.format(ret['video_to_music'][k])} | {fmt.format(ret['music_to_video'][k])} "
                    f"| {fmt.format(c)} |")
   return "\n".join(lines)
+
+
+def train_threshold(evaluator: Evaluator, state: Any, data: RunData) -> float:
+  """For cosine-scored models: the threshold with the best accuracy on the train split."""
+  pred = evaluator.predict(state, data.train)
+  return choose_threshold(pred["score"], data.train.match)
+
+
+def evaluate_for_selection(evaluator: Evaluator, state: Any, data: RunData, selection_metric: str
+                           ) -> dict[str, float]:
+  """The flat metrics of one evaluation during training (logged, and `selection_metric` selects on them).
+
+  A cosine-scored model's accuracy and F1 need a threshold fitted on train; it is only fitted when selection
+  uses them, and otherwise those two are not computed per evaluation.
+
+  Raises:
+    KeyError: `selection_metric` is not one of the metrics computed.
+  """
+  probability = evaluator.family.score_is_probability
+  threshold = None
+  if not probability and selection_metric in THRESHOLD_METRICS:
+    threshold = train_threshold(evaluator, state, data)
+  flat, _ = evaluator.evaluate(state, pair_split=data.pairs, gallery=data.gallery, threshold=threshold,
+                               threshold_free_only=not probability and threshold is None)
+  if selection_metric not in flat:
+    raise KeyError(f"config.train.selection_metric={selection_metric!r} is not computed; choose one of "
+                   f"{sorted(flat)}")
+  return flat
+
+
+def results(config: ml_collections.ConfigDict, evaluator: Evaluator, state: Any, data: RunData, *,
+            checkpoint_step: int, selection: dict[str, Any] | None = None) -> dict[str, Any]:
+  """The results dict (the schema of `results.json`) of one state on a run's evaluation splits.
+
+  Args:
+    config: the config whose `data.dataset` is evaluated on, and whose `seed` trained the state.
+    evaluator: the family's evaluator.
+    state: the train state to evaluate.
+    data: the splits (`pairs` for classification, `gallery` for retrieval, `train` for a cosine threshold).
+    checkpoint_step: the step of `state`.
+    selection: training's model-selection record (`Selection.results_block`), if any.
+  """
+  family = evaluator.family
+  threshold = None if family.score_is_probability else train_threshold(evaluator, state, data)
+  _, structured = evaluator.evaluate(state, pair_split=data.pairs, gallery=data.gallery, threshold=threshold)
+  out: dict[str, Any] = {
+      "dataset": config.data.dataset,
+      "model": family.model_name,
+      "description": family.description,
+      "seed": config.seed,
+      "checkpoint_step": int(checkpoint_step),
+      "classification": {"split": data.pairs_name, "num_pairs": len(data.pairs),
+                         "threshold": 0.5 if threshold is None else threshold,
+                         "threshold_chosen_on": "fixed" if threshold is None else "train",
+                         **structured["classification"]},
+  }
+  if "retrieval" in structured:
+    out["retrieval"] = {"split": data.gallery_name, **structured["retrieval"]}
+  out["chance"] = chance_levels(data.pairs, data.gallery if "retrieval" in structured else None)
+  if selection is not None:
+    out["selection"] = copy.deepcopy(selection)
+  return out

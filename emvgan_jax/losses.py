@@ -17,9 +17,10 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from emvgan_jax.ops import l2_normalize
+
 Array = jax.Array
 
-_COS_EPS = 1e-8
 
 
 def _float(x: Array) -> Array:
@@ -66,12 +67,6 @@ def masked_mean(values: Array, mask: Optional[Array] = None) -> Array:
   return jnp.sum(w * values) / jnp.where(total > 0, total, 1.0)
 
 
-def _l2_normalize(x: Array) -> Array:
-  """Row-wise L2 normalisation that stays finite (and differentiable) at the zero vector."""
-  sq = jnp.sum(x * x, axis=-1, keepdims=True)
-  return x * jax.lax.rsqrt(jnp.maximum(sq, _COS_EPS**2))
-
-
 def margin_contrastive_loss(video_emb: Array,
                             music_emb: Array,
                             match: Array,
@@ -93,8 +88,8 @@ def margin_contrastive_loss(video_emb: Array,
   Returns:
     The scalar loss.
   """
-  v = _l2_normalize(_float(video_emb))
-  a = _l2_normalize(_float(music_emb))
+  v = l2_normalize(_float(video_emb))
+  a = l2_normalize(_float(music_emb))
   y = _float(match)
   d = 1.0 - jnp.sum(v * a, axis=-1)
   per_row = y * d**2 + (1.0 - y) * jnp.maximum(0.0, margin - d)**2

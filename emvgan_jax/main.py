@@ -7,6 +7,8 @@ import logging
 import os
 import sys
 
+from emvgan_jax.runtime import cli
+
 from absl import app, flags
 from ml_collections import config_flags
 
@@ -25,30 +27,19 @@ _COORDINATOR = flags.DEFINE_string(
 _NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Process count, with --coordinator_address.")
 _PROCESS_ID = flags.DEFINE_integer("process_id", None, "This process's index, with --coordinator_address.")
 _CACHE = flags.DEFINE_string(
-    "compilation_cache_dir", os.path.join(os.path.expanduser("~"), ".cache", "emvgan_jax", "xla"),
+    "compilation_cache_dir", cli.DEFAULT_COMPILATION_CACHE,
     "JAX persistent compilation cache: a rerun, a resumed run or another seed skips XLA compilation. Empty "
     "disables it.")
 flags.mark_flags_as_required(["config", "workdir"])
 
 
-class _QuietLibraries(logging.Filter):
-  """Drops INFO chatter of Orbax (a dozen lines per save) from the run's log; warnings still pass."""
-
-  def filter(self, record: logging.LogRecord) -> bool:
-    return record.levelno >= logging.WARNING or "/orbax/" not in record.pathname
-
-
-def main(argv):
+def main(argv: list[str]) -> None:
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-  from absl import logging as absl_logging  # pylint: disable=g-import-not-at-top
-
-  absl_logging.get_absl_handler().addFilter(_QuietLibraries())
+  cli.setup_logging()  # quiets Orbax, TFDS and JAX INFO chatter on absl's handler
   import jax  # pylint: disable=g-import-not-at-top  (after flags, so XLA/JAX env flags can be set first)
 
-  if _CACHE.value and not os.environ.get("JAX_COMPILATION_CACHE_DIR"):
-    jax.config.update("jax_compilation_cache_dir", _CACHE.value)
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+  cli.enable_compilation_cache(_CACHE.value)
   if _DISTRIBUTED.value:
     # Only the CPU backend reads this: CPU processes (loopback stand-ins for hosts) need a collectives library.
     jax.config.update("jax_cpu_collectives_implementation", "gloo")

@@ -25,7 +25,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from emvgan_jax.ops import l2_normalize
+
 DEFAULT_KS = (1, 3, 5, 10)
+# The two retrieval directions, query modality first, as every results dict names them.
+DIRECTIONS = ("video_to_music", "music_to_video")
 DEFAULT_RECALL_KS = (1, 5, 10)
 
 # Recall levels such as 0.3 are not exactly representable: 3/10 < np.linspace(0, 1, 11)[3]. Without this slack
@@ -136,29 +140,23 @@ def classification_chance(labels: np.ndarray) -> dict:
 # Task 2: retrieval.
 
 
-def cosine_similarity(a: jax.Array, b: jax.Array, eps: float = 1e-8) -> jax.Array:
+def cosine_similarity(a: jax.Array, b: jax.Array) -> jax.Array:
   """Cosine similarity of every row of `a` with every row of `b` (jittable).
 
   Args:
     a: (Q, D) embeddings.
     b: (G, D) embeddings.
-    eps: floor on the row norms, so a zero row gives similarity 0 instead of NaN.
 
   Returns:
     (Q, G) matrix `normalise(a) @ normalise(b).T`.
   """
-  a = jnp.asarray(a)
-  b = jnp.asarray(b)
-  a = a / jnp.maximum(jnp.linalg.norm(a, axis=-1, keepdims=True), eps)
-  b = b / jnp.maximum(jnp.linalg.norm(b, axis=-1, keepdims=True), eps)
-  return a @ b.T
+  return l2_normalize(jnp.asarray(a)) @ l2_normalize(jnp.asarray(b)).T  # a zero row has similarity 0, not NaN
 
 
-def _cosine_similarity_np(a: np.ndarray, b: np.ndarray, eps: float = 1e-8) -> np.ndarray:
-  a = np.asarray(a, np.float64)
-  b = np.asarray(b, np.float64)
-  a = a / np.maximum(np.linalg.norm(a, axis=-1, keepdims=True), eps)
-  b = b / np.maximum(np.linalg.norm(b, axis=-1, keepdims=True), eps)
+def cosine_similarity_np(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+  """`cosine_similarity` on the host, in float64 (what every retrieval metric ranks by)."""
+  a = l2_normalize(np.asarray(a, np.float64))
+  b = l2_normalize(np.asarray(b, np.float64))
   if a.shape[0] * b.shape[0] <= _SMALL_PRODUCT:
     # EmoMV galleries (96-250 items): multithreaded BLAS spends ~0.7 ms starting threads here (and far more
     # while XLA's threads hold the cores during training); a plain loop is ~4x faster, still in float64.
@@ -451,7 +449,7 @@ def summarize_retrieval(video_emb: np.ndarray,
   """
   video_labels = np.asarray(labels).reshape(-1)
   music_labels = video_labels if music_labels is None else np.asarray(music_labels).reshape(-1)
-  sim = _cosine_similarity_np(video_emb, music_emb)
+  sim = cosine_similarity_np(video_emb, music_emb)
   return {
       "video_to_music": retrieval_metrics(sim, video_labels, music_labels, ks=ks, recall_ks=recall_ks),
       "music_to_video": retrieval_metrics(sim.T, music_labels, video_labels, ks=ks, recall_ks=recall_ks),

@@ -21,11 +21,9 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
 from emvgan_jax import metrics
+from emvgan_jax.data.emomv import EMOTIONS
 
-# EmoMV's five classes in id order (`tfds_emomv.emomv.files.EMOTIONS`; repeated here so that plotting does not
-# import the TFDS builder).
-EMOTIONS = ("exciting", "fear", "tense", "sad", "relax")
-DIRECTIONS = ("video_to_music", "music_to_video")
+DIRECTIONS = metrics.DIRECTIONS
 _DIRECTION_TITLES = {"video_to_music": "video -> music", "music_to_video": "music -> video"}
 _DPI = 120
 # A PCA map of more points than this is a blur; a fixed random subset (seed 0) is drawn instead.
@@ -78,9 +76,9 @@ def precision_recall_curves(video: np.ndarray, music: np.ndarray, labels: np.nda
     ranking at every recall, `chance_map` its expected AP (higher than `chance` on small galleries).
   """
   labels = np.asarray(labels).reshape(-1)
-  sim = metrics._cosine_similarity_np(video, music)  # pylint: disable=protected-access  (the metrics' own cosine)
+  sim = metrics.cosine_similarity_np(video, music)  # the metrics' own cosine
   out = {}
-  for direction, s in (("video_to_music", sim), ("music_to_video", sim.T)):
+  for direction, s in zip(DIRECTIONS, (sim, sim.T)):
     recall, precision = metrics.precision_recall_curve(s, labels, labels, num_points=num_points)
     ap = metrics.average_precision_per_query(s, labels, labels)
     out[direction] = {"recall": recall, "precision": precision, "chance": chance_precision(labels, labels),
@@ -258,7 +256,7 @@ def _series(rows: Sequence[Mapping[str, float]], key: str) -> tuple[np.ndarray, 
   return steps, np.asarray([by_step[s] for s in steps])
 
 
-_VALIDATION_KEYS = ("validation/accuracy", "validation/f1", "validation/roc_auc", "gallery/map", "gallery/hit@1",
+_EVAL_KEYS = ("pairs/accuracy", "pairs/f1", "pairs/roc_auc", "gallery/map", "gallery/hit@1",
                     "gallery/recall@10")
 
 
@@ -280,12 +278,12 @@ def plot_training_curves(metrics_path: str, path: str, *, title: str = "", best_
     return None
   keys = sorted({k for r in rows for k in r})
   loss_keys = [k for k in keys if k.startswith("train/loss")]
-  panels = [("losses", loss_keys + [k for k in ("validation/loss",) if k in keys])]
+  panels = [("losses", loss_keys + [k for k in ("pairs/loss",) if k in keys])]
   if "train/disc_accuracy" in keys:
     panels.append(("discriminator accuracy (0.5 = modalities indistinguishable)", ["train/disc_accuracy"]))
-  validation = [k for k in _VALIDATION_KEYS if k in keys]
+  validation = [k for k in _EVAL_KEYS if k in keys]
   if validation:
-    panels.append(("validation", validation))
+    panels.append(("evaluation (selection split and gallery)", validation))
   panels = [p for p in panels if p[1]]
   if not panels:
     return None
@@ -294,7 +292,7 @@ def plot_training_curves(metrics_path: str, path: str, *, title: str = "", best_
   for ax, (name, panel_keys) in zip(axes, panels):
     for key in panel_keys:
       steps, values = _series(rows, key)
-      style = "--" if key == "validation/loss" else "-"
+      style = "--" if key == "pairs/loss" else "-"
       marker = "o" if len(steps) < 30 else None  # short runs: show the points themselves
       ax.plot(steps, values, linestyle=style, marker=marker, markersize=3, label=key.split("/", 1)[1]
               if key.startswith("train/") else key)

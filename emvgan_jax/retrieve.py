@@ -27,12 +27,13 @@ import sys
 import numpy as np
 from absl import flags
 
-from emvgan_jax import cli, input_pipeline, search, train
-from emvgan_jax import evaluate as evaluate_lib
+from emvgan_jax import config_lib, metrics, search
+from emvgan_jax.data import emomv
+from emvgan_jax.runtime import cli
 from tfds_emomv.emomv import files
 
 HELP = __doc__
-DIRECTIONS = ("video_to_music", "music_to_video")
+DIRECTIONS = metrics.DIRECTIONS
 
 _FLAGS = cli.new_flag_values()
 _WORKDIR = flags.DEFINE_string("workdir", None, "Training workdir.", flag_values=_FLAGS)
@@ -102,13 +103,11 @@ def load_gallery(run, *, dataset: str | None = None, csv: str | None = None, vid
     arrays = files.read_gallery(csv, video_h5, music_h5, video_dim=None, music_dim=None)
     return Gallery(name=np.asarray(arrays["name"], str), emotion=np.asarray(arrays["video_emotion"]),
                    video=arrays["video"], music=arrays["music"], source=csv)
-  config = evaluate_lib.data_config(run.config, dataset=dataset, data_dir=data_dir, manual_dir=manual_dir)
-  splits = input_pipeline.load_dataset(config.data.dataset, data_dir=config.data.data_dir,
-                                       manual_dir=train.manual_dir_from(config))
-  if "gallery" not in splits:
-    raise cli.ToolError(f"{config.data.dataset} has no gallery split; pass your own with --gallery_csv, "
-                        "--gallery_video_h5 and --gallery_music_h5")
-  g = splits["gallery"]
+  config = config_lib.with_data(run.config, dataset=dataset, data_dir=data_dir, manual_dir=manual_dir)
+  try:
+    g = emomv.load_gallery(config)
+  except emomv.DataError as e:
+    raise cli.ToolError(f"{e}; pass your own with --gallery_csv, --gallery_video_h5 and --gallery_music_h5") from None
   return Gallery(name=np.asarray(g.name, str), emotion=np.asarray(g.video_emotion), video=g.video, music=g.music,
                  source=f"{config.data.dataset} gallery")
 
@@ -116,15 +115,13 @@ def load_gallery(run, *, dataset: str | None = None, csv: str | None = None, vid
 def _standardize(run, modality: str, x: np.ndarray, what: str) -> np.ndarray:
   """Raw features of `modality` standardised with the run's statistics; a wrong width is a ToolError."""
   s = run.standardizer
-  mean, std = (s.video_mean, s.video_std) if modality == "video" else (s.music_mean, s.music_std)
-  other, other_width = ("music", len(s.music_mean)) if modality == "video" else ("video", len(s.video_mean))
-  if x.ndim != 2 or x.shape[1] != len(mean):
-    width = x.shape[-1] if x.ndim else 0
-    hint = (f"; width {width} is this run's {other} width: use the other --direction" if width == other_width
-            else "")
+  width, other = s.width(modality), "music" if modality == "video" else "video"
+  if x.ndim != 2 or x.shape[1] != width:
+    got = x.shape[-1] if x.ndim else 0
+    hint = f"; width {got} is this run's {other} width: use the other --direction" if got == s.width(other) else ""
     raise cli.ToolError(f"{what} has {modality} features of shape {x.shape}, but this run's {modality} features "
-                        f"are {len(mean)} wide (pass vectors of width {len(mean)}){hint}")
-  return ((x - mean) / std).astype(np.float32)
+                        f"are {width} wide (pass vectors of width {width}){hint}")
+  return s.transform(modality, x)
 
 
 def check_retrieval_model(run):
@@ -169,7 +166,7 @@ def retrieve(run, gallery: Gallery, direction: str, *, query: str | None = None,
   """Top-k gallery items of the target modality for each query.
 
   Args:
-    run: a restored `restore.Run` of a retrieval model.
+    run: a restored `runtime.restore.Run` of a retrieval model.
     gallery: the gallery (raw features).
     direction: 'video_to_music' or 'music_to_video'.
     query: a gallery item's name (its query-modality features are the query), or

@@ -20,13 +20,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from emvgan_jax.ops import l2_normalize
+
 DEFAULT_CHUNK_SIZE = 65536
 DEFAULT_QUERY_BLOCK = 1024
-_EPS = 1e-8  # the norm floor of `metrics.cosine_similarity`: a zero row scores 0, not NaN
-
-
-def _normalize(x: jax.Array) -> jax.Array:
-  return x / jnp.maximum(jnp.linalg.norm(x, axis=-1, keepdims=True), _EPS)
 
 
 @functools.partial(jax.jit, static_argnames=("k",))
@@ -35,7 +32,7 @@ def _merge_chunk(queries: jax.Array, chunk: jax.Array, num_valid: jax.Array, off
   """The running top k of normalised `queries` updated with one gallery chunk (its first `num_valid` rows)."""
   # HIGHEST: on accelerators the default matmul precision is bfloat16-like, which would reorder close items
   # relative to an exact (numpy) ranking.
-  sims = jnp.matmul(queries, _normalize(chunk).T, precision=jax.lax.Precision.HIGHEST)
+  sims = jnp.matmul(queries, l2_normalize(chunk).T, precision=jax.lax.Precision.HIGHEST)
   valid = jnp.arange(chunk.shape[0]) < num_valid
   sims = jnp.where(valid[None, :], sims, -jnp.inf)
   chunk_scores, chunk_indices = jax.lax.top_k(sims, min(k, chunk.shape[0]))
@@ -80,7 +77,7 @@ def top_k_cosine(queries: Any, gallery: Any, k: int, *, chunk_size: int = DEFAUL
   chunk_size = min(int(chunk_size), num_items)  # no padding beyond a gallery smaller than one chunk
   all_scores, all_indices = [], []
   for q_start in range(0, queries.shape[0], query_block):
-    q = _normalize(jnp.asarray(queries[q_start:q_start + query_block]))
+    q = l2_normalize(jnp.asarray(queries[q_start:q_start + query_block]))
     best_scores = jnp.full((q.shape[0], k), -jnp.inf, jnp.float32)
     best_indices = jnp.full((q.shape[0], k), -1, jnp.int32)
     for start in range(0, num_items, chunk_size):

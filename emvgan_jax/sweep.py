@@ -28,27 +28,25 @@ printed and recorded.
 
 from __future__ import annotations
 
-import ast
 import dataclasses
-import importlib.util
 import json
-import logging
 import os
 import re
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import ml_collections
-import numpy as np
 from absl import flags
 
-from emvgan_jax import cli, train
+from emvgan_jax import config_lib
 from emvgan_jax import evaluate as evaluate_lib
+from emvgan_jax.data import emomv
+from emvgan_jax.runtime import cli, experiments
+from emvgan_jax.runtime.experiments import STD_DDOF, TrainFn, get_path, mean_std
 
 HELP = __doc__
-STD_DDOF = 1
 
 # (key in table.json, path in results.json, column header). Retrieval chance is the same in both directions.
 METRICS = (
@@ -64,9 +62,6 @@ METRICS = (
     ("classification/f1", ("classification", "f1"), "F1"),
     ("classification/roc_auc", ("classification", "roc_auc"), "ROC-AUC"),
 )
-TrainFn = Callable[[ml_collections.ConfigDict, str], dict[str, Any]]
-# Data locations may differ between machines without making a finished run a different run.
-_LOCATION_KEYS = ("data.data_dir", "data.manual_dir")
 
 _FLAGS = cli.new_flag_values()
 _CONFIGS = flags.DEFINE_multi_string("configs", None, "Config file[:arg]; repeat the flag, or separate with ';'.",
@@ -101,89 +96,18 @@ def config_slug(spec: str) -> str:
   return re.sub(r"[^A-Za-z0-9_.-]", "_", "-".join(parts))
 
 
-def load_config(spec: str) -> ml_collections.ConfigDict:
-  """Loads `path/to/config.py[:arg]` as `--config=` does: the module's `get_config(arg)`."""
-  path, _, arg = spec.partition(":")
-  if not os.path.isfile(path):
-    raise cli.ToolError(f"config file {path!r} (from --configs={spec!r}) does not exist; paths are relative to "
-                        f"{os.getcwd()}")
-  module_spec = importlib.util.spec_from_file_location(f"_sweep_config_{config_slug(path)}", path)
-  module = importlib.util.module_from_spec(module_spec)
-  module_spec.loader.exec_module(module)
-  try:
-    return module.get_config(arg) if arg else module.get_config()
-  except ValueError as e:
-    raise cli.ToolError(f"--configs={spec!r}: {e}") from e
-
-
-def _parse_value(text: str, current: Any) -> Any:
-  """A flag string as the type of the field it replaces (bools as true/false, None fields as Python literals)."""
-  if isinstance(current, bool):
-    if text.lower() in ("true", "1", "yes"):
-      return True
-    if text.lower() in ("false", "0", "no"):
-      return False
-    raise ValueError(f"{text!r} is not a boolean")
-  if isinstance(current, int):
-    return int(text)
-  if isinstance(current, float):
-    return float(text)
-  if isinstance(current, str):
-    return text
-  try:
-    return ast.literal_eval(text)
-  except (ValueError, SyntaxError):
-    return text
-
-
-def apply_override(config: ml_collections.ConfigDict, override: str):
-  """Sets one `a.b.c=value` override in place; an unknown field or a bad value is a ToolError."""
-  key, sep, text = override.partition("=")
-  if not sep:
-    raise cli.ToolError(f"--override={override!r} must be key=value, e.g. train.max_steps=100")
-  *parents, leaf = key.strip().split(".")
-  node = config
-  try:
-    for p in parents:
-      node = node[p]
-    current = node[leaf]
-    node[leaf] = _parse_value(text, current)
-  except (KeyError, AttributeError) as e:
-    raise cli.ToolError(f"--override={override!r}: the config has no field {key!r}") from e
-  except (ValueError, TypeError) as e:
-    raise cli.ToolError(f"--override={override!r}: {e}") from e
-
-
 def make_config(spec: str, seed: int, *, data_dir: str | None = None, manual_dir: str | None = None,
                 overrides: Sequence[str] = ()) -> ml_collections.ConfigDict:
   """The config of one run of the sweep."""
-  config = load_config(spec)
+  config = config_lib.load_config_file(spec)
   for override in overrides:
-    apply_override(config, override)
+    config_lib.apply_override(config, override)
   config.seed = int(seed)
   if data_dir:
     config.data.data_dir = data_dir
   if manual_dir:
     config.data.manual_dir = manual_dir
   return config
-
-
-def _flatten(d: Any, prefix: str = "") -> dict[str, Any]:
-  if not isinstance(d, dict):
-    return {prefix: d}
-  out = {}
-  for k, v in d.items():
-    out.update(_flatten(v, f"{prefix}.{k}" if prefix else k))
-  return out
-
-
-def _config_differences(config: ml_collections.ConfigDict, config_path: str) -> list[str]:
-  """Fields where a finished run's saved config differs from the one the sweep would train now."""
-  with open(config_path, encoding="utf-8") as f:
-    saved = _flatten(json.load(f))
-  wanted = _flatten(json.loads(config.to_json_best_effort()))
-  keys = sorted((set(saved) | set(wanted)) - set(_LOCATION_KEYS))
-  return [f"{k}: {saved.get(k)!r} -> {wanted.get(k)!r}" for k in keys if saved.get(k) != wanted.get(k)]
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -206,34 +130,22 @@ def run_one(spec: str, seed: int, run_dir: str, *, data_dir: str | None = None, 
             overrides: Sequence[str] = (), train_fn: TrainFn | None = None) -> RunResult:
   """Trains (or reads back) one run and returns the evaluation that goes into the table.
 
-  `train_fn` trains one run (default: `train.train_and_evaluate`, looked up at call time).
+  `train_fn` trains one run (default: `train.train_and_evaluate`, imported at call time).
   """
   t_start = time.time()
-  train_fn = train_fn or train.train_and_evaluate
+  if train_fn is None:
+    from emvgan_jax import train  # pylint: disable=g-import-not-at-top  (the tables need no trainer)
+
+    train_fn = train.train_and_evaluate
   config = make_config(spec, seed, data_dir=data_dir, manual_dir=manual_dir, overrides=overrides)
-  results_path = os.path.join(run_dir, "results.json")
-  if os.path.isfile(results_path):
-    config_path = os.path.join(run_dir, "config.json")
-    diff = _config_differences(config, config_path) if os.path.isfile(config_path) else []
-    if diff:
-      raise cli.ToolError(f"{run_dir} holds a finished run of another config ({'; '.join(diff[:5])}); use another "
-                          "--workdir, or delete that run to retrain it")
-    with open(results_path, encoding="utf-8") as f:
-      results = json.load(f)
-    status = "reused"
-    logging.info("Reusing the finished run %s", run_dir)
-  else:
-    logging.info("Training %s seed %d into %s", spec, seed, run_dir)
-    results = train_fn(config, run_dir)
-    status = "trained"
+  results, status = experiments.train_or_reuse(config, run_dir, train_fn=train_fn, on_mismatch="error")
   # Training evaluates on validation; the protocol reports EmoMV-A's classification on test.
-  default = evaluate_lib.default_split(config.data.dataset, config.data.holdout_fraction)
+  default = emomv.default_split(config.data.dataset, config.data.holdout_fraction)
   if results["classification"]["split"] != default:
     name = evaluate_lib.output_name(config.data.dataset, "best", default, default)
     eval_path = os.path.join(run_dir, "eval", name, "results.json")
     if os.path.isfile(eval_path):
-      with open(eval_path, encoding="utf-8") as f:
-        results = json.load(f)
+      results = experiments.read_json(eval_path)
     else:
       results = evaluate_lib.evaluate_run(run_dir, checkpoint="best", data_dir=data_dir,
                                           manual_dir=manual_dir).results
@@ -245,22 +157,8 @@ def run_one(spec: str, seed: int, run_dir: str, *, data_dir: str | None = None, 
 # The table.
 
 
-def _get(d: Any, path: Sequence[str]) -> float | None:
-  for p in path:
-    if not isinstance(d, dict) or p not in d:
-      return None
-    d = d[p]
-  return None if d is None else float(d)
-
-
 def _chance_path(path: Sequence[str]) -> tuple[str, ...]:
   return ("chance", "retrieval", path[-1]) if path[0] == "retrieval" else ("chance", "classification", path[-1])
-
-
-def _mean_std(values: list[float]) -> dict[str, Any]:
-  arr = np.asarray(values, np.float64)
-  return {"mean": float(arr.mean()), "std": float(arr.std(ddof=STD_DDOF)) if arr.size > STD_DDOF else None,
-          "n": int(arr.size), "values": [float(v) for v in arr]}
 
 
 def summarize(runs: Sequence[RunResult], *, seeds: Sequence[int], wall_seconds: float) -> dict[str, Any]:
@@ -271,8 +169,8 @@ def summarize(runs: Sequence[RunResult], *, seeds: Sequence[int], wall_seconds: 
     first = mine[0].results
     cells = {}
     for key, path, _ in METRICS:
-      values = [v for v in (_get(r.results, path) for r in mine) if v is not None]
-      cells[key] = _mean_std(values) if values else None
+      values = [v for v in (get_path(r.results, path) for r in mine) if v is not None]
+      cells[key] = mean_std(values) if values else None
     rows.append({"config": spec, "slug": config_slug(spec), "model": first.get("model"),
                  "description": first.get("description"), "dataset": first["dataset"],
                  "classification_split": first["classification"]["split"],
@@ -287,7 +185,7 @@ def summarize(runs: Sequence[RunResult], *, seeds: Sequence[int], wall_seconds: 
     with_gallery = [e for e in same if "retrieval" in e]
     values = {}
     for key, path, _ in METRICS:
-      found = [v for v in (_get(e, _chance_path(path)) for e in same) if v is not None]
+      found = [v for v in (get_path(e, _chance_path(path)) for e in same) if v is not None]
       values[key] = found[0] if found else None
     chance.append({"dataset": dataset, "classification_split": split,
                    "num_pairs": same[0]["classification"].get("num_pairs"),

@@ -20,8 +20,9 @@ Writes and prints `<workdir>/tuning.md`, two tables:
      best mean, paired on the same holdout and training seed): mean +- standard error, and the share of runs it
      wins.
 Every run has its own workdir `<workdir>/<name>-<hash of the overrides>/h<holdout>_s<seed>`; a finished run
-whose stored config matches is read back instead of retrained (an interrupted run is restarted from scratch),
-so an interrupted tuning resumes and a larger one reuses a smaller one's runs.
+whose stored config is the same run is read back instead of retrained (an interrupted run resumes from its latest
+checkpoint), so an interrupted tuning resumes and a larger one reuses a smaller one's runs. Stds are sample
+standard deviations (ddof 1), as in `sweep`.
 
 How the defaults were chosen (by hand, with this script's --candidate; screening on holdout seeds 0-2 or 0-4 with
 training seed 0, then the finalists on holdout seeds 0-9 x training seeds 0-1 = 20 runs; numbers are holdout
@@ -56,9 +57,9 @@ means as v->m / m->v; "pre-tuning" = hidden 256, dropout 0.1, T 0.1, AdamW lr 1e
     paired SE ~0.006) and AUC (+0.02-0.04); on hit@1 their margins (+0.01-0.04, paired SE ~0.02) are inside the
     noise of a 71-item gallery.
   - Selecting the checkpoint on the held-out gallery mAP ('gallery/map') gave +0.01-0.02 mAP, but it selects on
-    the very metric reported while the baselines select on the loss, so the defaults keep validation/loss.
+    the very metric reported while the baselines select on the loss, so the defaults keep pairs/loss (the validation loss).
   - Chosen (now the defaults in config_lib.py): hidden 256, embed 64, dropout 0.7; T 0.3 fixed; w_nce 2, w_emo 1,
-    w_pair 1, w_match 1, w_adv 0.1 'flip'; AdamW lr 5e-4, weight decay 20; patience 20 on validation/loss. It has
+    w_pair 1, w_match 1, w_adv 0.1 'flip'; AdamW lr 5e-4, weight decay 20; patience 20 on the validation loss (pairs/loss). It has
     the best worst-metric margin of the finalists (+0.014 on 20 runs); dropout 0.5 is equal within noise
     (+0.012) and about 25 % cheaper (100 instead of 133 steps). The default grid re-checks the choice against
     the pre-tuning defaults, one change undone at a time, and two ablations.
@@ -66,34 +67,45 @@ means as v->m / m->v; "pre-tuning" = hidden 256, dropout 0.1, T 0.1, AdamW lr 1e
 
 from __future__ import annotations
 
-import ast
 import contextlib
 import hashlib
 import io
 import json
-import logging as pylogging
+import logging
 import os
-import shutil
+import sys
 import time
 from collections.abc import Sequence
 from typing import Any
 
-from absl import app, flags, logging
 import numpy as np
+from absl import flags
 
-_MANUAL_DIR = flags.DEFINE_string("manual_dir", None, "Local copy of the EmoMV repository.")
-_DATA_DIR = flags.DEFINE_string("data_dir", None, "TFDS data dir.")
-_WORKDIR = flags.DEFINE_string("workdir", None, "Directory for the runs and tuning.md.")
-_HOLDOUT_SEEDS = flags.DEFINE_list("holdout_seeds", ["0", "1", "2"], "Seeds of the held-out part of train.")
-_SEEDS = flags.DEFINE_list("seeds", ["0"], "Training seeds (config.seed).")
-_HOLDOUT_FRACTION = flags.DEFINE_float("holdout_fraction", 0.2, "Share of train held out (grouped by video).")
-_GRID = flags.DEFINE_enum("grid", "default", ["default", "none"], "The candidate grid defined in this file.")
+from emvgan_jax import config_lib
+from emvgan_jax.runtime import cli, experiments
+
+HELP = __doc__
+
+_FLAGS = cli.new_flag_values()
+_MANUAL_DIR = flags.DEFINE_string("manual_dir", None, "Local copy of the EmoMV repository.", flag_values=_FLAGS)
+_DATA_DIR = flags.DEFINE_string("data_dir", None, "TFDS data dir.", flag_values=_FLAGS)
+_WORKDIR = flags.DEFINE_string("workdir", None, "Directory for the runs and tuning.md.", flag_values=_FLAGS)
+_HOLDOUT_SEEDS = flags.DEFINE_list("holdout_seeds", ["0", "1", "2"], "Seeds of the held-out part of train.",
+                                   flag_values=_FLAGS)
+_SEEDS = flags.DEFINE_list("seeds", ["0"], "Training seeds (config.seed).", flag_values=_FLAGS)
+_HOLDOUT_FRACTION = flags.DEFINE_float("holdout_fraction", 0.2, "Share of train held out (grouped by video).",
+                                       flag_values=_FLAGS)
+_GRID = flags.DEFINE_enum("grid", "default", ["default", "none"], "The candidate grid defined in this file.",
+                          flag_values=_FLAGS)
 _CANDIDATES = flags.DEFINE_multi_string(
-    "candidate", [], "Extra candidate 'name:key=value,key=value' (keys are config fields, values Python literals "
-    "or strings); repeatable.")
+    "candidate", [], "Extra candidate 'name:key=value,key=value' (keys are config fields); repeatable.",
+    flag_values=_FLAGS)
 _BASELINES = flags.DEFINE_list("baselines", ["retrieval_multi", "classification_multi"],
-                               "EmoMV baseline variants trained on the same holdouts (configs/emomv_baseline.py).")
-flags.mark_flags_as_required(["workdir"])
+                               "EmoMV baseline variants trained on the same holdouts (configs/emomv_baseline.py).",
+                               flag_values=_FLAGS)
+_CACHE = flags.DEFINE_string("compilation_cache_dir", cli.DEFAULT_COMPILATION_CACHE, "JAX persistent compilation "
+                             "cache. Empty disables it.", flag_values=_FLAGS)
+flags.mark_flags_as_required(["workdir"], flag_values=_FLAGS)
 
 # The EMVGAN defaults before tuning, as overrides on the tuned defaults of config_lib.
 PRE_TUNING = {
@@ -132,78 +144,40 @@ METRICS = (
     (("retrieval", "music_to_video", "hit@1"), "m->v hit@1"),
     (("classification", "roc_auc"), "ROC-AUC"),
 )
-# Config sections that define a run (data locations, logging and plotting do not).
-_RUN_KEYS = ("model", "seed", "baseline", "emvgan", "loss", "optim")
-_TRAIN_KEYS = ("batch_size", "drop_remainder", "num_epochs", "max_steps", "eval_every_steps", "patience",
-               "selection_metric", "selection_mode")
 _REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def parse_candidate(spec: str) -> tuple[str, dict[str, Any]]:
-  """'name:a.b=1,c.d=x' -> ('name', {'a.b': 1, 'c.d': 'x'})."""
+def parse_candidate(spec: str) -> tuple[str, dict[str, str]]:
+  """'name:a.b=1,c.d=x' -> ('name', {'a.b': '1', 'c.d': 'x'}); values are parsed as their fields' types later."""
   name, _, body = spec.partition(":")
   overrides = {}
   for item in filter(None, body.split(",")):
-    key, _, value = item.partition("=")
-    try:
-      overrides[key.strip()] = ast.literal_eval(value.strip())
-    except (ValueError, SyntaxError):
-      overrides[key.strip()] = value.strip()
+    key, sep, value = item.partition("=")
+    if not sep:
+      raise cli.ToolError(f"--candidate={spec!r}: {item!r} must be key=value")
+    overrides[key.strip()] = value.strip()
   return name.strip(), overrides
 
 
-def make_config(kind: str, overrides: dict[str, Any], *, holdout_seed: int, seed: int):
+def make_config(kind: str, overrides: dict[str, Any], *, holdout_seed: int, seed: int, holdout_fraction: float,
+                manual_dir: str | None = None, data_dir: str | None = None):
   """The config of one run: EMVGAN (kind 'emvgan') or a baseline variant, on a holdout of EmoMV-C train."""
-  from emvgan_jax import config_lib  # pylint: disable=g-import-not-at-top
   if kind == "emvgan":
     config = config_lib.base_config()
   else:
     config = config_lib.load_config_file(os.path.join(_REPO_ROOT, "configs", f"emomv_baseline.py:c,{kind}"))
   config.data.dataset = "emomv/c"
-  config.data.manual_dir = _MANUAL_DIR.value
-  config.data.data_dir = _DATA_DIR.value
-  config.data.holdout_fraction = _HOLDOUT_FRACTION.value
+  config.data.manual_dir = manual_dir
+  config.data.data_dir = data_dir
+  config.data.holdout_fraction = holdout_fraction
   config.data.holdout_seed = holdout_seed
   config.seed = seed
   config.train.progress_bar = False
   if "plots" in config.train:
     config.train.plots = False
   for key, value in overrides.items():
-    node = config
-    *parents, leaf = key.split(".")
-    for p in parents:
-      node = node[p]
-    if leaf not in node:
-      raise KeyError(f"unknown config field {key!r}")
-    node[leaf] = float(value) if isinstance(node[leaf], float) and isinstance(value, int) else value
+    config_lib.set_field(config, key, value)
   return config
-
-
-def _run_signature(config_json: dict[str, Any]) -> dict[str, Any]:
-  """The parts of a config that make a run what it is (fields added to the code later are ignored)."""
-  sig = {k: config_json.get(k) for k in _RUN_KEYS}
-  if sig["model"] == "baseline":  # EMVGAN's fields do not touch a baseline (a change of its defaults keeps them)
-    sig["emvgan"] = None
-    sig["loss"] = {"margin": (config_json.get("loss") or {}).get("margin")}
-    sig["optim"] = {k: (config_json.get("optim") or {}).get(k) for k in ("learning_rate", "weight_decay", "b1", "b2")}
-  else:
-    sig["baseline"] = None
-  sig["train"] = {k: config_json.get("train", {}).get(k) for k in _TRAIN_KEYS}
-  data = config_json.get("data", {})
-  sig["data"] = {k: data.get(k) for k in ("dataset", "holdout_fraction", "holdout_seed")}
-  return sig
-
-
-def _same_run(stored: dict[str, Any], wanted: dict[str, Any]) -> bool:
-  """Whether a stored config is the wanted run; sections compare on the fields both have."""
-  a, b = _run_signature(stored), _run_signature(wanted)
-  for key in a:
-    if isinstance(a[key], dict) and isinstance(b[key], dict):
-      if any(a[key][k] != b[key][k] for k in a[key].keys() & b[key].keys()):
-        return False
-    elif a[key] != b[key]:
-      return False
-  return True
 
 
 def run_dir(name: str, kind: str, overrides: dict[str, Any]) -> str:
@@ -214,45 +188,35 @@ def run_dir(name: str, kind: str, overrides: dict[str, Any]) -> str:
 
 def train_one(config, workdir: str) -> dict[str, Any]:
   """Trains one run, or reads back a finished one of the same config; returns its results and 'total_steps'."""
-  from emvgan_jax import train  # pylint: disable=g-import-not-at-top
-  path = os.path.join(workdir, "results.json")
-  wanted = json.loads(config.to_json_best_effort())
-  done = os.path.exists(path)
-  if done:
-    with open(os.path.join(workdir, "config.json"), encoding="utf-8") as f:
-      done = _same_run(json.load(f), wanted)
-  if not done:
-    if os.path.exists(workdir):  # interrupted, or another config: start clean (runs are deterministic)
-      shutil.rmtree(workdir)
+
+  def train_quietly(config, workdir):
+    from emvgan_jax import train  # pylint: disable=g-import-not-at-top
+
     t0 = time.time()
     with contextlib.redirect_stdout(io.StringIO()):  # training prints its results table; ours is enough
-      train.train_and_evaluate(config, workdir)
+      results = train.train_and_evaluate(config, workdir)
     logging.info("%s: %.1f s", workdir, time.time() - t0)
-  with open(path, encoding="utf-8") as f:
-    results = json.load(f)
+    return results
+
+  results, _ = experiments.train_or_reuse(config, workdir, train_fn=train_quietly, on_mismatch="retrain")
   total = 0
   with open(os.path.join(workdir, "metrics.jsonl"), encoding="utf-8") as f:
     for line in f:
       total = max(total, json.loads(line)["step"])
-  results["total_steps"] = total
-  return results
+  return {**results, "total_steps": total}
 
 
 def _get(results: dict[str, Any], path: Sequence[str]) -> float:
-  node = results
-  for p in path:
-    if p not in node:
-      return float("nan")
-    node = node[p]
-  return float(node)
+  value = experiments.get_path(results, path)
+  return float("nan") if value is None else value
 
 
 def summarize(runs: dict[tuple[int, int], dict[str, Any]]) -> dict[str, Any]:
   """Per-metric values (keyed like `runs`), means and stds, steps and seconds of one setting's runs."""
   out: dict[str, Any] = {"values": {t: {k: _get(r, p) for k, r in runs.items()} for p, t in METRICS}}
   for _, t in METRICS:
-    v = np.asarray(list(out["values"][t].values()))
-    out[t], out[f"{t} std"] = float(np.mean(v)), float(np.std(v))
+    stats = experiments.mean_std(list(out["values"][t].values()))
+    out[t], out[f"{t} std"] = stats["mean"], float("nan") if stats["std"] is None else stats["std"]
   out["best step"] = float(np.mean([r["checkpoint_step"] for r in runs.values()]))
   out["steps"] = float(np.mean([r["total_steps"] for r in runs.values()]))
   out["seconds"] = float(np.mean([r["train_seconds"] for r in runs.values()]))
@@ -296,45 +260,55 @@ def format_tables(rows: dict[str, dict[str, Any]], header: str) -> str:
   return "\n".join(lines)
 
 
-class _QuietLibraries(pylogging.Filter):
-  """Drops INFO chatter of Orbax (a dozen lines per save); warnings still pass."""
-
-  def filter(self, record: pylogging.LogRecord) -> bool:
-    return record.levelno >= pylogging.WARNING or "/orbax/" not in record.pathname
-
-
-def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-  logging.get_absl_handler().addFilter(_QuietLibraries())
+def run_tuning(*, workdir: str, holdouts: Sequence[int], seeds: Sequence[int], candidates: dict[str, dict[str, Any]],
+               baselines: Sequence[str], holdout_fraction: float, manual_dir: str | None = None,
+               data_dir: str | None = None) -> str:
+  """Trains (or reuses) every setting on every (holdout, seed); writes and returns `tuning.md`."""
   t_start = time.time()
-  holdouts = [int(h) for h in _HOLDOUT_SEEDS.value]
-  seeds = [int(s) for s in _SEEDS.value]
-  candidates = dict(GRIDS[_GRID.value])
-  candidates.update(parse_candidate(spec) for spec in _CANDIDATES.value)
-
-  jobs = [(f"baseline {v}", v, {}) for v in _BASELINES.value]
+  jobs = [(f"baseline {v}", v, {}) for v in baselines]
   jobs += [(name, "emvgan", overrides) for name, overrides in candidates.items()]
   rows = {}
   for name, kind, overrides in jobs:
     runs = {}
     for h in holdouts:
       for s in seeds:
-        config = make_config(kind, overrides, holdout_seed=h, seed=s)
-        runs[(h, s)] = train_one(config, os.path.join(_WORKDIR.value, run_dir(name, kind, overrides), f"h{h}_s{s}"))
+        config = make_config(kind, overrides, holdout_seed=h, seed=s, holdout_fraction=holdout_fraction,
+                             manual_dir=manual_dir, data_dir=data_dir)
+        runs[(h, s)] = train_one(config, os.path.join(workdir, run_dir(name, kind, overrides), f"h{h}_s{s}"))
     rows[name] = summarize(runs)
     logging.info("%s: %s", name, {t: round(rows[name][t], 3) for _, t in METRICS})
-
-  header = (f"EMVGAN tuning on EmoMV-C train holdouts (fraction {_HOLDOUT_FRACTION.value}, grouped by YouTube id; "
-            f"holdout seeds {holdouts} x training seeds {seeds} = {len(holdouts) * len(seeds)} runs per setting); "
-            "mean (std) over runs; early stopping and numbers on the held-out part (validation and its gallery "
-            f"are never read). Wall time of this tuning: {(time.time() - t_start) / 60:.1f} min.")
+  header = (f"EMVGAN tuning on EmoMV-C train holdouts (fraction {holdout_fraction}, grouped by YouTube id; "
+            f"holdout seeds {list(holdouts)} x training seeds {list(seeds)} = {len(holdouts) * len(seeds)} runs per "
+            "setting); mean (sample std) over runs; early stopping and numbers on the held-out part (validation "
+            f"and its gallery are never read). Wall time of this tuning: {(time.time() - t_start) / 60:.1f} min.")
   table = format_tables(rows, header)
-  print(table, flush=True)
-  os.makedirs(_WORKDIR.value, exist_ok=True)
-  with open(os.path.join(_WORKDIR.value, "tuning.md"), "w", encoding="utf-8") as f:
+  os.makedirs(workdir, exist_ok=True)
+  with open(os.path.join(workdir, "tuning.md"), "w", encoding="utf-8") as f:
     f.write(table + "\n")
+  return table
+
+
+def main(argv: list[str] | None = None) -> None:
+  """The command line: parses flags, tunes, prints tuning.md."""
+  cli.parse_flags(_FLAGS, sys.argv if argv is None else argv, HELP)
+  cli.setup_logging()
+  cli.enable_compilation_cache(_CACHE.value)
+
+  def body():
+    try:
+      holdouts = [int(h) for h in _HOLDOUT_SEEDS.value]
+      seeds = [int(s) for s in _SEEDS.value]
+    except ValueError:
+      raise cli.ToolError("--holdout_seeds and --seeds must be comma-separated integers") from None
+    candidates = dict(GRIDS[_GRID.value])
+    candidates.update(parse_candidate(spec) for spec in _CANDIDATES.value)
+    table = run_tuning(workdir=_WORKDIR.value, holdouts=holdouts, seeds=seeds, candidates=candidates,
+                       baselines=_BASELINES.value, holdout_fraction=_HOLDOUT_FRACTION.value,
+                       manual_dir=_MANUAL_DIR.value, data_dir=_DATA_DIR.value)
+    print(table, flush=True)
+
+  cli.run_tool(body)
 
 
 if __name__ == "__main__":
-  app.run(main)
+  main()

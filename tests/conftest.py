@@ -51,19 +51,16 @@ def emomv_dir() -> pathlib.Path:
 
 @pytest.fixture(scope="session")
 def tiny_run(tmp_path_factory):
-  """One tiny EMVGAN trained on the dummy data (configs/tiny.py, seed 0), shared by the tests of the evaluation
-  tools (evaluate, retrieve, plots, sweep): training it costs ~15 s, so it happens once per session.
-
-  It is trained where `emvgan_jax.sweep` keeps seed 0 of `configs/tiny.py` under `root`, so the sweep test
-  finds it finished and trains only the other seed.
-  """
+  """One tiny EMVGAN trained on the dummy data (configs/tiny.py, seed 0) in a workdir of its own, shared by the
+  tests of the evaluation tools (evaluate, retrieve, plots, sweep): training it costs ~15 s, so it happens once
+  per session. A test that needs it in another tool's folder layout copies it there."""
   import types  # pylint: disable=g-import-not-at-top
 
-  from emvgan_jax import sweep, train  # pylint: disable=g-import-not-at-top  (after XLA_FLAGS above)
+  from emvgan_jax import config_lib, train  # pylint: disable=g-import-not-at-top  (after XLA_FLAGS above)
 
-  root = tmp_path_factory.mktemp("tiny_sweep")
   data_dir = str(tmp_path_factory.mktemp("tiny_tfds"))
   spec = str(REPO_ROOT / "configs" / "tiny.py")
-  workdir = root / sweep.config_slug(spec) / "seed_0"
-  results = train.train_and_evaluate(sweep.make_config(spec, 0, data_dir=data_dir), str(workdir))
-  return types.SimpleNamespace(root=root, workdir=workdir, data_dir=data_dir, spec=spec, results=results)
+  workdir = tmp_path_factory.mktemp("tiny_run") / "workdir"
+  config = config_lib.with_data(config_lib.load_config_file(spec), data_dir=data_dir)
+  results = train.train_and_evaluate(config, str(workdir))
+  return types.SimpleNamespace(workdir=workdir, data_dir=data_dir, spec=spec, results=results)

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from emvgan_jax import models
+from emvgan_jax.ops import l2_normalize
 from emvgan_jax.models import cbp
 
 # Odd / prime sizes so a transposed or mixed-up axis cannot pass by coincidence.
@@ -38,7 +39,7 @@ def _baseline(task, multitask, seed=0):
 
 @functools.cache
 def _emvgan_cached():
-  model = models.EMVGANGenerator(hidden=29, embed_dim=19, num_emotions=5)
+  model = models.GeneratorSide(hidden=29, embed_dim=19, num_emotions=5)
   return model, _init(model, *_inputs())
 
 
@@ -277,8 +278,8 @@ def test_cbp_module_uses_its_constants():
 
 def test_l2_normalize_zero_vector_is_safe():
   x = jnp.zeros((3, 4))
-  np.testing.assert_array_equal(models.l2_normalize(x), x)
-  grad = jax.grad(lambda v: jnp.sum(models.l2_normalize(v)))(x)
+  np.testing.assert_array_equal(l2_normalize(x), x)
+  grad = jax.grad(lambda v: jnp.sum(l2_normalize(v)))(x)
   assert np.isfinite(np.asarray(grad)).all()
 
 
@@ -308,7 +309,7 @@ def test_encoder_and_generator_shapes():
 
 
 def test_discriminator_shapes():
-  z = models.l2_normalize(_inputs(video_dim=19)[0])
+  z = l2_normalize(_inputs(video_dim=19)[0])
   disc = models.ModalityDiscriminator(hidden=29)
   variables = disc.init(jax.random.PRNGKey(1), z)
   assert set(variables) == {"params"}
@@ -347,7 +348,7 @@ def test_emvgan_shapes_and_unit_norm():
 
 
 def test_emvgan_input_widths_come_from_inputs():
-  model = models.EMVGANGenerator()
+  model = models.GeneratorSide()
   params = jax.eval_shape(lambda: _init(model, jnp.zeros((2, 2304)), jnp.zeros((2, 128))))["params"]
   assert params["video_encoder"]["dense_in"]["kernel"].shape == (2304, 256)
   assert params["music_encoder"]["dense_in"]["kernel"].shape == (128, 256)
@@ -380,7 +381,7 @@ def test_emvgan_embed_methods_match_call():
   model, variables, video, music = _emvgan()
   out = model.apply(variables, video, music, train=False)
   z_video = model.apply(variables, video, train=False, method="embed_video")
-  z_music = model.apply(variables, music, train=False, method=models.EMVGANGenerator.embed_music)
+  z_music = model.apply(variables, music, train=False, method=models.GeneratorSide.embed_music)
   np.testing.assert_allclose(z_video, out["video_embedding"], rtol=1e-6, atol=1e-7)
   np.testing.assert_allclose(z_music, out["music_embedding"], rtol=1e-6, atol=1e-7)
   # A gallery is embedded one modality at a time, with any batch size.

@@ -39,8 +39,8 @@ def _write_metrics(path, steps=12):
       f.write(json.dumps({"step": s, "train/loss": 3.0 / s, "train/loss_adv": 0.69, "train/loss_nce": 2.0 / s,
                           "train/disc_accuracy": 0.5 + 0.01 * s}) + "\n")
       if s % 3 == 0:
-        f.write(json.dumps({"step": s, "validation/loss": 2.5 / s, "validation/accuracy": 0.5 + 0.02 * s,
-                            "validation/roc_auc": 0.6, "gallery/map": 0.3 + 0.01 * s}) + "\n")
+        f.write(json.dumps({"step": s, "pairs/loss": 2.5 / s, "pairs/accuracy": 0.5 + 0.02 * s,
+                            "pairs/roc_auc": 0.6, "gallery/map": 0.3 + 0.01 * s}) + "\n")
     f.write('{"step": 13, "train/lo')  # a run killed mid-line leaves a truncated last line
 
 

@@ -9,11 +9,16 @@ import jax
 import numpy as np
 import pytest
 
-from emvgan_jax import restore, retrieve
+from emvgan_jax import retrieve
+from emvgan_jax.runtime import restore
 from test_evaluate import run_main
 
 N_ITEMS = 23  # prime: chunks of 5 leave a short last chunk
 EMOTIONS = ("Exciting", "Fear", "Tense", "Sad", "Relax")
+
+
+# Every test here searches with a trained run.
+pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")

@@ -3,17 +3,29 @@ per-seed results, reuse of finished runs without retraining, and the table's pie
 
 import json
 import os
+import shutil
+import types
 
 import numpy as np
 import pytest
 
-from emvgan_jax import cli, sweep, train
+from emvgan_jax import config_lib, sweep, train
+from emvgan_jax.runtime import cli
 from test_evaluate import run_main
 
 
 @pytest.fixture(scope="module")
-def swept(tiny_run):
-  """Seeds 0 and 1 of the tiny config: seed 0 is the shared finished run, so only seed 1 trains here."""
+def sweep_root(tiny_run, tmp_path_factory):
+  """A sweep folder holding the shared tiny run as seed 0 of configs/tiny.py, where the sweep keeps it."""
+  root = tmp_path_factory.mktemp("tiny_sweep")
+  shutil.copytree(tiny_run.workdir, root / sweep.config_slug(tiny_run.spec) / "seed_0")
+  return types.SimpleNamespace(root=root, spec=tiny_run.spec, data_dir=tiny_run.data_dir)
+
+
+@pytest.fixture(scope="module")
+def swept(sweep_root):
+  """Seeds 0 and 1 of the tiny config: seed 0 is the finished shared run, so only seed 1 trains here."""
+  tiny_run = sweep_root
   calls = []
 
   def counting_train(config, workdir):
@@ -25,7 +37,9 @@ def swept(tiny_run):
   return table, calls
 
 
-def test_sweep_table_equals_numpy_over_the_seeds(tiny_run, swept):
+@pytest.mark.slow
+def test_sweep_table_equals_numpy_over_the_seeds(sweep_root, swept):
+  tiny_run = sweep_root
   table, calls = swept
   assert [seed for seed, _ in calls] == [0 + 1]  # seed 0 was finished: reused, not retrained
   on_disk = json.loads((tiny_run.root / "table.json").read_text())
@@ -47,8 +61,10 @@ def test_sweep_table_equals_numpy_over_the_seeds(tiny_run, swept):
   assert table["std_ddof"] == 1 and table["wall_seconds"] > 0
 
 
-def test_rerun_reuses_every_finished_run(tiny_run, swept, capsys, monkeypatch):
+@pytest.mark.slow
+def test_rerun_reuses_every_finished_run(sweep_root, swept, capsys, monkeypatch):
   del swept  # only its runs
+  tiny_run = sweep_root
   results = [tiny_run.root / "tiny" / f"seed_{s}" / "results.json" for s in (0, 1)]
   mtimes = [os.stat(p).st_mtime_ns for p in results]
 
@@ -65,8 +81,10 @@ def test_rerun_reuses_every_finished_run(tiny_run, swept, capsys, monkeypatch):
   assert "Sweep wall time" in out and "0 runs trained, 2 reused" in out
 
 
-def test_finished_run_of_another_config_is_not_reused(tiny_run, swept):
+@pytest.mark.slow
+def test_finished_run_of_another_config_is_not_reused(sweep_root, swept):
   del swept
+  tiny_run = sweep_root
   with pytest.raises(cli.ToolError, match="another config"):
     sweep.run_sweep([tiny_run.spec], [0], str(tiny_run.root), data_dir=tiny_run.data_dir,
                     overrides=["train.num_epochs=3"], train_fn=None)
@@ -125,7 +143,7 @@ def test_config_specs_slugs_and_overrides():
   assert config.seed == 3 and config.data.data_dir == "/d" and config.train.max_steps == 7
   assert config.optim.learning_rate == 0.5 and config.loss.emotion_positives is False
   assert config.baseline.task == "classification" and config.baseline.multitask
-  with pytest.raises(cli.ToolError, match="no field"):
+  with pytest.raises(config_lib.ConfigError, match="no field 'train.nope'"):
     sweep.make_config("configs/emomv_c.py", 0, overrides=["train.nope=1"])
-  with pytest.raises(cli.ToolError, match="does not exist"):
+  with pytest.raises(config_lib.ConfigError, match="does not exist"):
     sweep.make_config("configs/missing.py", 0)

@@ -13,8 +13,12 @@ import numpy as np
 import optax
 import pytest
 
-from emvgan_jax import checkpoint as ckpt_lib
-from emvgan_jax import config_lib, input_pipeline, sharding, steps, train
+from emvgan_jax import config_lib, families, train
+from emvgan_jax.data import pipeline
+from emvgan_jax.families import baseline as baseline_family
+from emvgan_jax.families import emvgan as emvgan_family
+from emvgan_jax.runtime import checkpoint as ckpt_lib
+from emvgan_jax.runtime import sharding
 from emvgan_jax.models import discriminator as discriminator_lib
 from emvgan_jax.models import baseline as baseline_lib
 from emvgan_jax.models import emvgan as emvgan_lib
@@ -48,6 +52,7 @@ def read_jsonl(path):
 # --- end to end ------------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("arg", ["emvgan", "baseline"])
 def test_tiny_train_and_evaluate_on_8_devices(tmp_path, dummy_data_dir, arg):
   assert jax.device_count() == 8
@@ -77,11 +82,12 @@ def test_tiny_train_and_evaluate_on_8_devices(tmp_path, dummy_data_dir, arg):
   lines = read_jsonl(workdir / "metrics.jsonl")
   assert [x["step"] for x in lines if "train/loss" in x] == [1, 2, 3, 4]
   assert all(np.isfinite(x["train/loss"]) for x in lines if "train/loss" in x)
-  assert len([x for x in lines if "validation/loss" in x]) == 4
+  assert len([x for x in lines if "pairs/loss" in x]) == 4
   assert any(name.startswith("events.out.tfevents") for name in os.listdir(workdir / "tensorboard"))
   assert json.loads((workdir / "config.json").read_text())["train"]["batch_size"] == 8
 
 
+@pytest.mark.slow
 def test_classification_baseline_has_no_retrieval_block(tmp_path, dummy_data_dir):
   config = tiny_config(dummy_data_dir, "baseline", **{"baseline.task": "classification", "train.num_epochs": 1})
   results = train.train_and_evaluate(config, str(tmp_path))
@@ -106,7 +112,7 @@ def run_sharded(step_fn, state, batch, devices):
   mesh = sharding.make_mesh(devices=devices)
   rep = sharding.replicated(mesh)
   state = jax.device_put(state, rep)
-  gbatch = input_pipeline.make_global_batch(batch, sharding.batch_sharding(mesh))
+  gbatch = pipeline.make_global_batch(batch, sharding.batch_sharding(mesh))
   jitted = jax.jit(step_fn, in_shardings=(rep, sharding.batch_sharding(mesh), rep), out_shardings=(rep, rep))
   new_state, metrics = jitted(state, gbatch, jax.device_put(jax.random.key(3), rep))
   return jax.device_get(new_state), jax.device_get(metrics)
@@ -115,7 +121,7 @@ def run_sharded(step_fn, state, batch, devices):
 def emvgan_setup():
   config = config_lib.base_config()
   config.loss.learn_temperature = True
-  gen = emvgan_lib.EMVGANGenerator(hidden=16, embed_dim=8, dropout_rate=0.1)
+  gen = emvgan_lib.GeneratorSide(hidden=16, embed_dim=8, dropout_rate=0.1)
   disc = discriminator_lib.ModalityDiscriminator(hidden=16)
   sgd = optax.sgd(1.0)
   v, m = np.zeros((2, 12), np.float32), np.zeros((2, 7), np.float32)
@@ -123,9 +129,9 @@ def emvgan_setup():
                                     train=False)["params"],
               "temperature": {"log_inv": np.float32(np.log(10.0))}}
   d_params = disc.init(jax.random.key(2), np.zeros((2, 8), np.float32))["params"]
-  state = steps.TrainState(step=np.int32(5), params={**gen_side, "discriminator": d_params}, constants={},
+  state = families.TrainState(step=np.int32(5), params={**gen_side, "discriminator": d_params}, constants={},
                            opt_state={"generator": sgd.init(gen_side), "discriminator": sgd.init(d_params)})
-  step_fn = functools.partial(steps.emvgan_train_step, generator=gen, discriminator=disc, opt_g=sgd, opt_d=sgd,
+  step_fn = functools.partial(emvgan_family.train_step, generator=gen, discriminator=disc, opt_g=sgd, opt_d=sgd,
                               loss_cfg=config.loss, n_disc=2)
   return state, step_fn
 
@@ -136,14 +142,15 @@ def baseline_setup(task):
   variables = dict(model.init({"params": jax.random.key(0), "dropout": jax.random.key(1)},
                               np.zeros((2, 12), np.float32), np.zeros((2, 7), np.float32), train=False))
   params = variables.pop("params")
-  state = steps.TrainState(step=np.int32(5), params={"model": params}, constants=variables,
+  state = families.TrainState(step=np.int32(5), params={"model": params}, constants=variables,
                            opt_state={"model": sgd.init(params)})
-  return state, functools.partial(steps.baseline_train_step, model=model, optimizer=sgd, task=task, margin=1.0)
+  return state, functools.partial(baseline_family.train_step, model=model, optimizer=sgd, task=task, margin=1.0)
 
 
 @pytest.mark.parametrize("setup", [emvgan_setup, functools.partial(baseline_setup, "retrieval"),
                                    functools.partial(baseline_setup, "classification")],
                          ids=["emvgan", "baseline_retrieval", "baseline_classification"])
+@pytest.mark.slow
 def test_sharded_step_equals_single_device(setup):
   state, step_fn = setup()
   batch = random_batch(16)
@@ -159,16 +166,17 @@ def test_sharded_step_equals_single_device(setup):
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6), grads_all, grads_one)
 
 
+@pytest.mark.slow
 def test_train_step_compiles_once(dummy_data_dir):
   config = tiny_config(dummy_data_dir)
-  from emvgan_jax import model_zoo  # pylint: disable=g-import-not-at-top
-  family = model_zoo.build(config)
+  family = families.build(config)
   mesh = sharding.make_mesh()
-  state, shardings = train.create_state(family, config, mesh, 12, 7)
+  state, abstract = train.create_state(family, config, mesh, 12, 7)
+  shardings = sharding.shardings_of(abstract)
   step = train.compile_train_step(family, mesh, shardings)
   rng = jax.device_put(jax.random.key(0), sharding.replicated(mesh))
   for seed in range(3):
-    state, metrics = step(state, input_pipeline.make_global_batch(random_batch(8, seed=seed),
+    state, metrics = step(state, pipeline.make_global_batch(random_batch(8, seed=seed),
                                                                   sharding.batch_sharding(mesh)), rng)
   jax.block_until_ready(metrics)
   assert step._cache_size() == 1  # pylint: disable=protected-access
@@ -178,6 +186,7 @@ def test_train_step_compiles_once(dummy_data_dir):
 # --- resume == uninterrupted -----------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_resume_equals_uninterrupted(tmp_path, dummy_data_dir):
   base = {"train.num_epochs": 100, "train.checkpoint_every_epochs": 100}
   whole = tmp_path / "whole"
@@ -202,14 +211,15 @@ def test_resume_equals_uninterrupted(tmp_path, dummy_data_dir):
     for k in a[step]:
       if k != "train/steps_per_sec":
         assert a[step][k] == b[step][k], (step, k)
-  eval_lines = lambda w: [(x["step"], x["validation/loss"]) for x in read_jsonl(w / "metrics.jsonl")  # noqa
-                          if "validation/loss" in x]
+  eval_lines = lambda w: [(x["step"], x["pairs/loss"]) for x in read_jsonl(w / "metrics.jsonl")  # noqa
+                          if "pairs/loss" in x]
   assert eval_lines(whole) == eval_lines(parts)
 
 
 # --- failures --------------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_non_finite_loss_stops_without_a_new_checkpoint(tmp_path, dummy_data_dir):
   workdir = tmp_path / "w"
   train.train_and_evaluate(tiny_config(dummy_data_dir, **{"train.num_epochs": 2}), str(workdir))
@@ -238,13 +248,14 @@ def test_misspelt_config_field_fails(tmp_path):
 
 def test_unknown_model_fails_clearly(tmp_path, dummy_data_dir):
   config = tiny_config(dummy_data_dir, **{"model": "transformer"})
-  with pytest.raises(ValueError, match="config.model must be 'emvgan' or 'baseline'"):
+  with pytest.raises(ValueError, match=r"config.model must be one of \['baseline', 'emvgan'\], got 'transformer'"):
     train.train_and_evaluate(config, str(tmp_path))
 
 
 # --- real data -------------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_short_emvgan_run_on_real_emomv_c_beats_chance(tmp_path, emomv_dir):
   config = config_lib.load_config_file(str(REPO / "configs" / "emomv_c.py"))
   config.data.manual_dir = str(emomv_dir)
@@ -265,6 +276,7 @@ def test_short_emvgan_run_on_real_emomv_c_beats_chance(tmp_path, emomv_dir):
 # --- multi-host ------------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_two_processes_on_loopback_equal_one_process(tmp_path, dummy_data_dir):
   """Two processes of 2 devices each (the code path of a multi-host pod) == one process of 4 devices."""
   import socket  # pylint: disable=g-import-not-at-top
@@ -303,18 +315,19 @@ def test_two_processes_on_loopback_equal_one_process(tmp_path, dummy_data_dir):
   np.testing.assert_allclose(multi_losses, single_losses, rtol=1e-5)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("rule", ["fsdp", "tensor"])
 def test_parameter_sharding_rules_give_the_same_step(dummy_data_dir, rule):
   """Parameters and Adam moments sharded by rule (ZeRO-3 style over `data`, or over `model`) == replicated."""
-  from emvgan_jax import model_zoo  # pylint: disable=g-import-not-at-top
 
   results = {}
   for name, mesh_shape in (("replicate", {"data": -1, "model": 1}),
                            (rule, {"data": -1, "model": 1} if rule == "fsdp" else {"data": 4, "model": 2})):
     config = tiny_config(dummy_data_dir, **{"sharding.param_rule": name, "sharding.min_shard_size": 64})
     mesh = sharding.make_mesh(mesh_shape)
-    family = model_zoo.build(config)
-    state, shardings = train.create_state(family, config, mesh, 12, 7)
+    family = families.build(config)
+    state, abstract = train.create_state(family, config, mesh, 12, 7)
+    shardings = sharding.shardings_of(abstract)
     specs = [s.spec for s in jax.tree.leaves(shardings)]
     axis = "data" if rule == "fsdp" else "model"
     if name != "replicate":
@@ -324,7 +337,7 @@ def test_parameter_sharding_rules_give_the_same_step(dummy_data_dir, rule):
     step = train.compile_train_step(family, mesh, shardings)
     rng = jax.jit(lambda: jax.random.key(0), out_shardings=sharding.replicated(mesh))()
     for seed in range(2):
-      batch = input_pipeline.make_global_batch(random_batch(8, seed=seed), sharding.batch_sharding(mesh))
+      batch = pipeline.make_global_batch(random_batch(8, seed=seed), sharding.batch_sharding(mesh))
       state, metrics = step(state, batch, rng)
     results[name] = (jax.device_get(metrics), jax.device_get(state.params))
   (m_rep, p_rep), (m_sh, p_sh) = results["replicate"], results[rule]
@@ -339,7 +352,7 @@ def test_published_rng_quirk_freezes_dropout_across_steps():
   losses = {}
   for frozen in (False, True):
     state, _ = baseline_setup("retrieval")
-    step_fn = functools.partial(steps.baseline_train_step, **{**baseline_setup("retrieval")[1].keywords,
+    step_fn = functools.partial(baseline_family.train_step, **{**baseline_setup("retrieval")[1].keywords,
                                                                "frozen_dropout": frozen})
     out = []
     for step in (5, 6):

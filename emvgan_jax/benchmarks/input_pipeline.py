@@ -12,7 +12,8 @@ import time
 
 from absl import app, flags
 
-from emvgan_jax import input_pipeline
+from emvgan_jax.data import pipeline, splits as splits_lib
+from emvgan_jax.data.standardize import Standardizer
 
 _DATASET = flags.DEFINE_string("dataset", "emomv/c", "TFDS dataset name with config.")
 _DATA_DIR = flags.DEFINE_string("data_dir", None, "TFDS data dir (built there on first use).")
@@ -27,21 +28,21 @@ def main(argv):
   del argv
   import jax  # pylint: disable=g-import-not-at-top
 
-  from emvgan_jax import sharding  # pylint: disable=g-import-not-at-top
+  from emvgan_jax.runtime import sharding  # pylint: disable=g-import-not-at-top
 
   t0 = time.perf_counter()
-  splits = input_pipeline.load_dataset(_DATASET.value, data_dir=_DATA_DIR.value, manual_dir=_MANUAL_DIR.value)
-  train = input_pipeline.Standardizer.fit(splits["train"]).apply(splits["train"])
+  splits = splits_lib.load_dataset(_DATASET.value, data_dir=_DATA_DIR.value, manual_dir=_MANUAL_DIR.value)
+  train = Standardizer.fit(splits["train"]).apply(splits["train"])
   print(f"loaded {_DATASET.value} train ({len(train)} examples) in {time.perf_counter() - t0:.2f} s")
   batch_sharding = sharding.batch_sharding(sharding.make_mesh())
 
   def one_epoch(epoch: int, to_device: bool) -> int:
-    ds = input_pipeline.train_dataset(train, global_batch_size=_BATCH.value, seed=0, epoch=epoch,
+    ds = pipeline.train_dataset(train, global_batch_size=_BATCH.value, seed=0, epoch=epoch,
                                       drop_remainder=_DROP.value)
     n = 0
-    for batch in input_pipeline.iterate(ds):
+    for batch in pipeline.iterate(ds):
       if to_device:
-        jax.block_until_ready(input_pipeline.make_global_batch(batch, batch_sharding))
+        jax.block_until_ready(pipeline.make_global_batch(batch, batch_sharding))
       n += int(batch["mask"].sum())
     return n
 

@@ -5,21 +5,20 @@ from emvgan_jax.models.cbp import CompactBilinearPooling
 from emvgan_jax.models.cbp import compact_bilinear_pooling
 from emvgan_jax.models.cbp import count_sketch
 from emvgan_jax.models.discriminator import ModalityDiscriminator
-from emvgan_jax.models.emvgan import EMVGANGenerator
+from emvgan_jax.models.emvgan import GeneratorSide
 from emvgan_jax.models.encoders import Encoder
 from emvgan_jax.models.generators import Generator
 from emvgan_jax.models.layers import ProjectionHead
 from emvgan_jax.models.layers import TorchDense
 from emvgan_jax.models.layers import count_params
 from emvgan_jax.models.layers import gelu
-from emvgan_jax.models.layers import l2_normalize
 
 __all__ = [
     "CompactBilinearPooling",
-    "EMVGANGenerator",
     "EmoMVBaseline",
     "Encoder",
     "Generator",
+    "GeneratorSide",
     "ModalityDiscriminator",
     "ProjectionHead",
     "TorchDense",
@@ -27,5 +26,4 @@ __all__ = [
     "count_params",
     "count_sketch",
     "gelu",
-    "l2_normalize",
 ]

@@ -19,7 +19,7 @@ from emvgan_jax.models.encoders import Encoder
 from emvgan_jax.models.generators import Generator
 
 
-class EMVGANGenerator(nn.Module):
+class GeneratorSide(nn.Module):
   """Encoders, generators, shared emotion head and match calibration of EMVGAN.
 
   Use `model.apply(variables, video, train=..., method='embed_video')` (or 'embed_music') to embed one

@@ -16,7 +16,7 @@ import flax.linen as nn
 import jax
 
 from emvgan_jax.models.layers import gelu
-from emvgan_jax.models.layers import l2_normalize
+from emvgan_jax.ops import l2_normalize
 
 
 class Generator(nn.Module):

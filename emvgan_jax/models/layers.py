@@ -13,6 +13,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from emvgan_jax.ops import l2_normalize
+
 Initializer = Callable[..., jax.Array]
 
 # PyTorch's LayerNorm default; flax's is 1e-6. Kept for parity in the EmoMV heads.
@@ -22,24 +24,6 @@ TORCH_LAYER_NORM_EPS = 1e-5
 def gelu(x: jax.Array) -> jax.Array:
   """GELU, tanh approximation (the form both model families use, see docs/models.md)."""
   return jax.nn.gelu(x, approximate=True)
-
-
-def l2_normalize(x: jax.Array, *, axis: int = -1, eps: float = 1e-12) -> jax.Array:
-  """Scales `x` to unit L2 norm along `axis`, like `torch.nn.functional.normalize`.
-
-  The norm is clamped *inside* the square root, so a zero vector maps to zero with a finite gradient
-  (sqrt'(0) is infinite, which would turn a single all-zero row into NaN parameters).
-
-  Args:
-    x: Array to normalise.
-    axis: Axis holding the vector.
-    eps: Smallest norm divided by.
-
-  Returns:
-    `x / max(||x||, eps)`, same shape and dtype as `x`.
-  """
-  squared = jnp.sum(jnp.square(x), axis=axis, keepdims=True)
-  return x * jax.lax.rsqrt(jnp.maximum(squared, eps * eps))
 
 
 def torch_kernel_init() -> Initializer:

@@ -8,7 +8,8 @@ XLA inserts the collectives (a contrastive loss over the global batch is just `z
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import jax
 import numpy as np
@@ -90,3 +91,20 @@ def tree_shardings(tree, mesh: Mesh, rule: str = "replicate", min_size: int = 2*
   mirror them; scalars (step counters) are replicated.
   """
   return jax.tree.map(lambda x: NamedSharding(mesh, param_spec(tuple(x.shape), mesh, rule, min_size)), tree)
+
+
+def abstract_state(init: Callable[[jax.Array], Any], mesh: Mesh, rule: str = "replicate",
+                   min_size: int = 2**14) -> Any:
+  """The train state `init(rng)` would make, as ShapeDtypeStructs carrying their shardings under `rule`.
+
+  This is the one description of a state's layout: `train.create_state` creates the state in it, and every
+  checkpoint restore uses it as the target, so restored arrays land directly in their shardings.
+  """
+  abstract = jax.eval_shape(init, jax.random.key(0))
+  shardings = tree_shardings(abstract, mesh, rule, min_size)
+  return jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract, shardings)
+
+
+def shardings_of(abstract: Any) -> Any:
+  """The sharding of every leaf of an `abstract_state`."""
+  return jax.tree.map(lambda a: a.sharding, abstract)

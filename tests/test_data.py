@@ -6,13 +6,15 @@ import numpy as np
 import pytest
 from sklearn.preprocessing import StandardScaler
 
-from emvgan_jax import input_pipeline as ip
-from emvgan_jax import sharding
+from emvgan_jax.data import emomv, pipeline
+from emvgan_jax.data.splits import ARRAY_KEYS, Split
+from emvgan_jax.data.standardize import Standardizer
+from emvgan_jax.runtime import sharding
 
 
-def make_split(n: int, dv: int = 5, dm: int = 3, seed: int = 0) -> ip.Split:
+def make_split(n: int, dv: int = 5, dm: int = 3, seed: int = 0) -> Split:
   rng = np.random.default_rng(seed)
-  return ip.Split(
+  return Split(
       name=np.asarray([f"vid{i // 3}_{i % 3:02d}" for i in range(n)], dtype=object),
       video=rng.normal(2.0, 3.0, (n, dv)).astype(np.float32),
       music=rng.normal(-1.0, 0.5, (n, dm)).astype(np.float32),
@@ -24,9 +26,9 @@ def make_split(n: int, dv: int = 5, dm: int = 3, seed: int = 0) -> ip.Split:
 
 def epoch_rows(split, **kw):
   """The rows (identified by their video's first feature) of every valid example of one epoch, in order."""
-  ds = ip.train_dataset(split, **kw)
+  ds = pipeline.train_dataset(split, **kw)
   rows = []
-  for batch in ip.iterate(ds):
+  for batch in pipeline.iterate(ds):
     for v in batch["video"][batch["mask"]]:
       rows.append(int(np.flatnonzero((split.video == v).all(axis=1))[0]))
   return rows
@@ -46,51 +48,51 @@ def test_train_order_is_a_function_of_seed_and_epoch():
 
 def test_drop_remainder_and_padding():
   split = make_split(21)
-  dropped = ip.train_dataset(split, global_batch_size=8, seed=0, epoch=0, drop_remainder=True)
-  assert len(dropped) == 2 and all(ip.iterate(dropped).__next__()["mask"])
-  padded = ip.train_dataset(split, global_batch_size=8, seed=0, epoch=0, drop_remainder=False)
-  batches = list(ip.iterate(padded))
-  assert len(batches) == 3 == ip.num_train_steps_per_epoch(21, 8, drop_remainder=False)
+  dropped = pipeline.train_dataset(split, global_batch_size=8, seed=0, epoch=0, drop_remainder=True)
+  assert len(dropped) == 2 and all(pipeline.iterate(dropped).__next__()["mask"])
+  padded = pipeline.train_dataset(split, global_batch_size=8, seed=0, epoch=0, drop_remainder=False)
+  batches = list(pipeline.iterate(padded))
+  assert len(batches) == 3 == pipeline.num_train_steps_per_epoch(21, 8, drop_remainder=False)
   assert [int(b["mask"].sum()) for b in batches] == [8, 8, 5]
   assert all(b["video"].shape == (8, 5) for b in batches)
   with pytest.raises(ValueError, match="fewer than one global batch"):
-    ip.train_dataset(make_split(5), global_batch_size=8, seed=0, epoch=0, drop_remainder=True)
+    pipeline.train_dataset(make_split(5), global_batch_size=8, seed=0, epoch=0, drop_remainder=True)
 
 
 def test_processes_split_each_global_batch():
   split = make_split(40)
-  whole = list(ip.iterate(ip.train_dataset(split, global_batch_size=8, seed=1, epoch=0, process_index=0,
+  whole = list(pipeline.iterate(pipeline.train_dataset(split, global_batch_size=8, seed=1, epoch=0, process_index=0,
                                            process_count=1)))
-  parts = [list(ip.iterate(ip.train_dataset(split, global_batch_size=8, seed=1, epoch=0, process_index=p,
+  parts = [list(pipeline.iterate(pipeline.train_dataset(split, global_batch_size=8, seed=1, epoch=0, process_index=p,
                                             process_count=4))) for p in range(4)]
   for b, batch in enumerate(whole):
     local = [parts[p][b] for p in range(4)]
     assert all(x["video"].shape == (2, 5) for x in local)
     np.testing.assert_array_equal(np.concatenate([x["video"] for x in local]), batch["video"])
   with pytest.raises(ValueError, match="not divisible by 3 processes"):
-    ip.train_dataset(split, global_batch_size=8, seed=0, epoch=0, process_index=0, process_count=3)
+    pipeline.train_dataset(split, global_batch_size=8, seed=0, epoch=0, process_index=0, process_count=3)
 
 
 def test_eval_is_in_order_with_padding_and_mask():
   split = make_split(11)
-  batches = list(ip.iterate(ip.eval_dataset(split, global_batch_size=4)))
+  batches = list(pipeline.iterate(pipeline.eval_dataset(split, global_batch_size=4)))
   assert len(batches) == 3
   np.testing.assert_array_equal(batches[2]["mask"], [True, True, True, False])
   video = np.concatenate([b["video"][b["mask"]] for b in batches])
   np.testing.assert_array_equal(video, split.video)
-  for key in ip.ARRAY_KEYS:
+  for key in ARRAY_KEYS:
     assert all(len(b[key]) == 4 for b in batches)
 
 
 def test_standardizer_matches_scikit_learn_and_round_trips():
   split = make_split(30)
-  split = ip.Split(**{**split.__dict__, "video": np.concatenate([split.video[:, :4], np.ones((30, 1), np.float32)],
+  split = Split(**{**split.__dict__, "video": np.concatenate([split.video[:, :4], np.ones((30, 1), np.float32)],
                                                                 axis=1)})  # a constant feature
-  std = ip.Standardizer.fit(split)
+  std = Standardizer.fit(split)
   out = std.apply(split)
   np.testing.assert_allclose(out.video, StandardScaler().fit_transform(split.video), atol=1e-5)
   np.testing.assert_allclose(out.music, StandardScaler().fit_transform(split.music), atol=1e-5)
-  again = ip.Standardizer.from_dict(std.to_dict())
+  again = Standardizer.from_dict(std.to_dict())
   np.testing.assert_array_equal(again.apply(split).video, out.video)
   with pytest.raises(ValueError, match="video width 5"):
     std.apply(make_split(4, dv=7))
@@ -99,8 +101,8 @@ def test_standardizer_matches_scikit_learn_and_round_trips():
 def test_make_global_batch_shards_over_the_data_axis():
   assert jax.device_count() == 8
   mesh = sharding.make_mesh()
-  batch = next(ip.iterate(ip.eval_dataset(make_split(16), global_batch_size=16)))
-  arrays = ip.make_global_batch(batch, sharding.batch_sharding(mesh))
+  batch = next(pipeline.iterate(pipeline.eval_dataset(make_split(16), global_batch_size=16)))
+  arrays = pipeline.make_global_batch(batch, sharding.batch_sharding(mesh))
   assert arrays["video"].shape == (16, 5)
   assert len(arrays["video"].addressable_shards) == 8
   assert arrays["video"].addressable_shards[0].data.shape == (2, 5)
@@ -108,7 +110,7 @@ def test_make_global_batch_shards_over_the_data_axis():
   assert arrays["mask"].dtype == np.bool_
 
 
-def pair_split() -> ip.Split:
+def pair_split() -> Split:
   """Matched rows of videos a..d and mismatched pairs linking e<->f and g<->h, with their swaps."""
   names = ["a_01", "a_02", "b_01", "c_01", "d_01", "e_01_PAIR_f_01", "f_01_PAIR_e_01", "g_01_PAIR_h_01",
            "h_01_PAIR_g_01"]
@@ -125,16 +127,16 @@ def pair_split() -> ip.Split:
     ve.append(emo[segs[0]])
     me.append(emo[segs[1]])
     match.append(int(segs[0] == segs[1]))
-  return ip.Split(name=np.asarray(names, dtype=object), video=video, music=music, match=np.asarray(match, np.int32),
+  return Split(name=np.asarray(names, dtype=object), video=video, music=music, match=np.asarray(match, np.int32),
                   video_emotion=np.asarray(ve, np.int32), music_emotion=np.asarray(me, np.int32))
 
 
 def test_holdout_keeps_videos_and_swapped_pairs_on_one_side():
   split = pair_split()
   for seed in range(5):
-    train, held = ip.holdout_split(split, fraction=0.4, seed=seed)
+    train, held = emomv.holdout_split(split, fraction=0.4, seed=seed)
     assert len(train) + len(held) == len(split) and len(held) > 0
-    vids = lambda s: {ip.video_id(seg) for n in s.name for seg in ip.segment_ids(n)}  # noqa: E731
+    vids = lambda s: {emomv.video_id(seg) for n in s.name for seg in emomv.segment_ids(n)}  # noqa: E731
     assert not vids(train) & vids(held)
     for part in (train, held):
       names = set(part.name)
@@ -145,7 +147,7 @@ def test_holdout_keeps_videos_and_swapped_pairs_on_one_side():
 
 
 def test_gallery_from_pairs_rebuilds_each_segments_own_pair():
-  gallery = ip.gallery_from_pairs(pair_split())
+  gallery = emomv.gallery_from_pairs(pair_split())
   assert list(gallery.name) == ["a_01", "a_02", "b_01", "c_01", "d_01", "e_01", "f_01", "g_01", "h_01"]
   # Item i's video and music are both segment i's own (codes +k and -k).
   np.testing.assert_array_equal(gallery.video, -gallery.music)
@@ -155,5 +157,5 @@ def test_gallery_from_pairs_rebuilds_each_segments_own_pair():
 
 def test_epoch_seed_is_stable():
   # Pinned: a change here silently changes every run's data order (and breaks resuming old runs).
-  assert ip.epoch_seed(0, 0) == ip.epoch_seed(0, 0)
-  assert len({ip.epoch_seed(s, e) for s in range(4) for e in range(4)}) == 16
+  assert pipeline.epoch_seed(0, 0) == pipeline.epoch_seed(0, 0)
+  assert len({pipeline.epoch_seed(s, e) for s in range(4) for e in range(4)}) == 16

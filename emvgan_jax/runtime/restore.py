@@ -2,7 +2,7 @@
 
 This is what the evaluation tools stand on: everything needed to use a checkpoint is inside it (the resolved
 config and the train-split statistics are saved with every checkpoint), so a workdir can be evaluated on
-another machine, with another device count, long after training.
+another machine, with another device count, long after training. It never imports the training loop.
 """
 
 from __future__ import annotations
@@ -13,8 +13,10 @@ from typing import Any
 import jax
 import ml_collections
 
-from emvgan_jax import checkpoint as ckpt_lib
-from emvgan_jax import input_pipeline, model_zoo, sharding
+from emvgan_jax import config_lib, families
+from emvgan_jax.data.standardize import Standardizer
+from emvgan_jax.runtime import checkpoint as ckpt_lib
+from emvgan_jax.runtime import sharding
 
 
 @dataclasses.dataclass
@@ -22,9 +24,9 @@ class Run:
   """A restored checkpoint and what it takes to use it."""
 
   config: ml_collections.ConfigDict
-  family: model_zoo.Family
+  family: families.Family
   state: Any
-  standardizer: input_pipeline.Standardizer
+  standardizer: Standardizer
   step: int
   kind: str  # 'best' or 'latest'
   meta: dict[str, Any]
@@ -57,16 +59,14 @@ def load_run(workdir: str, checkpoint: str = "best", *, mesh: jax.sharding.Mesh 
   checkpoints = ckpt_lib.Checkpoints(workdir, read_only=True)
   try:
     if not kind:  # a step: whichever manager holds it
-      kind = next((k for k in ("best", "latest") if step in _steps(checkpoints, k)), "latest")
+      kind = next((k for k in ("best", "latest") if step in checkpoints.all_steps(k)), "latest")
     step, meta, stats = checkpoints.restore_meta(kind, step)
-    config = _merge_onto_defaults(meta["config"])
-    family = model_zoo.build(config)
-    standardizer = input_pipeline.Standardizer.from_dict(stats)
+    config = config_lib.merge_onto_defaults(meta["config"])
+    family = families.build(config)
+    standardizer = Standardizer.from_dict(stats)
     mesh = mesh or sharding.make_mesh()
-    video_dim, music_dim = len(standardizer.video_mean), len(standardizer.music_mean)
-    abstract = jax.eval_shape(lambda: family.init(jax.random.key(0), video_dim, music_dim))
-    shardings = sharding.tree_shardings(abstract, mesh, "replicate")
-    target = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract, shardings)
+    video_dim, music_dim = standardizer.width("video"), standardizer.width("music")
+    target = sharding.abstract_state(lambda rng: family.init(rng, video_dim, music_dim), mesh)
     try:
       _, state, _, _ = checkpoints.restore(kind, target, step)
     except (ValueError, KeyError, TypeError) as e:
@@ -77,26 +77,3 @@ def load_run(workdir: str, checkpoint: str = "best", *, mesh: jax.sharding.Mesh 
     checkpoints.close()
   return Run(config=config, family=family, state=state, standardizer=standardizer, step=step, kind=kind,
              meta=meta, mesh=mesh)
-
-
-def _merge_onto_defaults(stored: dict[str, Any]) -> ml_collections.ConfigDict:
-  """The stored config laid over today's defaults, so runs saved before a field existed still load."""
-  from emvgan_jax import config_lib  # pylint: disable=g-import-not-at-top
-
-  config = config_lib.base_config()
-
-  def merge(node, values):
-    for key, value in values.items():
-      if isinstance(value, dict) and key in node and isinstance(node[key], ml_collections.ConfigDict):
-        merge(node[key], value)
-      else:
-        with node.ignore_type():
-          node[key] = value
-
-  merge(config, stored)
-  return config
-
-
-def _steps(checkpoints: ckpt_lib.Checkpoints, kind: str) -> list[int]:
-  manager = checkpoints._managers.get(kind)  # pylint: disable=protected-access
-  return [] if manager is None else list(manager.all_steps())

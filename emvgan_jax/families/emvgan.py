@@ -1,93 +1,27 @@
-"""Train and predict steps: pure functions of (state, batch, rng), jitted once by the trainer.
+"""EMVGAN as a family: the generator side and the discriminator, each with its own AdamW (docs/models.md, section 2).
 
-`emvgan_train_step` does `n_disc` discriminator updates and then one generator update, each with its own optax
-optimizer; `baseline_train_step` is one optimizer on one loss. Both return every loss term as a metric. The
-batch is a dict of global arrays with a boolean `mask` (padding rows are False and count for nothing).
-Randomness is `fold_in(rng, state.step)`, so a resumed run draws the same dropout masks as an uninterrupted one.
+`train_step` does `n_disc` discriminator updates and then one generator update. The batch is a dict of global
+arrays with a boolean `mask` (padding rows are False and count for nothing). Randomness is
+`fold_in(rng, state.step)`, so a resumed run draws the same dropout masks as an uninterrupted one.
 """
 
 from __future__ import annotations
 
-from typing import Any
+import functools
 
-import flax
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import ml_collections
+import numpy as np
 import optax
 
 from emvgan_jax import losses
+from emvgan_jax.families.base import Family, TrainState, dummy_inputs, float32_metrics
+from emvgan_jax.models import discriminator as discriminator_lib
+from emvgan_jax.models import emvgan as emvgan_lib
 
-
-@flax.struct.dataclass
-class TrainState:
-  """Everything a run needs to continue: saved whole in checkpoints.
-
-  Attributes:
-    step: number of completed train steps.
-    params: trained parameters: {'model'} for the baselines; {'generator', 'discriminator', 'temperature'} for
-      EMVGAN.
-    constants: non-trained variables (the baselines' compact-bilinear-pooling hashes); {} when none.
-    opt_state: one optimizer state per optimizer, keyed like the optimizers ('model' or 'generator' and
-      'discriminator').
-  """
-
-  step: jax.Array
-  params: Any
-  constants: Any
-  opt_state: Any
-
-
-def _mean_metrics(metrics: dict[str, jax.Array]) -> dict[str, jax.Array]:
-  return {k: jnp.asarray(v, jnp.float32) for k, v in metrics.items()}
-
-
-# ------------------------------------------------------------------------------------------------------------
-# EmoMV baselines.
-# ------------------------------------------------------------------------------------------------------------
-
-
-def baseline_losses(outputs: dict[str, jax.Array], batch: dict[str, jax.Array], *, task: str, margin: float):
-  """The published loss of a baseline variant, and its terms."""
-  mask = batch["mask"]
-  terms = {}
-  if task == "retrieval":
-    terms["pair"] = losses.margin_contrastive_loss(
-        outputs["video_embedding"], outputs["music_embedding"], batch["match"], margin=margin, mask=mask)
-  else:
-    terms["match"] = losses.softmax_cross_entropy(outputs["match_logits"], batch["match"], mask=mask)
-  if "video_emotion_logits" in outputs:
-    terms["video_emotion"] = losses.softmax_cross_entropy(
-        outputs["video_emotion_logits"], batch["video_emotion"], mask=mask)
-    terms["music_emotion"] = losses.softmax_cross_entropy(
-        outputs["music_emotion_logits"], batch["music_emotion"], mask=mask)
-  return sum(terms.values()), terms
-
-
-def baseline_train_step(state: TrainState, batch, rng, *, model: nn.Module, optimizer: optax.GradientTransformation,
-                        task: str, margin: float, frozen_dropout: bool = False):
-  """One optimizer step of an EmoMV baseline (`frozen_dropout`: the published code's quirk, same key every step)."""
-  rng = jax.random.fold_in(rng, 0 if frozen_dropout else state.step)
-
-  def loss_fn(params):
-    outputs = model.apply({"params": params, **state.constants}, batch["video"], batch["music"], train=True,
-                          rngs={"dropout": rng})
-    loss, terms = baseline_losses(outputs, batch, task=task, margin=margin)
-    return loss, terms
-
-  (loss, terms), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params["model"])
-  updates, opt_state = optimizer.update(grads, state.opt_state["model"], state.params["model"])
-  params = optax.apply_updates(state.params["model"], updates)
-  metrics = {"loss": loss, **{f"loss_{k}": v for k, v in terms.items()}, "grad_norm": optax.tree.norm(grads),
-             "param_norm": optax.tree.norm(params)}
-  new_state = state.replace(step=state.step + 1, params={"model": params}, opt_state={"model": opt_state})
-  return new_state, _mean_metrics(metrics)
-
-
-# ------------------------------------------------------------------------------------------------------------
-# EMVGAN.
-# ------------------------------------------------------------------------------------------------------------
+ADV_MODES = ("flip", "confusion")
 
 
 def temperature(params) -> jax.Array:
@@ -95,7 +29,7 @@ def temperature(params) -> jax.Array:
   return 1.0 / jnp.exp(jnp.clip(params["temperature"]["log_inv"], 0.0, jnp.log(100.0)))
 
 
-def emvgan_generator_losses(outputs, batch, *, disc_logits, cfg: ml_collections.ConfigDict, temp, adv_weight):
+def generator_losses(outputs, batch, *, disc_logits, cfg: ml_collections.ConfigDict, temp, adv_weight):
   """The generator's loss terms and their weighted total `L_G` (models.md, section 2)."""
   mask = batch["mask"]
   matched = jnp.logical_and(mask, batch["match"] == 1)
@@ -125,7 +59,7 @@ def adversarial_weight(step, cfg: ml_collections.ConfigDict):
   return jnp.asarray(cfg.w_adv, jnp.float32)
 
 
-def emvgan_train_step(state: TrainState, batch, rng, *, generator: nn.Module, discriminator: nn.Module,
+def train_step(state: TrainState, batch, rng, *, generator: nn.Module, discriminator: nn.Module,
                       opt_g: optax.GradientTransformation, opt_d: optax.GradientTransformation,
                       loss_cfg: ml_collections.ConfigDict, n_disc: int):
   """`n_disc` discriminator updates, then one generator update."""
@@ -166,7 +100,7 @@ def emvgan_train_step(state: TrainState, batch, rng, *, generator: nn.Module, di
     outputs = generate(g_params["generator"], g_rng)
     disc_logits = (discriminator.apply({"params": d_params}, outputs["video_embedding"]),
                    discriminator.apply({"params": d_params}, outputs["music_embedding"]))
-    total, _, terms = emvgan_generator_losses(
+    total, _, terms = generator_losses(
         outputs, batch, disc_logits=disc_logits, cfg=loss_cfg, temp=temperature(g_params), adv_weight=adv_weight)
     return total, terms
 
@@ -191,4 +125,71 @@ def emvgan_train_step(state: TrainState, batch, rng, *, generator: nn.Module, di
       params={**g_params, "discriminator": d_params},
       opt_state={"generator": g_opt_state, "discriminator": d_opt_state},
   )
-  return new_state, _mean_metrics(metrics)
+  return new_state, float32_metrics(metrics)
+
+
+def _optimizers(config: ml_collections.ConfigDict):
+  """(generator side, discriminator) optimisers. The temperature trains only when asked; else its update is 0."""
+  o, lc = config.optim, config.loss
+  adamw_g = optax.adamw(o.learning_rate, b1=o.b1, b2=o.b2, weight_decay=o.weight_decay)
+  opt_g = optax.multi_transform(
+      {"train": adamw_g, "frozen": optax.set_to_zero()},
+      {"generator": "train", "temperature": "train" if lc.learn_temperature else "frozen"},
+  )
+  opt_d = optax.adamw(o.disc_learning_rate, b1=o.b1, b2=o.b2, weight_decay=o.disc_weight_decay)
+  return opt_g, opt_d
+
+
+def build(config: ml_collections.ConfigDict) -> Family:
+  """EMVGAN with the sizes of `config.emvgan`, the losses of `config.loss` and the optimisers of `config.optim`."""
+  e, lc = config.emvgan, config.loss
+  generator = emvgan_lib.GeneratorSide(hidden=e.hidden, embed_dim=e.embed_dim, dropout_rate=e.dropout_rate)
+  discriminator = discriminator_lib.ModalityDiscriminator(hidden=e.disc_hidden)
+  if lc.adv_mode not in ADV_MODES:
+    raise ValueError(f"config.loss.adv_mode must be 'flip' or 'confusion', got {lc.adv_mode!r}")
+  if config.optim.n_disc < 1:
+    raise ValueError(f"config.optim.n_disc must be >= 1, got {config.optim.n_disc}")
+  opt_g, opt_d = _optimizers(config)
+
+  def init(rng, video_dim: int, music_dim: int) -> TrainState:
+    g_rng, d_rng, drop_rng = jax.random.split(rng, 3)
+    video, music = dummy_inputs(video_dim, music_dim)
+    g_params = generator.init({"params": g_rng, "dropout": drop_rng}, video, music, train=False)["params"]
+    d_params = discriminator.init(d_rng, jnp.zeros((2, e.embed_dim), jnp.float32))["params"]
+    gen_side = {"generator": g_params, "temperature": {"log_inv": jnp.asarray(-np.log(lc.temperature), jnp.float32)}}
+    return TrainState(
+        step=jnp.zeros((), jnp.int32),
+        params={**gen_side, "discriminator": d_params},
+        constants={},
+        opt_state={"generator": opt_g.init(gen_side), "discriminator": opt_d.init(d_params)},
+    )
+
+  def predict(state, batch):
+    outputs = generator.apply({"params": state.params["generator"]}, batch["video"], batch["music"], train=False)
+    _, supervised, _ = generator_losses(outputs, batch, disc_logits=None, cfg=lc, temp=temperature(state.params),
+                                        adv_weight=0.0)
+    return {"video_embedding": outputs["video_embedding"], "music_embedding": outputs["music_embedding"],
+            "score": jax.nn.sigmoid(outputs["match_logit"]), "loss": supervised}
+
+  def embed_video(state, video):
+    return generator.apply({"params": state.params["generator"]}, video, train=False,
+                           method=emvgan_lib.GeneratorSide.embed_video)
+
+  def embed_music(state, music):
+    return generator.apply({"params": state.params["generator"]}, music, train=False,
+                           method=emvgan_lib.GeneratorSide.embed_music)
+
+  return Family(
+      name="emvgan",
+      model_name="emvgan",
+      description="EMVGAN" if lc.w_adv > 0 else "EMVGAN (no adversarial term)",
+      init=init,
+      train_step=functools.partial(train_step, generator=generator, discriminator=discriminator, opt_g=opt_g,
+                                   opt_d=opt_d, loss_cfg=lc, n_disc=config.optim.n_disc),
+      predict=predict,
+      embed_video=embed_video,
+      embed_music=embed_music,
+      has_retrieval=True,
+      score_is_probability=True,
+      config_keys=("emvgan", "loss", "optim"),
+  )

@@ -49,6 +49,11 @@ class Checkpoints:
     manager = self._managers.get(kind)
     return None if manager is None else manager.latest_step()
 
+  def all_steps(self, kind: str) -> list[int]:
+    """The steps saved under `kind` (empty when there is none)."""
+    manager = self._managers.get(kind)
+    return [] if manager is None else list(manager.all_steps())
+
   def save(self, kind: str, step: int, *, state: Any, stats: Mapping[str, np.ndarray], meta: Mapping[str, Any]):
     """Saves (step, state, stats, meta) as the `kind` checkpoint, replacing the previous one."""
     manager = self._managers[kind]
@@ -91,7 +96,7 @@ class Checkpoints:
     if kind not in KINDS:
       raise ValueError(f"Unknown checkpoint kind {kind!r}: use one of {KINDS}")
     manager = self._managers.get(kind)
-    steps = [] if manager is None else list(manager.all_steps())
+    steps = self.all_steps(kind)
     if not steps:
       raise CheckpointNotFoundError(
           f"No '{kind}' checkpoint in {self.root}: train first with "
@@ -112,8 +117,40 @@ class Checkpoints:
       manager.close()
 
 
-def abstract_like(tree: Any) -> Any:
-  """ShapeDtypeStructs (with shardings where known) of a concrete or abstract pytree."""
-  def leaf(x):
-    return jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=getattr(x, "sharding", None))
-  return jax.tree.map(leaf, tree)
+class RunCheckpointer:
+  """A training run's checkpoints: the `latest` state and the selection's `best` copy, saved together.
+
+  Every save writes `latest` at the current step and, when the selection holds a best copy, `best` at its step
+  (an unchanged `best` is not rewritten). Both carry the train-split statistics and the same metadata: the
+  run's static description (config, family, dataset, seed, ...) plus the selection's bookkeeping.
+  """
+
+  def __init__(self, workdir: str, *, stats: Mapping[str, np.ndarray], run_meta: Mapping[str, Any]):
+    self.checkpoints = Checkpoints(workdir)
+    self._stats = dict(stats)
+    self._run_meta = dict(run_meta)
+
+  def restore_latest(self, abstract_state: Any) -> tuple[Any, dict[str, Any]] | None:
+    """(state, meta) of the `latest` checkpoint, or None for a fresh run."""
+    if self.checkpoints.latest_step() is None:
+      return None
+    _, state, _, meta = self.checkpoints.restore("latest", abstract_state)
+    return state, meta
+
+  def save(self, step: int, state: Any, *, selection: Any, done: bool) -> None:
+    """Saves `latest` (and the selection's best copy as `best`); `done`: early stopping fired."""
+    # `stopped_early` means early stopping fired; reaching max_steps does not stop a resumed, longer run.
+    meta = {"selection": selection.to_json(), "stopped_early": done, **self._run_meta}
+    self.checkpoints.save("latest", step, state=state, stats=self._stats, meta=meta)
+    if selection.best is not None:
+      best_step, best_state = selection.best
+      self.checkpoints.save("best", best_step, state=best_state, stats=self._stats, meta=meta)
+
+  def restore_best(self, abstract_state: Any) -> tuple[int, Any]:
+    """(step, state) of the `best` checkpoint, after waiting for every save to finish."""
+    self.checkpoints.wait()
+    best_step, best_state, _, _ = self.checkpoints.restore("best", abstract_state)
+    return best_step, best_state
+
+  def close(self) -> None:
+    self.checkpoints.close()

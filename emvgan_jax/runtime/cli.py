@@ -1,4 +1,4 @@
-"""Plumbing shared by the command-line tools (`evaluate`, `retrieve`, `sweep`): flags, logging, one-line errors.
+"""Plumbing shared by the command-line tools (`evaluate`, `retrieve`, `sweep`, `tune`): flags, logging, errors.
 
 Each tool keeps its flags in its own `flags.FlagValues`, not absl's global `FLAGS`: the tools are also libraries
 (sweep imports evaluate, tests import all three), and absl refuses a second `--workdir` in the global set.
@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 
 from absl import flags
 
-from emvgan_jax import checkpoint as ckpt_lib
+from emvgan_jax.runtime import checkpoint as ckpt_lib
 
 
 class ToolError(Exception):
@@ -55,7 +55,7 @@ def parse_flags(flag_values: flags.FlagValues, argv: Sequence[str], help_text: s
   return rest
 
 
-class _QuietLibraries(logging.Filter):
+class QuietLibraries(logging.Filter):
   """Drops INFO chatter of Orbax, TFDS and JAX (a dozen lines per restore or build); warnings still pass."""
 
   def filter(self, record: logging.LogRecord) -> bool:
@@ -74,8 +74,8 @@ def setup_logging(level: int = logging.INFO):
     handler.setFormatter(logging.Formatter("%(levelname).1s %(asctime)s %(filename)s:%(lineno)d] %(message)s"))
     root.addHandler(handler)
   for handler in root.handlers:  # also a handler that an imported library installed first
-    if not any(isinstance(f, _QuietLibraries) for f in handler.filters):
-      handler.addFilter(_QuietLibraries())
+    if not any(isinstance(f, QuietLibraries) for f in handler.filters):
+      handler.addFilter(QuietLibraries())
   root.setLevel(level)
 
 
@@ -96,14 +96,17 @@ def enable_compilation_cache(path: str | None):
 
 def known_errors() -> tuple[type[BaseException], ...]:
   """The exceptions whose message is itself the advice: shown as one line, without a traceback."""
+  from emvgan_jax import config_lib  # pylint: disable=g-import-not-at-top
+  from emvgan_jax.data import emomv  # pylint: disable=g-import-not-at-top
   from tfds_emomv.emomv import files  # pylint: disable=g-import-not-at-top  (imports TFDS: only when needed)
 
-  return (ToolError, ckpt_lib.CheckpointNotFoundError, files.EmoMVFormatError)
+  return (ToolError, ckpt_lib.CheckpointNotFoundError, files.EmoMVFormatError, config_lib.ConfigError,
+          emomv.DataError)
 
 
 def load_run(workdir: str, checkpoint: str):
   """`restore.load_run`, with its errors turned into advice (`ToolError`)."""
-  from emvgan_jax import restore  # pylint: disable=g-import-not-at-top
+  from emvgan_jax.runtime import restore  # pylint: disable=g-import-not-at-top
 
   try:
     restore.parse_checkpoint(checkpoint)

@@ -1,0 +1,112 @@
+"""A split held in host memory (`Split`), and reading one from the TFDS builder (`load_dataset`).
+
+Data flows one way: the TFDS builder (`tfds_emomv`) writes array_record files; `load_dataset` reads each split
+once through `tfds.data_source` into host memory (EmoMV's largest split, A/train, is 4,110 x 2,432 float32 =
+40 MB). The grain pipeline (`pipeline.py`) then batches indices into that cache.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+import jax
+import numpy as np
+
+# Keys of a batch that go to the device. `name` stays on the host.
+ARRAY_KEYS = ("video", "music", "match", "video_emotion", "music_emotion")
+_INT_KEYS = ("match", "video_emotion", "music_emotion")
+
+
+@dataclasses.dataclass(frozen=True)
+class Split:
+  """One split held in host memory; row i of every array is example i of the split."""
+
+  name: np.ndarray  # (n,) str
+  video: np.ndarray  # (n, dv) float32
+  music: np.ndarray  # (n, dm) float32
+  match: np.ndarray  # (n,) int32, 1 = matched
+  video_emotion: np.ndarray  # (n,) int32 in [0, 5)
+  music_emotion: np.ndarray  # (n,) int32 in [0, 5)
+
+  def __post_init__(self):
+    n = len(self.name)
+    for key in ARRAY_KEYS:
+      if len(getattr(self, key)) != n:
+        raise ValueError(f"Split field {key!r} has {len(getattr(self, key))} rows, expected {n} (one per name)")
+
+  def __len__(self) -> int:
+    return len(self.name)
+
+  @property
+  def video_dim(self) -> int:
+    return int(self.video.shape[1])
+
+  @property
+  def music_dim(self) -> int:
+    return int(self.music.shape[1])
+
+  def take(self, rows: np.ndarray) -> Split:
+    """The split restricted to `rows` (indices or a boolean mask), in that order."""
+    return Split(**{f.name: getattr(self, f.name)[rows] for f in dataclasses.fields(self)})
+
+  @classmethod
+  def from_arrays(cls, arrays: Mapping[str, Any]) -> Split:
+    """Builds a split from a dict of arrays (as `tfds_emomv.emomv.files.read_pairs` returns)."""
+    return cls(
+        name=np.asarray([_to_str(x) for x in arrays["name"]], dtype=object),
+        video=np.ascontiguousarray(arrays["video"], dtype=np.float32),
+        music=np.ascontiguousarray(arrays["music"], dtype=np.float32),
+        **{k: np.asarray(arrays[k], dtype=np.int32) for k in _INT_KEYS},
+    )
+
+
+def _to_str(x: Any) -> str:
+  return x.decode("utf-8") if isinstance(x, bytes) else str(x)
+
+
+def prepare_dataset(dataset: str, *, data_dir: str | None, manual_dir: str | None = None):
+  """Returns the TFDS builder of `dataset` (e.g. 'emomv/c'), building it into `data_dir` on first use.
+
+  Args:
+    dataset: TFDS name with config, `emomv/a`, `emomv/b` or `emomv/c`.
+    data_dir: the TFDS data dir (None: TFDS's default, ~/tensorflow_datasets).
+    manual_dir: a local copy of the EmoMV repository; None downloads the files from their public URLs.
+
+  Raises:
+    tfds_emomv.emomv.EmoMVFormatError: a source file is missing (named, with its URL) or malformed.
+  """
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+
+  from tfds_emomv.emomv import prepare  # pylint: disable=g-import-not-at-top  (registers `emomv`)
+
+  builder = tfds.builder(dataset, data_dir=data_dir, file_format="array_record")
+  if not builder.is_prepared():
+    if jax.process_index() == 0:
+      logging.info("Building %s into %s (first use)", dataset, builder.data_dir)
+      prepare.build_one(dataset, data_dir, manual_dir)
+    if jax.process_count() > 1:  # the others wait, then read what process 0 wrote
+      from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+
+      multihost_utils.sync_global_devices(f"built {dataset}")
+    builder = tfds.builder(dataset, data_dir=data_dir, file_format="array_record")
+  return builder
+
+
+def load_dataset(dataset: str, *, data_dir: str | None, manual_dir: str | None = None) -> dict[str, Split]:
+  """Reads every split of `dataset` into host memory (building it first if needed)."""
+  builder = prepare_dataset(dataset, data_dir=data_dir, manual_dir=manual_dir)
+  sources = builder.as_data_source()
+  return {split: _read_source(source) for split, source in sources.items()}
+
+
+def _read_source(source) -> Split:
+  n = len(source)
+  records = source.__getitems__(list(range(n))) if n else []
+  if not records:
+    raise ValueError("empty split")
+  arrays = {key: np.stack([r[key] for r in records]) for key in ARRAY_KEYS}
+  arrays["name"] = [r["name"] for r in records]
+  return Split.from_arrays(arrays)

@@ -1,0 +1,109 @@
+"""Many runs of one protocol, as `sweep` and `tune` do them: train a run or reuse it if finished, and summarise
+a metric over runs (mean and sample standard deviation).
+
+A finished run (its `results.json` exists) is reused when its saved config is the same run as the one asked for:
+the same values on every field that defines a run (`run_signature`), compared on the fields both configs have,
+so a field added to the code later does not make old runs different. Fields of another model family, data
+locations, logging, plotting and checkpoint cadence do not define a run.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import ml_collections
+import numpy as np
+
+from emvgan_jax import families
+from emvgan_jax.runtime import cli
+
+# Sample standard deviation everywhere a std over runs is reported.
+STD_DDOF = 1
+TrainFn = Callable[[ml_collections.ConfigDict, str], dict[str, Any]]
+
+# Fields (dotted prefixes) that define every run, whatever its family; the family adds its own `config_keys`.
+_RUN_KEYS = ("model", "seed", "data.dataset", "data.holdout_fraction", "data.holdout_seed", "sharding",
+             "train.batch_size", "train.drop_remainder", "train.num_epochs", "train.max_steps",
+             "train.eval_every_steps", "train.patience", "train.selection_metric", "train.selection_mode")
+
+
+def flatten(d: Any, prefix: str = "") -> dict[str, Any]:
+  """A nested dict as {'a.b.c': value}."""
+  if not isinstance(d, dict):
+    return {prefix: d}
+  out = {}
+  for k, v in d.items():
+    out.update(flatten(v, f"{prefix}.{k}" if prefix else k))
+  return out
+
+
+def run_signature(config: ml_collections.ConfigDict) -> dict[str, Any]:
+  """The flattened fields of `config` that make a run what it is."""
+  prefixes = _RUN_KEYS + families.build(config).config_keys
+  flat = flatten(json.loads(config.to_json_best_effort()))
+  return {k: v for k, v in flat.items() if any(k == p or k.startswith(p + ".") for p in prefixes)}
+
+
+def differences(stored: Mapping[str, Any], config: ml_collections.ConfigDict) -> list[str]:
+  """Fields where a saved config (JSON) differs from `config` as a run: 'key: saved -> wanted'."""
+  wanted = run_signature(config)
+  saved = flatten(dict(stored))
+  return [f"{k}: {saved[k]!r} -> {v!r}" for k, v in sorted(wanted.items()) if k in saved and saved[k] != v]
+
+
+def read_json(path: str) -> dict[str, Any]:
+  with open(path, encoding="utf-8") as f:
+    return json.load(f)
+
+
+def train_or_reuse(config: ml_collections.ConfigDict, workdir: str, *, train_fn: TrainFn,
+                   on_mismatch: str = "error") -> tuple[dict[str, Any], str]:
+  """Trains `config` into `workdir`, or reads back the finished run there; returns (results, 'trained'|'reused').
+
+  An unfinished run in `workdir` resumes from its latest checkpoint. A finished run of another config is an
+  error (`on_mismatch='error'`: the user's workdir is never overwritten) or is deleted and retrained
+  (`on_mismatch='retrain'`: for workdirs named after their config, where a mismatch means the code's defaults
+  changed).
+
+  Raises:
+    cli.ToolError: a finished run of another config, with `on_mismatch='error'`.
+  """
+  results_path = os.path.join(workdir, "results.json")
+  config_path = os.path.join(workdir, "config.json")
+  if os.path.isfile(results_path):
+    diff = differences(read_json(config_path), config) if os.path.isfile(config_path) else []
+    if not diff:
+      logging.info("Reusing the finished run %s", workdir)
+      return read_json(results_path), "reused"
+    if on_mismatch == "error":
+      raise cli.ToolError(f"{workdir} holds a finished run of another config ({'; '.join(diff[:5])}); use another "
+                          "--workdir, or delete that run to retrain it")
+    logging.info("Retraining %s: its config differs (%s)", workdir, "; ".join(diff[:5]))
+    shutil.rmtree(workdir)
+  logging.info("Training %s", workdir)
+  return train_fn(config, workdir), "trained"
+
+
+def mean_std(values: Sequence[float]) -> dict[str, Any]:
+  """Mean, sample standard deviation (None for a single value), count and the values themselves."""
+  arr = np.asarray(values, np.float64)
+  return {"mean": float(arr.mean()), "std": float(arr.std(ddof=STD_DDOF)) if arr.size > STD_DDOF else None,
+          "n": int(arr.size), "values": [float(v) for v in arr]}
+
+
+def get_path(d: Any, path: Sequence[str]) -> float | None:
+  """`d[path[0]][path[1]]...` as a float, or None where the path is missing (or holds None)."""
+  for p in path:
+    if not isinstance(d, dict) or p not in d:
+      return None
+    d = d[p]
+  return None if d is None else float(d)
+
+
+__all__ = ["STD_DDOF", "differences", "flatten", "get_path", "mean_std", "read_json",
+           "run_signature", "train_or_reuse"]
