@@ -11,10 +11,10 @@ epoch), early stopping on the validation loss with patience 20, at most 1000 epo
 from emvgan_jax import config_lib
 
 VARIANTS = {
-    "retrieval_single": ("retrieval", False),
-    "retrieval_multi": ("retrieval", True),
-    "classification_single": ("classification", False),
-    "classification_multi": ("classification", True),
+  "retrieval_single": ("retrieval", False),
+  "retrieval_multi": ("retrieval", True),
+  "classification_single": ("classification", False),
+  "classification_multi": ("classification", True),
 }
 
 
@@ -24,7 +24,7 @@ def get_config(arg: str = "c,retrieval_single"):
     task, multitask = VARIANTS[variant]
   except (ValueError, KeyError):
     raise ValueError(
-        f"configs/emomv_baseline.py takes '<a|b|c>,<variant>' with variant in {sorted(VARIANTS)}, got {arg!r}"
+      f"configs/emomv_baseline.py takes '<a|b|c>,<variant>' with variant in {sorted(VARIANTS)}, got {arg!r}"
     ) from None
   if dataset not in ("a", "b", "c"):
     raise ValueError(f"configs/emomv_baseline.py: dataset must be a, b or c, got {dataset!r}")

@@ -12,8 +12,9 @@ import tempfile
 
 from emvgan_jax import config_lib
 
-DUMMY_DATA = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tfds_emomv", "emomv",
-                          "dummy_data")
+DUMMY_DATA = os.path.join(
+  os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tfds_emomv", "emomv", "dummy_data"
+)
 
 
 def get_config(arg: str = "emvgan"):

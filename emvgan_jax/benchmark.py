@@ -13,15 +13,23 @@ workdir and no compilation cache: imports, dataset loading, compilation, trainin
 checkpoints and the final evaluation, all included.
 """
 
+from __future__ import annotations
+
 import json
 import os
 import subprocess
 import sys
 import tempfile
 import time
+from typing import TYPE_CHECKING
 
 from absl import app, flags
 from ml_collections import config_flags
+
+if TYPE_CHECKING:
+  import ml_collections
+
+  from emvgan_jax.data.splits import Split
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file to benchmark.", lock_config=True)
 _BATCH_SIZES = flags.DEFINE_list("batch_sizes", ["256", "4096"], "Global batch sizes to time.")
@@ -32,7 +40,7 @@ _FULL_RUN = flags.DEFINE_bool("full_run", False, "Also time a full training run 
 flags.mark_flags_as_required(["config"])
 
 
-def steady_state(config, batch_size: int, data) -> dict:
+def steady_state(config: ml_collections.ConfigDict, batch_size: int, data: Split) -> dict:
   """Examples/s of the config's jitted train step at `batch_size`, after compile and warm-up."""
   import jax  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
@@ -71,16 +79,30 @@ def steady_state(config, batch_size: int, data) -> dict:
     elapsed = time.perf_counter() - t0
     if elapsed >= _SECONDS.value:
       break
-  return {"batch_size": batch_size, "examples_per_s": n * batch_size / elapsed, "ms_per_step": 1e3 * elapsed / n,
-          "gflop_per_s": flops * n / elapsed / 1e9, "compile_s": compile_s, "steps": n}
+  return {
+    "batch_size": batch_size,
+    "examples_per_s": n * batch_size / elapsed,
+    "ms_per_step": 1e3 * elapsed / n,
+    "gflop_per_s": flops * n / elapsed / 1e9,
+    "compile_s": compile_s,
+    "steps": n,
+  }
 
 
 def full_run(config_arg: str, overrides: list[str]) -> dict:
   """Wall time of `python -m emvgan_jax.main` on the config, from process start to results.json."""
   with tempfile.TemporaryDirectory(prefix="emvgan_bench_") as workdir:
     env = {k: v for k, v in os.environ.items() if k != "JAX_COMPILATION_CACHE_DIR"}
-    cmd = [sys.executable, "-m", "emvgan_jax.main", f"--config={config_arg}", f"--workdir={workdir}",
-           "--config.train.progress_bar=False", "--compilation_cache_dir=", *overrides]
+    cmd = [
+      sys.executable,
+      "-m",
+      "emvgan_jax.main",
+      f"--config={config_arg}",
+      f"--workdir={workdir}",
+      "--config.train.progress_bar=False",
+      "--compilation_cache_dir=",
+      *overrides,
+    ]
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
     wall = time.perf_counter() - t0
@@ -91,7 +113,7 @@ def full_run(config_arg: str, overrides: list[str]) -> dict:
   return {"wall_s": wall, "checkpoint_step": results["checkpoint_step"], "results": results}
 
 
-def main(argv):
+def main(argv: list[str]) -> None:
   del argv
   import jax  # pylint: disable=g-import-not-at-top
 
@@ -100,12 +122,17 @@ def main(argv):
 
   config = config_lib.with_data(_CONFIG.value, data_dir=_DATA_DIR.value, manual_dir=_MANUAL_DIR.value)
   data = emomv.load_run_data(config).train
-  print(f"{families.build(config).description} on {config.data.dataset}; {jax.device_count()} "
-        f"{jax.devices()[0].platform} device(s)")
+  print(
+    f"{families.build(config).description} on {config.data.dataset}; {jax.device_count()} "
+    f"{jax.devices()[0].platform} device(s)"
+  )
   for b in _BATCH_SIZES.value:
     r = steady_state(config, int(b), data)
-    print(f"  batch {r['batch_size']:>5}: {r['examples_per_s']:>10,.0f} examples/s  {r['ms_per_step']:7.2f} ms/step  "
-          f"{r['gflop_per_s']:6.1f} GFLOP/s  (compile {r['compile_s']:.1f} s, {r['steps']} steps timed)", flush=True)
+    print(
+      f"  batch {r['batch_size']:>5}: {r['examples_per_s']:>10,.0f} examples/s  {r['ms_per_step']:7.2f} ms/step  "
+      f"{r['gflop_per_s']:6.1f} GFLOP/s  (compile {r['compile_s']:.1f} s, {r['steps']} steps timed)",
+      flush=True,
+    )
   if _FULL_RUN.value:
     config_arg = next(a.split("=", 1)[1] for a in sys.argv if a.startswith("--config="))
     overrides = [a for a in sys.argv[1:] if a.startswith("--config.")]
@@ -117,8 +144,10 @@ def main(argv):
     res = r["results"]
     summary = f"best checkpoint step {r['checkpoint_step']}"
     if "retrieval" in res:
-      summary += (f", v->m mAP {res['retrieval']['video_to_music']['map']:.3f}, "
-                  f"m->v mAP {res['retrieval']['music_to_video']['map']:.3f}")
+      summary += (
+        f", v->m mAP {res['retrieval']['video_to_music']['map']:.3f}, "
+        f"m->v mAP {res['retrieval']['music_to_video']['map']:.3f}"
+      )
     summary += f", ROC-AUC {res['classification']['roc_auc']:.3f}"
     print(f"  full run (fresh process, no compilation cache, compile included): {r['wall_s']:.1f} s wall ({summary})")
 

@@ -220,8 +220,13 @@ def apply_override(config: ml_collections.ConfigDict, override: str) -> None:
     raise ConfigError(f"override {override!r}: {e}") from None
 
 
-def with_data(config: ml_collections.ConfigDict, *, dataset: str | None = None, data_dir: str | None = None,
-              manual_dir: str | None = None) -> ml_collections.ConfigDict:
+def with_data(
+  config: ml_collections.ConfigDict,
+  *,
+  dataset: str | None = None,
+  data_dir: str | None = None,
+  manual_dir: str | None = None,
+) -> ml_collections.ConfigDict:
   """A copy of `config` pointing at `dataset` and the given data locations (None keeps the config's)."""
   config = copy.deepcopy(config)
   with config.unlocked():
@@ -242,7 +247,7 @@ def merge_onto_defaults(stored: Mapping[str, Any]) -> ml_collections.ConfigDict:
   """A stored (JSON) config laid over today's defaults, so runs saved before a field existed still load."""
   config = base_config()
 
-  def merge(node, values):
+  def merge(node: ml_collections.ConfigDict, values: Mapping[str, Any]) -> None:
     for key, value in values.items():
       if isinstance(value, dict) and key in node and isinstance(node[key], ml_collections.ConfigDict):
         merge(node[key], value)
@@ -253,5 +258,5 @@ def merge_onto_defaults(stored: Mapping[str, Any]) -> ml_collections.ConfigDict:
   merge(config, stored)
   for old, new in _RENAMED_METRICS.items():
     if config.train.selection_metric.startswith(old):
-      config.train.selection_metric = new + config.train.selection_metric[len(old):]
+      config.train.selection_metric = new + config.train.selection_metric[len(old) :]
   return config

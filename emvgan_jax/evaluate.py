@@ -37,28 +37,45 @@ from absl import flags
 
 from emvgan_jax import config_lib, evaluation, plots
 from emvgan_jax.data import emomv
-from emvgan_jax.runtime import cli
+from emvgan_jax.runtime import cli, restore
 
 HELP = __doc__
 DEFAULT_CHECKPOINT = "best"
 
 _FLAGS = cli.new_flag_values()
 _WORKDIR = flags.DEFINE_string("workdir", None, "Training workdir to evaluate.", flag_values=_FLAGS)
-_CHECKPOINT = flags.DEFINE_string("checkpoint", DEFAULT_CHECKPOINT, "'best', 'latest' or a step number.",
-                                  flag_values=_FLAGS)
-_DATASET = flags.DEFINE_string("dataset", None, "EmoMV set to evaluate on (emomv/a, emomv/b, emomv/c); default: "
-                               "the one the run was trained on.", flag_values=_FLAGS)
-_SPLIT = flags.DEFINE_string("split", None, "Pair split for classification (default: test on emomv/a, validation "
-                             "otherwise; train-holdout for a held-out run on its own dataset).", flag_values=_FLAGS)
-_EXPORT = flags.DEFINE_bool("export_embeddings", False, "Also write embeddings.npz (gallery names, emotion ids, "
-                            "video and music common-space vectors).", flag_values=_FLAGS)
+_CHECKPOINT = flags.DEFINE_string(
+  "checkpoint", DEFAULT_CHECKPOINT, "'best', 'latest' or a step number.", flag_values=_FLAGS
+)
+_DATASET = flags.DEFINE_string(
+  "dataset",
+  None,
+  "EmoMV set to evaluate on (emomv/a, emomv/b, emomv/c); default: the one the run was trained on.",
+  flag_values=_FLAGS,
+)
+_SPLIT = flags.DEFINE_string(
+  "split",
+  None,
+  "Pair split for classification (default: test on emomv/a, validation "
+  "otherwise; train-holdout for a held-out run on its own dataset).",
+  flag_values=_FLAGS,
+)
+_EXPORT = flags.DEFINE_bool(
+  "export_embeddings",
+  False,
+  "Also write embeddings.npz (gallery names, emotion ids, video and music common-space vectors).",
+  flag_values=_FLAGS,
+)
 _DATA_DIR = flags.DEFINE_string("data_dir", None, "TFDS data dir (default: the run's).", flag_values=_FLAGS)
-_MANUAL_DIR = flags.DEFINE_string("manual_dir", None, "Local copy of the EmoMV repository (default: the run's, "
-                                  "then $EMOMV_DIR).", flag_values=_FLAGS)
-_OUT_DIR = flags.DEFINE_string("out_dir", None, "Where to write (default: W/eval/<dataset>-<checkpoint>).",
-                               flag_values=_FLAGS)
+_MANUAL_DIR = flags.DEFINE_string(
+  "manual_dir", None, "Local copy of the EmoMV repository (default: the run's, then $EMOMV_DIR).", flag_values=_FLAGS
+)
+_OUT_DIR = flags.DEFINE_string(
+  "out_dir", None, "Where to write (default: W/eval/<dataset>-<checkpoint>).", flag_values=_FLAGS
+)
 _PLOTS = flags.DEFINE_bool("plots", True, "Write the PNG plots.", flag_values=_FLAGS)
 flags.mark_flag_as_required("workdir", flag_values=_FLAGS)
+
 
 @dataclasses.dataclass
 class Evaluation:
@@ -77,21 +94,74 @@ def output_name(dataset: str, checkpoint: str, split: str, default: str) -> str:
   return name if split == default else f"{name}-{split}"
 
 
-def _selection_block(run) -> dict[str, Any] | None:
+def _selection_block(run: restore.Run) -> dict[str, Any] | None:
   """Training's model-selection record, from the checkpoint's metadata (the split is training's, not ours)."""
   sel = run.meta.get("selection")
   if not sel:
     return None
   cfg = run.config
-  return {"split": emomv.selection_split(cfg),
-          "metric": cfg.train.selection_metric, "mode": cfg.train.selection_mode,
-          "best_value": sel.get("best_value"), "best_step": sel.get("best_step")}
+  return {
+    "split": emomv.selection_split(cfg),
+    "metric": cfg.train.selection_metric,
+    "mode": cfg.train.selection_mode,
+    "best_value": sel.get("best_value"),
+    "best_step": sel.get("best_step"),
+  }
 
 
-def evaluate_run(workdir: str, *, checkpoint: str = DEFAULT_CHECKPOINT, dataset: str | None = None,
-                 split: str | None = None, data_dir: str | None = None, manual_dir: str | None = None,
-                 export_embeddings: bool = False, out_dir: str | None = None, make_plots: bool = True,
-                 run=None) -> Evaluation:
+def _evaluate(
+  run: restore.Run, dataset: str, split: str, *, data_dir: str | None, manual_dir: str | None
+) -> tuple[dict[str, Any], dict[str, Any], dict[str, np.ndarray] | None]:
+  """The results dict, the pair predictions and (retrieval models) the gallery embeddings of a restored run."""
+  family, config = run.family, run.config
+  data = emomv.load_eval_data(
+    config,
+    run.standardizer,
+    dataset=dataset,
+    split=split,
+    data_dir=data_dir,
+    manual_dir=manual_dir,
+    need_train_split=not family.score_is_probability,
+  )
+  logging.info(
+    "Evaluating %s (%s checkpoint, step %d) on %s: %s %d pairs, gallery %s",
+    family.description,
+    run.kind,
+    run.step,
+    dataset,
+    data.pairs_name,
+    len(data.pairs),
+    len(data.gallery) if data.gallery is not None else "-",
+  )
+  evaluator = evaluation.Evaluator(family, run.mesh, batch_size=config.train.eval_batch_size)
+  results = evaluation.results(
+    config_lib.with_data(config, dataset=dataset),
+    evaluator,
+    run.state,
+    data,
+    checkpoint_step=run.step,
+    selection=_selection_block(run),
+  )
+  predictions = evaluation.pair_predictions(evaluator, run.state, data.pairs, results["classification"]["threshold"])
+  embeddings = None
+  if family.has_retrieval and data.gallery is not None:
+    embeddings = evaluation.gallery_embeddings(evaluator, run.state, data.gallery)
+  return results, predictions, embeddings
+
+
+def evaluate_run(
+  workdir: str,
+  *,
+  checkpoint: str = DEFAULT_CHECKPOINT,
+  dataset: str | None = None,
+  split: str | None = None,
+  data_dir: str | None = None,
+  manual_dir: str | None = None,
+  export_embeddings: bool = False,
+  out_dir: str | None = None,
+  make_plots: bool = True,
+  run: restore.Run | None = None,
+) -> Evaluation:
   """Restores a run and evaluates it; writes results.json, results.md, plots and optionally embeddings.npz.
 
   Args:
@@ -115,49 +185,76 @@ def evaluate_run(workdir: str, *, checkpoint: str = DEFAULT_CHECKPOINT, dataset:
   """
   t_start = time.time()
   run = run or cli.load_run(workdir, checkpoint)
-  family, config = run.family, run.config
+  config = run.config
   dataset = dataset or config.data.dataset
   default = emomv.default_split(dataset, config.data.holdout_fraction if dataset == config.data.dataset else 0.0)
   split = split or default
-  data = emomv.load_eval_data(config, run.standardizer, dataset=dataset, split=split, data_dir=data_dir,
-                        manual_dir=manual_dir, need_train_split=not family.score_is_probability)
-  logging.info("Evaluating %s (%s checkpoint, step %d) on %s: %s %d pairs, gallery %s", family.description,
-               run.kind, run.step, dataset, data.pairs_name, len(data.pairs),
-               len(data.gallery) if data.gallery is not None else "-")
-  evaluator = evaluation.Evaluator(family, run.mesh, batch_size=config.train.eval_batch_size)
-  results = evaluation.results(config_lib.with_data(config, dataset=dataset), evaluator, run.state, data,
-                               checkpoint_step=run.step, selection=_selection_block(run))
-  predictions = evaluation.pair_predictions(evaluator, run.state, data.pairs,
-                                            results["classification"]["threshold"])
-  embeddings = None
-  if family.has_retrieval and data.gallery is not None:
-    embeddings = evaluation.gallery_embeddings(evaluator, run.state, data.gallery)
-  elif export_embeddings:
-    logging.warning("%s has no retrieval embedding space: no embeddings.npz", family.description)
+  results, predictions, embeddings = _evaluate(run, dataset, split, data_dir=data_dir, manual_dir=manual_dir)
+  if embeddings is None and export_embeddings:
+    logging.warning("%s has no retrieval embedding space: no embeddings.npz", run.family.description)
 
   out_dir = out_dir or os.path.join(workdir, "eval", output_name(dataset, checkpoint, split, default))
   os.makedirs(out_dir, exist_ok=True)
   results["evaluation"] = {
-      "workdir": os.path.abspath(workdir), "checkpoint": checkpoint, "checkpoint_kind": run.kind,
-      "trained_on": config.data.dataset, "standardization": f"train split of {config.data.dataset} (from the "
-      "checkpoint)", "pair_split": split, "default_pair_split": default, "seconds": round(time.time() - t_start, 2)}
+    "workdir": os.path.abspath(workdir),
+    "checkpoint": checkpoint,
+    "checkpoint_kind": run.kind,
+    "trained_on": config.data.dataset,
+    "standardization": f"train split of {config.data.dataset} (from the checkpoint)",
+    "pair_split": split,
+    "default_pair_split": default,
+    "seconds": round(time.time() - t_start, 2),
+  }
   written = {}
   if jax.process_index() == 0:
-    with open(os.path.join(out_dir, "results.json"), "w", encoding="utf-8") as f:
-      json.dump(results, f, indent=2)
-    table = evaluation.format_table(results)
-    note = (f"Checkpoint `{checkpoint}` (step {run.step}) of `{os.path.abspath(workdir)}`, trained on "
-            f"{config.data.dataset}; features standardised with the statistics of its train split.")
-    with open(os.path.join(out_dir, "results.md"), "w", encoding="utf-8") as f:
-      f.write(f"{table}\n\n{note}\n")
-    if export_embeddings and embeddings is not None:
-      np.savez(os.path.join(out_dir, "embeddings.npz"), **embeddings)
-    if make_plots:
-      title = f"{family.description} on {dataset} ({checkpoint} checkpoint, step {run.step})"
-      written = plots.write_training_plots(workdir, embeddings=embeddings, pair_predictions=predictions,
-                                           results=results, out_dir=out_dir, title=title)
-  return Evaluation(results=results, out_dir=out_dir, embeddings=embeddings, pair_predictions=predictions,
-                    plots=written)
+    written = _write_outputs(
+      results,
+      out_dir,
+      workdir=workdir,
+      checkpoint=checkpoint,
+      run=run,
+      dataset=dataset,
+      embeddings=embeddings if export_embeddings else None,
+      plot_embeddings=embeddings,
+      predictions=predictions if make_plots else None,
+      make_plots=make_plots,
+    )
+  return Evaluation(
+    results=results, out_dir=out_dir, embeddings=embeddings, pair_predictions=predictions, plots=written
+  )
+
+
+def _write_outputs(
+  results: dict[str, Any],
+  out_dir: str,
+  *,
+  workdir: str,
+  checkpoint: str,
+  run: restore.Run,
+  dataset: str,
+  embeddings: dict[str, np.ndarray] | None,
+  plot_embeddings: dict[str, np.ndarray] | None,
+  predictions: dict[str, Any] | None,
+  make_plots: bool,
+) -> dict[str, str]:
+  """results.json, results.md, embeddings.npz (when `embeddings` is given) and the plots; returns the plots."""
+  with open(os.path.join(out_dir, "results.json"), "w", encoding="utf-8") as f:
+    json.dump(results, f, indent=2)
+  trained_on = run.config.data.dataset
+  note = (
+    f"Checkpoint `{checkpoint}` (step {run.step}) of `{os.path.abspath(workdir)}`, trained on "
+    f"{trained_on}; features standardised with the statistics of its train split."
+  )
+  with open(os.path.join(out_dir, "results.md"), "w", encoding="utf-8") as f:
+    f.write(f"{evaluation.format_table(results)}\n\n{note}\n")
+  if embeddings is not None:
+    np.savez(os.path.join(out_dir, "embeddings.npz"), **embeddings)
+  if not make_plots:
+    return {}
+  title = f"{run.family.description} on {dataset} ({checkpoint} checkpoint, step {run.step})"
+  return plots.write_training_plots(
+    workdir, embeddings=plot_embeddings, pair_predictions=predictions, results=results, out_dir=out_dir, title=title
+  )
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -166,9 +263,17 @@ def main(argv: list[str] | None = None) -> None:
   cli.setup_logging()
 
   def body():
-    ev = evaluate_run(_WORKDIR.value, checkpoint=_CHECKPOINT.value, dataset=_DATASET.value, split=_SPLIT.value,
-                      data_dir=_DATA_DIR.value, manual_dir=_MANUAL_DIR.value, export_embeddings=_EXPORT.value,
-                      out_dir=_OUT_DIR.value, make_plots=_PLOTS.value)
+    ev = evaluate_run(
+      _WORKDIR.value,
+      checkpoint=_CHECKPOINT.value,
+      dataset=_DATASET.value,
+      split=_SPLIT.value,
+      data_dir=_DATA_DIR.value,
+      manual_dir=_MANUAL_DIR.value,
+      export_embeddings=_EXPORT.value,
+      out_dir=_OUT_DIR.value,
+      make_plots=_PLOTS.value,
+    )
     print(evaluation.format_table(ev.results))
     print(f"\nWrote {ev.out_dir}: {', '.join(sorted(os.listdir(ev.out_dir)))}")
 

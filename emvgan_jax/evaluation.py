@@ -24,8 +24,18 @@ from emvgan_jax.runtime import sharding
 
 RETRIEVAL_DIRECTIONS = metrics.DIRECTIONS
 # The retrieval numbers reported per direction (results.json schema), in table order.
-RETRIEVAL_KEYS = ("map", "hit@1", "hit@3", "hit@5", "hit@10", "recall@1", "recall@5", "recall@10", "median_rank",
-                  "mean_rank")
+RETRIEVAL_KEYS = (
+  "map",
+  "hit@1",
+  "hit@3",
+  "hit@5",
+  "hit@10",
+  "recall@1",
+  "recall@5",
+  "recall@10",
+  "median_rank",
+  "mean_rank",
+)
 CLASSIFICATION_KEYS = ("accuracy", "f1", "roc_auc")
 # Selection metrics that need a decision threshold: for a cosine-scored model that threshold is fitted on train
 # (a pass over train per evaluation), so it is only done when selection uses one of them.
@@ -35,6 +45,7 @@ THRESHOLD_METRICS = ("pairs/accuracy", "pairs/f1")
 def _to_host(x: jax.Array) -> np.ndarray:
   if jax.process_count() > 1:
     from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+
     return np.asarray(multihost_utils.process_allgather(x, tiled=True))
   return np.asarray(jax.device_get(x))
 
@@ -49,7 +60,7 @@ class Evaluator:
     self._predict = jax.jit(family.predict)
     self._batch_sharding = sharding.batch_sharding(mesh)
 
-  def predict(self, state, split: Split) -> dict[str, Any]:
+  def predict(self, state: Any, split: Split) -> dict[str, Any]:
     """Per-row outputs of the model on `split` (padding removed) and its mean selection loss."""
     n_dev = self.mesh.shape[sharding.DATA_AXIS] * self.mesh.shape[sharding.MODEL_AXIS]
     # A batch no larger than the split (rounded up to the device count) avoids computing on pure padding.
@@ -68,9 +79,15 @@ class Evaluator:
     result["loss"] = loss_sum / max(count, 1)
     return result
 
-  def evaluate(self, state, *, pair_split: Split, gallery: Split | None,
-               threshold: float | None, threshold_free_only: bool = False
-               ) -> tuple[dict[str, float], dict[str, Any]]:
+  def evaluate(
+    self,
+    state: Any,
+    *,
+    pair_split: Split,
+    gallery: Split | None,
+    threshold: float | None,
+    threshold_free_only: bool = False,
+  ) -> tuple[dict[str, float], dict[str, Any]]:
     """Both tasks on one state: returns (flat metrics for logging and selection, structured results).
 
     Args:
@@ -104,13 +121,15 @@ def gallery_embeddings(evaluator: Evaluator, state: Any, gallery: Split) -> dict
   They come from the same predict step as the retrieval metrics, so metrics recomputed from them agree.
   """
   pred = evaluator.predict(state, gallery)
-  return {"name": np.asarray(gallery.name, dtype=str), "emotion": np.asarray(gallery.video_emotion, np.int32),
-          "video": np.asarray(pred["video_embedding"], np.float32),
-          "music": np.asarray(pred["music_embedding"], np.float32)}
+  return {
+    "name": np.asarray(gallery.name, dtype=str),
+    "emotion": np.asarray(gallery.video_emotion, np.int32),
+    "video": np.asarray(pred["video_embedding"], np.float32),
+    "music": np.asarray(pred["music_embedding"], np.float32),
+  }
 
 
-def pair_predictions(evaluator: Evaluator, state: Any, pairs: Split,
-                     threshold: float) -> dict[str, Any]:
+def pair_predictions(evaluator: Evaluator, state: Any, pairs: Split, threshold: float) -> dict[str, Any]:
   """Matched scores of a pair split with its labels and the decision threshold (for the confusion matrix)."""
   pred = evaluator.predict(state, pairs)
   return {"score": np.asarray(pred["score"]), "match": np.asarray(pairs.match), "threshold": float(threshold)}
@@ -141,27 +160,39 @@ def chance_levels(pair_split: Split, gallery: Split | None) -> dict[str, Any]:
 
 def format_table(results: Mapping[str, Any]) -> str:
   """A readable console/markdown table of a results dict, with chance beside every number."""
-  lines = [f"{results.get('description', results.get('model'))} on {results['dataset']} "
-           f"(seed {results.get('seed')}, checkpoint step {results.get('checkpoint_step')}; "
-           f"model selected on {results.get('selection', {}).get('split', '?')})", ""]
+  lines = [
+    f"{results.get('description', results.get('model'))} on {results['dataset']} "
+    f"(seed {results.get('seed')}, checkpoint step {results.get('checkpoint_step')}; "
+    f"model selected on {results.get('selection', {}).get('split', '?')})",
+    "",
+  ]
   chance = results.get("chance", {})
   cls = results.get("classification")
   if cls:
-    lines += [f"Classification on {cls['split']} ({cls.get('num_pairs', '?')} pairs)", "",
-              "| metric | value | chance |", "|---|---|---|"]
+    lines += [
+      f"Classification on {cls['split']} ({cls.get('num_pairs', '?')} pairs)",
+      "",
+      "| metric | value | chance |",
+      "|---|---|---|",
+    ]
     for k in ("accuracy", "f1", "roc_auc"):
       lines.append(f"| {k} | {cls[k]:.3f} | {chance.get('classification', {}).get(k, float('nan')):.3f} |")
     lines.append("")
   ret = results.get("retrieval")
   if ret:
     keys = [k for k in RETRIEVAL_KEYS if k in ret["video_to_music"]]
-    lines += [f"Retrieval on {ret['split']} ({ret['gallery_size']} items)", "",
-              "| metric | video->music | music->video | chance |", "|---|---|---|---|"]
+    lines += [
+      f"Retrieval on {ret['split']} ({ret['gallery_size']} items)",
+      "",
+      "| metric | video->music | music->video | chance |",
+      "|---|---|---|---|",
+    ]
     for k in keys:
       c = chance.get("retrieval", {}).get(k, float("nan"))
       fmt = "{:.1f}" if "rank" in k else "{:.3f}"
-      lines.append(f"| {k} | {fmt.format(ret['video_to_music'][k])} | {fmt.format(ret['music_to_video'][k])} "
-                   f"| {fmt.format(c)} |")
+      lines.append(
+        f"| {k} | {fmt.format(ret['video_to_music'][k])} | {fmt.format(ret['music_to_video'][k])} | {fmt.format(c)} |"
+      )
   return "\n".join(lines)
 
 
@@ -171,8 +202,7 @@ def train_threshold(evaluator: Evaluator, state: Any, data: RunData) -> float:
   return choose_threshold(pred["score"], data.train.match)
 
 
-def evaluate_for_selection(evaluator: Evaluator, state: Any, data: RunData, selection_metric: str
-                           ) -> dict[str, float]:
+def evaluate_for_selection(evaluator: Evaluator, state: Any, data: RunData, selection_metric: str) -> dict[str, float]:
   """The flat metrics of one evaluation during training (logged, and `selection_metric` selects on them).
 
   A cosine-scored model's accuracy and F1 need a threshold fitted on train; it is only fitted when selection
@@ -185,16 +215,27 @@ def evaluate_for_selection(evaluator: Evaluator, state: Any, data: RunData, sele
   threshold = None
   if not probability and selection_metric in THRESHOLD_METRICS:
     threshold = train_threshold(evaluator, state, data)
-  flat, _ = evaluator.evaluate(state, pair_split=data.pairs, gallery=data.gallery, threshold=threshold,
-                               threshold_free_only=not probability and threshold is None)
+  flat, _ = evaluator.evaluate(
+    state,
+    pair_split=data.pairs,
+    gallery=data.gallery,
+    threshold=threshold,
+    threshold_free_only=not probability and threshold is None,
+  )
   if selection_metric not in flat:
-    raise KeyError(f"config.train.selection_metric={selection_metric!r} is not computed; choose one of "
-                   f"{sorted(flat)}")
+    raise KeyError(f"config.train.selection_metric={selection_metric!r} is not computed; choose one of {sorted(flat)}")
   return flat
 
 
-def results(config: ml_collections.ConfigDict, evaluator: Evaluator, state: Any, data: RunData, *,
-            checkpoint_step: int, selection: dict[str, Any] | None = None) -> dict[str, Any]:
+def results(
+  config: ml_collections.ConfigDict,
+  evaluator: Evaluator,
+  state: Any,
+  data: RunData,
+  *,
+  checkpoint_step: int,
+  selection: dict[str, Any] | None = None,
+) -> dict[str, Any]:
   """The results dict (the schema of `results.json`) of one state on a run's evaluation splits.
 
   Args:
@@ -209,15 +250,18 @@ def results(config: ml_collections.ConfigDict, evaluator: Evaluator, state: Any,
   threshold = None if family.score_is_probability else train_threshold(evaluator, state, data)
   _, structured = evaluator.evaluate(state, pair_split=data.pairs, gallery=data.gallery, threshold=threshold)
   out: dict[str, Any] = {
-      "dataset": config.data.dataset,
-      "model": family.model_name,
-      "description": family.description,
-      "seed": config.seed,
-      "checkpoint_step": int(checkpoint_step),
-      "classification": {"split": data.pairs_name, "num_pairs": len(data.pairs),
-                         "threshold": 0.5 if threshold is None else threshold,
-                         "threshold_chosen_on": "fixed" if threshold is None else "train",
-                         **structured["classification"]},
+    "dataset": config.data.dataset,
+    "model": family.model_name,
+    "description": family.description,
+    "seed": config.seed,
+    "checkpoint_step": int(checkpoint_step),
+    "classification": {
+      "split": data.pairs_name,
+      "num_pairs": len(data.pairs),
+      "threshold": 0.5 if threshold is None else threshold,
+      "threshold_chosen_on": "fixed" if threshold is None else "train",
+      **structured["classification"],
+    },
   }
   if "retrieval" in structured:
     out["retrieval"] = {"split": data.gallery_name, **structured["retrieval"]}

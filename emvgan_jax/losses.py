@@ -11,7 +11,7 @@ as long as padded inputs are finite (zeros are the convention): JAX's `where` pa
 masked NaN input.
 """
 
-from typing import Callable, Optional
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
@@ -20,7 +20,6 @@ import optax
 from emvgan_jax.ops import l2_normalize
 
 Array = jax.Array
-
 
 
 def _float(x: Array) -> Array:
@@ -39,7 +38,7 @@ def _rows(logits: Array) -> Array:
   return logits
 
 
-def _weights(mask: Optional[Array], batch: int) -> Array:
+def _weights(mask: Array | None, batch: int) -> Array:
   """The (B,) float weights of a mask (all ones when there is none)."""
   if mask is None:
     return jnp.ones((batch,), jnp.float32)
@@ -49,7 +48,7 @@ def _weights(mask: Optional[Array], batch: int) -> Array:
   return _float(mask)
 
 
-def masked_mean(values: Array, mask: Optional[Array] = None) -> Array:
+def masked_mean(values: Array, mask: Array | None = None) -> Array:
   """Weighted mean of per-row values over the valid rows; 0 when no row is valid.
 
   Args:
@@ -67,12 +66,9 @@ def masked_mean(values: Array, mask: Optional[Array] = None) -> Array:
   return jnp.sum(w * values) / jnp.where(total > 0, total, 1.0)
 
 
-def margin_contrastive_loss(video_emb: Array,
-                            music_emb: Array,
-                            match: Array,
-                            *,
-                            margin: float = 1.0,
-                            mask: Optional[Array] = None) -> Array:
+def margin_contrastive_loss(
+  video_emb: Array, music_emb: Array, match: Array, *, margin: float = 1.0, mask: Array | None = None
+) -> Array:
   """EmoMV's contrastive loss on (video, music) pairs.
 
   `d_i = 1 - cos(v_i, a_i)`, `L = mean_i [ y_i d_i^2 + (1 - y_i) max(0, margin - d_i)^2 ] / 2`. Pairs are the
@@ -92,18 +88,20 @@ def margin_contrastive_loss(video_emb: Array,
   a = l2_normalize(_float(music_emb))
   y = _float(match)
   d = 1.0 - jnp.sum(v * a, axis=-1)
-  per_row = y * d**2 + (1.0 - y) * jnp.maximum(0.0, margin - d)**2
+  per_row = y * d**2 + (1.0 - y) * jnp.maximum(0.0, margin - d) ** 2
   return 0.5 * masked_mean(per_row, mask)
 
 
-def info_nce_loss(z_video: Array,
-                  z_music: Array,
-                  *,
-                  temperature: float | Array,
-                  mask: Optional[Array] = None,
-                  video_emotion: Optional[Array] = None,
-                  music_emotion: Optional[Array] = None,
-                  emotion_positives: bool = False) -> Array:
+def info_nce_loss(
+  z_video: Array,
+  z_music: Array,
+  *,
+  temperature: float | Array,
+  mask: Array | None = None,
+  video_emotion: Array | None = None,
+  music_emotion: Array | None = None,
+  emotion_positives: bool = False,
+) -> Array:
   """Symmetric InfoNCE over the batch, optionally with same-emotion items as extra positives.
 
   Logits are `S = z_video @ z_music.T / temperature`. Row i takes part (as an anchor and as a candidate) when
@@ -170,7 +168,7 @@ def info_nce_loss(z_video: Array,
   return 0.5 * (direction(logits, pos_vm) + direction(logits.T, pos_mv))
 
 
-def softmax_cross_entropy(logits: Array, labels: Array, *, mask: Optional[Array] = None) -> Array:
+def softmax_cross_entropy(logits: Array, labels: Array, *, mask: Array | None = None) -> Array:
   """Mean softmax cross-entropy with integer labels.
 
   Args:
@@ -190,7 +188,7 @@ def softmax_cross_entropy(logits: Array, labels: Array, *, mask: Optional[Array]
   return masked_mean(per_row, w)
 
 
-def sigmoid_binary_cross_entropy(logits: Array, labels: Array, *, mask: Optional[Array] = None) -> Array:
+def sigmoid_binary_cross_entropy(logits: Array, labels: Array, *, mask: Array | None = None) -> Array:
   """Mean binary cross-entropy from logits (numerically stable).
 
   Args:
@@ -207,12 +205,12 @@ def sigmoid_binary_cross_entropy(logits: Array, labels: Array, *, mask: Optional
   return masked_mean(per_row, mask)
 
 
-def _bce_const(logits: Array, target: float, mask: Optional[Array]) -> Array:
+def _bce_const(logits: Array, target: float, mask: Array | None) -> Array:
   logits = _rows(logits)
   return sigmoid_binary_cross_entropy(logits, jnp.full(logits.shape, target, logits.dtype), mask=mask)
 
 
-def discriminator_loss(logits_video: Array, logits_music: Array, *, mask: Optional[Array] = None) -> Array:
+def discriminator_loss(logits_video: Array, logits_music: Array, *, mask: Array | None = None) -> Array:
   """Modality discriminator loss `BCE(D(z_video), 1) + BCE(D(z_music), 0)`.
 
   D outputs the logit that an embedding came from video. The caller applies the stop-gradient to the
@@ -229,11 +227,9 @@ def discriminator_loss(logits_video: Array, logits_music: Array, *, mask: Option
   return _bce_const(logits_video, 1.0, mask) + _bce_const(logits_music, 0.0, mask)
 
 
-def generator_adversarial_loss(logits_video: Array,
-                               logits_music: Array,
-                               *,
-                               mode: str = "flip",
-                               mask: Optional[Array] = None) -> Array:
+def generator_adversarial_loss(
+  logits_video: Array, logits_music: Array, *, mode: str = "flip", mask: Array | None = None
+) -> Array:
   """Adversarial loss of the generators: make the two modalities indistinguishable to D.
 
   - `'flip'`: label flipping, `BCE(D(z_video), 0) + BCE(D(z_music), 1)`.
@@ -259,11 +255,9 @@ def generator_adversarial_loss(logits_video: Array,
   raise ValueError(f"unknown adversarial mode {mode!r}; expected 'flip' or 'confusion'")
 
 
-def r1_penalty(disc_apply: Callable[[object, Array], Array],
-               disc_params: object,
-               z: Array,
-               *,
-               mask: Optional[Array] = None) -> Array:
+def r1_penalty(
+  disc_apply: Callable[[object, Array], Array], disc_params: object, z: Array, *, mask: Array | None = None
+) -> Array:
   """R1 gradient penalty `mean_i ||d D(z_i) / d z_i||^2` on the real (video) embeddings.
 
   The per-row gradients come from the gradient of `sum_i D(z_i)`, which is exact because D acts on each row
@@ -284,14 +278,11 @@ def r1_penalty(disc_apply: Callable[[object, Array], Array],
     return jnp.sum(_rows(disc_apply(disc_params, inputs)))
 
   grads = jax.grad(total_logit)(z)
-  per_row = jnp.sum(grads.reshape(grads.shape[0], -1)**2, axis=-1)
+  per_row = jnp.sum(grads.reshape(grads.shape[0], -1) ** 2, axis=-1)
   return masked_mean(per_row, mask)
 
 
-def binary_accuracy_from_logits(logits_video: Array,
-                                logits_music: Array,
-                                *,
-                                mask: Optional[Array] = None) -> Array:
+def binary_accuracy_from_logits(logits_video: Array, logits_music: Array, *, mask: Array | None = None) -> Array:
   """Discriminator accuracy for logging: video counted right when its logit > 0, music when < 0.
 
   A logit of exactly 0 counts as wrong on both sides (D did not decide).

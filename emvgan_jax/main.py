@@ -7,29 +7,38 @@ import logging
 import os
 import sys
 
-from emvgan_jax.runtime import cli
-
 from absl import app, flags
 from ml_collections import config_flags
 
+from emvgan_jax.runtime import cli
+
 _CONFIG = config_flags.DEFINE_config_file(
-    "config", None, "Experiment config file, e.g. configs/emomv_c.py (fields overridable as --config.x=y).",
-    lock_config=True)
+  "config",
+  None,
+  "Experiment config file, e.g. configs/emomv_c.py (fields overridable as --config.x=y).",
+  lock_config=True,
+)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, logs and results (resumed if present).")
 _DISTRIBUTED = flags.DEFINE_bool(
-    "distributed", os.environ.get("EMVGAN_DISTRIBUTED", "") not in ("", "0"),
-    "Call jax.distributed.initialize() (multi-host: Cloud TPU pods, or several GPU hosts). Also set by "
-    "EMVGAN_DISTRIBUTED=1; coordinator address, process count and id come from the environment or the TPU "
-    "metadata as jax.distributed.initialize() reads them.")
+  "distributed",
+  os.environ.get("EMVGAN_DISTRIBUTED", "") not in ("", "0"),
+  "Call jax.distributed.initialize() (multi-host: Cloud TPU pods, or several GPU hosts). Also set by "
+  "EMVGAN_DISTRIBUTED=1; coordinator address, process count and id come from the environment or the TPU "
+  "metadata as jax.distributed.initialize() reads them.",
+)
 _COORDINATOR = flags.DEFINE_string(
-    "coordinator_address", None, "host:port of process 0, for --distributed where the environment does not say "
-    "(e.g. several GPU hosts, or several processes on loopback standing in for hosts).")
+  "coordinator_address",
+  None,
+  "host:port of process 0, for --distributed where the environment does not say "
+  "(e.g. several GPU hosts, or several processes on loopback standing in for hosts).",
+)
 _NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Process count, with --coordinator_address.")
 _PROCESS_ID = flags.DEFINE_integer("process_id", None, "This process's index, with --coordinator_address.")
 _CACHE = flags.DEFINE_string(
-    "compilation_cache_dir", cli.DEFAULT_COMPILATION_CACHE,
-    "JAX persistent compilation cache: a rerun, a resumed run or another seed skips XLA compilation. Empty "
-    "disables it.")
+  "compilation_cache_dir",
+  cli.DEFAULT_COMPILATION_CACHE,
+  "JAX persistent compilation cache: a rerun, a resumed run or another seed skips XLA compilation. Empty disables it.",
+)
 flags.mark_flags_as_required(["config", "workdir"])
 
 
@@ -43,13 +52,20 @@ def main(argv: list[str]) -> None:
   if _DISTRIBUTED.value:
     # Only the CPU backend reads this: CPU processes (loopback stand-ins for hosts) need a collectives library.
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
-    jax.distributed.initialize(coordinator_address=_COORDINATOR.value, num_processes=_NUM_PROCESSES.value,
-                               process_id=_PROCESS_ID.value)
+    jax.distributed.initialize(
+      coordinator_address=_COORDINATOR.value, num_processes=_NUM_PROCESSES.value, process_id=_PROCESS_ID.value
+    )
   from emvgan_jax import train  # pylint: disable=g-import-not-at-top
   from tfds_emomv.emomv import files  # pylint: disable=g-import-not-at-top
 
-  logging.info("JAX process %d of %d; %d local / %d global devices: %s", jax.process_index(),
-               jax.process_count(), jax.local_device_count(), jax.device_count(), jax.devices())
+  logging.info(
+    "JAX process %d of %d; %d local / %d global devices: %s",
+    jax.process_index(),
+    jax.process_count(),
+    jax.local_device_count(),
+    jax.device_count(),
+    jax.devices(),
+  )
   try:
     train.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
   except (train.NonFiniteLossError, files.EmoMVFormatError) as e:

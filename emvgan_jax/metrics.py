@@ -19,7 +19,7 @@ Tie conventions (similarities or scores that are exactly equal):
 """
 
 import math
-from typing import Optional, Sequence
+from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp
@@ -106,12 +106,12 @@ def classification_metrics(scores: np.ndarray, labels: np.ndarray, *, threshold:
   recall = tp / (tp + fn) if tp + fn else 0.0
   f1 = 2 * tp / (2 * tp + fp + fn) if tp + fp + fn else 0.0
   return {
-      "accuracy": float(np.mean(pred == truth)) if truth.size else float("nan"),
-      "precision": float(precision),
-      "recall": float(recall),
-      "f1": float(f1),
-      "roc_auc": roc_auc(scores, truth),
-      "n": int(truth.size),
+    "accuracy": float(np.mean(pred == truth)) if truth.size else float("nan"),
+    "precision": float(precision),
+    "recall": float(recall),
+    "f1": float(f1),
+    "roc_auc": roc_auc(scores, truth),
+    "n": int(truth.size),
   }
 
 
@@ -167,7 +167,9 @@ def cosine_similarity_np(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 _SMALL_PRODUCT = 512 * 512
 
 
-def _check_retrieval_inputs(similarity, query_labels, gallery_labels):
+def _check_retrieval_inputs(
+  similarity: np.ndarray, query_labels: np.ndarray, gallery_labels: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
   similarity = np.asarray(similarity, np.float64)
   query_labels = np.asarray(query_labels).reshape(-1)
   gallery_labels = np.asarray(gallery_labels).reshape(-1)
@@ -175,8 +177,9 @@ def _check_retrieval_inputs(similarity, query_labels, gallery_labels):
     raise ValueError(f"similarity must be (Q, G), got shape {similarity.shape}")
   q, g = similarity.shape
   if query_labels.shape != (q,) or gallery_labels.shape != (g,):
-    raise ValueError(f"labels do not fit similarity {similarity.shape}: "
-                     f"{query_labels.shape} queries, {gallery_labels.shape} gallery")
+    raise ValueError(
+      f"labels do not fit similarity {similarity.shape}: {query_labels.shape} queries, {gallery_labels.shape} gallery"
+    )
   if g == 0:
     raise ValueError("empty gallery")
   if np.isnan(similarity).any():
@@ -209,7 +212,9 @@ def _ranked(similarity: np.ndarray, query_labels: np.ndarray, gallery_labels: np
   return order, rel_sorted, cum_rel, n_rel, rel_at_cut, n_at_cut, ends
 
 
-def _average_precision(rel_sorted, n_rel, rel_at_cut, n_at_cut) -> np.ndarray:
+def _average_precision(
+  rel_sorted: np.ndarray, n_rel: np.ndarray, rel_at_cut: np.ndarray, n_at_cut: np.ndarray
+) -> np.ndarray:
   """Per-query AP (sklearn tie convention); NaN for queries without any relevant item."""
   precision_at_cut = rel_at_cut / n_at_cut
   summed = np.sum(np.where(rel_sorted, precision_at_cut, 0.0), axis=1)
@@ -217,8 +222,9 @@ def _average_precision(rel_sorted, n_rel, rel_at_cut, n_at_cut) -> np.ndarray:
     return np.where(n_rel > 0, summed / n_rel, np.nan)
 
 
-def average_precision_per_query(similarity: np.ndarray, query_labels: np.ndarray,
-                                gallery_labels: np.ndarray) -> np.ndarray:
+def average_precision_per_query(
+  similarity: np.ndarray, query_labels: np.ndarray, gallery_labels: np.ndarray
+) -> np.ndarray:
   """Label-relevance average precision of every query over the whole gallery.
 
   Args:
@@ -255,12 +261,14 @@ def counterpart_ranks(similarity: np.ndarray) -> np.ndarray:
   return 1 + ahead.sum(axis=1)
 
 
-def retrieval_metrics(similarity: np.ndarray,
-                      query_labels: np.ndarray,
-                      gallery_labels: np.ndarray,
-                      *,
-                      ks: Sequence[int] = DEFAULT_KS,
-                      recall_ks: Sequence[int] = DEFAULT_RECALL_KS) -> dict:
+def retrieval_metrics(
+  similarity: np.ndarray,
+  query_labels: np.ndarray,
+  gallery_labels: np.ndarray,
+  *,
+  ks: Sequence[int] = DEFAULT_KS,
+  recall_ks: Sequence[int] = DEFAULT_RECALL_KS,
+) -> dict:
   """Retrieval metrics for one direction (e.g. video queries ranking the music gallery).
 
   Args:
@@ -335,11 +343,13 @@ def expected_hit_at_k(num_relevant: int, num_items: int, k: int) -> float:
   return 1.0 - miss
 
 
-def retrieval_chance(query_labels: np.ndarray,
-                     gallery_labels: np.ndarray,
-                     *,
-                     ks: Sequence[int] = DEFAULT_KS,
-                     recall_ks: Sequence[int] = DEFAULT_RECALL_KS) -> dict:
+def retrieval_chance(
+  query_labels: np.ndarray,
+  gallery_labels: np.ndarray,
+  *,
+  ks: Sequence[int] = DEFAULT_KS,
+  recall_ks: Sequence[int] = DEFAULT_RECALL_KS,
+) -> dict:
   """Exact expectations of `retrieval_metrics` under a uniformly random ranking of the gallery.
 
   Per query with R same-class items among N: E[AP] from `expected_average_precision`, hit@K from
@@ -378,11 +388,9 @@ def retrieval_chance(query_labels: np.ndarray,
   return out
 
 
-def precision_recall_curve(similarity: np.ndarray,
-                           query_labels: np.ndarray,
-                           gallery_labels: np.ndarray,
-                           *,
-                           num_points: Optional[int] = 11) -> tuple[np.ndarray, np.ndarray]:
+def precision_recall_curve(
+  similarity: np.ndarray, query_labels: np.ndarray, gallery_labels: np.ndarray, *, num_points: int | None = 11
+) -> tuple[np.ndarray, np.ndarray]:
   """Label-relevance precision-recall curve averaged over queries, for plots.
 
   With `num_points = n` (default 11): the interpolated curve at recall levels `linspace(0, 1, n)`; per query,
@@ -424,13 +432,15 @@ def precision_recall_curve(similarity: np.ndarray,
   return levels, interp.mean(axis=0)
 
 
-def summarize_retrieval(video_emb: np.ndarray,
-                        music_emb: np.ndarray,
-                        labels: np.ndarray,
-                        *,
-                        music_labels: Optional[np.ndarray] = None,
-                        ks: Sequence[int] = DEFAULT_KS,
-                        recall_ks: Sequence[int] = DEFAULT_RECALL_KS) -> dict:
+def summarize_retrieval(
+  video_emb: np.ndarray,
+  music_emb: np.ndarray,
+  labels: np.ndarray,
+  *,
+  music_labels: np.ndarray | None = None,
+  ks: Sequence[int] = DEFAULT_KS,
+  recall_ks: Sequence[int] = DEFAULT_RECALL_KS,
+) -> dict:
   """Both retrieval directions of a gallery whose row i is one segment's (video, music) pair.
 
   Cosine similarities are computed on the host in float64; music->video uses the transpose of the
@@ -451,6 +461,6 @@ def summarize_retrieval(video_emb: np.ndarray,
   music_labels = video_labels if music_labels is None else np.asarray(music_labels).reshape(-1)
   sim = cosine_similarity_np(video_emb, music_emb)
   return {
-      "video_to_music": retrieval_metrics(sim, video_labels, music_labels, ks=ks, recall_ks=recall_ks),
-      "music_to_video": retrieval_metrics(sim.T, music_labels, video_labels, ks=ks, recall_ks=recall_ks),
+    "video_to_music": retrieval_metrics(sim, video_labels, music_labels, ks=ks, recall_ks=recall_ks),
+    "music_to_video": retrieval_metrics(sim.T, music_labels, video_labels, ks=ks, recall_ks=recall_ks),
   }

@@ -61,8 +61,9 @@ def chance_precision(query_labels: np.ndarray, gallery_labels: np.ndarray) -> fl
   return float(share.mean()) if share.size else float("nan")
 
 
-def precision_recall_curves(video: np.ndarray, music: np.ndarray, labels: np.ndarray, *,
-                            num_points: int = 11) -> dict[str, dict[str, Any]]:
+def precision_recall_curves(
+  video: np.ndarray, music: np.ndarray, labels: np.ndarray, *, num_points: int = 11
+) -> dict[str, dict[str, Any]]:
   """Per direction: the interpolated label-relevance PR curve, its chance precision and the mAP.
 
   Args:
@@ -81,9 +82,13 @@ def precision_recall_curves(video: np.ndarray, music: np.ndarray, labels: np.nda
   for direction, s in zip(DIRECTIONS, (sim, sim.T)):
     recall, precision = metrics.precision_recall_curve(s, labels, labels, num_points=num_points)
     ap = metrics.average_precision_per_query(s, labels, labels)
-    out[direction] = {"recall": recall, "precision": precision, "chance": chance_precision(labels, labels),
-                      "map": float(np.nanmean(ap)) if np.isfinite(ap).any() else float("nan"),
-                      "chance_map": metrics.retrieval_chance(labels, labels)["map"]}
+    out[direction] = {
+      "recall": recall,
+      "precision": precision,
+      "chance": chance_precision(labels, labels),
+      "map": float(np.nanmean(ap)) if np.isfinite(ap).any() else float("nan"),
+      "chance_map": metrics.retrieval_chance(labels, labels)["map"],
+    }
   return out
 
 
@@ -103,8 +108,9 @@ def plot_precision_recall(curves: Mapping[str, Mapping[str, Any]], path: str, *,
   axes = fig.subplots(1, len(directions), squeeze=False)[0]
   for ax, direction in zip(axes, directions):
     c = curves[direction]
-    ax.plot(c["recall"], c["precision"], marker="o", markersize=3.5, color="tab:blue",
-            label=f"model (mAP {c['map']:.3f})")
+    ax.plot(
+      c["recall"], c["precision"], marker="o", markersize=3.5, color="tab:blue", label=f"model (mAP {c['map']:.3f})"
+    )
     chance_map = f", mAP {c['chance_map']:.3f}" if "chance_map" in c else ""
     ax.axhline(c["chance"], color="grey", linestyle="--", label=f"chance (precision {c['chance']:.3f}{chance_map})")
     ax.set_xlim(0, 1)
@@ -136,8 +142,15 @@ def pca_2d(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
   return coords, np.pad(explained, (0, 2 - explained.size))
 
 
-def plot_embedding_map(video: np.ndarray, music: np.ndarray, labels: np.ndarray, path: str, *,
-                       class_names: Sequence[str] = EMOTIONS, title: str = "") -> str:
+def plot_embedding_map(
+  video: np.ndarray,
+  music: np.ndarray,
+  labels: np.ndarray,
+  path: str,
+  *,
+  class_names: Sequence[str] = EMOTIONS,
+  title: str = "",
+) -> str:
   """A 2-D PCA map of gallery music and video embeddings: colour = emotion, circle = music, triangle = video.
 
   Both modalities are projected with one PCA, so how far the triangles sit from the circles shows the modality
@@ -163,7 +176,7 @@ def plot_embedding_map(video: np.ndarray, music: np.ndarray, labels: np.ndarray,
     video, music, labels = video[keep], music[keep], labels[keep]
     subset = f", random {MAX_MAP_ITEMS} of {n} items"
   coords, explained = pca_2d(np.concatenate([video, music]))
-  v_xy, m_xy = coords[:len(labels)], coords[len(labels):]
+  v_xy, m_xy = coords[: len(labels)], coords[len(labels) :]
   fig = _new_figure(6.4, 5.4)
   ax = fig.subplots()
   colours = [f"C{i}" for i in range(10)]
@@ -173,10 +186,16 @@ def plot_embedding_map(video: np.ndarray, music: np.ndarray, labels: np.ndarray,
     colour = colours[label % len(colours)]
     ax.scatter(m_xy[rows, 0], m_xy[rows, 1], marker="o", s=28, color=colour, alpha=0.75, edgecolors="none")
     ax.scatter(v_xy[rows, 0], v_xy[rows, 1], marker="^", s=32, color=colour, alpha=0.75, edgecolors="none")
-  handles = [Line2D([], [], marker="s", linestyle="", color=colours[label % len(colours)],
-                    label=_emotion_name(label, class_names)) for label in present]
-  handles += [Line2D([], [], marker="o", linestyle="", color="black", label="music"),
-              Line2D([], [], marker="^", linestyle="", color="black", label="video")]
+  handles = [
+    Line2D(
+      [], [], marker="s", linestyle="", color=colours[label % len(colours)], label=_emotion_name(label, class_names)
+    )
+    for label in present
+  ]
+  handles += [
+    Line2D([], [], marker="o", linestyle="", color="black", label="music"),
+    Line2D([], [], marker="^", linestyle="", color="black", label="video"),
+  ]
   ax.legend(handles=handles, fontsize=8, loc="best", framealpha=0.8)
   ax.set_xlabel(f"PC 1 ({100 * explained[0]:.1f}% of variance)")
   ax.set_ylabel(f"PC 2 ({100 * explained[1]:.1f}% of variance)")
@@ -194,12 +213,14 @@ def confusion_matrix(scores: np.ndarray, match: np.ndarray, threshold: float) ->
   `metrics.classification_metrics`)."""
   truth = np.asarray(match).reshape(-1).astype(bool)
   pred = np.asarray(scores, np.float64).reshape(-1) > threshold
-  return np.asarray([[np.sum(~truth & ~pred), np.sum(~truth & pred)],
-                     [np.sum(truth & ~pred), np.sum(truth & pred)]], np.int64)
+  return np.asarray(
+    [[np.sum(~truth & ~pred), np.sum(~truth & pred)], [np.sum(truth & ~pred), np.sum(truth & pred)]], np.int64
+  )
 
 
-def plot_confusion_matrix(scores: np.ndarray, match: np.ndarray, threshold: float, path: str, *,
-                          title: str = "") -> str:
+def plot_confusion_matrix(
+  scores: np.ndarray, match: np.ndarray, threshold: float, path: str, *, title: str = ""
+) -> str:
   """The pair-classification confusion matrix, counts and row shares, at the run's threshold.
 
   Args:
@@ -221,15 +242,24 @@ def plot_confusion_matrix(scores: np.ndarray, match: np.ndarray, threshold: floa
   names = ("mismatched", "matched")
   for i in range(2):
     for j in range(2):
-      ax.text(j, i, f"{cm[i, j]}\n({100 * share[i, j]:.0f}%)", ha="center", va="center",
-              color="white" if share[i, j] > 0.6 else "black", fontsize=11)
+      ax.text(
+        j,
+        i,
+        f"{cm[i, j]}\n({100 * share[i, j]:.0f}%)",
+        ha="center",
+        va="center",
+        color="white" if share[i, j] > 0.6 else "black",
+        fontsize=11,
+      )
   ax.set_xticks([0, 1], labels=names)
   ax.set_yticks([0, 1], labels=names)
   ax.set_xlabel("predicted")
   ax.set_ylabel("true")
   accuracy = np.trace(cm) / max(cm.sum(), 1)
-  ax.set_title((title + "\n" if title else "") + f"{cm.sum()} pairs, threshold {threshold:.3g}, "
-               f"accuracy {accuracy:.3f}", fontsize=10)
+  ax.set_title(
+    (title + "\n" if title else "") + f"{cm.sum()} pairs, threshold {threshold:.3g}, accuracy {accuracy:.3f}",
+    fontsize=10,
+  )
   return _save(fig, path)
 
 
@@ -256,12 +286,10 @@ def _series(rows: Sequence[Mapping[str, float]], key: str) -> tuple[np.ndarray, 
   return steps, np.asarray([by_step[s] for s in steps])
 
 
-_EVAL_KEYS = ("pairs/accuracy", "pairs/f1", "pairs/roc_auc", "gallery/map", "gallery/hit@1",
-                    "gallery/recall@10")
+_EVAL_KEYS = ("pairs/accuracy", "pairs/f1", "pairs/roc_auc", "gallery/map", "gallery/hit@1", "gallery/recall@10")
 
 
-def plot_training_curves(metrics_path: str, path: str, *, title: str = "", best_step: int | None = None
-                         ) -> str | None:
+def plot_training_curves(metrics_path: str, path: str, *, title: str = "", best_step: int | None = None) -> str | None:
   """Loss terms, discriminator accuracy and validation metrics over steps, from a run's `metrics.jsonl`.
 
   Args:
@@ -294,8 +322,14 @@ def plot_training_curves(metrics_path: str, path: str, *, title: str = "", best_
       steps, values = _series(rows, key)
       style = "--" if key == "pairs/loss" else "-"
       marker = "o" if len(steps) < 30 else None  # short runs: show the points themselves
-      ax.plot(steps, values, linestyle=style, marker=marker, markersize=3, label=key.split("/", 1)[1]
-              if key.startswith("train/") else key)
+      ax.plot(
+        steps,
+        values,
+        linestyle=style,
+        marker=marker,
+        markersize=3,
+        label=key.split("/", 1)[1] if key.startswith("train/") else key,
+      )
     if name.startswith("discriminator"):
       ax.axhline(0.5, color="grey", linestyle=":", linewidth=1)
       ax.set_ylim(-0.02, 1.02)
@@ -314,10 +348,16 @@ def plot_training_curves(metrics_path: str, path: str, *, title: str = "", best_
 # The entry point.
 
 
-def write_training_plots(workdir: str, *, embeddings: Mapping[str, np.ndarray] | None = None,
-                         pair_predictions: Mapping[str, Any] | None = None, results: Mapping[str, Any] | None = None,
-                         out_dir: str | None = None, title: str = "", class_names: Sequence[str] = EMOTIONS
-                         ) -> dict[str, str]:
+def write_training_plots(
+  workdir: str,
+  *,
+  embeddings: Mapping[str, np.ndarray] | None = None,
+  pair_predictions: Mapping[str, Any] | None = None,
+  results: Mapping[str, Any] | None = None,
+  out_dir: str | None = None,
+  title: str = "",
+  class_names: Sequence[str] = EMOTIONS,
+) -> dict[str, str]:
   """Writes every plot of a run that the given inputs allow; returns {plot name: PNG path}.
 
   - `training_curves.png` from `workdir/metrics.jsonl`, when it exists and holds metrics;
@@ -341,20 +381,27 @@ def write_training_plots(workdir: str, *, embeddings: Mapping[str, np.ndarray] |
   metrics_path = os.path.join(workdir, "metrics.jsonl")
   if os.path.isfile(metrics_path):
     best_step = (results or {}).get("checkpoint_step")
-    path = plot_training_curves(metrics_path, os.path.join(out_dir, "training_curves.png"), title=title,
-                                best_step=best_step)
+    path = plot_training_curves(
+      metrics_path, os.path.join(out_dir, "training_curves.png"), title=title, best_step=best_step
+    )
     if path:
       written["training_curves"] = path
   if embeddings is not None:
     video, music, labels = embeddings["video"], embeddings["music"], embeddings["emotion"]
     curves = precision_recall_curves(video, music, labels)
-    written["precision_recall"] = plot_precision_recall(curves, os.path.join(out_dir, "precision_recall.png"),
-                                                        title=title)
-    written["embedding_pca"] = plot_embedding_map(video, music, labels, os.path.join(out_dir, "embedding_pca.png"),
-                                                  class_names=class_names, title=title)
+    written["precision_recall"] = plot_precision_recall(
+      curves, os.path.join(out_dir, "precision_recall.png"), title=title
+    )
+    written["embedding_pca"] = plot_embedding_map(
+      video, music, labels, os.path.join(out_dir, "embedding_pca.png"), class_names=class_names, title=title
+    )
   if pair_predictions is not None:
     written["confusion_matrix"] = plot_confusion_matrix(
-        pair_predictions["score"], pair_predictions["match"], float(pair_predictions["threshold"]),
-        os.path.join(out_dir, "confusion_matrix.png"), title=title)
+      pair_predictions["score"],
+      pair_predictions["match"],
+      float(pair_predictions["threshold"]),
+      os.path.join(out_dir, "confusion_matrix.png"),
+      title=title,
+    )
   logging.info("Plots: %s", ", ".join(sorted(written.values())) or "none")
   return written

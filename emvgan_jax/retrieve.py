@@ -29,7 +29,7 @@ from absl import flags
 
 from emvgan_jax import config_lib, metrics, search
 from emvgan_jax.data import emomv
-from emvgan_jax.runtime import cli
+from emvgan_jax.runtime import cli, restore
 from tfds_emomv.emomv import files
 
 HELP = __doc__
@@ -38,26 +38,29 @@ DIRECTIONS = metrics.DIRECTIONS
 _FLAGS = cli.new_flag_values()
 _WORKDIR = flags.DEFINE_string("workdir", None, "Training workdir.", flag_values=_FLAGS)
 _CHECKPOINT = flags.DEFINE_string("checkpoint", "best", "'best', 'latest' or a step number.", flag_values=_FLAGS)
-_DIRECTION = flags.DEFINE_enum("direction", None, DIRECTIONS, "Query modality -> gallery modality.",
-                               flag_values=_FLAGS)
+_DIRECTION = flags.DEFINE_enum("direction", None, DIRECTIONS, "Query modality -> gallery modality.", flag_values=_FLAGS)
 _QUERY = flags.DEFINE_string("query", None, "Name of a gallery item to use as the query.", flag_values=_FLAGS)
-_QUERY_FILE = flags.DEFINE_string("query_file", None, ".npy of raw query features, (D,) or (N, D).",
-                                  flag_values=_FLAGS)
-_QUERY_H5 = flags.DEFINE_string("query_h5", None, "HDF5 feature file holding the query (with --query_row).",
-                                flag_values=_FLAGS)
+_QUERY_FILE = flags.DEFINE_string("query_file", None, ".npy of raw query features, (D,) or (N, D).", flag_values=_FLAGS)
+_QUERY_H5 = flags.DEFINE_string(
+  "query_h5", None, "HDF5 feature file holding the query (with --query_row).", flag_values=_FLAGS
+)
 _QUERY_ROW = flags.DEFINE_integer("query_row", None, "0-based row of --query_h5.", flag_values=_FLAGS)
 _K = flags.DEFINE_integer("k", 10, "How many items to list.", lower_bound=1, flag_values=_FLAGS)
-_CHUNK_SIZE = flags.DEFINE_integer("chunk_size", search.DEFAULT_CHUNK_SIZE, "Gallery rows per search step.",
-                                   lower_bound=1, flag_values=_FLAGS)
-_DATASET = flags.DEFINE_string("dataset", None, "EmoMV set whose gallery to search (default: the run's).",
-                               flag_values=_FLAGS)
-_GALLERY_CSV = flags.DEFINE_string("gallery_csv", None, "Your own gallery CSV (EmoMV retrieval layout).",
-                                   flag_values=_FLAGS)
+_CHUNK_SIZE = flags.DEFINE_integer(
+  "chunk_size", search.DEFAULT_CHUNK_SIZE, "Gallery rows per search step.", lower_bound=1, flag_values=_FLAGS
+)
+_DATASET = flags.DEFINE_string(
+  "dataset", None, "EmoMV set whose gallery to search (default: the run's).", flag_values=_FLAGS
+)
+_GALLERY_CSV = flags.DEFINE_string(
+  "gallery_csv", None, "Your own gallery CSV (EmoMV retrieval layout).", flag_values=_FLAGS
+)
 _GALLERY_VIDEO = flags.DEFINE_string("gallery_video_h5", None, "Video features of --gallery_csv.", flag_values=_FLAGS)
 _GALLERY_MUSIC = flags.DEFINE_string("gallery_music_h5", None, "Music features of --gallery_csv.", flag_values=_FLAGS)
 _DATA_DIR = flags.DEFINE_string("data_dir", None, "TFDS data dir (default: the run's).", flag_values=_FLAGS)
-_MANUAL_DIR = flags.DEFINE_string("manual_dir", None, "Local EmoMV copy (default: the run's, then $EMOMV_DIR).",
-                                  flag_values=_FLAGS)
+_MANUAL_DIR = flags.DEFINE_string(
+  "manual_dir", None, "Local EmoMV copy (default: the run's, then $EMOMV_DIR).", flag_values=_FLAGS
+)
 _BATCH_SIZE = flags.DEFINE_integer("batch_size", 4096, "Rows per embedding call.", lower_bound=1, flag_values=_FLAGS)
 flags.mark_flags_as_required(["workdir", "direction"], flag_values=_FLAGS)
 
@@ -92,43 +95,66 @@ def _modalities(direction: str) -> tuple[str, str]:
   return query, target
 
 
-def load_gallery(run, *, dataset: str | None = None, csv: str | None = None, video_h5: str | None = None,
-                 music_h5: str | None = None, data_dir: str | None = None, manual_dir: str | None = None) -> Gallery:
+def load_gallery(
+  run: restore.Run,
+  *,
+  dataset: str | None = None,
+  csv: str | None = None,
+  video_h5: str | None = None,
+  music_h5: str | None = None,
+  data_dir: str | None = None,
+  manual_dir: str | None = None,
+) -> Gallery:
   """The gallery to search: a user's CSV + HDF5 files when given, else the TFDS `gallery` split of a dataset."""
   own = [csv, video_h5, music_h5]
   if any(own):
     if not all(own):
-      raise cli.ToolError("a gallery of your own needs all three of --gallery_csv, --gallery_video_h5 and "
-                          "--gallery_music_h5")
+      raise cli.ToolError(
+        "a gallery of your own needs all three of --gallery_csv, --gallery_video_h5 and --gallery_music_h5"
+      )
     arrays = files.read_gallery(csv, video_h5, music_h5, video_dim=None, music_dim=None)
-    return Gallery(name=np.asarray(arrays["name"], str), emotion=np.asarray(arrays["video_emotion"]),
-                   video=arrays["video"], music=arrays["music"], source=csv)
+    return Gallery(
+      name=np.asarray(arrays["name"], str),
+      emotion=np.asarray(arrays["video_emotion"]),
+      video=arrays["video"],
+      music=arrays["music"],
+      source=csv,
+    )
   config = config_lib.with_data(run.config, dataset=dataset, data_dir=data_dir, manual_dir=manual_dir)
   try:
     g = emomv.load_gallery(config)
   except emomv.DataError as e:
     raise cli.ToolError(f"{e}; pass your own with --gallery_csv, --gallery_video_h5 and --gallery_music_h5") from None
-  return Gallery(name=np.asarray(g.name, str), emotion=np.asarray(g.video_emotion), video=g.video, music=g.music,
-                 source=f"{config.data.dataset} gallery")
+  return Gallery(
+    name=np.asarray(g.name, str),
+    emotion=np.asarray(g.video_emotion),
+    video=g.video,
+    music=g.music,
+    source=f"{config.data.dataset} gallery",
+  )
 
 
-def _standardize(run, modality: str, x: np.ndarray, what: str) -> np.ndarray:
+def _standardize(run: restore.Run, modality: str, x: np.ndarray, what: str) -> np.ndarray:
   """Raw features of `modality` standardised with the run's statistics; a wrong width is a ToolError."""
   s = run.standardizer
   width, other = s.width(modality), "music" if modality == "video" else "video"
   if x.ndim != 2 or x.shape[1] != width:
     got = x.shape[-1] if x.ndim else 0
     hint = f"; width {got} is this run's {other} width: use the other --direction" if got == s.width(other) else ""
-    raise cli.ToolError(f"{what} has {modality} features of shape {x.shape}, but this run's {modality} features "
-                        f"are {width} wide (pass vectors of width {width}){hint}")
+    raise cli.ToolError(
+      f"{what} has {modality} features of shape {x.shape}, but this run's {modality} features "
+      f"are {width} wide (pass vectors of width {width}){hint}"
+    )
   return s.transform(modality, x)
 
 
-def check_retrieval_model(run):
+def check_retrieval_model(run: restore.Run) -> None:
   """A ToolError unless the run's model embeds both modalities in one space."""
   if not run.family.has_retrieval:
-    raise cli.ToolError(f"{run.family.description} is a classification model without a retrieval embedding "
-                        "space; use an EMVGAN or retrieval-baseline run")
+    raise cli.ToolError(
+      f"{run.family.description} is a classification model without a retrieval embedding "
+      "space; use an EMVGAN or retrieval-baseline run"
+    )
 
 
 def find_query(gallery: Gallery, name: str) -> int:
@@ -137,13 +163,17 @@ def find_query(gallery: Gallery, name: str) -> int:
   if rows.size:
     return int(rows[0])
   close = difflib.get_close_matches(name, gallery.name.tolist(), n=5, cutoff=0.5)
-  hint = f"did you mean {', '.join(repr(c) for c in close)}?" if close else (
-      f"names look like {', '.join(repr(n) for n in gallery.name[:3].tolist())}")
+  hint = (
+    f"did you mean {', '.join(repr(c) for c in close)}?"
+    if close
+    else (f"names look like {', '.join(repr(n) for n in gallery.name[:3].tolist())}")
+  )
   raise cli.ToolError(f"no item named {name!r} in the {gallery.source} ({len(gallery)} items); {hint}")
 
 
-def read_query_features(*, query_file: str | None = None, query_h5: str | None = None,
-                        query_row: int | None = None) -> np.ndarray:
+def read_query_features(
+  *, query_file: str | None = None, query_h5: str | None = None, query_row: int | None = None
+) -> np.ndarray:
   """Raw query features from a .npy file or one row of an HDF5 file, as (N, D)."""
   if query_file:
     if not os.path.isfile(query_file):
@@ -157,12 +187,20 @@ def read_query_features(*, query_file: str | None = None, query_h5: str | None =
   features = files.read_features(query_h5)
   if query_row is None or not 0 <= query_row < len(features):
     raise cli.ToolError(f"--query_row must be a row of {query_h5}, 0 to {len(features) - 1}, got {query_row}")
-  return features[query_row:query_row + 1]
+  return features[query_row : query_row + 1]
 
 
-def retrieve(run, gallery: Gallery, direction: str, *, query: str | None = None,
-             query_features: np.ndarray | None = None, k: int = 10, chunk_size: int = search.DEFAULT_CHUNK_SIZE,
-             batch_size: int = 4096) -> tuple[list[list[Hit]], list[str]]:
+def retrieve(
+  run: restore.Run,
+  gallery: Gallery,
+  direction: str,
+  *,
+  query: str | None = None,
+  query_features: np.ndarray | None = None,
+  k: int = 10,
+  chunk_size: int = search.DEFAULT_CHUNK_SIZE,
+  batch_size: int = 4096,
+) -> tuple[list[list[Hit]], list[str]]:
   """Top-k gallery items of the target modality for each query.
 
   Args:
@@ -185,7 +223,7 @@ def retrieve(run, gallery: Gallery, direction: str, *, query: str | None = None,
     raise cli.ToolError("give exactly one query: --query=NAME, --query_file=x.npy, or --query_h5 with --query_row")
   if query is not None:
     row = find_query(gallery, query)
-    raw = getattr(gallery, q_mod)[row:row + 1]
+    raw = getattr(gallery, q_mod)[row : row + 1]
     labels = [f"{q_mod} of {query} ({files.EMOTIONS[int(gallery.emotion[row])]})"]
   else:
     raw = np.asarray(query_features, np.float32)
@@ -195,10 +233,19 @@ def retrieve(run, gallery: Gallery, direction: str, *, query: str | None = None,
   q_emb = search.embed_rows(embed[q_mod], run.state, q, batch_size=batch_size)
   g_emb = search.embed_rows(embed[g_mod], run.state, g, batch_size=batch_size)
   scores, indices = search.top_k_cosine(q_emb, g_emb, k, chunk_size=chunk_size)
-  hits = [[Hit(rank=r + 1, index=int(i), name=str(gallery.name[i]), cosine=float(s),
-               emotion=files.EMOTIONS[int(gallery.emotion[i])])
-           for r, (s, i) in enumerate(zip(row_scores, row_indices))]
-          for row_scores, row_indices in zip(scores, indices)]
+  hits = [
+    [
+      Hit(
+        rank=r + 1,
+        index=int(i),
+        name=str(gallery.name[i]),
+        cosine=float(s),
+        emotion=files.EMOTIONS[int(gallery.emotion[i])],
+      )
+      for r, (s, i) in enumerate(zip(row_scores, row_indices))
+    ]
+    for row_scores, row_indices in zip(scores, indices)
+  ]
   return hits, labels
 
 
@@ -206,8 +253,10 @@ def format_hits(hits: list[Hit], label: str, direction: str, source: str, size: 
   """A readable table of one query's hits."""
   _, g_mod = _modalities(direction)
   width = max([len("name")] + [len(h.name) for h in hits])
-  lines = [f"Top {len(hits)} {g_mod} of the {source} ({size} items) for the {label}:",
-           f"{'rank':>4}  {'name':<{width}}  {'cosine':>7}  emotion"]
+  lines = [
+    f"Top {len(hits)} {g_mod} of the {source} ({size} items) for the {label}:",
+    f"{'rank':>4}  {'name':<{width}}  {'cosine':>7}  emotion",
+  ]
   lines += [f"{h.rank:>4}  {h.name:<{width}}  {h.cosine:>7.4f}  {h.emotion}" for h in hits]
   return "\n".join(lines)
 
@@ -220,20 +269,38 @@ def main(argv: list[str] | None = None) -> None:
   def body():
     given = [bool(_QUERY.value), bool(_QUERY_FILE.value), bool(_QUERY_H5.value)]
     if sum(given) != 1:
-      raise cli.ToolError("give exactly one query: --query=NAME, --query_file=x.npy, or --query_h5=f.h5 with "
-                          "--query_row=i")
+      raise cli.ToolError(
+        "give exactly one query: --query=NAME, --query_file=x.npy, or --query_h5=f.h5 with --query_row=i"
+      )
     run = cli.load_run(_WORKDIR.value, _CHECKPOINT.value)
     check_retrieval_model(run)  # before loading any data
-    gallery = load_gallery(run, dataset=_DATASET.value, csv=_GALLERY_CSV.value, video_h5=_GALLERY_VIDEO.value,
-                           music_h5=_GALLERY_MUSIC.value, data_dir=_DATA_DIR.value, manual_dir=_MANUAL_DIR.value)
+    gallery = load_gallery(
+      run,
+      dataset=_DATASET.value,
+      csv=_GALLERY_CSV.value,
+      video_h5=_GALLERY_VIDEO.value,
+      music_h5=_GALLERY_MUSIC.value,
+      data_dir=_DATA_DIR.value,
+      manual_dir=_MANUAL_DIR.value,
+    )
     features = None
     if not _QUERY.value:
-      features = read_query_features(query_file=_QUERY_FILE.value, query_h5=_QUERY_H5.value,
-                                     query_row=_QUERY_ROW.value)
-    hits, labels = retrieve(run, gallery, _DIRECTION.value, query=_QUERY.value or None, query_features=features,
-                            k=_K.value, chunk_size=_CHUNK_SIZE.value, batch_size=_BATCH_SIZE.value)
-    print("\n\n".join(format_hits(h, label, _DIRECTION.value, gallery.source, len(gallery))
-                      for h, label in zip(hits, labels)))
+      features = read_query_features(query_file=_QUERY_FILE.value, query_h5=_QUERY_H5.value, query_row=_QUERY_ROW.value)
+    hits, labels = retrieve(
+      run,
+      gallery,
+      _DIRECTION.value,
+      query=_QUERY.value or None,
+      query_features=features,
+      k=_K.value,
+      chunk_size=_CHUNK_SIZE.value,
+      batch_size=_BATCH_SIZE.value,
+    )
+    print(
+      "\n\n".join(
+        format_hits(h, label, _DIRECTION.value, gallery.source, len(gallery)) for h, label in zip(hits, labels)
+      )
+    )
 
   cli.run_tool(body)
 

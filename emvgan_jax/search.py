@@ -27,8 +27,16 @@ DEFAULT_QUERY_BLOCK = 1024
 
 
 @functools.partial(jax.jit, static_argnames=("k",))
-def _merge_chunk(queries: jax.Array, chunk: jax.Array, num_valid: jax.Array, offset: jax.Array,
-                 best_scores: jax.Array, best_indices: jax.Array, *, k: int) -> tuple[jax.Array, jax.Array]:
+def _merge_chunk(
+  queries: jax.Array,
+  chunk: jax.Array,
+  num_valid: jax.Array,
+  offset: jax.Array,
+  best_scores: jax.Array,
+  best_indices: jax.Array,
+  *,
+  k: int,
+) -> tuple[jax.Array, jax.Array]:
   """The running top k of normalised `queries` updated with one gallery chunk (its first `num_valid` rows)."""
   # HIGHEST: on accelerators the default matmul precision is bfloat16-like, which would reorder close items
   # relative to an exact (numpy) ranking.
@@ -42,8 +50,9 @@ def _merge_chunk(queries: jax.Array, chunk: jax.Array, num_valid: jax.Array, off
   return top_scores, jnp.take_along_axis(indices, pos, axis=1)
 
 
-def top_k_cosine(queries: Any, gallery: Any, k: int, *, chunk_size: int = DEFAULT_CHUNK_SIZE,
-                 query_block: int = DEFAULT_QUERY_BLOCK) -> tuple[np.ndarray, np.ndarray]:
+def top_k_cosine(
+  queries: Any, gallery: Any, k: int, *, chunk_size: int = DEFAULT_CHUNK_SIZE, query_block: int = DEFAULT_QUERY_BLOCK
+) -> tuple[np.ndarray, np.ndarray]:
   """The `k` gallery rows most cosine-similar to each query, exactly, in chunks over the gallery.
 
   Args:
@@ -64,8 +73,9 @@ def top_k_cosine(queries: Any, gallery: Any, k: int, *, chunk_size: int = DEFAUL
   single = queries.ndim == 1
   queries = queries[None, :] if single else queries
   if queries.ndim != 2 or getattr(gallery, "ndim", 0) != 2:
-    raise ValueError(f"queries must be (Q, D) and gallery (G, D), got {queries.shape} and "
-                     f"{getattr(gallery, 'shape', None)}")
+    raise ValueError(
+      f"queries must be (Q, D) and gallery (G, D), got {queries.shape} and {getattr(gallery, 'shape', None)}"
+    )
   num_items, width = gallery.shape
   if queries.shape[1] != width:
     raise ValueError(f"queries have width {queries.shape[1]}, the gallery {width}")
@@ -77,24 +87,26 @@ def top_k_cosine(queries: Any, gallery: Any, k: int, *, chunk_size: int = DEFAUL
   chunk_size = min(int(chunk_size), num_items)  # no padding beyond a gallery smaller than one chunk
   all_scores, all_indices = [], []
   for q_start in range(0, queries.shape[0], query_block):
-    q = l2_normalize(jnp.asarray(queries[q_start:q_start + query_block]))
+    q = l2_normalize(jnp.asarray(queries[q_start : q_start + query_block]))
     best_scores = jnp.full((q.shape[0], k), -jnp.inf, jnp.float32)
     best_indices = jnp.full((q.shape[0], k), -1, jnp.int32)
     for start in range(0, num_items, chunk_size):
-      chunk = np.asarray(gallery[start:start + chunk_size], np.float32)
+      chunk = np.asarray(gallery[start : start + chunk_size], np.float32)
       n = chunk.shape[0]
       if n < chunk_size:  # the last chunk: pad to the common shape (one compilation), mask the padding
         chunk = np.concatenate([chunk, np.zeros((chunk_size - n, width), np.float32)])
-      best_scores, best_indices = _merge_chunk(q, jnp.asarray(chunk), jnp.int32(n), jnp.int32(start),
-                                               best_scores, best_indices, k=k)
+      best_scores, best_indices = _merge_chunk(
+        q, jnp.asarray(chunk), jnp.int32(n), jnp.int32(start), best_scores, best_indices, k=k
+      )
     all_scores.append(np.asarray(best_scores))
     all_indices.append(np.asarray(best_indices).astype(np.int64))
   scores, indices = np.concatenate(all_scores), np.concatenate(all_indices)
   return (scores[0], indices[0]) if single else (scores, indices)
 
 
-def embed_rows(embed: Callable[[Any, jax.Array], jax.Array], state: Any, features: np.ndarray, *,
-               batch_size: int = 4096) -> np.ndarray:
+def embed_rows(
+  embed: Callable[[Any, jax.Array], jax.Array], state: Any, features: np.ndarray, *, batch_size: int = 4096
+) -> np.ndarray:
   """Common-space vectors of many feature rows, in fixed-size batches (one compilation, bounded memory).
 
   Args:
@@ -112,7 +124,7 @@ def embed_rows(embed: Callable[[Any, jax.Array], jax.Array], state: Any, feature
   fn = jax.jit(embed)
   out = []
   for start in range(0, n, size):
-    batch = features[start:start + size]
+    batch = features[start : start + size]
     valid = batch.shape[0]
     if valid < size:
       batch = np.concatenate([batch, np.zeros((size - valid, features.shape[1]), np.float32)])

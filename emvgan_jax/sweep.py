@@ -50,32 +50,38 @@ HELP = __doc__
 
 # (key in table.json, path in results.json, column header). Retrieval chance is the same in both directions.
 METRICS = (
-    ("video_to_music/map", ("retrieval", "video_to_music", "map"), "v->m mAP"),
-    ("video_to_music/hit@1", ("retrieval", "video_to_music", "hit@1"), "v->m hit@1"),
-    ("video_to_music/hit@5", ("retrieval", "video_to_music", "hit@5"), "v->m hit@5"),
-    ("video_to_music/recall@10", ("retrieval", "video_to_music", "recall@10"), "v->m R@10"),
-    ("music_to_video/map", ("retrieval", "music_to_video", "map"), "m->v mAP"),
-    ("music_to_video/hit@1", ("retrieval", "music_to_video", "hit@1"), "m->v hit@1"),
-    ("music_to_video/hit@5", ("retrieval", "music_to_video", "hit@5"), "m->v hit@5"),
-    ("music_to_video/recall@10", ("retrieval", "music_to_video", "recall@10"), "m->v R@10"),
-    ("classification/accuracy", ("classification", "accuracy"), "accuracy"),
-    ("classification/f1", ("classification", "f1"), "F1"),
-    ("classification/roc_auc", ("classification", "roc_auc"), "ROC-AUC"),
+  ("video_to_music/map", ("retrieval", "video_to_music", "map"), "v->m mAP"),
+  ("video_to_music/hit@1", ("retrieval", "video_to_music", "hit@1"), "v->m hit@1"),
+  ("video_to_music/hit@5", ("retrieval", "video_to_music", "hit@5"), "v->m hit@5"),
+  ("video_to_music/recall@10", ("retrieval", "video_to_music", "recall@10"), "v->m R@10"),
+  ("music_to_video/map", ("retrieval", "music_to_video", "map"), "m->v mAP"),
+  ("music_to_video/hit@1", ("retrieval", "music_to_video", "hit@1"), "m->v hit@1"),
+  ("music_to_video/hit@5", ("retrieval", "music_to_video", "hit@5"), "m->v hit@5"),
+  ("music_to_video/recall@10", ("retrieval", "music_to_video", "recall@10"), "m->v R@10"),
+  ("classification/accuracy", ("classification", "accuracy"), "accuracy"),
+  ("classification/f1", ("classification", "f1"), "F1"),
+  ("classification/roc_auc", ("classification", "roc_auc"), "ROC-AUC"),
 )
 
 _FLAGS = cli.new_flag_values()
-_CONFIGS = flags.DEFINE_multi_string("configs", None, "Config file[:arg]; repeat the flag, or separate with ';'.",
-                                     flag_values=_FLAGS)
+_CONFIGS = flags.DEFINE_multi_string(
+  "configs", None, "Config file[:arg]; repeat the flag, or separate with ';'.", flag_values=_FLAGS
+)
 _SEEDS = flags.DEFINE_list("seeds", ["0"], "Comma-separated training seeds (config.seed).", flag_values=_FLAGS)
-_WORKDIR = flags.DEFINE_string("workdir", None, "Sweep directory (one sub-workdir per config and seed).",
-                               flag_values=_FLAGS)
+_WORKDIR = flags.DEFINE_string(
+  "workdir", None, "Sweep directory (one sub-workdir per config and seed).", flag_values=_FLAGS
+)
 _DATA_DIR = flags.DEFINE_string("data_dir", None, "TFDS data dir for every run.", flag_values=_FLAGS)
 _MANUAL_DIR = flags.DEFINE_string("manual_dir", None, "Local EmoMV copy for every run.", flag_values=_FLAGS)
-_OVERRIDES = flags.DEFINE_multi_string("override", [], "key=value config override for every run (repeatable).",
-                                       flag_values=_FLAGS)
-_CACHE = flags.DEFINE_string("compilation_cache_dir", cli.DEFAULT_COMPILATION_CACHE, "JAX persistent compilation "
-                             "cache: later seeds and configs skip XLA compilation. Empty disables it.",
-                             flag_values=_FLAGS)
+_OVERRIDES = flags.DEFINE_multi_string(
+  "override", [], "key=value config override for every run (repeatable).", flag_values=_FLAGS
+)
+_CACHE = flags.DEFINE_string(
+  "compilation_cache_dir",
+  cli.DEFAULT_COMPILATION_CACHE,
+  "JAX persistent compilation cache: later seeds and configs skip XLA compilation. Empty disables it.",
+  flag_values=_FLAGS,
+)
 flags.mark_flags_as_required(["configs", "workdir"], flag_values=_FLAGS)
 
 
@@ -96,8 +102,9 @@ def config_slug(spec: str) -> str:
   return re.sub(r"[^A-Za-z0-9_.-]", "_", "-".join(parts))
 
 
-def make_config(spec: str, seed: int, *, data_dir: str | None = None, manual_dir: str | None = None,
-                overrides: Sequence[str] = ()) -> ml_collections.ConfigDict:
+def make_config(
+  spec: str, seed: int, *, data_dir: str | None = None, manual_dir: str | None = None, overrides: Sequence[str] = ()
+) -> ml_collections.ConfigDict:
   """The config of one run of the sweep."""
   config = config_lib.load_config_file(spec)
   for override in overrides:
@@ -126,8 +133,16 @@ class RunResult:
   seconds: float
 
 
-def run_one(spec: str, seed: int, run_dir: str, *, data_dir: str | None = None, manual_dir: str | None = None,
-            overrides: Sequence[str] = (), train_fn: TrainFn | None = None) -> RunResult:
+def run_one(
+  spec: str,
+  seed: int,
+  run_dir: str,
+  *,
+  data_dir: str | None = None,
+  manual_dir: str | None = None,
+  overrides: Sequence[str] = (),
+  train_fn: TrainFn | None = None,
+) -> RunResult:
   """Trains (or reads back) one run and returns the evaluation that goes into the table.
 
   `train_fn` trains one run (default: `train.train_and_evaluate`, imported at call time).
@@ -147,10 +162,10 @@ def run_one(spec: str, seed: int, run_dir: str, *, data_dir: str | None = None, 
     if os.path.isfile(eval_path):
       results = experiments.read_json(eval_path)
     else:
-      results = evaluate_lib.evaluate_run(run_dir, checkpoint="best", data_dir=data_dir,
-                                          manual_dir=manual_dir).results
-  return RunResult(spec=spec, seed=seed, workdir=run_dir, status=status, results=results,
-                   seconds=round(time.time() - t_start, 2))
+      results = evaluate_lib.evaluate_run(run_dir, checkpoint="best", data_dir=data_dir, manual_dir=manual_dir).results
+  return RunResult(
+    spec=spec, seed=seed, workdir=run_dir, status=status, results=results, seconds=round(time.time() - t_start, 2)
+  )
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -171,13 +186,23 @@ def summarize(runs: Sequence[RunResult], *, seeds: Sequence[int], wall_seconds: 
     for key, path, _ in METRICS:
       values = [v for v in (get_path(r.results, path) for r in mine) if v is not None]
       cells[key] = mean_std(values) if values else None
-    rows.append({"config": spec, "slug": config_slug(spec), "model": first.get("model"),
-                 "description": first.get("description"), "dataset": first["dataset"],
-                 "classification_split": first["classification"]["split"],
-                 "gallery_split": first.get("retrieval", {}).get("split"),
-                 "selection_split": first.get("selection", {}).get("split"),
-                 "seeds": [r.seed for r in mine], "workdirs": [r.workdir for r in mine],
-                 "status": [r.status for r in mine], "seconds": [r.seconds for r in mine], "metrics": cells})
+    rows.append(
+      {
+        "config": spec,
+        "slug": config_slug(spec),
+        "model": first.get("model"),
+        "description": first.get("description"),
+        "dataset": first["dataset"],
+        "classification_split": first["classification"]["split"],
+        "gallery_split": first.get("retrieval", {}).get("split"),
+        "selection_split": first.get("selection", {}).get("split"),
+        "seeds": [r.seed for r in mine],
+        "workdirs": [r.workdir for r in mine],
+        "status": [r.status for r in mine],
+        "seconds": [r.seconds for r in mine],
+        "metrics": cells,
+      }
+    )
   chance = []
   evaluations = [r.results for r in runs]
   for dataset, split in dict.fromkeys((e["dataset"], e["classification"]["split"]) for e in evaluations):
@@ -187,33 +212,61 @@ def summarize(runs: Sequence[RunResult], *, seeds: Sequence[int], wall_seconds: 
     for key, path, _ in METRICS:
       found = [v for v in (get_path(e, _chance_path(path)) for e in same) if v is not None]
       values[key] = found[0] if found else None
-    chance.append({"dataset": dataset, "classification_split": split,
-                   "num_pairs": same[0]["classification"].get("num_pairs"),
-                   "gallery_split": with_gallery[0]["retrieval"]["split"] if with_gallery else None,
-                   "gallery_size": with_gallery[0]["retrieval"]["gallery_size"] if with_gallery else None,
-                   "metrics": values})
+    chance.append(
+      {
+        "dataset": dataset,
+        "classification_split": split,
+        "num_pairs": same[0]["classification"].get("num_pairs"),
+        "gallery_split": with_gallery[0]["retrieval"]["split"] if with_gallery else None,
+        "gallery_size": with_gallery[0]["retrieval"]["gallery_size"] if with_gallery else None,
+        "metrics": values,
+      }
+    )
   caption = _caption(rows, chance, seeds, wall_seconds, runs)
-  return {"caption": caption, "std_ddof": STD_DDOF, "seeds": list(seeds), "wall_seconds": round(wall_seconds, 2),
-          "metrics": [{"key": k, "header": h} for k, _, h in METRICS], "rows": rows, "chance": chance}
+  return {
+    "caption": caption,
+    "std_ddof": STD_DDOF,
+    "seeds": list(seeds),
+    "wall_seconds": round(wall_seconds, 2),
+    "metrics": [{"key": k, "header": h} for k, _, h in METRICS],
+    "rows": rows,
+    "chance": chance,
+  }
 
 
-def _caption(rows, chance, seeds, wall_seconds, runs) -> str:
+def _caption(
+  rows: list[dict[str, Any]],
+  chance: list[dict[str, Any]],
+  seeds: Sequence[int],
+  wall_seconds: float,
+  runs: Sequence[RunResult],
+) -> str:
   parts = []
   for c in chance:
-    retrieval = (f", retrieval (both directions, all {c['gallery_size']} items ranked) on its `{c['gallery_split']}`"
-                 if c["gallery_split"] else "")
-    parts.append(f"{c['dataset']}: classification on the `{c['classification_split']}` split "
-                 f"({c['num_pairs']} pairs){retrieval}")
+    retrieval = (
+      f", retrieval (both directions, all {c['gallery_size']} items ranked) on its `{c['gallery_split']}`"
+      if c["gallery_split"]
+      else ""
+    )
+    parts.append(
+      f"{c['dataset']}: classification on the `{c['classification_split']}` split ({c['num_pairs']} pairs){retrieval}"
+    )
   selection = sorted({r["selection_split"] for r in rows if r["selection_split"]})
   reported = {c["classification_split"] for c in chance}
-  same = (" The selection split is also the reported one (EmoMV-B and -C have no test split; the published "
-          "protocol does the same), so these numbers are slightly optimistic." if reported & set(selection) else "")
+  same = (
+    " The selection split is also the reported one (EmoMV-B and -C have no test split; the published "
+    "protocol does the same), so these numbers are slightly optimistic."
+    if reported & set(selection)
+    else ""
+  )
   trained = sum(r.status == "trained" for r in runs)
-  return (f"{'; '.join(parts)}. Checkpoints selected on `{', '.join(selection) or '?'}`.{same} "
-          "mAP and hit@K: label relevance (same emotion); R@10: "
-          f"the item's own counterpart in the top 10. Mean ± std over seeds {', '.join(map(str, seeds))} (std: sample "
-          f"standard deviation, ddof={STD_DDOF}). Sweep wall time {wall_seconds:.1f} s ({trained} runs trained, "
-          f"{len(runs) - trained} reused).")
+  return (
+    f"{'; '.join(parts)}. Checkpoints selected on `{', '.join(selection) or '?'}`.{same} "
+    "mAP and hit@K: label relevance (same emotion); R@10: "
+    f"the item's own counterpart in the top 10. Mean ± std over seeds {', '.join(map(str, seeds))} (std: sample "
+    f"standard deviation, ddof={STD_DDOF}). Sweep wall time {wall_seconds:.1f} s ({trained} runs trained, "
+    f"{len(runs) - trained} reused)."
+  )
 
 
 def _cell(stats: dict[str, Any] | None) -> str:
@@ -230,18 +283,31 @@ def format_markdown(table: dict[str, Any]) -> str:
   lines = [table["caption"], "", "| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
   keys = [m["key"] for m in table["metrics"]]
   for row in table["rows"]:
-    lines.append("| " + " | ".join([row["description"] or row["model"], f"`{row['slug']}`"] +
-                                   [_cell(row["metrics"][k]) for k in keys]) + " |")
+    lines.append(
+      "| "
+      + " | ".join([row["description"] or row["model"], f"`{row['slug']}`"] + [_cell(row["metrics"][k]) for k in keys])
+      + " |"
+    )
   for c in table["chance"]:
     label = "chance" if len(table["chance"]) == 1 else f"chance ({c['dataset']}, {c['classification_split']})"
-    lines.append("| " + " | ".join([label, ""] + ["" if c["metrics"][k] is None else f"{c['metrics'][k]:.3f}"
-                                                  for k in keys]) + " |")
+    lines.append(
+      "| "
+      + " | ".join([label, ""] + ["" if c["metrics"][k] is None else f"{c['metrics'][k]:.3f}" for k in keys])
+      + " |"
+    )
   return "\n".join(lines) + "\n"
 
 
-def run_sweep(specs: Sequence[str], seeds: Sequence[int], workdir: str, *, data_dir: str | None = None,
-              manual_dir: str | None = None, overrides: Sequence[str] = (), train_fn: TrainFn | None = None
-              ) -> dict[str, Any]:
+def run_sweep(
+  specs: Sequence[str],
+  seeds: Sequence[int],
+  workdir: str,
+  *,
+  data_dir: str | None = None,
+  manual_dir: str | None = None,
+  overrides: Sequence[str] = (),
+  train_fn: TrainFn | None = None,
+) -> dict[str, Any]:
   """Trains or reuses every (config, seed), then writes and returns `table.json` (and `table.md`).
 
   Args:
@@ -268,8 +334,9 @@ def run_sweep(specs: Sequence[str], seeds: Sequence[int], workdir: str, *, data_
   for spec, slug in zip(specs, slugs):
     for seed in seeds:
       run_dir = os.path.join(workdir, slug, f"seed_{seed}")
-      runs.append(run_one(spec, seed, run_dir, data_dir=data_dir, manual_dir=manual_dir, overrides=overrides,
-                          train_fn=train_fn))
+      runs.append(
+        run_one(spec, seed, run_dir, data_dir=data_dir, manual_dir=manual_dir, overrides=overrides, train_fn=train_fn)
+      )
   table = summarize(runs, seeds=seeds, wall_seconds=time.time() - t_start)
   os.makedirs(workdir, exist_ok=True)
   with open(os.path.join(workdir, "table.json"), "w", encoding="utf-8") as f:
@@ -290,11 +357,18 @@ def main(argv: list[str] | None = None) -> None:
       seeds = [int(s) for s in _SEEDS.value]
     except ValueError:
       raise cli.ToolError(f"--seeds must be comma-separated integers, got {','.join(_SEEDS.value)}") from None
-    table = run_sweep(split_config_specs(_CONFIGS.value), seeds, _WORKDIR.value, data_dir=_DATA_DIR.value,
-                      manual_dir=_MANUAL_DIR.value, overrides=_OVERRIDES.value)
+    table = run_sweep(
+      split_config_specs(_CONFIGS.value),
+      seeds,
+      _WORKDIR.value,
+      data_dir=_DATA_DIR.value,
+      manual_dir=_MANUAL_DIR.value,
+      overrides=_OVERRIDES.value,
+    )
     print(format_markdown(table))
-    print(f"Sweep wall time: {table['wall_seconds']:.1f} s; wrote {os.path.join(_WORKDIR.value, 'table.md')} and "
-          "table.json")
+    print(
+      f"Sweep wall time: {table['wall_seconds']:.1f} s; wrote {os.path.join(_WORKDIR.value, 'table.md')} and table.json"
+    )
 
   cli.run_tool(body)
 

@@ -37,8 +37,9 @@ from emvgan_jax.runtime.selection import Selection
 __all__ = ["NonFiniteLossError", "compile_train_step", "create_state", "train_and_evaluate"]
 
 
-def create_state(family: families.Family, config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh,
-                 video_dim: int, music_dim: int) -> tuple[families.TrainState, Any]:
+def create_state(
+  family: families.Family, config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh, video_dim: int, music_dim: int
+) -> tuple[families.TrainState, Any]:
   """The initial state, created directly in its shardings; returns (state, abstract state with shardings)."""
   init = lambda rng: family.init(rng, video_dim, music_dim)  # noqa: E731
   abstract = sharding.abstract_state(init, mesh, config.sharding.param_rule, config.sharding.min_shard_size)
@@ -46,13 +47,13 @@ def create_state(family: families.Family, config: ml_collections.ConfigDict, mes
   return state, abstract
 
 
-def compile_train_step(family: families.Family, mesh: jax.sharding.Mesh, state_shardings: Any):
+def compile_train_step(family: families.Family, mesh: jax.sharding.Mesh, state_shardings: Any) -> Any:
   """The train step jitted once: explicit shardings, donated state."""
   return jax.jit(
-      family.train_step,
-      in_shardings=(state_shardings, sharding.batch_sharding(mesh), sharding.replicated(mesh)),
-      out_shardings=(state_shardings, sharding.replicated(mesh)),
-      donate_argnums=(0,),
+    family.train_step,
+    in_shardings=(state_shardings, sharding.batch_sharding(mesh), sharding.replicated(mesh)),
+    out_shardings=(state_shardings, sharding.replicated(mesh)),
+    donate_argnums=(0,),
   )
 
 
@@ -78,17 +79,31 @@ def _set_up(config: ml_collections.ConfigDict) -> _Setup:
   mesh = sharding.make_mesh(config.sharding.mesh_shape)
   family = families.build(config)
   data = emomv.load_run_data(config)
-  logging.info("Data %s: train %d, %s %d, %s %s", config.data.dataset, len(data.train), data.pairs_name,
-               len(data.pairs), data.gallery_name, len(data.gallery) if data.gallery is not None else "-")
+  logging.info(
+    "Data %s: train %d, %s %d, %s %s",
+    config.data.dataset,
+    len(data.train),
+    data.pairs_name,
+    len(data.pairs),
+    data.gallery_name,
+    len(data.gallery) if data.gallery is not None else "-",
+  )
   batch_size = config.train.batch_size
   n_data = mesh.shape[sharding.DATA_AXIS]
   if batch_size % n_data:
-    raise ValueError(f"config.train.batch_size={batch_size} is not divisible by the {n_data} devices of the mesh's "
-                     "data axis")
+    raise ValueError(
+      f"config.train.batch_size={batch_size} is not divisible by the {n_data} devices of the mesh's data axis"
+    )
   state, abstract = create_state(family, config, mesh, data.train.video_dim, data.train.music_dim)
   num_params = count_params(state.params)
-  logging.info("%s: %s parameters; mesh %s over %d devices (%s)", family.description, f"{num_params:,}",
-               dict(mesh.shape), jax.device_count(), jax.devices()[0].platform)
+  logging.info(
+    "%s: %s parameters; mesh %s over %d devices (%s)",
+    family.description,
+    f"{num_params:,}",
+    dict(mesh.shape),
+    jax.device_count(),
+    jax.devices()[0].platform,
+  )
   steps_per_epoch = pipeline.num_train_steps_per_epoch(len(data.train), batch_size, config.train.drop_remainder)
   max_steps = config.train.num_epochs * steps_per_epoch
   if config.train.max_steps > 0:
@@ -96,10 +111,20 @@ def _set_up(config: ml_collections.ConfigDict) -> _Setup:
   # Made by a jitted function so it is a global array on every process (device_put cannot place a value on
   # another process's devices).
   rng = jax.jit(lambda: jax.random.fold_in(jax.random.key(config.seed), 1), out_shardings=sharding.replicated(mesh))()
-  return _Setup(config=config, mesh=mesh, family=family, data=data, state=state, abstract_state=abstract,
-                train_step=compile_train_step(family, mesh, sharding.shardings_of(abstract)),
-                evaluator=evaluation.Evaluator(family, mesh, batch_size=config.train.eval_batch_size), rng=rng,
-                steps_per_epoch=steps_per_epoch, max_steps=max_steps, num_params=num_params)
+  return _Setup(
+    config=config,
+    mesh=mesh,
+    family=family,
+    data=data,
+    state=state,
+    abstract_state=abstract,
+    train_step=compile_train_step(family, mesh, sharding.shardings_of(abstract)),
+    evaluator=evaluation.Evaluator(family, mesh, batch_size=config.train.eval_batch_size),
+    rng=rng,
+    steps_per_epoch=steps_per_epoch,
+    max_steps=max_steps,
+    num_params=num_params,
+  )
 
 
 class _Loop:
@@ -128,9 +153,13 @@ class _Loop:
     # The data order depends only on (seed, epoch): a run resumed mid-epoch skips the batches it already took.
     epoch, offset = divmod(step, self.s.steps_per_epoch)
     while not stopped_early and step < self.s.max_steps:
-      ds = pipeline.train_dataset(self.s.data.train, global_batch_size=train.batch_size, seed=config.seed,
-                                  epoch=0 if self.s.family.fixed_data_order else epoch,
-                                  drop_remainder=train.drop_remainder)
+      ds = pipeline.train_dataset(
+        self.s.data.train,
+        global_batch_size=train.batch_size,
+        seed=config.seed,
+        epoch=0 if self.s.family.fixed_data_order else epoch,
+        drop_remainder=train.drop_remainder,
+      )
       for i in range(offset, len(ds)):
         state, metrics = self.s.train_step(state, pipeline.make_global_batch(ds[i], batch_shard), self.s.rng)
         step += 1
@@ -154,9 +183,15 @@ class _Loop:
 def _run_meta(setup: _Setup) -> dict[str, Any]:
   """The static part of every checkpoint's metadata."""
   config, family = setup.config, setup.family
-  return {"model": family.name, "description": family.description, "dataset": config.data.dataset,
-          "seed": config.seed, "steps_per_epoch": setup.steps_per_epoch,
-          "config": json.loads(config.to_json_best_effort()), "num_params": setup.num_params}
+  return {
+    "model": family.name,
+    "description": family.description,
+    "dataset": config.data.dataset,
+    "seed": config.seed,
+    "steps_per_epoch": setup.steps_per_epoch,
+    "config": json.loads(config.to_json_best_effort()),
+    "num_params": setup.num_params,
+  }
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
@@ -177,8 +212,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
       f.write(config.to_json_best_effort(indent=2, sort_keys=True))
   s = _set_up(config)
   copy_state = jax.jit(lambda t: jax.tree.map(jnp.copy, t), out_shardings=sharding.shardings_of(s.abstract_state))
-  selection = Selection(config.train.selection_metric, config.train.selection_mode, config.train.patience,
-                        copy_state=copy_state)
+  selection = Selection(
+    config.train.selection_metric, config.train.selection_mode, config.train.patience, copy_state=copy_state
+  )
   checkpointer = RunCheckpointer(workdir, stats=s.data.standardizer.to_dict(), run_meta=_run_meta(s))
 
   # --- resume ----------------------------------------------------------------------------------------------------
@@ -191,23 +227,41 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     logging.info("Resumed from the latest checkpoint at step %d in %s", host_int(state.step), workdir)
 
   # --- the loop --------------------------------------------------------------------------------------------------
-  logger = MetricLogger(workdir, enabled=is_lead, log_every=config.train.log_every_steps, total_steps=s.max_steps,
-                        initial_step=host_int(state.step), progress_bar=config.train.progress_bar)
+  logger = MetricLogger(
+    workdir,
+    enabled=is_lead,
+    log_every=config.train.log_every_steps,
+    total_steps=s.max_steps,
+    initial_step=host_int(state.step),
+    progress_bar=config.train.progress_bar,
+  )
   try:
     state, step, stopped_early = _Loop(s, selection, logger, checkpointer).run(state, stopped_early)
   finally:
     logger.close()
   if stopped_early:
-    logging.info("Early stopping at step %d: %s did not improve for %d evaluations (best %.4f at step %d)",
-                 step, selection.metric, selection.patience, selection.best_value, selection.best_step)
+    logging.info(
+      "Early stopping at step %d: %s did not improve for %d evaluations (best %.4f at step %d)",
+      step,
+      selection.metric,
+      selection.patience,
+      selection.best_value,
+      selection.best_step,
+    )
 
   # --- restore the best state ------------------------------------------------------------------------------------
   best_step, best_state = checkpointer.restore_best(s.abstract_state)
   checkpointer.close()
 
   # --- results ---------------------------------------------------------------------------------------------------
-  results = evaluation.results(config, s.evaluator, best_state, s.data, checkpoint_step=best_step,
-                               selection=selection.results_block(s.data.pairs_name))
+  results = evaluation.results(
+    config,
+    s.evaluator,
+    best_state,
+    s.data,
+    checkpoint_step=best_step,
+    selection=selection.results_block(s.data.pairs_name),
+  )
   results["train_seconds"] = round(time.time() - t_start, 2)
   if is_lead:
     with open(os.path.join(workdir, "results.json"), "w", encoding="utf-8") as f:
@@ -227,5 +281,10 @@ def _write_plots(s: _Setup, state: Any, results: dict[str, Any], workdir: str) -
     emb = evaluation.gallery_embeddings(s.evaluator, state, s.data.gallery)
   pairs = evaluation.pair_predictions(s.evaluator, state, s.data.pairs, results["classification"]["threshold"])
   if jax.process_index() == 0:
-    plots.write_training_plots(workdir, embeddings=emb, pair_predictions=pairs, results=results,
-                               title=f"{s.family.description} on {s.config.data.dataset}")
+    plots.write_training_plots(
+      workdir,
+      embeddings=emb,
+      pair_predictions=pairs,
+      results=results,
+      title=f"{s.family.description} on {s.config.data.dataset}",
+    )

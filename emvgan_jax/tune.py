@@ -57,12 +57,13 @@ means as v->m / m->v; "pre-tuning" = hidden 256, dropout 0.1, T 0.1, AdamW lr 1e
     paired SE ~0.006) and AUC (+0.02-0.04); on hit@1 their margins (+0.01-0.04, paired SE ~0.02) are inside the
     noise of a 71-item gallery.
   - Selecting the checkpoint on the held-out gallery mAP ('gallery/map') gave +0.01-0.02 mAP, but it selects on
-    the very metric reported while the baselines select on the loss, so the defaults keep pairs/loss (the validation loss).
+    the very metric reported while the baselines select on the loss, so the defaults
+    keep pairs/loss (the validation loss).
   - Chosen (now the defaults in config_lib.py): hidden 256, embed 64, dropout 0.7; T 0.3 fixed; w_nce 2, w_emo 1,
-    w_pair 1, w_match 1, w_adv 0.1 'flip'; AdamW lr 5e-4, weight decay 20; patience 20 on the validation loss (pairs/loss). It has
-    the best worst-metric margin of the finalists (+0.014 on 20 runs); dropout 0.5 is equal within noise
-    (+0.012) and about 25 % cheaper (100 instead of 133 steps). The default grid re-checks the choice against
-    the pre-tuning defaults, one change undone at a time, and two ablations.
+    w_pair 1, w_match 1, w_adv 0.1 'flip'; AdamW lr 5e-4, weight decay 20; patience 20 on the validation loss
+    (pairs/loss). It has the best worst-metric margin of the finalists (+0.014 on 20 runs); dropout 0.5 is
+    equal within noise (+0.012) and about 25 % cheaper (100 instead of 133 steps). The default grid re-checks the
+    choice against the pre-tuning defaults, one change undone at a time, and two ablations.
 """
 
 from __future__ import annotations
@@ -78,6 +79,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+import ml_collections
 import numpy as np
 from absl import flags
 
@@ -90,59 +92,72 @@ _FLAGS = cli.new_flag_values()
 _MANUAL_DIR = flags.DEFINE_string("manual_dir", None, "Local copy of the EmoMV repository.", flag_values=_FLAGS)
 _DATA_DIR = flags.DEFINE_string("data_dir", None, "TFDS data dir.", flag_values=_FLAGS)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for the runs and tuning.md.", flag_values=_FLAGS)
-_HOLDOUT_SEEDS = flags.DEFINE_list("holdout_seeds", ["0", "1", "2"], "Seeds of the held-out part of train.",
-                                   flag_values=_FLAGS)
+_HOLDOUT_SEEDS = flags.DEFINE_list(
+  "holdout_seeds", ["0", "1", "2"], "Seeds of the held-out part of train.", flag_values=_FLAGS
+)
 _SEEDS = flags.DEFINE_list("seeds", ["0"], "Training seeds (config.seed).", flag_values=_FLAGS)
-_HOLDOUT_FRACTION = flags.DEFINE_float("holdout_fraction", 0.2, "Share of train held out (grouped by video).",
-                                       flag_values=_FLAGS)
-_GRID = flags.DEFINE_enum("grid", "default", ["default", "none"], "The candidate grid defined in this file.",
-                          flag_values=_FLAGS)
+_HOLDOUT_FRACTION = flags.DEFINE_float(
+  "holdout_fraction", 0.2, "Share of train held out (grouped by video).", flag_values=_FLAGS
+)
+_GRID = flags.DEFINE_enum(
+  "grid", "default", ["default", "none"], "The candidate grid defined in this file.", flag_values=_FLAGS
+)
 _CANDIDATES = flags.DEFINE_multi_string(
-    "candidate", [], "Extra candidate 'name:key=value,key=value' (keys are config fields); repeatable.",
-    flag_values=_FLAGS)
-_BASELINES = flags.DEFINE_list("baselines", ["retrieval_multi", "classification_multi"],
-                               "EmoMV baseline variants trained on the same holdouts (configs/emomv_baseline.py).",
-                               flag_values=_FLAGS)
-_CACHE = flags.DEFINE_string("compilation_cache_dir", cli.DEFAULT_COMPILATION_CACHE, "JAX persistent compilation "
-                             "cache. Empty disables it.", flag_values=_FLAGS)
+  "candidate",
+  [],
+  "Extra candidate 'name:key=value,key=value' (keys are config fields); repeatable.",
+  flag_values=_FLAGS,
+)
+_BASELINES = flags.DEFINE_list(
+  "baselines",
+  ["retrieval_multi", "classification_multi"],
+  "EmoMV baseline variants trained on the same holdouts (configs/emomv_baseline.py).",
+  flag_values=_FLAGS,
+)
+_CACHE = flags.DEFINE_string(
+  "compilation_cache_dir",
+  cli.DEFAULT_COMPILATION_CACHE,
+  "JAX persistent compilation cache. Empty disables it.",
+  flag_values=_FLAGS,
+)
 flags.mark_flags_as_required(["workdir"], flag_values=_FLAGS)
 
 # The EMVGAN defaults before tuning, as overrides on the tuned defaults of config_lib.
 PRE_TUNING = {
-    "emvgan.dropout_rate": 0.1,
-    "loss.temperature": 0.1,
-    "loss.w_nce": 1.0,
-    "loss.adv_mode": "confusion",
-    "optim.learning_rate": 1e-3,
-    "optim.weight_decay": 1e-4,
+  "emvgan.dropout_rate": 0.1,
+  "loss.temperature": 0.1,
+  "loss.w_nce": 1.0,
+  "loss.adv_mode": "confusion",
+  "optim.learning_rate": 1e-3,
+  "optim.weight_decay": 1e-4,
 }
 
 # The candidate grids: name -> config overrides on config_lib.base_config() (the current defaults).
 GRIDS: dict[str, dict[str, dict[str, Any]]] = {
-    "default": {
-        "tuned defaults": {},
-        "pre-tuning defaults": PRE_TUNING,
-        "dropout 0.5": {"emvgan.dropout_rate": 0.5},  # the cheaper runner-up
-        # One tuned change undone at a time.
-        "dropout 0.1": {"emvgan.dropout_rate": 0.1},
-        "temperature 0.1": {"loss.temperature": 0.1},
-        "lr 1e-3, wd 1e-4": {"optim.learning_rate": 1e-3, "optim.weight_decay": 1e-4},
-        "adv 'confusion'": {"loss.adv_mode": "confusion"},
-        "w_nce 1": {"loss.w_nce": 1.0},
-        # Ablations.
-        "no adversarial term": {"loss.w_adv": 0.0},
-        "no emotion positives": {"loss.emotion_positives": False},
-    },
-    "none": {},
+  "default": {
+    "tuned defaults": {},
+    "pre-tuning defaults": PRE_TUNING,
+    "dropout 0.5": {"emvgan.dropout_rate": 0.5},  # the cheaper runner-up
+    # One tuned change undone at a time.
+    "dropout 0.1": {"emvgan.dropout_rate": 0.1},
+    "temperature 0.1": {"loss.temperature": 0.1},
+    "lr 1e-3, wd 1e-4": {"optim.learning_rate": 1e-3, "optim.weight_decay": 1e-4},
+    "adv 'confusion'": {"loss.adv_mode": "confusion"},
+    "w_nce 1": {"loss.w_nce": 1.0},
+    # Ablations.
+    "no adversarial term": {"loss.w_adv": 0.0},
+    "no emotion positives": {"loss.emotion_positives": False},
+  },
+  "none": {},
 }
 
 # The metrics of the tables: (path in results.json, column title).
 METRICS = (
-    (("retrieval", "video_to_music", "map"), "v->m mAP"),
-    (("retrieval", "music_to_video", "map"), "m->v mAP"),
-    (("retrieval", "video_to_music", "hit@1"), "v->m hit@1"),
-    (("retrieval", "music_to_video", "hit@1"), "m->v hit@1"),
-    (("classification", "roc_auc"), "ROC-AUC"),
+  (("retrieval", "video_to_music", "map"), "v->m mAP"),
+  (("retrieval", "music_to_video", "map"), "m->v mAP"),
+  (("retrieval", "video_to_music", "hit@1"), "v->m hit@1"),
+  (("retrieval", "music_to_video", "hit@1"), "m->v hit@1"),
+  (("classification", "roc_auc"), "ROC-AUC"),
 )
 _REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -159,8 +174,16 @@ def parse_candidate(spec: str) -> tuple[str, dict[str, str]]:
   return name.strip(), overrides
 
 
-def make_config(kind: str, overrides: dict[str, Any], *, holdout_seed: int, seed: int, holdout_fraction: float,
-                manual_dir: str | None = None, data_dir: str | None = None):
+def make_config(
+  kind: str,
+  overrides: dict[str, Any],
+  *,
+  holdout_seed: int,
+  seed: int,
+  holdout_fraction: float,
+  manual_dir: str | None = None,
+  data_dir: str | None = None,
+) -> ml_collections.ConfigDict:
   """The config of one run: EMVGAN (kind 'emvgan') or a baseline variant, on a holdout of EmoMV-C train."""
   if kind == "emvgan":
     config = config_lib.base_config()
@@ -186,10 +209,10 @@ def run_dir(name: str, kind: str, overrides: dict[str, Any]) -> str:
   return f"{slug}-{digest}"
 
 
-def train_one(config, workdir: str) -> dict[str, Any]:
+def train_one(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   """Trains one run, or reads back a finished one of the same config; returns its results and 'total_steps'."""
 
-  def train_quietly(config, workdir):
+  def train_quietly(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     from emvgan_jax import train  # pylint: disable=g-import-not-at-top
 
     t0 = time.time()
@@ -233,16 +256,27 @@ def format_tables(rows: dict[str, dict[str, Any]], header: str) -> str:
     scored = [(s[t], n) for n, s in base.items() if not np.isnan(s[t])]
     if scored:
       best[t] = max(scored)[::-1]
-  lines = [header, "", "| setting | " + " | ".join(titles) + " | best step | steps | s/run | runs |",
-           "|---|" + "---|" * (len(titles) + 4)]
+  lines = [
+    header,
+    "",
+    "| setting | " + " | ".join(titles) + " | best step | steps | s/run | runs |",
+    "|---|" + "---|" * (len(titles) + 4),
+  ]
   for name, s in rows.items():
     cells = ["-" if np.isnan(s[t]) else f"{s[t]:.3f} ({s[t + ' std']:.3f})" for t in titles]
-    lines.append(f"| {name} | " + " | ".join(cells) + f" | {s['best step']:.0f} | {s['steps']:.0f} | "
-                 f"{s['seconds']:.1f} | {s['runs']} |")
-  lines += ["", "Paired difference to the best baseline per metric (" +
-            ", ".join(f"{t}: {n.removeprefix('baseline ')} {m:.3f}" for t, (n, m) in best.items()) +
-            "), same holdout and training seed: mean +- standard error [share of runs won].", "",
-            "| setting | " + " | ".join(titles) + " | worst mean difference |", "|---|" + "---|" * (len(titles) + 1)]
+    lines.append(
+      f"| {name} | " + " | ".join(cells) + f" | {s['best step']:.0f} | {s['steps']:.0f} | "
+      f"{s['seconds']:.1f} | {s['runs']} |"
+    )
+  lines += [
+    "",
+    "Paired difference to the best baseline per metric ("
+    + ", ".join(f"{t}: {n.removeprefix('baseline ')} {m:.3f}" for t, (n, m) in best.items())
+    + "), same holdout and training seed: mean +- standard error [share of runs won].",
+    "",
+    "| setting | " + " | ".join(titles) + " | worst mean difference |",
+    "|---|" + "---|" * (len(titles) + 1),
+  ]
   for name, s in rows.items():
     if name in base:
       continue
@@ -260,9 +294,17 @@ def format_tables(rows: dict[str, dict[str, Any]], header: str) -> str:
   return "\n".join(lines)
 
 
-def run_tuning(*, workdir: str, holdouts: Sequence[int], seeds: Sequence[int], candidates: dict[str, dict[str, Any]],
-               baselines: Sequence[str], holdout_fraction: float, manual_dir: str | None = None,
-               data_dir: str | None = None) -> str:
+def run_tuning(
+  *,
+  workdir: str,
+  holdouts: Sequence[int],
+  seeds: Sequence[int],
+  candidates: dict[str, dict[str, Any]],
+  baselines: Sequence[str],
+  holdout_fraction: float,
+  manual_dir: str | None = None,
+  data_dir: str | None = None,
+) -> str:
   """Trains (or reuses) every setting on every (holdout, seed); writes and returns `tuning.md`."""
   t_start = time.time()
   jobs = [(f"baseline {v}", v, {}) for v in baselines]
@@ -272,15 +314,24 @@ def run_tuning(*, workdir: str, holdouts: Sequence[int], seeds: Sequence[int], c
     runs = {}
     for h in holdouts:
       for s in seeds:
-        config = make_config(kind, overrides, holdout_seed=h, seed=s, holdout_fraction=holdout_fraction,
-                             manual_dir=manual_dir, data_dir=data_dir)
+        config = make_config(
+          kind,
+          overrides,
+          holdout_seed=h,
+          seed=s,
+          holdout_fraction=holdout_fraction,
+          manual_dir=manual_dir,
+          data_dir=data_dir,
+        )
         runs[(h, s)] = train_one(config, os.path.join(workdir, run_dir(name, kind, overrides), f"h{h}_s{s}"))
     rows[name] = summarize(runs)
     logging.info("%s: %s", name, {t: round(rows[name][t], 3) for _, t in METRICS})
-  header = (f"EMVGAN tuning on EmoMV-C train holdouts (fraction {holdout_fraction}, grouped by YouTube id; "
-            f"holdout seeds {list(holdouts)} x training seeds {list(seeds)} = {len(holdouts) * len(seeds)} runs per "
-            "setting); mean (sample std) over runs; early stopping and numbers on the held-out part (validation "
-            f"and its gallery are never read). Wall time of this tuning: {(time.time() - t_start) / 60:.1f} min.")
+  header = (
+    f"EMVGAN tuning on EmoMV-C train holdouts (fraction {holdout_fraction}, grouped by YouTube id; "
+    f"holdout seeds {list(holdouts)} x training seeds {list(seeds)} = {len(holdouts) * len(seeds)} runs per "
+    "setting); mean (sample std) over runs; early stopping and numbers on the held-out part (validation "
+    f"and its gallery are never read). Wall time of this tuning: {(time.time() - t_start) / 60:.1f} min."
+  )
   table = format_tables(rows, header)
   os.makedirs(workdir, exist_ok=True)
   with open(os.path.join(workdir, "tuning.md"), "w", encoding="utf-8") as f:
@@ -302,9 +353,16 @@ def main(argv: list[str] | None = None) -> None:
       raise cli.ToolError("--holdout_seeds and --seeds must be comma-separated integers") from None
     candidates = dict(GRIDS[_GRID.value])
     candidates.update(parse_candidate(spec) for spec in _CANDIDATES.value)
-    table = run_tuning(workdir=_WORKDIR.value, holdouts=holdouts, seeds=seeds, candidates=candidates,
-                       baselines=_BASELINES.value, holdout_fraction=_HOLDOUT_FRACTION.value,
-                       manual_dir=_MANUAL_DIR.value, data_dir=_DATA_DIR.value)
+    table = run_tuning(
+      workdir=_WORKDIR.value,
+      holdouts=holdouts,
+      seeds=seeds,
+      candidates=candidates,
+      baselines=_BASELINES.value,
+      holdout_fraction=_HOLDOUT_FRACTION.value,
+      manual_dir=_MANUAL_DIR.value,
+      data_dir=_DATA_DIR.value,
+    )
     print(table, flush=True)
 
   cli.run_tool(body)

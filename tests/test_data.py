@@ -15,12 +15,12 @@ from emvgan_jax.runtime import sharding
 def make_split(n: int, dv: int = 5, dm: int = 3, seed: int = 0) -> Split:
   rng = np.random.default_rng(seed)
   return Split(
-      name=np.asarray([f"vid{i // 3}_{i % 3:02d}" for i in range(n)], dtype=object),
-      video=rng.normal(2.0, 3.0, (n, dv)).astype(np.float32),
-      music=rng.normal(-1.0, 0.5, (n, dm)).astype(np.float32),
-      match=(np.arange(n) % 2).astype(np.int32),
-      video_emotion=(np.arange(n) % 5).astype(np.int32),
-      music_emotion=((np.arange(n) + 1) % 5).astype(np.int32),
+    name=np.asarray([f"vid{i // 3}_{i % 3:02d}" for i in range(n)], dtype=object),
+    video=rng.normal(2.0, 3.0, (n, dv)).astype(np.float32),
+    music=rng.normal(-1.0, 0.5, (n, dm)).astype(np.float32),
+    match=(np.arange(n) % 2).astype(np.int32),
+    video_emotion=(np.arange(n) % 5).astype(np.int32),
+    music_emotion=((np.arange(n) + 1) % 5).astype(np.int32),
   )
 
 
@@ -61,10 +61,19 @@ def test_drop_remainder_and_padding():
 
 def test_processes_split_each_global_batch():
   split = make_split(40)
-  whole = list(pipeline.iterate(pipeline.train_dataset(split, global_batch_size=8, seed=1, epoch=0, process_index=0,
-                                           process_count=1)))
-  parts = [list(pipeline.iterate(pipeline.train_dataset(split, global_batch_size=8, seed=1, epoch=0, process_index=p,
-                                            process_count=4))) for p in range(4)]
+  whole = list(
+    pipeline.iterate(
+      pipeline.train_dataset(split, global_batch_size=8, seed=1, epoch=0, process_index=0, process_count=1)
+    )
+  )
+  parts = [
+    list(
+      pipeline.iterate(
+        pipeline.train_dataset(split, global_batch_size=8, seed=1, epoch=0, process_index=p, process_count=4)
+      )
+    )
+    for p in range(4)
+  ]
   for b, batch in enumerate(whole):
     local = [parts[p][b] for p in range(4)]
     assert all(x["video"].shape == (2, 5) for x in local)
@@ -86,8 +95,9 @@ def test_eval_is_in_order_with_padding_and_mask():
 
 def test_standardizer_matches_scikit_learn_and_round_trips():
   split = make_split(30)
-  split = Split(**{**split.__dict__, "video": np.concatenate([split.video[:, :4], np.ones((30, 1), np.float32)],
-                                                                axis=1)})  # a constant feature
+  split = Split(
+    **{**split.__dict__, "video": np.concatenate([split.video[:, :4], np.ones((30, 1), np.float32)], axis=1)}
+  )  # a constant feature
   std = Standardizer.fit(split)
   out = std.apply(split)
   np.testing.assert_allclose(out.video, StandardScaler().fit_transform(split.video), atol=1e-5)
@@ -112,8 +122,17 @@ def test_make_global_batch_shards_over_the_data_axis():
 
 def pair_split() -> Split:
   """Matched rows of videos a..d and mismatched pairs linking e<->f and g<->h, with their swaps."""
-  names = ["a_01", "a_02", "b_01", "c_01", "d_01", "e_01_PAIR_f_01", "f_01_PAIR_e_01", "g_01_PAIR_h_01",
-           "h_01_PAIR_g_01"]
+  names = [
+    "a_01",
+    "a_02",
+    "b_01",
+    "c_01",
+    "d_01",
+    "e_01_PAIR_f_01",
+    "f_01_PAIR_e_01",
+    "g_01_PAIR_h_01",
+    "h_01_PAIR_g_01",
+  ]
   emo = {"a_01": 0, "a_02": 0, "b_01": 1, "c_01": 2, "d_01": 3, "e_01": 0, "f_01": 4, "g_01": 1, "h_01": 2}
   n = len(names)
   video = np.zeros((n, 2), np.float32)
@@ -127,8 +146,14 @@ def pair_split() -> Split:
     ve.append(emo[segs[0]])
     me.append(emo[segs[1]])
     match.append(int(segs[0] == segs[1]))
-  return Split(name=np.asarray(names, dtype=object), video=video, music=music, match=np.asarray(match, np.int32),
-                  video_emotion=np.asarray(ve, np.int32), music_emotion=np.asarray(me, np.int32))
+  return Split(
+    name=np.asarray(names, dtype=object),
+    video=video,
+    music=music,
+    match=np.asarray(match, np.int32),
+    video_emotion=np.asarray(ve, np.int32),
+    music_emotion=np.asarray(me, np.int32),
+  )
 
 
 def test_holdout_keeps_videos_and_swapped_pairs_on_one_side():

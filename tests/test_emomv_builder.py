@@ -1,4 +1,5 @@
-"""Tests of the `emomv` TFDS builder: on dummy_data (written by make_dummy_data.py), and on the real files when $EMOMV_DIR is set.
+"""Tests of the `emomv` TFDS builder: on dummy_data (written by make_dummy_data.py), and on the real files when
+$EMOMV_DIR is set.
 
 Every build writes array_record files to a temporary data_dir and is read back with `tfds.data_source`. The
 dummy builds and the real EmoMV-C build run once per session.
@@ -18,8 +19,7 @@ import pytest
 import tensorflow_datasets as tfds
 
 import tfds_emomv  # noqa: F401  (registers `emomv`)
-from tfds_emomv.emomv import files
-from tfds_emomv.emomv import make_dummy_data
+from tfds_emomv.emomv import files, make_dummy_data
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 PACKAGE_DIR = pathlib.Path(files.__file__).resolve().parent
@@ -27,24 +27,25 @@ DUMMY = PACKAGE_DIR / 'dummy_data'
 
 # Rows per split of dummy_data (see make_dummy_data.py).
 DUMMY_COUNTS = {
-    'a': {'train': 6, 'validation': 4, 'test': 4, 'gallery': 6},
-    'b': {'train': 4, 'validation': 4, 'gallery': 4},
-    'c': {'train': 6, 'validation': 4, 'gallery': 4},
+  'a': {'train': 6, 'validation': 4, 'test': 4, 'gallery': 6},
+  'b': {'train': 4, 'validation': 4, 'gallery': 4},
+  'c': {'train': 6, 'validation': 4, 'gallery': 4},
 }
 MISSING_REAL = {
-    'a': [
-        'DS1_EmoMV_A/extracted_features/SlowFast_DS1_TRAIN_MATCH_MISMATCH.h5',
-        'DS1_EmoMV_A/extracted_features/SlowFast_DS1_VAL_MATCH_MISMATCH.h5',
-        'DS1_EmoMV_A/for_retrieval/SlowFast_DS1_from_MVED_test_set_5_classes_for_retrieval.h5',
-    ],
-    'b': ['DS2_EmoMV_B/extracted_features/SlowFast_DS2_TRAIN_MATCH_MISMATCH.h5'],
+  'a': [
+    'DS1_EmoMV_A/extracted_features/SlowFast_DS1_TRAIN_MATCH_MISMATCH.h5',
+    'DS1_EmoMV_A/extracted_features/SlowFast_DS1_VAL_MATCH_MISMATCH.h5',
+    'DS1_EmoMV_A/for_retrieval/SlowFast_DS1_from_MVED_test_set_5_classes_for_retrieval.h5',
+  ],
+  'b': ['DS2_EmoMV_B/extracted_features/SlowFast_DS2_TRAIN_MATCH_MISMATCH.h5'],
 }
 
 
 def _build(config, data_dir, manual_dir=None):
   builder = tfds.builder(f'emomv/{config}', data_dir=data_dir, file_format='array_record')
   builder.download_and_prepare(
-      download_config=tfds.download.DownloadConfig(manual_dir=manual_dir, try_download_gcs=False))
+    download_config=tfds.download.DownloadConfig(manual_dir=manual_dir, try_download_gcs=False)
+  )
   return builder
 
 
@@ -77,10 +78,10 @@ def _expected_from_raw(root, config, split):
   rows = _raw_csv(root / paths.csv)
   if paths.kind == 'pairs':
     return {
-        'name': [r[1] for r in rows],
-        'match': [int(r[2]) for r in rows],
-        'video_emotion': [int(r[5]) for r in rows],
-        'music_emotion': [int(r[6]) for r in rows],
+      'name': [r[1] for r in rows],
+      'match': [int(r[2]) for r in rows],
+      'video_emotion': [int(r[5]) for r in rows],
+      'music_emotion': [int(r[6]) for r in rows],
     }
   labels = [int(r[-1]) for r in rows]
   if len(rows[0]) == 3:
@@ -105,7 +106,8 @@ def _assert_split_equals_files(root, config, split, data_dir):
 def _leftovers(data_dir, config):
   data_dir = pathlib.Path(data_dir)
   return [p for p in data_dir.rglob('*') if 'incomplete' in p.name] + [
-      p for p in [data_dir / 'emomv' / config / '1.0.0'] if p.exists()]
+    p for p in [data_dir / 'emomv' / config / '1.0.0'] if p.exists()
+  ]
 
 
 @pytest.fixture(scope='session')
@@ -190,8 +192,12 @@ def test_dummy_three_column_gallery_names_and_float64(dummy_data_dir):
   gallery = _read_all('a', 'gallery', dummy_data_dir)
   # The same bare file name FAKE_EXT(1).mp4 sits in the Excited and the Fear folder: two distinct names.
   assert gallery['name'] == [
-      'exciting_FAKE_EXT(1)', 'sad_FAKE_DL(82)-5-of-8', 'relax_FAKE_RELX(33)-2-of-11', 'tense_FAKE_TENS(56)',
-      'fear_FAKE_EXT(1)', 'tense_FAKE_TT(5)'
+    'exciting_FAKE_EXT(1)',
+    'sad_FAKE_DL(82)-5-of-8',
+    'relax_FAKE_RELX(33)-2-of-11',
+    'tense_FAKE_TENS(56)',
+    'fear_FAKE_EXT(1)',
+    'tense_FAKE_TT(5)',
   ]
   assert list(gallery['video_emotion']) == list(gallery['music_emotion']) == [0, 3, 4, 2, 1, 2]
   assert list(gallery['match']) == [1] * 6
@@ -234,7 +240,7 @@ def test_download_mode_uses_public_urls(tmp_path, monkeypatch):
     assert isinstance(url_or_urls, str)
     requested.append(url_or_urls)
     assert url_or_urls.startswith(files.BASE_URL)
-    return DUMMY / url_or_urls[len(files.BASE_URL):]
+    return DUMMY / url_or_urls[len(files.BASE_URL) :]
 
   monkeypatch.setattr(tfds.download.DownloadManager, 'download', fake_download)
   # A manual_dir without the DS3_EmoMV_C folder is not used either.
@@ -294,6 +300,7 @@ def _rewrite_h5(path, edit):
 def _set(row, column, value):
   def edit(rows):
     rows[row][column] = value
+
   return edit
 
 
@@ -307,12 +314,14 @@ def _nan_at(row, column):
     array = array.copy()
     array[row, column] = np.nan
     return array
+
   return edit
 
 
 C_TRAIN = files.split_files('c', 'train')
 C_VAL = files.split_files('c', 'validation')
 C_GALLERY = files.split_files('c', 'gallery')
+
 
 def _in(rel, message):
   """Regex: the file's name, then `message`."""
@@ -321,39 +330,78 @@ def _in(rel, message):
 
 # (file to corrupt, corruption, regex the error must match: the file named first, then what is wrong)
 _CORRUPTIONS = {
-    # A CSV that gained a row is reported by the first feature file compared with it.
-    'csv_row_count': (C_TRAIN.csv, lambda p: _edit_csv(p, lambda rows: rows.append(list(rows[0]))),
-                      _in(C_TRAIN.video, r': 6 feature rows, but .*DS3_TRAIN_MATCH_MISMATCH_labels\.csv has 7 rows')),
-    'h5_row_count': (C_VAL.music, lambda p: _rewrite_h5(p, lambda a: a[:-1]),
-                     _in(C_VAL.music, r': 3 feature rows, but .*DS3_VAL_MATCH_MISMATCH_labels\.csv has 4 rows')),
-    'video_width': (C_GALLERY.video, lambda p: _rewrite_h5(p, lambda a: a[:, :2048]),
-                    _in(C_GALLERY.video, r': features are 2048 wide, expected 2304')),
-    'music_width': (C_TRAIN.music, lambda p: _rewrite_h5(p, lambda a: np.pad(a, ((0, 0), (0, 1)))),
-                    _in(C_TRAIN.music, r': features are 129 wide, expected 128')),
-    'nan': (C_VAL.video, lambda p: _rewrite_h5(p, _nan_at(2, 7)),
-            _in(C_VAL.video, r': row 3, column 8: non-finite value')),
-    'inf_gallery': (C_GALLERY.music, lambda p: _rewrite_h5(p, lambda a: np.where(a > -1, np.inf, a)),
-                    _in(C_GALLERY.music, r': row 1, column 1: non-finite value')),
-    'emotion_id_range': (C_TRAIN.csv, lambda p: _edit_csv(p, _set(4, 6, '5')),
-                         _in(C_TRAIN.csv, r': row 5, column 7 \(music_emotion_id\): 5 is outside 0..4')),
-    'emotion_name_disagrees': (
-        C_VAL.csv, lambda p: _edit_csv(p, _set(0, 3, 'Fear')),
-        _in(C_VAL.csv, r": row 1, column 4 \(video_emotion\): emotion 'Fear' disagrees with its id 0")),
-    'gallery_emotion_disagrees': (
-        C_GALLERY.csv, lambda p: _edit_csv(p, _set(3, 2, 'Sad')),
-        _in(C_GALLERY.csv, r": row 4, column 3 \(emotion\): emotion 'Sad' disagrees with its id 2")),
-    'gallery_label_range': (C_GALLERY.csv, lambda p: _edit_csv(p, _set(1, 3, '9')),
-                            _in(C_GALLERY.csv, r': row 2, column 4 \(label_id\): 9 is outside 0..4')),
-    'match_value': (
-        C_TRAIN.csv, lambda p: _edit_csv(p, _set(1, 2, '2')),
-        _in(C_TRAIN.csv, r': row 2, column 3 \(match\): 2, expected 0 \(mismatched\) or 1 \(matched\)')),
-    'column_count': (C_VAL.csv, lambda p: _edit_csv(p, lambda rows: rows[3].pop()),
-                     _in(C_VAL.csv, r': row 4 has 6 columns, expected 7')),
-    'non_integer': (C_TRAIN.csv, lambda p: _edit_csv(p, _set(0, 5, 'zero')),
-                    _in(C_TRAIN.csv, r": row 1, column 6 \(video_emotion_id\): 'zero' is not an integer")),
-    'gallery_duplicate_name': (C_GALLERY.csv, lambda p: _edit_csv(p, _set(2, 1, 'fakeC1_val1_06')),
-                               _in(C_GALLERY.csv, r": row 3: gallery name 'fakeC1_val1_06' repeats row 1")),
-    'two_h5_datasets': (C_TRAIN.video, _add_second_dataset, _in(C_TRAIN.video, r': expected exactly one HDF5 dataset')),
+  # A CSV that gained a row is reported by the first feature file compared with it.
+  'csv_row_count': (
+    C_TRAIN.csv,
+    lambda p: _edit_csv(p, lambda rows: rows.append(list(rows[0]))),
+    _in(C_TRAIN.video, r': 6 feature rows, but .*DS3_TRAIN_MATCH_MISMATCH_labels\.csv has 7 rows'),
+  ),
+  'h5_row_count': (
+    C_VAL.music,
+    lambda p: _rewrite_h5(p, lambda a: a[:-1]),
+    _in(C_VAL.music, r': 3 feature rows, but .*DS3_VAL_MATCH_MISMATCH_labels\.csv has 4 rows'),
+  ),
+  'video_width': (
+    C_GALLERY.video,
+    lambda p: _rewrite_h5(p, lambda a: a[:, :2048]),
+    _in(C_GALLERY.video, r': features are 2048 wide, expected 2304'),
+  ),
+  'music_width': (
+    C_TRAIN.music,
+    lambda p: _rewrite_h5(p, lambda a: np.pad(a, ((0, 0), (0, 1)))),
+    _in(C_TRAIN.music, r': features are 129 wide, expected 128'),
+  ),
+  'nan': (
+    C_VAL.video,
+    lambda p: _rewrite_h5(p, _nan_at(2, 7)),
+    _in(C_VAL.video, r': row 3, column 8: non-finite value'),
+  ),
+  'inf_gallery': (
+    C_GALLERY.music,
+    lambda p: _rewrite_h5(p, lambda a: np.where(a > -1, np.inf, a)),
+    _in(C_GALLERY.music, r': row 1, column 1: non-finite value'),
+  ),
+  'emotion_id_range': (
+    C_TRAIN.csv,
+    lambda p: _edit_csv(p, _set(4, 6, '5')),
+    _in(C_TRAIN.csv, r': row 5, column 7 \(music_emotion_id\): 5 is outside 0..4'),
+  ),
+  'emotion_name_disagrees': (
+    C_VAL.csv,
+    lambda p: _edit_csv(p, _set(0, 3, 'Fear')),
+    _in(C_VAL.csv, r": row 1, column 4 \(video_emotion\): emotion 'Fear' disagrees with its id 0"),
+  ),
+  'gallery_emotion_disagrees': (
+    C_GALLERY.csv,
+    lambda p: _edit_csv(p, _set(3, 2, 'Sad')),
+    _in(C_GALLERY.csv, r": row 4, column 3 \(emotion\): emotion 'Sad' disagrees with its id 2"),
+  ),
+  'gallery_label_range': (
+    C_GALLERY.csv,
+    lambda p: _edit_csv(p, _set(1, 3, '9')),
+    _in(C_GALLERY.csv, r': row 2, column 4 \(label_id\): 9 is outside 0..4'),
+  ),
+  'match_value': (
+    C_TRAIN.csv,
+    lambda p: _edit_csv(p, _set(1, 2, '2')),
+    _in(C_TRAIN.csv, r': row 2, column 3 \(match\): 2, expected 0 \(mismatched\) or 1 \(matched\)'),
+  ),
+  'column_count': (
+    C_VAL.csv,
+    lambda p: _edit_csv(p, lambda rows: rows[3].pop()),
+    _in(C_VAL.csv, r': row 4 has 6 columns, expected 7'),
+  ),
+  'non_integer': (
+    C_TRAIN.csv,
+    lambda p: _edit_csv(p, _set(0, 5, 'zero')),
+    _in(C_TRAIN.csv, r": row 1, column 6 \(video_emotion_id\): 'zero' is not an integer"),
+  ),
+  'gallery_duplicate_name': (
+    C_GALLERY.csv,
+    lambda p: _edit_csv(p, _set(2, 1, 'fakeC1_val1_06')),
+    _in(C_GALLERY.csv, r": row 3: gallery name 'fakeC1_val1_06' repeats row 1"),
+  ),
+  'two_h5_datasets': (C_TRAIN.video, _add_second_dataset, _in(C_TRAIN.video, r': expected exactly one HDF5 dataset')),
 }
 
 
@@ -391,9 +439,20 @@ def test_cli(tmp_path):
   (copy / C_TRAIN.music).unlink()
   data_dir = tmp_path / 'data'
   result = subprocess.run(
-      [sys.executable, '-m', 'tfds_emomv.build', '--datasets=emomv/b,emomv/c', f'--data_dir={data_dir}',
-       f'--manual_dir={copy}'],
-      cwd=REPO_ROOT, capture_output=True, text=True, timeout=120, check=False)
+    [
+      sys.executable,
+      '-m',
+      'tfds_emomv.build',
+      '--datasets=emomv/b,emomv/c',
+      f'--data_dir={data_dir}',
+      f'--manual_dir={copy}',
+    ],
+    cwd=REPO_ROOT,
+    capture_output=True,
+    text=True,
+    timeout=120,
+    check=False,
+  )
   assert result.returncode == 1, result.stderr
   assert 'emomv/b: train=4, validation=4, gallery=4' in result.stdout
   assert 'ERROR: cannot build emomv/c' in result.stderr
@@ -409,7 +468,10 @@ def test_cli(tmp_path):
 def test_real_c_counts(real_c_data_dir):
   builder = tfds.builder('emomv/c', data_dir=real_c_data_dir)
   assert {name: split.num_examples for name, split in builder.info.splits.items()} == {
-      'train': 360, 'validation': 96, 'gallery': 96}
+    'train': 360,
+    'validation': 96,
+    'gallery': 96,
+  }
 
 
 @pytest.mark.parametrize('split', ['train', 'validation', 'gallery'])
@@ -443,8 +505,7 @@ def test_real_a_gallery_names_and_float64(emomv_dir):
   assert music.dtype == np.float32 and music.shape == (250, 128)
   assert _raw_h5(emomv_dir / paths.music).dtype == np.float64
   # The SlowFast gallery file is missing from the copy: read the CSV with the music file in its place.
-  gallery = files.read_gallery(emomv_dir / paths.csv, emomv_dir / paths.music, emomv_dir / paths.music,
-                               video_dim=128)
+  gallery = files.read_gallery(emomv_dir / paths.csv, emomv_dir / paths.music, emomv_dir / paths.music, video_dim=128)
   assert len(set(gallery['name'])) == 250
   assert np.bincount(gallery['video_emotion']).tolist() == [50] * 5
   test = files.read_split(emomv_dir, 'a', 'test')

@@ -57,15 +57,17 @@ def test_split_table():
   assert files.splits('c') == ('train', 'validation', 'gallery')
   c_val = files.split_files('c', 'validation')
   assert c_val.paths == (
-      'DS3_EmoMV_C/annotation/DS3_VAL_MATCH_MISMATCH_labels.csv',
-      'DS3_EmoMV_C/extracted_features/SlowFast_DS3_VAL_MATCH_MISMATCH.h5',
-      'DS3_EmoMV_C/extracted_features/VGGish_DS3_VAL_MATCH_MISMATCH.h5',
+    'DS3_EmoMV_C/annotation/DS3_VAL_MATCH_MISMATCH_labels.csv',
+    'DS3_EmoMV_C/extracted_features/SlowFast_DS3_VAL_MATCH_MISMATCH.h5',
+    'DS3_EmoMV_C/extracted_features/VGGish_DS3_VAL_MATCH_MISMATCH.h5',
   )
   assert files.split_files('a', 'gallery').csv == (
-      'DS1_EmoMV_A/for_retrieval/DS1_from_MVED_test_set_5_classes_for_retrieval.csv')
+    'DS1_EmoMV_A/for_retrieval/DS1_from_MVED_test_set_5_classes_for_retrieval.csv'
+  )
   assert files.split_files('b', 'gallery').kind == 'gallery'
   assert files.url_for(c_val.csv) == (
-      'https://github.com/ivyha010/EmoMV/raw/main/DS3_EmoMV_C/annotation/DS3_VAL_MATCH_MISMATCH_labels.csv')
+    'https://github.com/ivyha010/EmoMV/raw/main/DS3_EmoMV_C/annotation/DS3_VAL_MATCH_MISMATCH_labels.csv'
+  )
   with pytest.raises(KeyError, match='no split'):
     files.split_files('c', 'test')
   with pytest.raises(KeyError, match='unknown EmoMV config'):
@@ -161,15 +163,15 @@ def test_read_pairs_tolerates_crlf_bom_and_trailing_blank_lines(small_pairs):
 
 # (row index to change, column index, new value or None to drop the column, expected message regex)
 _BAD_PAIR_ROWS = [
-    (1, 6, None, r'row 2 has 6 columns, expected 7'),
-    (2, 2, 'yes', r"row 3, column 3 \(match\): 'yes' is not an integer"),
-    (0, 2, '2', r'row 1, column 3 \(match\): 2, expected 0 \(mismatched\) or 1 \(matched\)'),
-    (3, 5, '5', r'row 4, column 6 \(video_emotion_id\): 5 is outside 0..4'),
-    (3, 6, '-1', r'row 4, column 7 \(music_emotion_id\): -1 is outside 0..4'),
-    (0, 3, 'Sad', r"row 1, column 4 \(video_emotion\): emotion 'Sad' disagrees with its id 0 \(exciting\)"),
-    (1, 4, 'happy', r"row 2, column 5 \(music_emotion\): unknown emotion 'happy'"),
-    (1, 5, '4.0', r"row 2, column 6 \(video_emotion_id\): '4.0' is not an integer"),
-    (2, 1, ' ', r'row 3, column 2 \(name\) is empty'),
+  (1, 6, None, r'row 2 has 6 columns, expected 7'),
+  (2, 2, 'yes', r"row 3, column 3 \(match\): 'yes' is not an integer"),
+  (0, 2, '2', r'row 1, column 3 \(match\): 2, expected 0 \(mismatched\) or 1 \(matched\)'),
+  (3, 5, '5', r'row 4, column 6 \(video_emotion_id\): 5 is outside 0..4'),
+  (3, 6, '-1', r'row 4, column 7 \(music_emotion_id\): -1 is outside 0..4'),
+  (0, 3, 'Sad', r"row 1, column 4 \(video_emotion\): emotion 'Sad' disagrees with its id 0 \(exciting\)"),
+  (1, 4, 'happy', r"row 2, column 5 \(music_emotion\): unknown emotion 'happy'"),
+  (1, 5, '4.0', r"row 2, column 6 \(video_emotion_id\): '4.0' is not an integer"),
+  (2, 1, ' ', r'row 3, column 2 \(name\) is empty'),
 ]
 
 
@@ -218,11 +220,15 @@ def _gallery(tmp_path, rows, music_dtype=np.float32):
 
 
 def test_read_gallery_three_columns(tmp_path):
-  out = _gallery(tmp_path, [
+  out = _gallery(
+    tmp_path,
+    [
       ['Dataset1/for_retrieval/TEST_MVED/Excited/video', 'ORG_EXT(1).mp4', '0'],
       ['Dataset1/for_retrieval/TEST_MVED/Fear/video', 'ORG_EXT(1).mp4', '1'],
       ['Dataset1/for_retrieval/TEST_MVED/Relaxation/video', 'TT(5).mp4', '4'],
-  ], music_dtype=np.float64)
+    ],
+    music_dtype=np.float64,
+  )
   # The same bare file name in two class folders gets two distinct names, as the pair CSVs name segments.
   assert out['name'].tolist() == ['exciting_ORG_EXT(1)', 'fear_ORG_EXT(1)', 'relax_TT(5)']
   assert out['video_emotion'].tolist() == out['music_emotion'].tolist() == [0, 1, 4]
@@ -237,7 +243,9 @@ def test_read_gallery_four_columns(tmp_path):
   assert out['music_emotion'].tolist() == [0, 3]
 
 
-@pytest.mark.parametrize('rows, message', [
+@pytest.mark.parametrize(
+  'rows, message',
+  [
     ([['d/', 'a', 'sad', '3'], ['d/', 'b', '3']], r'row 2 has 3 columns, expected 4 like row 1'),
     ([['d/', 'a', 'x', 'sad', '3']], r'row 1 has 5 columns, expected 3 .* or 4'),
     ([['d/', 'a', 'sad', '3'], ['d/', 'a', 'sad', '3']], r"row 2: gallery name 'a' repeats row 1"),
@@ -245,7 +253,8 @@ def test_read_gallery_four_columns(tmp_path):
     ([['d/', 'a', 'relax', '3']], r"row 1, column 3 \(emotion\): emotion 'relax' disagrees with its id 3"),
     ([['d/', 'a.mp4', '7']], r'row 1, column 3 \(label_id\): 7 is outside 0..4'),
     ([['d/', 'a.mp4', 'sad']], r"row 1, column 3 \(label_id\): 'sad' is not an integer"),
-])
+  ],
+)
 def test_read_gallery_errors(tmp_path, rows, message):
   with pytest.raises(files.EmoMVFormatError, match=r'g\.csv: ' + message):
     _gallery(tmp_path, rows)

@@ -13,14 +13,13 @@ import jax
 import numpy as np
 import pytest
 from sklearn import metrics as skm
+from test_plots import assert_valid_png
 
-from emvgan_jax import config_lib, evaluate, retrieve, train
+from emvgan_jax import config_lib, evaluate, retrieve, sweep, train
 from emvgan_jax.data import emomv
 from emvgan_jax.data.splits import load_dataset
 from emvgan_jax.data.standardize import Standardizer
 from emvgan_jax.runtime import restore
-from emvgan_jax import sweep
-from test_plots import assert_valid_png
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 PLOTS = ("confusion_matrix.png", "embedding_pca.png", "precision_recall.png", "training_curves.png")
@@ -80,8 +79,11 @@ def test_exported_embeddings_give_the_same_metrics_independently(evaluated):
   v = video / np.linalg.norm(video, axis=1, keepdims=True)
   m = music / np.linalg.norm(music, axis=1, keepdims=True)
   for direction, sim in (("video_to_music", v @ m.T), ("music_to_video", m @ v.T)):
-    aps = [skm.average_precision_score(labels == labels[i], sim[i]) for i in range(len(labels))
-           if (labels == labels[i]).any()]
+    aps = [
+      skm.average_precision_score(labels == labels[i], sim[i])
+      for i in range(len(labels))
+      if (labels == labels[i]).any()
+    ]
     assert np.mean(aps) == pytest.approx(results[direction]["map"], abs=1e-6)
     ranks = np.array([1 + np.sum(sim[i] > sim[i, i]) for i in range(len(labels))])  # no exact ties here
     for k in (1, 5, 10):
@@ -90,8 +92,7 @@ def test_exported_embeddings_give_the_same_metrics_independently(evaluated):
 
 @pytest.mark.slow
 def test_other_dataset_is_standardised_with_the_training_statistics(tiny_run):
-  code = run_main(evaluate, [f"--workdir={tiny_run.workdir}", "--dataset=emomv/b", "--export_embeddings",
-                             "--noplots"])
+  code = run_main(evaluate, [f"--workdir={tiny_run.workdir}", "--dataset=emomv/b", "--export_embeddings", "--noplots"])
   assert code is None
   out = tiny_run.workdir / "eval" / "emomv_b-best"
   results = json.loads((out / "results.json").read_text())
@@ -99,14 +100,14 @@ def test_other_dataset_is_standardised_with_the_training_statistics(tiny_run):
   assert results["evaluation"]["trained_on"] == "emomv/c"
   # Recompute B's gallery embeddings by hand: raw features, C's statistics from the checkpoint, the model.
   run = restore.load_run(str(tiny_run.workdir))
-  gallery = load_dataset("emomv/b", data_dir=tiny_run.data_dir,
-                                        manual_dir=run.config.data.manual_dir)["gallery"]
+  gallery = load_dataset("emomv/b", data_dir=tiny_run.data_dir, manual_dir=run.config.data.manual_dir)["gallery"]
   s = run.standardizer
   video = jax.jit(run.family.embed_video)(run.state, (gallery.video - s.video_mean) / s.video_std)
   npz = np.load(out / "embeddings.npz")
   np.testing.assert_allclose(npz["video"], np.asarray(video), atol=1e-5)
-  b_stats = Standardizer.fit(load_dataset(
-      "emomv/b", data_dir=tiny_run.data_dir, manual_dir=run.config.data.manual_dir)["train"])
+  b_stats = Standardizer.fit(
+    load_dataset("emomv/b", data_dir=tiny_run.data_dir, manual_dir=run.config.data.manual_dir)["train"]
+  )
   assert not np.allclose(b_stats.video_mean, s.video_mean)  # so the check above could tell them apart
 
 
@@ -123,8 +124,12 @@ def test_split_flag_and_output_name(tiny_run):
 @pytest.fixture(scope="module")
 def classification_run(tiny_run, tmp_path_factory):
   """A tiny classification-only EmoMV baseline (CBP head): no retrieval space."""
-  config = sweep.make_config(str(REPO / "configs" / "tiny.py") + ":baseline", 0, data_dir=tiny_run.data_dir,
-                             overrides=["baseline.task=classification", "train.num_epochs=2"])
+  config = sweep.make_config(
+    str(REPO / "configs" / "tiny.py") + ":baseline",
+    0,
+    data_dir=tiny_run.data_dir,
+    overrides=["baseline.task=classification", "train.num_epochs=2"],
+  )
   workdir = tmp_path_factory.mktemp("classification")
   train.train_and_evaluate(config, str(workdir))
   return workdir
@@ -179,8 +184,14 @@ def test_bad_flags_are_one_line_errors(tiny_run):
 
 @pytest.mark.slow
 def test_command_line_error_has_no_traceback(tmp_path):
-  proc = subprocess.run([sys.executable, "-m", "emvgan_jax.evaluate", f"--workdir={tmp_path / 'none'}"],
-                        capture_output=True, text=True, cwd=REPO, timeout=120, check=False)
+  proc = subprocess.run(
+    [sys.executable, "-m", "emvgan_jax.evaluate", f"--workdir={tmp_path / 'none'}"],
+    capture_output=True,
+    text=True,
+    cwd=REPO,
+    timeout=120,
+    check=False,
+  )
   assert proc.returncode != 0
   assert "Traceback" not in proc.stderr
   last = proc.stderr.strip().splitlines()[-1]
@@ -189,8 +200,14 @@ def test_command_line_error_has_no_traceback(tmp_path):
 
 def test_runs_saved_before_a_config_field_existed_still_load():
   """A checkpoint's stored config lacking a newer field is laid over today's defaults."""
-  config = config_lib.merge_onto_defaults({"model": "baseline", "baseline": {"task": "classification"},
-                                           "data": {"data_dir": None}, "train": {"selection_metric": "validation/f1"}})
+  config = config_lib.merge_onto_defaults(
+    {
+      "model": "baseline",
+      "baseline": {"task": "classification"},
+      "data": {"data_dir": None},
+      "train": {"selection_metric": "validation/f1"},
+    }
+  )
   assert config.model == "baseline" and config.baseline.task == "classification"
   assert config.baseline.published_rng_quirk is False  # absent from the stored config: the default
   assert config.train.selection_metric == "pairs/f1"  # the metric's name before it was renamed

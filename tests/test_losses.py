@@ -55,7 +55,7 @@ def test_margin_contrastive_hand_values():
   mask = np.array([False, True, False, False])
   assert _run(losses.margin_contrastive_loss, _V, _A, _Y, mask=mask) == pytest.approx(0.5, rel=1e-6)
   # margin 2: row 2 -> (2 - (1 - 1/sqrt2))^2 = (1 + 1/sqrt2)^2 = 2.914214; row 3 -> max(0, 2 - 2)^2 = 0
-  expected = (0 + 1 + (1 + 1 / math.sqrt(2))**2 + 0) / 4 / 2
+  expected = (0 + 1 + (1 + 1 / math.sqrt(2)) ** 2 + 0) / 4 / 2
   got = _run(losses.margin_contrastive_loss, _V, _A, _Y, margin=2.0)
   assert got == pytest.approx(expected, rel=1e-6)
 
@@ -116,8 +116,9 @@ def test_info_nce_emotion_positives_hand_value():
   # Mean: lse - 2/3; m->v is the same by symmetry.
   eye3 = np.eye(3, dtype=np.float32)
   emo = np.array([0, 0, 1])
-  got = _run(losses.info_nce_loss, eye3, eye3, temperature=1.0, video_emotion=emo, music_emotion=emo,
-                             emotion_positives=True)
+  got = _run(
+    losses.info_nce_loss, eye3, eye3, temperature=1.0, video_emotion=emo, music_emotion=emo, emotion_positives=True
+  )
   assert got == pytest.approx(math.log(math.e + 2) - 2 / 3, rel=1e-6)
   # The labels are ignored without emotion_positives: then it is plain InfoNCE, log(e + 2) - 1.
   got = _run(losses.info_nce_loss, eye3, eye3, temperature=1.0, video_emotion=emo, music_emotion=emo)
@@ -137,8 +138,16 @@ def test_info_nce_against_reference(emotion_positives, use_mask):
   ev = rng.integers(0, 3, b)
   em = rng.integers(0, 3, b)
   mask = (rng.random(b) < 0.7).astype(np.float32) if use_mask else None
-  got = _run(losses.info_nce_loss, zv, zm, temperature=0.2, mask=mask, video_emotion=ev, music_emotion=em,
-                             emotion_positives=emotion_positives)
+  got = _run(
+    losses.info_nce_loss,
+    zv,
+    zm,
+    temperature=0.2,
+    mask=mask,
+    video_emotion=ev,
+    music_emotion=em,
+    emotion_positives=emotion_positives,
+  )
   want = _info_nce_reference(zv, zm, 0.2, mask, ev, em, emotion_positives)
   assert got == pytest.approx(want, rel=1e-5, abs=1e-6)
 
@@ -168,8 +177,9 @@ def test_info_nce_all_masked_is_zero_with_finite_gradients():
   mask = jnp.zeros(4)
 
   def f(zv_, zm_, t):
-    return losses.info_nce_loss(zv_, zm_, temperature=t, mask=mask, video_emotion=emo, music_emotion=emo,
-                                emotion_positives=True)
+    return losses.info_nce_loss(
+      zv_, zm_, temperature=t, mask=mask, video_emotion=emo, music_emotion=emo, emotion_positives=True
+    )
 
   assert float(jax.jit(f)(zv, zm, 0.1)) == 0.0
   grads = jax.jit(jax.grad(f, argnums=(0, 1, 2)))(zv, zm, 0.1)
@@ -252,7 +262,7 @@ def test_adversarial_losses_stable_for_large_logits():
 
 
 def test_binary_accuracy_from_logits():
-  lv = np.array([1.0, -1.0, 0.0])   # right: >0 -> [1, 0, 0] (0 is undecided, counted wrong)
+  lv = np.array([1.0, -1.0, 0.0])  # right: >0 -> [1, 0, 0] (0 is undecided, counted wrong)
   lm = np.array([-1.0, -1.0, 2.0])  # right: <0 -> [1, 1, 0]
   assert _run(losses.binary_accuracy_from_logits, lv, lm) == pytest.approx(3 / 6)
   # Only rows 0, 1: (1 + 0 + 1 + 1) / 4
@@ -316,28 +326,29 @@ def _all_losses(rng, b):
   """(name, fn(inputs, mask), inputs) for every loss, with random inputs of batch b."""
   d, k = 4, 5
   inputs = {
-      "v": rng.normal(size=(b, d)).astype(np.float32),
-      "a": rng.normal(size=(b, d)).astype(np.float32),
-      "y": rng.integers(0, 2, b),
-      "ev": rng.integers(0, k, b),
-      "em": rng.integers(0, k, b),
-      "lv": rng.normal(size=(b,)).astype(np.float32) * 3,
-      "lm": rng.normal(size=(b,)).astype(np.float32) * 3,
-      "logits": rng.normal(size=(b, k)).astype(np.float32),
+    "v": rng.normal(size=(b, d)).astype(np.float32),
+    "a": rng.normal(size=(b, d)).astype(np.float32),
+    "y": rng.integers(0, 2, b),
+    "ev": rng.integers(0, k, b),
+    "em": rng.integers(0, k, b),
+    "lv": rng.normal(size=(b,)).astype(np.float32) * 3,
+    "lm": rng.normal(size=(b,)).astype(np.float32) * 3,
+    "logits": rng.normal(size=(b, k)).astype(np.float32),
   }
   w_r1 = jnp.asarray(rng.normal(size=(d,)), jnp.float32)
   fns = {
-      "margin": lambda x, m: losses.margin_contrastive_loss(x["v"], x["a"], x["y"], mask=m),
-      "nce": lambda x, m: losses.info_nce_loss(x["v"], x["a"], temperature=0.5, mask=m),
-      "supcon": lambda x, m: losses.info_nce_loss(x["v"], x["a"], temperature=0.5, mask=m, video_emotion=x["ev"],
-                                                  music_emotion=x["em"], emotion_positives=True),
-      "disc": lambda x, m: losses.discriminator_loss(x["lv"], x["lm"], mask=m),
-      "flip": lambda x, m: losses.generator_adversarial_loss(x["lv"], x["lm"], mask=m),
-      "confusion": lambda x, m: losses.generator_adversarial_loss(x["lv"], x["lm"], mode="confusion", mask=m),
-      "ce": lambda x, m: losses.softmax_cross_entropy(x["logits"], x["ev"], mask=m),
-      "bce": lambda x, m: losses.sigmoid_binary_cross_entropy(x["lv"], x["y"], mask=m),
-      "acc": lambda x, m: losses.binary_accuracy_from_logits(x["lv"], x["lm"], mask=m),
-      "r1": lambda x, m: losses.r1_penalty(lambda p, z: jnp.tanh(z @ p), w_r1, x["v"], mask=m),
+    "margin": lambda x, m: losses.margin_contrastive_loss(x["v"], x["a"], x["y"], mask=m),
+    "nce": lambda x, m: losses.info_nce_loss(x["v"], x["a"], temperature=0.5, mask=m),
+    "supcon": lambda x, m: losses.info_nce_loss(
+      x["v"], x["a"], temperature=0.5, mask=m, video_emotion=x["ev"], music_emotion=x["em"], emotion_positives=True
+    ),
+    "disc": lambda x, m: losses.discriminator_loss(x["lv"], x["lm"], mask=m),
+    "flip": lambda x, m: losses.generator_adversarial_loss(x["lv"], x["lm"], mask=m),
+    "confusion": lambda x, m: losses.generator_adversarial_loss(x["lv"], x["lm"], mode="confusion", mask=m),
+    "ce": lambda x, m: losses.softmax_cross_entropy(x["logits"], x["ev"], mask=m),
+    "bce": lambda x, m: losses.sigmoid_binary_cross_entropy(x["lv"], x["y"], mask=m),
+    "acc": lambda x, m: losses.binary_accuracy_from_logits(x["lv"], x["lm"], mask=m),
+    "r1": lambda x, m: losses.r1_penalty(lambda p, z: jnp.tanh(z @ p), w_r1, x["v"], mask=m),
   }
   return fns, inputs
 

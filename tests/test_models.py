@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from emvgan_jax import models
-from emvgan_jax.ops import l2_normalize
 from emvgan_jax.models import cbp
+from emvgan_jax.ops import l2_normalize
 
 # Odd / prime sizes so a transposed or mixed-up axis cannot pass by coincidence.
 BATCH, VIDEO_DIM, MUSIC_DIM = 7, 13, 11
@@ -21,8 +21,10 @@ VARIANTS = list(itertools.product(("classification", "retrieval"), (False, True)
 # Test data comes from numpy: every new shape drawn with jax.random costs an XLA compile (~0.5 s on CPU).
 def _inputs(batch=BATCH, video_dim=VIDEO_DIM, music_dim=MUSIC_DIM, seed=0):
   rng = np.random.default_rng(seed)
-  return (jnp.asarray(rng.standard_normal((batch, video_dim)), jnp.float32),
-          jnp.asarray(rng.standard_normal((batch, music_dim)), jnp.float32))
+  return (
+    jnp.asarray(rng.standard_normal((batch, video_dim)), jnp.float32),
+    jnp.asarray(rng.standard_normal((batch, music_dim)), jnp.float32),
+  )
 
 
 def _init(model, video, music, seed=0):
@@ -71,13 +73,13 @@ def test_baseline_shapes_and_unit_norm(task, multitask):
 
 
 @pytest.mark.parametrize(
-    "task,multitask,expected",
-    [
-        ("classification", False, 173_538),
-        ("classification", True, 174_188),
-        ("retrieval", False, 172_672),
-        ("retrieval", True, 173_322),
-    ],
+  "task,multitask,expected",
+  [
+    ("classification", False, 173_538),
+    ("classification", True, 174_188),
+    ("retrieval", False, 172_672),
+    ("retrieval", True, 173_322),
+  ],
 )
 def test_baseline_param_counts_at_emomv_sizes(task, multitask, expected):
   model = models.EmoMVBaseline(task=task, multitask=multitask)
@@ -165,8 +167,9 @@ def test_torch_dense_computes_affine_map():
   layer = models.TorchDense(64)
   x, _ = _inputs(video_dim=2304)
   params = layer.init(jax.random.PRNGKey(0), x)["params"]
-  np.testing.assert_allclose(layer.apply({"params": params}, x), x @ params["kernel"] + params["bias"],
-                             rtol=1e-5, atol=1e-5)
+  np.testing.assert_allclose(
+    layer.apply({"params": params}, x), x @ params["kernel"] + params["bias"], rtol=1e-5, atol=1e-5
+  )
 
 
 @pytest.mark.parametrize("task", ["classification", "retrieval"])
@@ -181,8 +184,9 @@ def test_baseline_jit(task):
 
   # Gradients reach every parameter (through the CBP's FFTs too) and none of them is NaN.
   def loss(params):
-    out = model.apply({**variables, "params": params}, video, music, train=True,
-                      rngs={"dropout": jax.random.PRNGKey(3)})
+    out = model.apply(
+      {**variables, "params": params}, video, music, train=True, rngs={"dropout": jax.random.PRNGKey(3)}
+    )
     return sum(jnp.sum(jnp.square(v)) for v in out.values() if v.ndim == 2)
 
   grads = jax.jit(jax.grad(loss))(variables["params"])
@@ -208,8 +212,7 @@ def test_baseline_widths_are_fields():
 
 
 def _random_sketch(rng, width, dim):
-  return (jnp.asarray(rng.integers(0, dim, width), jnp.int32),
-          jnp.asarray(rng.choice([-1.0, 1.0], width), jnp.float32))
+  return (jnp.asarray(rng.integers(0, dim, width), jnp.int32), jnp.asarray(rng.choice([-1.0, 1.0], width), jnp.float32))
 
 
 def test_count_sketch_by_hand():
@@ -265,8 +268,14 @@ def test_cbp_module_uses_its_constants():
   assert set(variables) == {"constants"}
   consts = variables["constants"]
   want = cbp.compact_bilinear_pooling(
-      x, y, x_hashes=consts["x_hashes"], x_signs=consts["x_signs"],
-      y_hashes=consts["y_hashes"], y_signs=consts["y_signs"], output_dim=11)
+    x,
+    y,
+    x_hashes=consts["x_hashes"],
+    x_signs=consts["x_signs"],
+    y_hashes=consts["y_hashes"],
+    y_signs=consts["y_signs"],
+    output_dim=11,
+  )
   got = module.apply(variables, x, y)
   assert got.shape == (BATCH, 11)
   np.testing.assert_allclose(got, want, rtol=1e-6)
@@ -331,12 +340,12 @@ def test_emvgan_shapes_and_unit_norm():
   assert set(variables) == {"params"}
   out = model.apply(variables, video, music, train=False)
   assert {k: v.shape for k, v in out.items()} == {
-      "video_embedding": (BATCH, 19),
-      "music_embedding": (BATCH, 19),
-      "video_emotion_logits": (BATCH, 5),
-      "music_emotion_logits": (BATCH, 5),
-      "score": (BATCH,),
-      "match_logit": (BATCH,),
+    "video_embedding": (BATCH, 19),
+    "music_embedding": (BATCH, 19),
+    "video_emotion_logits": (BATCH, 5),
+    "music_emotion_logits": (BATCH, 5),
+    "score": (BATCH,),
+    "match_logit": (BATCH,),
   }
   _assert_unit_norm(out["video_embedding"])
   _assert_unit_norm(out["music_embedding"])
@@ -366,8 +375,11 @@ def test_emvgan_emotion_head_is_shared():
   model, variables, video, music = _emvgan()
   params = variables["params"]
   # Exactly one layer with K outputs in the whole tree: the shared head.
-  k_kernels = [path for path, leaf in jax.tree_util.tree_leaves_with_path(params)
-               if path[-1].key == "kernel" and leaf.shape[-1] == 5]
+  k_kernels = [
+    path
+    for path, leaf in jax.tree_util.tree_leaves_with_path(params)
+    if path[-1].key == "kernel" and leaf.shape[-1] == 5
+  ]
   assert len(k_kernels) == 1
   assert jax.tree.map(jnp.shape, params["emotion_head"]) == {"kernel": (19, 5), "bias": (5,)}
   out = model.apply(variables, video, music, train=False)

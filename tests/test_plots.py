@@ -36,11 +36,31 @@ def _gallery(n=41, dim=6, seed=0):
 def _write_metrics(path, steps=12):
   with open(path, "w", encoding="utf-8") as f:
     for s in range(1, steps + 1):
-      f.write(json.dumps({"step": s, "train/loss": 3.0 / s, "train/loss_adv": 0.69, "train/loss_nce": 2.0 / s,
-                          "train/disc_accuracy": 0.5 + 0.01 * s}) + "\n")
+      f.write(
+        json.dumps(
+          {
+            "step": s,
+            "train/loss": 3.0 / s,
+            "train/loss_adv": 0.69,
+            "train/loss_nce": 2.0 / s,
+            "train/disc_accuracy": 0.5 + 0.01 * s,
+          }
+        )
+        + "\n"
+      )
       if s % 3 == 0:
-        f.write(json.dumps({"step": s, "pairs/loss": 2.5 / s, "pairs/accuracy": 0.5 + 0.02 * s,
-                            "pairs/roc_auc": 0.6, "gallery/map": 0.3 + 0.01 * s}) + "\n")
+        f.write(
+          json.dumps(
+            {
+              "step": s,
+              "pairs/loss": 2.5 / s,
+              "pairs/accuracy": 0.5 + 0.02 * s,
+              "pairs/roc_auc": 0.6,
+              "gallery/map": 0.3 + 0.01 * s,
+            }
+          )
+          + "\n"
+        )
     f.write('{"step": 13, "train/lo')  # a run killed mid-line leaves a truncated last line
 
 
@@ -48,8 +68,9 @@ def test_write_training_plots_writes_every_plot(tmp_path):
   _write_metrics(tmp_path / "metrics.jsonl")
   rng = np.random.default_rng(1)
   pairs = {"score": rng.random(30), "match": rng.integers(0, 2, 30), "threshold": 0.5}
-  written = plots.write_training_plots(str(tmp_path), embeddings=_gallery(), pair_predictions=pairs,
-                                       results={"checkpoint_step": 9}, title="test run")
+  written = plots.write_training_plots(
+    str(tmp_path), embeddings=_gallery(), pair_predictions=pairs, results={"checkpoint_step": 9}, title="test run"
+  )
   assert sorted(written) == ["confusion_matrix", "embedding_pca", "precision_recall", "training_curves"]
   for path in written.values():
     assert path.startswith(str(tmp_path / "plots"))

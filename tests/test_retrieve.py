@@ -8,10 +8,10 @@ import h5py
 import jax
 import numpy as np
 import pytest
+from test_evaluate import run_main
 
 from emvgan_jax import retrieve
 from emvgan_jax.runtime import restore
-from test_evaluate import run_main
 
 N_ITEMS = 23  # prime: chunks of 5 leave a short last chunk
 EMOTIONS = ("Exciting", "Fear", "Tense", "Sad", "Relax")
@@ -46,8 +46,11 @@ def own_gallery(tmp_path_factory):
     f.create_dataset("default", data=video)
   with h5py.File(d / "music.h5", "w") as f:
     f.create_dataset("data", data=music)
-  flags = [f"--gallery_csv={d / 'gallery.csv'}", f"--gallery_video_h5={d / 'video.h5'}",
-           f"--gallery_music_h5={d / 'music.h5'}"]
+  flags = [
+    f"--gallery_csv={d / 'gallery.csv'}",
+    f"--gallery_video_h5={d / 'video.h5'}",
+    f"--gallery_music_h5={d / 'music.h5'}",
+  ]
   return {"dir": d, "names": names, "labels": labels, "video": video, "music": music, "flags": flags}
 
 
@@ -57,28 +60,39 @@ def reference_ranking(run, query_raw, query_mod, gallery_raw, gallery_mod):
   stats = {"video": (s.video_mean, s.video_std), "music": (s.music_mean, s.music_std)}
   embed = {"video": jax.jit(run.family.embed_video), "music": jax.jit(run.family.embed_music)}
   q = np.asarray(embed[query_mod](run.state, (query_raw - stats[query_mod][0]) / stats[query_mod][1]), np.float64)
-  g = np.asarray(embed[gallery_mod](run.state, (gallery_raw - stats[gallery_mod][0]) / stats[gallery_mod][1]),
-                 np.float64)
+  g = np.asarray(
+    embed[gallery_mod](run.state, (gallery_raw - stats[gallery_mod][0]) / stats[gallery_mod][1]), np.float64
+  )
   sim = (q / np.linalg.norm(q, axis=1, keepdims=True)) @ (g / np.linalg.norm(g, axis=1, keepdims=True)).T
   return np.argsort(-sim, axis=1, kind="stable"), sim
 
 
 def parse_table(text):
   """(rank, name, cosine, emotion) rows of the printed tables."""
-  return [(int(m[1]), m[2], float(m[3]), m[4])
-          for m in re.finditer(r"^\s*(\d+)\s+(\S+)\s+(-?\d\.\d{4})\s+(\w+)$", text, flags=re.M)]
+  return [
+    (int(m[1]), m[2], float(m[3]), m[4])
+    for m in re.finditer(r"^\s*(\d+)\s+(\S+)\s+(-?\d\.\d{4})\s+(\w+)$", text, flags=re.M)
+  ]
 
 
 @pytest.mark.parametrize("direction", ["video_to_music", "music_to_video"])
 def test_query_by_name_on_own_gallery_in_chunks(run, workdir, own_gallery, direction, capsys):
   q_mod, g_mod = direction.split("_to_")
   query = 11
-  code = run_main(retrieve, [f"--workdir={workdir}", f"--direction={direction}",
-                             f"--query={own_gallery['names'][query]}", "--k=7", "--chunk_size=5"]
-                  + own_gallery["flags"])
+  code = run_main(
+    retrieve,
+    [
+      f"--workdir={workdir}",
+      f"--direction={direction}",
+      f"--query={own_gallery['names'][query]}",
+      "--k=7",
+      "--chunk_size=5",
+    ]
+    + own_gallery["flags"],
+  )
   assert code is None
   rows = parse_table(capsys.readouterr().out)
-  order, sim = reference_ranking(run, own_gallery[q_mod][query:query + 1], q_mod, own_gallery[g_mod], g_mod)
+  order, sim = reference_ranking(run, own_gallery[q_mod][query : query + 1], q_mod, own_gallery[g_mod], g_mod)
   assert [r[0] for r in rows] == list(range(1, 8))
   assert [r[1] for r in rows] == [own_gallery["names"][i] for i in order[0, :7]]
   np.testing.assert_allclose([r[2] for r in rows], sim[0, order[0, :7]], atol=1e-4)
@@ -89,9 +103,17 @@ def test_query_file_and_h5_row_equal_the_library_and_numpy(run, workdir, own_gal
   rng = np.random.default_rng(3)
   queries = (rng.random((2, 2304)) * 4).astype(np.float32)
   np.save(tmp_path / "q.npy", queries)
-  code = run_main(retrieve, [f"--workdir={workdir}", "--direction=video_to_music",
-                             f"--query_file={tmp_path / 'q.npy'}", "--k=30", "--chunk_size=4"]
-                  + own_gallery["flags"])
+  code = run_main(
+    retrieve,
+    [
+      f"--workdir={workdir}",
+      "--direction=video_to_music",
+      f"--query_file={tmp_path / 'q.npy'}",
+      "--k=30",
+      "--chunk_size=4",
+    ]
+    + own_gallery["flags"],
+  )
   assert code is None
   rows = parse_table(capsys.readouterr().out)
   order, _ = reference_ranking(run, queries, "video", own_gallery["music"], "music")
@@ -100,12 +122,23 @@ def test_query_file_and_h5_row_equal_the_library_and_numpy(run, workdir, own_gal
   assert [r[1] for r in rows[:N_ITEMS]] == names[order[0]].tolist()
   assert [r[1] for r in rows[N_ITEMS:]] == names[order[1]].tolist()
   # Row 5 of the music HDF5 as the query = the gallery item's own music used by name.
-  code = run_main(retrieve, [f"--workdir={workdir}", "--direction=music_to_video",
-                             f"--query_h5={own_gallery['dir'] / 'music.h5'}", "--query_row=5", "--k=5"]
-                  + own_gallery["flags"])
+  code = run_main(
+    retrieve,
+    [
+      f"--workdir={workdir}",
+      "--direction=music_to_video",
+      f"--query_h5={own_gallery['dir'] / 'music.h5'}",
+      "--query_row=5",
+      "--k=5",
+    ]
+    + own_gallery["flags"],
+  )
   by_row = parse_table(capsys.readouterr().out)
-  run_main(retrieve, [f"--workdir={workdir}", "--direction=music_to_video",
-                      f"--query={own_gallery['names'][5]}", "--k=5"] + own_gallery["flags"])
+  run_main(
+    retrieve,
+    [f"--workdir={workdir}", "--direction=music_to_video", f"--query={own_gallery['names'][5]}", "--k=5"]
+    + own_gallery["flags"],
+  )
   assert by_row == parse_table(capsys.readouterr().out)
 
 
@@ -116,8 +149,7 @@ def test_default_gallery_is_the_runs_tfds_gallery(run, workdir, capsys):
   order, sim = reference_ranking(run, gallery.video[2:3], "video", gallery.music, "music")
   assert [h.index for h in hits[0]] == order[0].tolist()
   assert labels[0].startswith(f"video of {gallery.name[2]}")
-  code = run_main(retrieve, [f"--workdir={workdir}", "--direction=video_to_music",
-                             f"--query={gallery.name[2]}"])
+  code = run_main(retrieve, [f"--workdir={workdir}", "--direction=video_to_music", f"--query={gallery.name[2]}"])
   assert code is None
   assert [r[1] for r in parse_table(capsys.readouterr().out)] == gallery.name[order[0]].tolist()
 
@@ -126,27 +158,39 @@ def test_default_gallery_is_the_runs_tfds_gallery(run, workdir, capsys):
 
 
 def test_unknown_name_suggests_close_names(workdir, own_gallery):
-  code = run_main(retrieve, [f"--workdir={workdir}", "--direction=video_to_music",
-                             "--query=clip011_sag"] + own_gallery["flags"])
+  code = run_main(
+    retrieve, [f"--workdir={workdir}", "--direction=video_to_music", "--query=clip011_sag"] + own_gallery["flags"]
+  )
   assert code.startswith("error: no item named 'clip011_sag'") and "did you mean 'clip011_seg'" in code
   assert "\n" not in code
 
 
 def test_query_file_of_the_wrong_width(workdir, own_gallery, tmp_path):
   np.save(tmp_path / "music.npy", np.ones(128, np.float32))
-  code = run_main(retrieve, [f"--workdir={workdir}", "--direction=video_to_music",
-                             f"--query_file={tmp_path / 'music.npy'}"] + own_gallery["flags"])
+  code = run_main(
+    retrieve,
+    [f"--workdir={workdir}", "--direction=video_to_music", f"--query_file={tmp_path / 'music.npy'}"]
+    + own_gallery["flags"],
+  )
   assert code.startswith("error: ") and "2304 wide" in code and "other --direction" in code and "\n" not in code
 
 
 def test_other_one_line_errors(workdir, own_gallery, tmp_path):
   assert "exactly one query" in run_main(retrieve, [f"--workdir={workdir}", "--direction=video_to_music"])
-  assert "all three" in run_main(retrieve, [f"--workdir={workdir}", "--direction=video_to_music", "--query=a",
-                                            own_gallery["flags"][0]])
-  assert "--query_row must be" in run_main(retrieve, [
-      f"--workdir={workdir}", "--direction=video_to_music", f"--query_h5={own_gallery['dir'] / 'video.h5'}",
-      "--query_row=99"] + own_gallery["flags"])
-  assert "No 'best' checkpoint" in run_main(retrieve, [f"--workdir={tmp_path}", "--direction=video_to_music",
-                                                       "--query=a"])
+  assert "all three" in run_main(
+    retrieve, [f"--workdir={workdir}", "--direction=video_to_music", "--query=a", own_gallery["flags"][0]]
+  )
+  assert "--query_row must be" in run_main(
+    retrieve,
+    [
+      f"--workdir={workdir}",
+      "--direction=video_to_music",
+      f"--query_h5={own_gallery['dir'] / 'video.h5'}",
+      "--query_row=99",
+    ]
+    + own_gallery["flags"],
+  )
+  assert "No 'best' checkpoint" in run_main(
+    retrieve, [f"--workdir={tmp_path}", "--direction=video_to_music", "--query=a"]
+  )
   assert run_main(retrieve, [f"--workdir={workdir}", "--direction=sideways", "--query=a"]).startswith("error: ")
-

@@ -8,10 +8,10 @@ import types
 
 import numpy as np
 import pytest
+from test_evaluate import run_main
 
 from emvgan_jax import config_lib, sweep, train
 from emvgan_jax.runtime import cli
-from test_evaluate import run_main
 
 
 @pytest.fixture(scope="module")
@@ -32,8 +32,9 @@ def swept(sweep_root):
     calls.append((config.seed, workdir))
     return train.train_and_evaluate(config, workdir)
 
-  table = sweep.run_sweep([tiny_run.spec], [0, 1], str(tiny_run.root), data_dir=tiny_run.data_dir,
-                          train_fn=counting_train)
+  table = sweep.run_sweep(
+    [tiny_run.spec], [0, 1], str(tiny_run.root), data_dir=tiny_run.data_dir, train_fn=counting_train
+  )
   return table, calls
 
 
@@ -73,8 +74,10 @@ def test_rerun_reuses_every_finished_run(sweep_root, swept, capsys, monkeypatch)
 
   monkeypatch.setattr(train, "train_and_evaluate", no_training)
   # The command line, with several configs in one --configs value separated by ';' (here the same one once).
-  code = run_main(sweep, [f"--configs={tiny_run.spec};", "--seeds=0,1", f"--workdir={tiny_run.root}",
-                          f"--data_dir={tiny_run.data_dir}"])
+  code = run_main(
+    sweep,
+    [f"--configs={tiny_run.spec};", "--seeds=0,1", f"--workdir={tiny_run.root}", f"--data_dir={tiny_run.data_dir}"],
+  )
   assert code is None
   assert [os.stat(p).st_mtime_ns for p in results] == mtimes
   out = capsys.readouterr().out
@@ -86,8 +89,14 @@ def test_finished_run_of_another_config_is_not_reused(sweep_root, swept):
   del swept
   tiny_run = sweep_root
   with pytest.raises(cli.ToolError, match="another config"):
-    sweep.run_sweep([tiny_run.spec], [0], str(tiny_run.root), data_dir=tiny_run.data_dir,
-                    overrides=["train.num_epochs=3"], train_fn=None)
+    sweep.run_sweep(
+      [tiny_run.spec],
+      [0],
+      str(tiny_run.root),
+      data_dir=tiny_run.data_dir,
+      overrides=["train.num_epochs=3"],
+      train_fn=None,
+    )
 
 
 # --- the pieces, on hand-made results -------------------------------------------------------------------------
@@ -95,23 +104,38 @@ def test_finished_run_of_another_config_is_not_reused(sweep_root, swept):
 
 def _results(seed, *, retrieval=True, dataset="emomv/c"):
   rng = np.random.default_rng(seed)
-  r = {"dataset": dataset, "model": "m", "description": "Model", "seed": seed,
-       "classification": {"split": "validation", "num_pairs": 96, **{k: float(rng.random())
-                                                                       for k in ("accuracy", "f1", "roc_auc")}},
-       "chance": {"classification": {"accuracy": 0.5, "f1": 0.5, "roc_auc": 0.5}},
-       "selection": {"split": "validation"}}
+  r = {
+    "dataset": dataset,
+    "model": "m",
+    "description": "Model",
+    "seed": seed,
+    "classification": {
+      "split": "validation",
+      "num_pairs": 96,
+      **{k: float(rng.random()) for k in ("accuracy", "f1", "roc_auc")},
+    },
+    "chance": {"classification": {"accuracy": 0.5, "f1": 0.5, "roc_auc": 0.5}},
+    "selection": {"split": "validation"},
+  }
   if retrieval:
-    r["retrieval"] = {"split": "gallery", "gallery_size": 96, **{
+    r["retrieval"] = {
+      "split": "gallery",
+      "gallery_size": 96,
+      **{
         d: {k: float(rng.random()) for k in ("map", "hit@1", "hit@5", "recall@10")}
-        for d in ("video_to_music", "music_to_video")}}
+        for d in ("video_to_music", "music_to_video")
+      },
+    }
     r["chance"]["retrieval"] = {"map": 0.28, "hit@1": 0.246, "hit@5": 0.734, "recall@10": 10 / 96}
   return r
 
 
 def test_classification_only_model_has_empty_retrieval_cells():
   runs = [sweep.RunResult("a.py", s, f"w/a/seed_{s}", "trained", _results(s), 1.0) for s in (0, 1, 2)]
-  runs += [sweep.RunResult("b.py:x,y", s, f"w/b/seed_{s}", "trained", _results(10 + s, retrieval=False), 1.0)
-           for s in (0, 1, 2)]
+  runs += [
+    sweep.RunResult("b.py:x,y", s, f"w/b/seed_{s}", "trained", _results(10 + s, retrieval=False), 1.0)
+    for s in (0, 1, 2)
+  ]
   table = sweep.summarize(runs, seeds=[0, 1, 2], wall_seconds=3.0)
   rows = {r["config"]: r for r in table["rows"]}
   assert rows["b.py:x,y"]["metrics"]["video_to_music/map"] is None
@@ -124,8 +148,10 @@ def test_classification_only_model_has_empty_retrieval_cells():
 
 
 def test_single_seed_has_no_std_and_two_datasets_two_chance_rows():
-  runs = [sweep.RunResult("a.py", 0, "w", "reused", _results(0), 0.0),
-          sweep.RunResult("b.py", 0, "w2", "reused", _results(1, dataset="emomv/b"), 0.0)]
+  runs = [
+    sweep.RunResult("a.py", 0, "w", "reused", _results(0), 0.0),
+    sweep.RunResult("b.py", 0, "w2", "reused", _results(1, dataset="emomv/b"), 0.0),
+  ]
   table = sweep.summarize(runs, seeds=[0], wall_seconds=0.5)
   assert table["rows"][0]["metrics"]["classification/f1"]["std"] is None
   md = sweep.format_markdown(table)
@@ -135,11 +161,18 @@ def test_single_seed_has_no_std_and_two_datasets_two_chance_rows():
 
 def test_config_specs_slugs_and_overrides():
   assert sweep.split_config_specs(["configs/a.py;configs/b.py:c,retrieval_multi", "configs/c.py"]) == [
-      "configs/a.py", "configs/b.py:c,retrieval_multi", "configs/c.py"]
+    "configs/a.py",
+    "configs/b.py:c,retrieval_multi",
+    "configs/c.py",
+  ]
   assert sweep.config_slug("configs/emomv_baseline.py:c,retrieval_multi") == "emomv_baseline-c-retrieval_multi"
   assert sweep.config_slug("configs/emomv_c.py") == "emomv_c"
-  config = sweep.make_config("configs/emomv_baseline.py:c,classification_multi", 3, data_dir="/d",
-                             overrides=["train.max_steps=7", "optim.learning_rate=0.5", "loss.emotion_positives=false"])
+  config = sweep.make_config(
+    "configs/emomv_baseline.py:c,classification_multi",
+    3,
+    data_dir="/d",
+    overrides=["train.max_steps=7", "optim.learning_rate=0.5", "loss.emotion_positives=false"],
+  )
   assert config.seed == 3 and config.data.data_dir == "/d" and config.train.max_steps == 7
   assert config.optim.learning_rate == 0.5 and config.loss.emotion_positives is False
   assert config.baseline.task == "classification" and config.baseline.multitask

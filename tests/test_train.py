@@ -17,11 +17,11 @@ from emvgan_jax import config_lib, families, train
 from emvgan_jax.data import pipeline
 from emvgan_jax.families import baseline as baseline_family
 from emvgan_jax.families import emvgan as emvgan_family
+from emvgan_jax.models import baseline as baseline_lib
+from emvgan_jax.models import discriminator as discriminator_lib
+from emvgan_jax.models import emvgan as emvgan_lib
 from emvgan_jax.runtime import checkpoint as ckpt_lib
 from emvgan_jax.runtime import sharding
-from emvgan_jax.models import discriminator as discriminator_lib
-from emvgan_jax.models import baseline as baseline_lib
-from emvgan_jax.models import emvgan as emvgan_lib
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
@@ -69,16 +69,27 @@ def test_tiny_train_and_evaluate_on_8_devices(tmp_path, dummy_data_dir, arg):
   retrieval = on_disk["retrieval"]
   assert retrieval["split"] == "gallery" and retrieval["gallery_size"] == 4
   for direction in ("video_to_music", "music_to_video"):
-    assert set(retrieval[direction]) == {"map", "hit@1", "hit@3", "hit@5", "hit@10", "recall@1", "recall@5",
-                                         "recall@10", "median_rank", "mean_rank"}
+    assert set(retrieval[direction]) == {
+      "map",
+      "hit@1",
+      "hit@3",
+      "hit@5",
+      "hit@10",
+      "recall@1",
+      "recall@5",
+      "recall@10",
+      "median_rank",
+      "mean_rank",
+    }
   assert set(on_disk["chance"]["retrieval"]) == set(retrieval["video_to_music"])
 
   ckpts = ckpt_lib.Checkpoints(str(workdir), read_only=True)
   assert ckpts.latest_step("latest") == 4  # 4 epochs of one (padded) batch of the 6 dummy train rows
   assert ckpts.latest_step("best") == on_disk["checkpoint_step"]
   _, meta, stats = ckpts.restore_meta("best")
-  assert stats["video_mean"].shape == (2304,) and meta["config"]["model"] == ("emvgan" if arg == "emvgan" else
-                                                                             "baseline")
+  assert stats["video_mean"].shape == (2304,) and meta["config"]["model"] == (
+    "emvgan" if arg == "emvgan" else "baseline"
+  )
   lines = read_jsonl(workdir / "metrics.jsonl")
   assert [x["step"] for x in lines if "train/loss" in x] == [1, 2, 3, 4]
   assert all(np.isfinite(x["train/loss"]) for x in lines if "train/loss" in x)
@@ -102,9 +113,14 @@ def random_batch(n: int, dv: int = 12, dm: int = 7, seed: int = 0):
   rng = np.random.default_rng(seed)
   mask = np.ones(n, bool)
   mask[-3:] = False  # padding rows must count for nothing, sharded or not
-  return {"video": rng.normal(size=(n, dv)).astype(np.float32), "music": rng.normal(size=(n, dm)).astype(np.float32),
-          "match": (np.arange(n) % 2).astype(np.int32), "video_emotion": rng.integers(0, 5, n).astype(np.int32),
-          "music_emotion": rng.integers(0, 5, n).astype(np.int32), "mask": mask}
+  return {
+    "video": rng.normal(size=(n, dv)).astype(np.float32),
+    "music": rng.normal(size=(n, dm)).astype(np.float32),
+    "match": (np.arange(n) % 2).astype(np.int32),
+    "video_emotion": rng.integers(0, 5, n).astype(np.int32),
+    "music_emotion": rng.integers(0, 5, n).astype(np.int32),
+    "mask": mask,
+  }
 
 
 def run_sharded(step_fn, state, batch, devices):
@@ -125,31 +141,46 @@ def emvgan_setup():
   disc = discriminator_lib.ModalityDiscriminator(hidden=16)
   sgd = optax.sgd(1.0)
   v, m = np.zeros((2, 12), np.float32), np.zeros((2, 7), np.float32)
-  gen_side = {"generator": gen.init({"params": jax.random.key(0), "dropout": jax.random.key(1)}, v, m,
-                                    train=False)["params"],
-              "temperature": {"log_inv": np.float32(np.log(10.0))}}
+  gen_side = {
+    "generator": gen.init({"params": jax.random.key(0), "dropout": jax.random.key(1)}, v, m, train=False)["params"],
+    "temperature": {"log_inv": np.float32(np.log(10.0))},
+  }
   d_params = disc.init(jax.random.key(2), np.zeros((2, 8), np.float32))["params"]
-  state = families.TrainState(step=np.int32(5), params={**gen_side, "discriminator": d_params}, constants={},
-                           opt_state={"generator": sgd.init(gen_side), "discriminator": sgd.init(d_params)})
-  step_fn = functools.partial(emvgan_family.train_step, generator=gen, discriminator=disc, opt_g=sgd, opt_d=sgd,
-                              loss_cfg=config.loss, n_disc=2)
+  state = families.TrainState(
+    step=np.int32(5),
+    params={**gen_side, "discriminator": d_params},
+    constants={},
+    opt_state={"generator": sgd.init(gen_side), "discriminator": sgd.init(d_params)},
+  )
+  step_fn = functools.partial(
+    emvgan_family.train_step, generator=gen, discriminator=disc, opt_g=sgd, opt_d=sgd, loss_cfg=config.loss, n_disc=2
+  )
   return state, step_fn
 
 
 def baseline_setup(task):
   model = baseline_lib.EmoMVBaseline(task=task, multitask=True, hidden=8, cbp_dim=4)
   sgd = optax.sgd(1.0)
-  variables = dict(model.init({"params": jax.random.key(0), "dropout": jax.random.key(1)},
-                              np.zeros((2, 12), np.float32), np.zeros((2, 7), np.float32), train=False))
+  variables = dict(
+    model.init(
+      {"params": jax.random.key(0), "dropout": jax.random.key(1)},
+      np.zeros((2, 12), np.float32),
+      np.zeros((2, 7), np.float32),
+      train=False,
+    )
+  )
   params = variables.pop("params")
-  state = families.TrainState(step=np.int32(5), params={"model": params}, constants=variables,
-                           opt_state={"model": sgd.init(params)})
+  state = families.TrainState(
+    step=np.int32(5), params={"model": params}, constants=variables, opt_state={"model": sgd.init(params)}
+  )
   return state, functools.partial(baseline_family.train_step, model=model, optimizer=sgd, task=task, margin=1.0)
 
 
-@pytest.mark.parametrize("setup", [emvgan_setup, functools.partial(baseline_setup, "retrieval"),
-                                   functools.partial(baseline_setup, "classification")],
-                         ids=["emvgan", "baseline_retrieval", "baseline_classification"])
+@pytest.mark.parametrize(
+  "setup",
+  [emvgan_setup, functools.partial(baseline_setup, "retrieval"), functools.partial(baseline_setup, "classification")],
+  ids=["emvgan", "baseline_retrieval", "baseline_classification"],
+)
 @pytest.mark.slow
 def test_sharded_step_equals_single_device(setup):
   state, step_fn = setup()
@@ -176,8 +207,9 @@ def test_train_step_compiles_once(dummy_data_dir):
   step = train.compile_train_step(family, mesh, shardings)
   rng = jax.device_put(jax.random.key(0), sharding.replicated(mesh))
   for seed in range(3):
-    state, metrics = step(state, pipeline.make_global_batch(random_batch(8, seed=seed),
-                                                                  sharding.batch_sharding(mesh)), rng)
+    state, metrics = step(
+      state, pipeline.make_global_batch(random_batch(8, seed=seed), sharding.batch_sharding(mesh)), rng
+    )
   jax.block_until_ready(metrics)
   assert step._cache_size() == 1  # pylint: disable=protected-access
   assert int(state.step) == 3
@@ -211,8 +243,11 @@ def test_resume_equals_uninterrupted(tmp_path, dummy_data_dir):
     for k in a[step]:
       if k != "train/steps_per_sec":
         assert a[step][k] == b[step][k], (step, k)
-  eval_lines = lambda w: [(x["step"], x["pairs/loss"]) for x in read_jsonl(w / "metrics.jsonl")  # noqa
-                          if "pairs/loss" in x]
+  eval_lines = lambda w: [
+    (x["step"], x["pairs/loss"])
+    for x in read_jsonl(w / "metrics.jsonl")  # noqa
+    if "pairs/loss" in x
+  ]
   assert eval_lines(whole) == eval_lines(parts)
 
 
@@ -235,8 +270,15 @@ def test_non_finite_loss_stops_without_a_new_checkpoint(tmp_path, dummy_data_dir
 
 def run_main(*args, timeout=120):
   env = {**os.environ, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": ""}
-  return subprocess.run([sys.executable, "-m", "emvgan_jax.main", *args], cwd=REPO, capture_output=True, text=True,
-                        timeout=timeout, env=env, check=False)
+  return subprocess.run(
+    [sys.executable, "-m", "emvgan_jax.main", *args],
+    cwd=REPO,
+    capture_output=True,
+    text=True,
+    timeout=timeout,
+    env=env,
+    check=False,
+  )
 
 
 def test_misspelt_config_field_fails(tmp_path):
@@ -284,21 +326,48 @@ def test_two_processes_on_loopback_equal_one_process(tmp_path, dummy_data_dir):
   with socket.socket() as s:
     s.bind(("127.0.0.1", 0))
     port = s.getsockname()[1]
-  common = ["--config=configs/tiny.py", f"--config.data.data_dir={dummy_data_dir}", "--config.train.num_epochs=2",
-            "--compilation_cache_dir="]
+  common = [
+    "--config=configs/tiny.py",
+    f"--config.data.data_dir={dummy_data_dir}",
+    "--config.train.num_epochs=2",
+    "--compilation_cache_dir=",
+  ]
   env = {**os.environ, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": "--xla_force_host_platform_device_count=2"}
   env.pop("JAX_COMPILATION_CACHE_DIR", None)
-  procs = [subprocess.Popen(
-      [sys.executable, "-m", "emvgan_jax.main", *common, f"--workdir={tmp_path / 'multi'}", "--distributed",
-       f"--coordinator_address=127.0.0.1:{port}", "--num_processes=2", f"--process_id={i}"],
-      cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(2)]
+  procs = [
+    subprocess.Popen(
+      [
+        sys.executable,
+        "-m",
+        "emvgan_jax.main",
+        *common,
+        f"--workdir={tmp_path / 'multi'}",
+        "--distributed",
+        f"--coordinator_address=127.0.0.1:{port}",
+        "--num_processes=2",
+        f"--process_id={i}",
+      ],
+      cwd=REPO,
+      env=env,
+      stdout=subprocess.PIPE,
+      stderr=subprocess.PIPE,
+      text=True,
+    )
+    for i in range(2)
+  ]
   outs = [p.communicate(timeout=300) for p in procs]
   for p, (_, err) in zip(procs, outs):
     assert p.returncode == 0, err[-3000:]
   assert "JAX process 1 of 2; 2 local / 4 global devices" in outs[1][1]
-  single = subprocess.run([sys.executable, "-m", "emvgan_jax.main", *common, f"--workdir={tmp_path / 'single'}"],
-                          cwd=REPO, env={**env, "XLA_FLAGS": "--xla_force_host_platform_device_count=4"},
-                          capture_output=True, text=True, timeout=300, check=False)
+  single = subprocess.run(
+    [sys.executable, "-m", "emvgan_jax.main", *common, f"--workdir={tmp_path / 'single'}"],
+    cwd=REPO,
+    env={**env, "XLA_FLAGS": "--xla_force_host_platform_device_count=4"},
+    capture_output=True,
+    text=True,
+    timeout=300,
+    check=False,
+  )
   assert single.returncode == 0, single.stderr[-3000:]
   multi_results = json.loads((tmp_path / "multi" / "results.json").read_text())
   single_results = json.loads((tmp_path / "single" / "results.json").read_text())
@@ -321,8 +390,10 @@ def test_parameter_sharding_rules_give_the_same_step(dummy_data_dir, rule):
   """Parameters and Adam moments sharded by rule (ZeRO-3 style over `data`, or over `model`) == replicated."""
 
   results = {}
-  for name, mesh_shape in (("replicate", {"data": -1, "model": 1}),
-                           (rule, {"data": -1, "model": 1} if rule == "fsdp" else {"data": 4, "model": 2})):
+  for name, mesh_shape in (
+    ("replicate", {"data": -1, "model": 1}),
+    (rule, {"data": -1, "model": 1} if rule == "fsdp" else {"data": 4, "model": 2}),
+  ):
     config = tiny_config(dummy_data_dir, **{"sharding.param_rule": name, "sharding.min_shard_size": 64})
     mesh = sharding.make_mesh(mesh_shape)
     family = families.build(config)
@@ -352,8 +423,9 @@ def test_published_rng_quirk_freezes_dropout_across_steps():
   losses = {}
   for frozen in (False, True):
     state, _ = baseline_setup("retrieval")
-    step_fn = functools.partial(baseline_family.train_step, **{**baseline_setup("retrieval")[1].keywords,
-                                                               "frozen_dropout": frozen})
+    step_fn = functools.partial(
+      baseline_family.train_step, **{**baseline_setup("retrieval")[1].keywords, "frozen_dropout": frozen}
+    )
     out = []
     for step in (5, 6):
       _, metrics = jax.jit(step_fn)(state.replace(step=np.int32(step)), batch, jax.random.key(3))

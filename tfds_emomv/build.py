@@ -15,21 +15,19 @@ import logging as std_logging
 import sys
 from collections.abc import Sequence
 
-from absl import app
-from absl import flags
-from absl import logging
 import tensorflow_datasets as tfds
+from absl import app, flags, logging
 
 import tfds_emomv  # noqa: F401  (registers the `emomv` builder)
 from tfds_emomv.emomv import files
 from tfds_emomv.emomv.prepare import build_one
 
 _DATASETS = flags.DEFINE_list(
-    'datasets', None, 'Datasets to build, e.g. emomv/c,emomv/b (configs a, b, c).', required=True
+  'datasets', None, 'Datasets to build, e.g. emomv/c,emomv/b (configs a, b, c).', required=True
 )
 _DATA_DIR = flags.DEFINE_string('data_dir', None, 'TFDS data_dir to write the datasets into.', required=True)
 _MANUAL_DIR = flags.DEFINE_string(
-    'manual_dir', None, 'Optional local copy laid out like the EmoMV repository (else files are downloaded).'
+  'manual_dir', None, 'Optional local copy laid out like the EmoMV repository (else files are downloaded).'
 )
 _OVERWRITE = flags.DEFINE_bool('overwrite', False, 'Rebuild a dataset that already exists in data_dir.')
 

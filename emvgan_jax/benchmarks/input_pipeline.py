@@ -12,7 +12,8 @@ import time
 
 from absl import app, flags
 
-from emvgan_jax.data import pipeline, splits as splits_lib
+from emvgan_jax.data import pipeline
+from emvgan_jax.data import splits as splits_lib
 from emvgan_jax.data.standardize import Standardizer
 
 _DATASET = flags.DEFINE_string("dataset", "emomv/c", "TFDS dataset name with config.")
@@ -20,11 +21,12 @@ _DATA_DIR = flags.DEFINE_string("data_dir", None, "TFDS data dir (built there on
 _MANUAL_DIR = flags.DEFINE_string("manual_dir", None, "Local copy of the EmoMV repository (None: download).")
 _BATCH = flags.DEFINE_integer("batch_size", 256, "Global batch size.")
 _SECONDS = flags.DEFINE_float("seconds", 3.0, "How long to measure.")
-_DROP = flags.DEFINE_bool("drop_remainder", True, "Full batches only (False: the short last batch is padded, and "
-                          "only its valid rows count).")
+_DROP = flags.DEFINE_bool(
+  "drop_remainder", True, "Full batches only (False: the short last batch is padded, and only its valid rows count)."
+)
 
 
-def main(argv):
+def main(argv: list[str]) -> None:
   del argv
   import jax  # pylint: disable=g-import-not-at-top
 
@@ -37,8 +39,7 @@ def main(argv):
   batch_sharding = sharding.batch_sharding(sharding.make_mesh())
 
   def one_epoch(epoch: int, to_device: bool) -> int:
-    ds = pipeline.train_dataset(train, global_batch_size=_BATCH.value, seed=0, epoch=epoch,
-                                      drop_remainder=_DROP.value)
+    ds = pipeline.train_dataset(train, global_batch_size=_BATCH.value, seed=0, epoch=epoch, drop_remainder=_DROP.value)
     n = 0
     for batch in pipeline.iterate(ds):
       if to_device:
@@ -53,8 +54,10 @@ def main(argv):
       examples += one_epoch(epoch, to_device)
       epoch += 1
     elapsed = time.perf_counter() - start
-    print(f"input pipeline, {what}: {examples / elapsed:,.0f} examples/s "
-          f"(batch {_BATCH.value}, drop_remainder={_DROP.value}, {epoch - 1} epochs, {jax.device_count()} device(s))")
+    print(
+      f"input pipeline, {what}: {examples / elapsed:,.0f} examples/s "
+      f"(batch {_BATCH.value}, drop_remainder={_DROP.value}, {epoch - 1} epochs, {jax.device_count()} device(s))"
+    )
 
 
 if __name__ == "__main__":

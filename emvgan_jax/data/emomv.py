@@ -100,12 +100,12 @@ def gallery_from_pairs(split: Split) -> Split:
   m_rows = np.asarray([music[s] for s in names], dtype=np.int64)
   labels = np.asarray([emotion[s] for s in names], dtype=np.int32)
   return Split(
-      name=np.asarray(names, dtype=object),
-      video=split.video[v_rows],
-      music=split.music[m_rows],
-      match=np.ones(len(names), np.int32),
-      video_emotion=labels,
-      music_emotion=labels.copy(),
+    name=np.asarray(names, dtype=object),
+    video=split.video[v_rows],
+    music=split.music[m_rows],
+    match=np.ones(len(names), np.int32),
+    video_emotion=labels,
+    music_emotion=labels.copy(),
   )
 
 
@@ -163,13 +163,26 @@ def load_run_data(config: ml_collections.ConfigDict, standardizer: Standardizer 
     pairs, gallery, gallery_name = splits["validation"], splits.get("gallery"), "gallery"
   standardizer = standardizer or Standardizer.fit(train)
   apply = standardizer.apply
-  return RunData(train=apply(train), pairs=apply(pairs), gallery=apply(gallery) if gallery is not None else None,
-                 standardizer=standardizer, pairs_name=pairs_name, gallery_name=gallery_name)
+  return RunData(
+    train=apply(train),
+    pairs=apply(pairs),
+    gallery=apply(gallery) if gallery is not None else None,
+    standardizer=standardizer,
+    pairs_name=pairs_name,
+    gallery_name=gallery_name,
+  )
 
 
-def load_eval_data(run_config: ml_collections.ConfigDict, standardizer: Standardizer, *, dataset: str, split: str,
-                   data_dir: str | None = None, manual_dir: str | None = None,
-                   need_train_split: bool = True) -> RunData:
+def load_eval_data(
+  run_config: ml_collections.ConfigDict,
+  standardizer: Standardizer,
+  *,
+  dataset: str,
+  split: str,
+  data_dir: str | None = None,
+  manual_dir: str | None = None,
+  need_train_split: bool = True,
+) -> RunData:
   """The splits to evaluate a trained run on, standardised with the run's (training set's) statistics.
 
   Args:
@@ -193,9 +206,11 @@ def load_eval_data(run_config: ml_collections.ConfigDict, standardizer: Standard
   config = config_lib.with_data(run_config, dataset=dataset, data_dir=data_dir, manual_dir=manual_dir)
   if split == HOLDOUT_SPLIT:
     if run_config.data.holdout_fraction <= 0 or not same:
-      raise DataError(f"--split={HOLDOUT_SPLIT} is the held-out part of the training set of a run trained with "
-                       f"data.holdout_fraction > 0 (this run: {run_config.data.holdout_fraction}, trained on "
-                       f"{run_config.data.dataset}); pick validation or test")
+      raise DataError(
+        f"--split={HOLDOUT_SPLIT} is the held-out part of the training set of a run trained with "
+        f"data.holdout_fraction > 0 (this run: {run_config.data.holdout_fraction}, trained on "
+        f"{run_config.data.dataset}); pick validation or test"
+      )
     return load_run_data(config, standardizer)  # the very split and gallery training evaluated on
   splits = _load(config)
   if split not in splits or split == "gallery":
@@ -214,8 +229,14 @@ def load_eval_data(run_config: ml_collections.ConfigDict, standardizer: Standard
     else:  # the threshold belongs to the model: choose it where the model was trained
       own = config_lib.with_data(run_config, data_dir=data_dir, manual_dir=manual_dir)
       train_split = load_run_data(own, standardizer).train
-  return RunData(train=train_split, pairs=pairs, gallery=gallery, standardizer=standardizer, pairs_name=split,
-                 gallery_name="gallery" if gallery is not None else None)
+  return RunData(
+    train=train_split,
+    pairs=pairs,
+    gallery=gallery,
+    standardizer=standardizer,
+    pairs_name=split,
+    gallery_name="gallery" if gallery is not None else None,
+  )
 
 
 def load_gallery(config: ml_collections.ConfigDict) -> Split:

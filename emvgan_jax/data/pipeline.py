@@ -17,7 +17,6 @@ import numpy as np
 
 from emvgan_jax.data.splits import ARRAY_KEYS, Split
 
-
 # ------------------------------------------------------------------------------------------------------------
 # Iterators.
 # ------------------------------------------------------------------------------------------------------------
@@ -54,8 +53,14 @@ def num_train_steps_per_epoch(num_examples: int, global_batch_size: int, drop_re
   return full if drop_remainder or not rest else full + 1
 
 
-def _batches(split: Split, order: np.ndarray, global_batch_size: int, drop_remainder: bool,
-             process_index: int | None, process_count: int | None) -> grain.MapDataset:
+def _batches(
+  split: Split,
+  order: np.ndarray,
+  global_batch_size: int,
+  drop_remainder: bool,
+  process_index: int | None,
+  process_count: int | None,
+) -> grain.MapDataset:
   """A MapDataset over global batches of `order`; element b is this process's share of batch b."""
   local = _local_slice(global_batch_size, process_index, process_count)
   size = local.stop - local.start
@@ -63,18 +68,19 @@ def _batches(split: Split, order: np.ndarray, global_batch_size: int, drop_remai
   # Indices are sliced per batch with numpy (one vectorised gather per batch): per-element grain transforms
   # cost ~50 us each in Python, which at batch 256 would be what the training step waits for.
   return grain.MapDataset.range(num).map(
-      lambda b: gather_batch(split, order[b * global_batch_size:(b + 1) * global_batch_size][local], size))
+    lambda b: gather_batch(split, order[b * global_batch_size : (b + 1) * global_batch_size][local], size)
+  )
 
 
 def train_dataset(
-    split: Split,
-    *,
-    global_batch_size: int,
-    seed: int,
-    epoch: int,
-    drop_remainder: bool = True,
-    process_index: int | None = None,
-    process_count: int | None = None,
+  split: Split,
+  *,
+  global_batch_size: int,
+  seed: int,
+  epoch: int,
+  drop_remainder: bool = True,
+  process_index: int | None = None,
+  process_count: int | None = None,
 ) -> grain.MapDataset:
   """One epoch of this process's training batches, as a grain `MapDataset` (random access, `len()` known).
 
@@ -87,19 +93,19 @@ def train_dataset(
     raise ValueError(f"global batch size must be positive, got {global_batch_size}")
   if drop_remainder and len(split) < global_batch_size:
     raise ValueError(
-        f"The train split has {len(split)} examples, fewer than one global batch of {global_batch_size}: "
-        "lower the batch size or set drop_remainder=False"
+      f"The train split has {len(split)} examples, fewer than one global batch of {global_batch_size}: "
+      "lower the batch size or set drop_remainder=False"
     )
   order = np.random.default_rng(epoch_seed(seed, epoch)).permutation(len(split))
   return _batches(split, order, global_batch_size, drop_remainder, process_index, process_count)
 
 
 def eval_dataset(
-    split: Split,
-    *,
-    global_batch_size: int,
-    process_index: int | None = None,
-    process_count: int | None = None,
+  split: Split,
+  *,
+  global_batch_size: int,
+  process_index: int | None = None,
+  process_count: int | None = None,
 ) -> grain.MapDataset:
   """This process's evaluation batches: the split in order, the last global batch padded, with a `mask`."""
   return _batches(split, np.arange(len(split)), global_batch_size, False, process_index, process_count)
@@ -116,9 +122,7 @@ def iterate(ds: grain.MapDataset) -> Iterator[dict[str, np.ndarray]]:
 # ------------------------------------------------------------------------------------------------------------
 
 
-def make_global_batch(
-    batch: Mapping[str, np.ndarray], sharding: jax.sharding.Sharding
-) -> dict[str, jax.Array]:
+def make_global_batch(batch: Mapping[str, np.ndarray], sharding: jax.sharding.Sharding) -> dict[str, jax.Array]:
   """Turns this process's numpy batch into global `jax.Array`s sharded as `sharding` (e.g. P('data')).
 
   The global batch is the concatenation, in process order, of every process's local batch.

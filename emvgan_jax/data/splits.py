@@ -56,10 +56,10 @@ class Split:
   def from_arrays(cls, arrays: Mapping[str, Any]) -> Split:
     """Builds a split from a dict of arrays (as `tfds_emomv.emomv.files.read_pairs` returns)."""
     return cls(
-        name=np.asarray([_to_str(x) for x in arrays["name"]], dtype=object),
-        video=np.ascontiguousarray(arrays["video"], dtype=np.float32),
-        music=np.ascontiguousarray(arrays["music"], dtype=np.float32),
-        **{k: np.asarray(arrays[k], dtype=np.int32) for k in _INT_KEYS},
+      name=np.asarray([_to_str(x) for x in arrays["name"]], dtype=object),
+      video=np.ascontiguousarray(arrays["video"], dtype=np.float32),
+      music=np.ascontiguousarray(arrays["music"], dtype=np.float32),
+      **{k: np.asarray(arrays[k], dtype=np.int32) for k in _INT_KEYS},
     )
 
 
@@ -67,7 +67,7 @@ def _to_str(x: Any) -> str:
   return x.decode("utf-8") if isinstance(x, bytes) else str(x)
 
 
-def prepare_dataset(dataset: str, *, data_dir: str | None, manual_dir: str | None = None):
+def prepare_dataset(dataset: str, *, data_dir: str | None, manual_dir: str | None = None) -> Any:
   """Returns the TFDS builder of `dataset` (e.g. 'emomv/c'), building it into `data_dir` on first use.
 
   Args:
@@ -102,7 +102,7 @@ def load_dataset(dataset: str, *, data_dir: str | None, manual_dir: str | None =
   return {split: _read_source(source) for split, source in sources.items()}
 
 
-def _read_source(source) -> Split:
+def _read_source(source: Any) -> Split:
   n = len(source)
   records = source.__getitems__(list(range(n))) if n else []
   if not records:

@@ -28,7 +28,7 @@ class Standardizer:
 
   @classmethod
   def fit(cls, split: Split) -> Standardizer:
-    def stats(x):
+    def stats(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
       x = x.astype(np.float64)
       mean, std = x.mean(axis=0), x.std(axis=0)
       std = np.where(std < 1e-12, 1.0, std)
@@ -50,11 +50,12 @@ class Standardizer:
     """Returns the split with both modalities standardised (a new object; the input is unchanged)."""
     if split.video_dim != self.width("video") or split.music_dim != self.width("music"):
       raise ValueError(
-          f"Standardisation statistics are for video width {self.width('video')} and music width "
-          f"{self.width('music')}, but the data has widths {split.video_dim} and {split.music_dim}"
+        f"Standardisation statistics are for video width {self.width('video')} and music width "
+        f"{self.width('music')}, but the data has widths {split.video_dim} and {split.music_dim}"
       )
-    return dataclasses.replace(split, video=self.transform("video", split.video),
-                               music=self.transform("music", split.music))
+    return dataclasses.replace(
+      split, video=self.transform("video", split.video), music=self.transform("music", split.music)
+    )
 
   def to_dict(self) -> dict[str, np.ndarray]:
     return {f.name: np.asarray(getattr(self, f.name)) for f in dataclasses.fields(self)}

@@ -15,8 +15,8 @@ from emvgan_jax.families.base import Family, TrainState
 
 # config.model -> the family's builder.
 FAMILIES: dict[str, Callable[[ml_collections.ConfigDict], Family]] = {
-    "emvgan": emvgan.build,
-    "baseline": baseline.build,
+  "emvgan": emvgan.build,
+  "baseline": baseline.build,
 }
 
 

@@ -15,6 +15,9 @@ import flax
 import jax
 import jax.numpy as jnp
 
+# A batch: global arrays `video`, `music`, `match`, `video_emotion`, `music_emotion` and the boolean `mask`.
+Batch = dict[str, jax.Array]
+
 
 @flax.struct.dataclass
 class TrainState:

@@ -8,6 +8,7 @@ arrays with a boolean `mask` (padding rows are False and count for nothing). Ran
 from __future__ import annotations
 
 import functools
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -17,35 +18,52 @@ import numpy as np
 import optax
 
 from emvgan_jax import losses
-from emvgan_jax.families.base import Family, TrainState, dummy_inputs, float32_metrics
+from emvgan_jax.families.base import Batch, Family, TrainState, dummy_inputs, float32_metrics
 from emvgan_jax.models import discriminator as discriminator_lib
 from emvgan_jax.models import emvgan as emvgan_lib
 
 ADV_MODES = ("flip", "confusion")
 
 
-def temperature(params) -> jax.Array:
+def temperature(params: Any) -> jax.Array:
   """InfoNCE temperature from its parameter (stored as log(1/T), clipped so 1/T stays in [1, 100])."""
   return 1.0 / jnp.exp(jnp.clip(params["temperature"]["log_inv"], 0.0, jnp.log(100.0)))
 
 
-def generator_losses(outputs, batch, *, disc_logits, cfg: ml_collections.ConfigDict, temp, adv_weight):
+def generator_losses(
+  outputs: dict[str, jax.Array],
+  batch: Batch,
+  *,
+  disc_logits: tuple[jax.Array, jax.Array] | None,
+  cfg: ml_collections.ConfigDict,
+  temp: jax.Array,
+  adv_weight: jax.Array | float,
+) -> tuple[jax.Array, jax.Array, dict[str, jax.Array]]:
   """The generator's loss terms and their weighted total `L_G` (models.md, section 2)."""
   mask = batch["mask"]
   matched = jnp.logical_and(mask, batch["match"] == 1)
   zv, zm = outputs["video_embedding"], outputs["music_embedding"]
   terms = {
-      "pair": losses.margin_contrastive_loss(zv, zm, batch["match"], margin=cfg.margin, mask=mask),
-      "nce": losses.info_nce_loss(
-          zv, zm, temperature=temp, mask=matched, video_emotion=batch["video_emotion"],
-          music_emotion=batch["music_emotion"], emotion_positives=cfg.emotion_positives),
-      "emo": 0.5 * (losses.softmax_cross_entropy(outputs["video_emotion_logits"], batch["video_emotion"], mask=mask)
-                    + losses.softmax_cross_entropy(outputs["music_emotion_logits"], batch["music_emotion"],
-                                                   mask=mask)),
-      "match": losses.sigmoid_binary_cross_entropy(outputs["match_logit"], batch["match"], mask=mask),
+    "pair": losses.margin_contrastive_loss(zv, zm, batch["match"], margin=cfg.margin, mask=mask),
+    "nce": losses.info_nce_loss(
+      zv,
+      zm,
+      temperature=temp,
+      mask=matched,
+      video_emotion=batch["video_emotion"],
+      music_emotion=batch["music_emotion"],
+      emotion_positives=cfg.emotion_positives,
+    ),
+    "emo": 0.5
+    * (
+      losses.softmax_cross_entropy(outputs["video_emotion_logits"], batch["video_emotion"], mask=mask)
+      + losses.softmax_cross_entropy(outputs["music_emotion_logits"], batch["music_emotion"], mask=mask)
+    ),
+    "match": losses.sigmoid_binary_cross_entropy(outputs["match_logit"], batch["match"], mask=mask),
   }
-  supervised = (cfg.w_pair * terms["pair"] + cfg.w_nce * terms["nce"] + cfg.w_emo * terms["emo"]
-                + cfg.w_match * terms["match"])
+  supervised = (
+    cfg.w_pair * terms["pair"] + cfg.w_nce * terms["nce"] + cfg.w_emo * terms["emo"] + cfg.w_match * terms["match"]
+  )
   total = supervised
   if disc_logits is not None:
     terms["adv"] = losses.generator_adversarial_loss(*disc_logits, mode=cfg.adv_mode, mask=mask)
@@ -53,36 +71,45 @@ def generator_losses(outputs, batch, *, disc_logits, cfg: ml_collections.ConfigD
   return total, supervised, terms
 
 
-def adversarial_weight(step, cfg: ml_collections.ConfigDict):
+def adversarial_weight(step: jax.Array, cfg: ml_collections.ConfigDict) -> jax.Array:
   if cfg.adv_warmup_steps > 0:
     return cfg.w_adv * jnp.minimum(1.0, (step + 1) / cfg.adv_warmup_steps)
   return jnp.asarray(cfg.w_adv, jnp.float32)
 
 
-def train_step(state: TrainState, batch, rng, *, generator: nn.Module, discriminator: nn.Module,
-                      opt_g: optax.GradientTransformation, opt_d: optax.GradientTransformation,
-                      loss_cfg: ml_collections.ConfigDict, n_disc: int):
+def train_step(
+  state: TrainState,
+  batch: Batch,
+  rng: jax.Array,
+  *,
+  generator: nn.Module,
+  discriminator: nn.Module,
+  opt_g: optax.GradientTransformation,
+  opt_d: optax.GradientTransformation,
+  loss_cfg: ml_collections.ConfigDict,
+  n_disc: int,
+) -> tuple[TrainState, dict[str, jax.Array]]:
   """`n_disc` discriminator updates, then one generator update."""
   rng = jax.random.fold_in(rng, state.step)
   g_rng, d_rng = jax.random.split(rng)
   mask = batch["mask"]
 
-  def generate(gen_params, key):
-    return generator.apply({"params": gen_params}, batch["video"], batch["music"], train=True,
-                           rngs={"dropout": key})
+  def generate(gen_params: Any, key: jax.Array) -> dict[str, jax.Array]:
+    return generator.apply({"params": gen_params}, batch["video"], batch["music"], train=True, rngs={"dropout": key})
 
   # --- discriminator: learns to tell video embeddings (1) from music embeddings (0) ---------------------------
   # The embeddings it sees come from the generators before this step's generator update; sg() of models.md.
   fake = jax.lax.stop_gradient(generate(state.params["generator"], g_rng))
   zv, zm = fake["video_embedding"], fake["music_embedding"]
 
-  def d_loss_fn(d_params):
+  def d_loss_fn(d_params: Any) -> tuple[jax.Array, tuple[jax.Array, jax.Array]]:
     lv = discriminator.apply({"params": d_params}, zv)
     lm = discriminator.apply({"params": d_params}, zm)
     loss = losses.discriminator_loss(lv, lm, mask=mask)
     if loss_cfg.r1_weight > 0:
       loss = loss + loss_cfg.r1_weight * losses.r1_penalty(
-          lambda p, z: discriminator.apply({"params": p}, z), d_params, zv, mask=mask)
+        lambda p, z: discriminator.apply({"params": p}, z), d_params, zv, mask=mask
+      )
     return loss, (lv, lm)
 
   d_params, d_opt_state = state.params["discriminator"], state.opt_state["discriminator"]
@@ -96,12 +123,15 @@ def train_step(state: TrainState, batch, rng, *, generator: nn.Module, discrimin
   # --- generators: fit the pair/emotion structure and fool the (just updated) discriminator ------------------
   adv_weight = adversarial_weight(state.step, loss_cfg)
 
-  def g_loss_fn(g_params):
+  def g_loss_fn(g_params: Any) -> tuple[jax.Array, dict[str, jax.Array]]:
     outputs = generate(g_params["generator"], g_rng)
-    disc_logits = (discriminator.apply({"params": d_params}, outputs["video_embedding"]),
-                   discriminator.apply({"params": d_params}, outputs["music_embedding"]))
+    disc_logits = (
+      discriminator.apply({"params": d_params}, outputs["video_embedding"]),
+      discriminator.apply({"params": d_params}, outputs["music_embedding"]),
+    )
     total, _, terms = generator_losses(
-        outputs, batch, disc_logits=disc_logits, cfg=loss_cfg, temp=temperature(g_params), adv_weight=adv_weight)
+      outputs, batch, disc_logits=disc_logits, cfg=loss_cfg, temp=temperature(g_params), adv_weight=adv_weight
+    )
     return total, terms
 
   g_params = {"generator": state.params["generator"], "temperature": state.params["temperature"]}
@@ -110,20 +140,20 @@ def train_step(state: TrainState, batch, rng, *, generator: nn.Module, discrimin
   g_params = optax.apply_updates(g_params, g_updates)
 
   metrics = {
-      "loss": g_loss,
-      **{f"loss_{k}": v for k, v in terms.items()},
-      "loss_disc": d_loss,
-      "disc_accuracy": d_acc,
-      "adv_weight": adv_weight,
-      "temperature": temperature(g_params),
-      "grad_norm": optax.tree.norm(g_grads),
-      # A finite loss with a non-finite update (e.g. a huge learning rate) shows up here one step earlier.
-      "param_norm": optax.tree.norm(g_params) + optax.tree.norm(d_params),
+    "loss": g_loss,
+    **{f"loss_{k}": v for k, v in terms.items()},
+    "loss_disc": d_loss,
+    "disc_accuracy": d_acc,
+    "adv_weight": adv_weight,
+    "temperature": temperature(g_params),
+    "grad_norm": optax.tree.norm(g_grads),
+    # A finite loss with a non-finite update (e.g. a huge learning rate) shows up here one step earlier.
+    "param_norm": optax.tree.norm(g_params) + optax.tree.norm(d_params),
   }
   new_state = state.replace(
-      step=state.step + 1,
-      params={**g_params, "discriminator": d_params},
-      opt_state={"generator": g_opt_state, "discriminator": d_opt_state},
+    step=state.step + 1,
+    params={**g_params, "discriminator": d_params},
+    opt_state={"generator": g_opt_state, "discriminator": d_opt_state},
   )
   return new_state, float32_metrics(metrics)
 
@@ -133,8 +163,8 @@ def _optimizers(config: ml_collections.ConfigDict):
   o, lc = config.optim, config.loss
   adamw_g = optax.adamw(o.learning_rate, b1=o.b1, b2=o.b2, weight_decay=o.weight_decay)
   opt_g = optax.multi_transform(
-      {"train": adamw_g, "frozen": optax.set_to_zero()},
-      {"generator": "train", "temperature": "train" if lc.learn_temperature else "frozen"},
+    {"train": adamw_g, "frozen": optax.set_to_zero()},
+    {"generator": "train", "temperature": "train" if lc.learn_temperature else "frozen"},
   )
   opt_d = optax.adamw(o.disc_learning_rate, b1=o.b1, b2=o.b2, weight_decay=o.disc_weight_decay)
   return opt_g, opt_d
@@ -151,45 +181,59 @@ def build(config: ml_collections.ConfigDict) -> Family:
     raise ValueError(f"config.optim.n_disc must be >= 1, got {config.optim.n_disc}")
   opt_g, opt_d = _optimizers(config)
 
-  def init(rng, video_dim: int, music_dim: int) -> TrainState:
+  def init(rng: jax.Array, video_dim: int, music_dim: int) -> TrainState:
     g_rng, d_rng, drop_rng = jax.random.split(rng, 3)
     video, music = dummy_inputs(video_dim, music_dim)
     g_params = generator.init({"params": g_rng, "dropout": drop_rng}, video, music, train=False)["params"]
     d_params = discriminator.init(d_rng, jnp.zeros((2, e.embed_dim), jnp.float32))["params"]
     gen_side = {"generator": g_params, "temperature": {"log_inv": jnp.asarray(-np.log(lc.temperature), jnp.float32)}}
     return TrainState(
-        step=jnp.zeros((), jnp.int32),
-        params={**gen_side, "discriminator": d_params},
-        constants={},
-        opt_state={"generator": opt_g.init(gen_side), "discriminator": opt_d.init(d_params)},
+      step=jnp.zeros((), jnp.int32),
+      params={**gen_side, "discriminator": d_params},
+      constants={},
+      opt_state={"generator": opt_g.init(gen_side), "discriminator": opt_d.init(d_params)},
     )
 
-  def predict(state, batch):
+  def predict(state: TrainState, batch: Batch) -> dict[str, jax.Array]:
     outputs = generator.apply({"params": state.params["generator"]}, batch["video"], batch["music"], train=False)
-    _, supervised, _ = generator_losses(outputs, batch, disc_logits=None, cfg=lc, temp=temperature(state.params),
-                                        adv_weight=0.0)
-    return {"video_embedding": outputs["video_embedding"], "music_embedding": outputs["music_embedding"],
-            "score": jax.nn.sigmoid(outputs["match_logit"]), "loss": supervised}
+    _, supervised, _ = generator_losses(
+      outputs, batch, disc_logits=None, cfg=lc, temp=temperature(state.params), adv_weight=0.0
+    )
+    return {
+      "video_embedding": outputs["video_embedding"],
+      "music_embedding": outputs["music_embedding"],
+      "score": jax.nn.sigmoid(outputs["match_logit"]),
+      "loss": supervised,
+    }
 
-  def embed_video(state, video):
-    return generator.apply({"params": state.params["generator"]}, video, train=False,
-                           method=emvgan_lib.GeneratorSide.embed_video)
+  def embed_video(state: TrainState, video: jax.Array) -> jax.Array:
+    return generator.apply(
+      {"params": state.params["generator"]}, video, train=False, method=emvgan_lib.GeneratorSide.embed_video
+    )
 
-  def embed_music(state, music):
-    return generator.apply({"params": state.params["generator"]}, music, train=False,
-                           method=emvgan_lib.GeneratorSide.embed_music)
+  def embed_music(state: TrainState, music: jax.Array) -> jax.Array:
+    return generator.apply(
+      {"params": state.params["generator"]}, music, train=False, method=emvgan_lib.GeneratorSide.embed_music
+    )
 
   return Family(
-      name="emvgan",
-      model_name="emvgan",
-      description="EMVGAN" if lc.w_adv > 0 else "EMVGAN (no adversarial term)",
-      init=init,
-      train_step=functools.partial(train_step, generator=generator, discriminator=discriminator, opt_g=opt_g,
-                                   opt_d=opt_d, loss_cfg=lc, n_disc=config.optim.n_disc),
-      predict=predict,
-      embed_video=embed_video,
-      embed_music=embed_music,
-      has_retrieval=True,
-      score_is_probability=True,
-      config_keys=("emvgan", "loss", "optim"),
+    name="emvgan",
+    model_name="emvgan",
+    description="EMVGAN" if lc.w_adv > 0 else "EMVGAN (no adversarial term)",
+    init=init,
+    train_step=functools.partial(
+      train_step,
+      generator=generator,
+      discriminator=discriminator,
+      opt_g=opt_g,
+      opt_d=opt_d,
+      loss_cfg=lc,
+      n_disc=config.optim.n_disc,
+    ),
+    predict=predict,
+    embed_video=embed_video,
+    embed_music=embed_music,
+    has_retrieval=True,
+    score_is_probability=True,
+    config_keys=("emvgan", "loss", "optim"),
   )

@@ -15,9 +15,7 @@ import jax
 import jax.numpy as jnp
 
 from emvgan_jax.models.cbp import CompactBilinearPooling
-from emvgan_jax.models.layers import ProjectionHead
-from emvgan_jax.models.layers import TorchDense
-from emvgan_jax.models.layers import gelu
+from emvgan_jax.models.layers import ProjectionHead, TorchDense, gelu
 
 TASKS = ("classification", "retrieval")
 
@@ -64,10 +62,8 @@ class EmoMVBaseline(nn.Module):
 
     video_in = TorchDense(self.hidden, name="video_fc")(video)
     music_in = TorchDense(self.hidden, name="music_fc")(music)
-    v = ProjectionHead(self.hidden, self.dropout_rate, layer_norm=retrieval, name="video_head")(
-        video_in, train=train)
-    a = ProjectionHead(self.hidden, self.dropout_rate, layer_norm=retrieval, name="music_head")(
-        music_in, train=train)
+    v = ProjectionHead(self.hidden, self.dropout_rate, layer_norm=retrieval, name="video_head")(video_in, train=train)
+    a = ProjectionHead(self.hidden, self.dropout_rate, layer_norm=retrieval, name="music_head")(music_in, train=train)
     out = {"video_embedding": v, "music_embedding": a}
 
     if retrieval:

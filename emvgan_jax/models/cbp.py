@@ -35,14 +35,14 @@ def count_sketch(x: jax.Array, hashes: jax.Array, signs: jax.Array, output_dim: 
 
 
 def compact_bilinear_pooling(
-    x: jax.Array,
-    y: jax.Array,
-    *,
-    x_hashes: jax.Array,
-    x_signs: jax.Array,
-    y_hashes: jax.Array,
-    y_signs: jax.Array,
-    output_dim: int,
+  x: jax.Array,
+  y: jax.Array,
+  *,
+  x_hashes: jax.Array,
+  x_signs: jax.Array,
+  y_hashes: jax.Array,
+  y_signs: jax.Array,
+  output_dim: int,
 ) -> jax.Array:
   """Tensor Sketch of `x (x) y`: `irfft(rfft(sketch(x)) * rfft(sketch(y)), n=output_dim)`.
 
@@ -80,14 +80,14 @@ class CompactBilinearPooling(nn.Module):
     # The init functions are lambdas so that make_rng runs only when the constants are created (at init);
     # at apply time there is no 'params' rng to draw from.
     hashes = self.variable(
-        CONSTANTS,
-        f"{prefix}_hashes",
-        lambda: jax.random.randint(self.make_rng("params"), (width,), 0, self.output_dim, jnp.int32),
+      CONSTANTS,
+      f"{prefix}_hashes",
+      lambda: jax.random.randint(self.make_rng("params"), (width,), 0, self.output_dim, jnp.int32),
     ).value
     signs = self.variable(
-        CONSTANTS,
-        f"{prefix}_signs",
-        lambda: jax.random.rademacher(self.make_rng("params"), (width,), jnp.float32),
+      CONSTANTS,
+      f"{prefix}_signs",
+      lambda: jax.random.rademacher(self.make_rng("params"), (width,), jnp.float32),
     ).value
     return hashes, signs
 
@@ -97,8 +97,11 @@ class CompactBilinearPooling(nn.Module):
     x_hashes, x_signs = self._sketch_constants("x", x.shape[-1])
     y_hashes, y_signs = self._sketch_constants("y", y.shape[-1])
     return compact_bilinear_pooling(
-        x, y,
-        x_hashes=x_hashes, x_signs=x_signs,
-        y_hashes=y_hashes, y_signs=y_signs,
-        output_dim=self.output_dim,
+      x,
+      y,
+      x_hashes=x_hashes,
+      x_signs=x_signs,
+      y_hashes=y_hashes,
+      y_signs=y_signs,
+      output_dim=self.output_dim,
     )

@@ -42,7 +42,7 @@ class GeneratorSide(nn.Module):
   match_scale_init: float = 5.0
   match_bias_init: float = 0.0
 
-  def setup(self):
+  def setup(self) -> None:
     self.video_encoder = Encoder(self.hidden, self.dropout_rate)
     self.music_encoder = Encoder(self.hidden, self.dropout_rate)
     self.video_generator = Generator(self.embed_dim)
@@ -93,10 +93,10 @@ class GeneratorSide(nn.Module):
     # Both embeddings are unit-norm, so the dot product is the cosine.
     score = jnp.sum(z_video * z_music, axis=-1)
     return {
-        "video_embedding": z_video,
-        "music_embedding": z_music,
-        "video_emotion_logits": self.emotion_head(z_video),
-        "music_emotion_logits": self.emotion_head(z_music),
-        "score": score,
-        "match_logit": self.match_scale * score + self.match_bias,
+      "video_embedding": z_video,
+      "music_embedding": z_music,
+      "video_emotion_logits": self.emotion_head(z_video),
+      "music_emotion_logits": self.emotion_head(z_music),
+      "score": score,
+      "match_logit": self.match_scale * score + self.match_bias,
     }

@@ -5,8 +5,8 @@ weights and biases uniform in +-1/sqrt(fan_in). Flax's `nn.Dense` draws the kern
 zeroes the bias, so parity with the published numbers needs the initialisers below.
 """
 
-from collections.abc import Callable, Mapping
 import math
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import flax.linen as nn

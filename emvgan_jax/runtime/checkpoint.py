@@ -13,7 +13,6 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
-import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
@@ -32,13 +31,13 @@ class Checkpoints:
     self._managers = {}
     for kind in KINDS:
       options = ocp.CheckpointManagerOptions(
-          max_to_keep=None if read_only else 1,
-          save_interval_steps=0 if read_only else 1,
-          create=not read_only,
-          read_only=read_only,
-          # Saves are rare (on checkpoint boundaries) and tiny; a synchronous save cannot race the donated
-          # state of the next step.
-          enable_async_checkpointing=False,
+        max_to_keep=None if read_only else 1,
+        save_interval_steps=0 if read_only else 1,
+        create=not read_only,
+        read_only=read_only,
+        # Saves are rare (on checkpoint boundaries) and tiny; a synchronous save cannot race the donated
+        # state of the next step.
+        enable_async_checkpointing=False,
       )
       path = os.path.join(self.root, kind)
       if read_only and not os.path.isdir(path):
@@ -54,40 +53,42 @@ class Checkpoints:
     manager = self._managers.get(kind)
     return [] if manager is None else list(manager.all_steps())
 
-  def save(self, kind: str, step: int, *, state: Any, stats: Mapping[str, np.ndarray], meta: Mapping[str, Any]):
+  def save(self, kind: str, step: int, *, state: Any, stats: Mapping[str, np.ndarray], meta: Mapping[str, Any]) -> None:
     """Saves (step, state, stats, meta) as the `kind` checkpoint, replacing the previous one."""
     manager = self._managers[kind]
     if manager.latest_step() == step:
       return
     manager.save(
-        step,
-        args=ocp.args.Composite(
-            state=ocp.args.StandardSave(state),
-            stats=ocp.args.StandardSave(dict(stats)),
-            meta=ocp.args.JsonSave(dict(meta)),
-        ),
-        force=True,
+      step,
+      args=ocp.args.Composite(
+        state=ocp.args.StandardSave(state),
+        stats=ocp.args.StandardSave(dict(stats)),
+        meta=ocp.args.JsonSave(dict(meta)),
+      ),
+      force=True,
     )
 
   def restore_meta(self, kind: str, step: int | None = None) -> tuple[int, dict[str, Any], dict[str, np.ndarray]]:
     """Returns (step, meta, stats) of a checkpoint, without the state (cheap: no model needed)."""
     manager, step = self._locate(kind, step)
     restored = manager.restore(
-        step, args=ocp.args.Composite(meta=ocp.args.JsonRestore(), stats=ocp.args.StandardRestore())
+      step, args=ocp.args.Composite(meta=ocp.args.JsonRestore(), stats=ocp.args.StandardRestore())
     )
     stats = {k: np.asarray(v) for k, v in restored["stats"].items()}
     return step, dict(restored["meta"]), stats
 
-  def restore(self, kind: str, abstract_state: Any, step: int | None = None):
+  def restore(
+    self, kind: str, abstract_state: Any, step: int | None = None
+  ) -> tuple[int, Any, dict[str, np.ndarray], dict[str, Any]]:
     """Restores (step, state, stats, meta); `abstract_state` gives shapes, dtypes and shardings of the state."""
     manager, step = self._locate(kind, step)
     restored = manager.restore(
-        step,
-        args=ocp.args.Composite(
-            state=ocp.args.StandardRestore(abstract_state),
-            stats=ocp.args.StandardRestore(),
-            meta=ocp.args.JsonRestore(),
-        ),
+      step,
+      args=ocp.args.Composite(
+        state=ocp.args.StandardRestore(abstract_state),
+        stats=ocp.args.StandardRestore(),
+        meta=ocp.args.JsonRestore(),
+      ),
     )
     stats = {k: np.asarray(v) for k, v in restored["stats"].items()}
     return step, restored["state"], stats, dict(restored["meta"])
@@ -99,8 +100,8 @@ class Checkpoints:
     steps = self.all_steps(kind)
     if not steps:
       raise CheckpointNotFoundError(
-          f"No '{kind}' checkpoint in {self.root}: train first with "
-          f"`python -m emvgan_jax.main --config=... --workdir={os.path.dirname(self.root)}`"
+        f"No '{kind}' checkpoint in {self.root}: train first with "
+        f"`python -m emvgan_jax.main --config=... --workdir={os.path.dirname(self.root)}`"
       )
     if step is None:
       step = max(steps)
@@ -108,11 +109,11 @@ class Checkpoints:
       raise CheckpointNotFoundError(f"No '{kind}' checkpoint at step {step} in {self.root}; it has steps {steps}")
     return manager, step
 
-  def wait(self):
+  def wait(self) -> None:
     for manager in self._managers.values():
       manager.wait_until_finished()
 
-  def close(self):
+  def close(self) -> None:
     for manager in self._managers.values():
       manager.close()
 
@@ -125,7 +126,7 @@ class RunCheckpointer:
   run's static description (config, family, dataset, seed, ...) plus the selection's bookkeeping.
   """
 
-  def __init__(self, workdir: str, *, stats: Mapping[str, np.ndarray], run_meta: Mapping[str, Any]):
+  def __init__(self, workdir: str, *, stats: Mapping[str, np.ndarray], run_meta: Mapping[str, Any]) -> None:
     self.checkpoints = Checkpoints(workdir)
     self._stats = dict(stats)
     self._run_meta = dict(run_meta)

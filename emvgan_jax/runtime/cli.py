@@ -13,6 +13,7 @@ import os
 import re
 import sys
 from collections.abc import Callable, Sequence
+from typing import Any
 
 from absl import flags
 
@@ -26,7 +27,7 @@ class ToolError(Exception):
 def one_line(message: object, max_chars: int = 1000) -> str:
   """`message` on one line (newlines become '; '), shortened to `max_chars` characters."""
   text = "; ".join(part.strip() for part in str(message).splitlines() if part.strip())
-  return text if len(text) <= max_chars else text[:max_chars - 3] + "..."
+  return text if len(text) <= max_chars else text[: max_chars - 3] + "..."
 
 
 def new_flag_values() -> flags.FlagValues:
@@ -66,7 +67,7 @@ class QuietLibraries(logging.Filter):
     return record.levelno >= logging.WARNING or not noisy
 
 
-def setup_logging(level: int = logging.INFO):
+def setup_logging(level: int = logging.INFO) -> None:
   """INFO messages of this project to stderr (what absl's `app.run` would have set up)."""
   root = logging.getLogger()
   if not root.handlers:
@@ -82,7 +83,7 @@ def setup_logging(level: int = logging.INFO):
 DEFAULT_COMPILATION_CACHE = os.path.join(os.path.expanduser("~"), ".cache", "emvgan_jax", "xla")
 
 
-def enable_compilation_cache(path: str | None):
+def enable_compilation_cache(path: str | None) -> None:
   """JAX's persistent compilation cache in `path` (as `emvgan_jax.main` does); None or '' leaves it off.
 
   An environment setting (JAX_COMPILATION_CACHE_DIR, as the tests set) wins.
@@ -100,11 +101,10 @@ def known_errors() -> tuple[type[BaseException], ...]:
   from emvgan_jax.data import emomv  # pylint: disable=g-import-not-at-top
   from tfds_emomv.emomv import files  # pylint: disable=g-import-not-at-top  (imports TFDS: only when needed)
 
-  return (ToolError, ckpt_lib.CheckpointNotFoundError, files.EmoMVFormatError, config_lib.ConfigError,
-          emomv.DataError)
+  return (ToolError, ckpt_lib.CheckpointNotFoundError, files.EmoMVFormatError, config_lib.ConfigError, emomv.DataError)
 
 
-def load_run(workdir: str, checkpoint: str):
+def load_run(workdir: str, checkpoint: str) -> Any:
   """`restore.load_run`, with its errors turned into advice (`ToolError`)."""
   from emvgan_jax.runtime import restore  # pylint: disable=g-import-not-at-top
 
@@ -119,8 +119,9 @@ def load_run(workdir: str, checkpoint: str):
   except ValueError as e:
     # Orbax's own advice (turn on truncation/padding) would silently load a different model: drop it.
     message = re.sub(r"\s*Truncating/padding is disabled.*", "", one_line(e, 600)).rstrip(". ")
-    raise ToolError(f"{message}; evaluate it with the code version that trained it, or retrain into a "
-                    "new workdir") from e
+    raise ToolError(
+      f"{message}; evaluate it with the code version that trained it, or retrain into a new workdir"
+    ) from e
 
 
 def run_tool(body: Callable[[], object]) -> object:

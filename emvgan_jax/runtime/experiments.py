@@ -27,9 +27,22 @@ STD_DDOF = 1
 TrainFn = Callable[[ml_collections.ConfigDict, str], dict[str, Any]]
 
 # Fields (dotted prefixes) that define every run, whatever its family; the family adds its own `config_keys`.
-_RUN_KEYS = ("model", "seed", "data.dataset", "data.holdout_fraction", "data.holdout_seed", "sharding",
-             "train.batch_size", "train.drop_remainder", "train.num_epochs", "train.max_steps",
-             "train.eval_every_steps", "train.patience", "train.selection_metric", "train.selection_mode")
+_RUN_KEYS = (
+  "model",
+  "seed",
+  "data.dataset",
+  "data.holdout_fraction",
+  "data.holdout_seed",
+  "sharding",
+  "train.batch_size",
+  "train.drop_remainder",
+  "train.num_epochs",
+  "train.max_steps",
+  "train.eval_every_steps",
+  "train.patience",
+  "train.selection_metric",
+  "train.selection_mode",
+)
 
 
 def flatten(d: Any, prefix: str = "") -> dict[str, Any]:
@@ -61,8 +74,9 @@ def read_json(path: str) -> dict[str, Any]:
     return json.load(f)
 
 
-def train_or_reuse(config: ml_collections.ConfigDict, workdir: str, *, train_fn: TrainFn,
-                   on_mismatch: str = "error") -> tuple[dict[str, Any], str]:
+def train_or_reuse(
+  config: ml_collections.ConfigDict, workdir: str, *, train_fn: TrainFn, on_mismatch: str = "error"
+) -> tuple[dict[str, Any], str]:
   """Trains `config` into `workdir`, or reads back the finished run there; returns (results, 'trained'|'reused').
 
   An unfinished run in `workdir` resumes from its latest checkpoint. A finished run of another config is an
@@ -81,8 +95,10 @@ def train_or_reuse(config: ml_collections.ConfigDict, workdir: str, *, train_fn:
       logging.info("Reusing the finished run %s", workdir)
       return read_json(results_path), "reused"
     if on_mismatch == "error":
-      raise cli.ToolError(f"{workdir} holds a finished run of another config ({'; '.join(diff[:5])}); use another "
-                          "--workdir, or delete that run to retrain it")
+      raise cli.ToolError(
+        f"{workdir} holds a finished run of another config ({'; '.join(diff[:5])}); use another "
+        "--workdir, or delete that run to retrain it"
+      )
     logging.info("Retraining %s: its config differs (%s)", workdir, "; ".join(diff[:5]))
     shutil.rmtree(workdir)
   logging.info("Training %s", workdir)
@@ -92,8 +108,12 @@ def train_or_reuse(config: ml_collections.ConfigDict, workdir: str, *, train_fn:
 def mean_std(values: Sequence[float]) -> dict[str, Any]:
   """Mean, sample standard deviation (None for a single value), count and the values themselves."""
   arr = np.asarray(values, np.float64)
-  return {"mean": float(arr.mean()), "std": float(arr.std(ddof=STD_DDOF)) if arr.size > STD_DDOF else None,
-          "n": int(arr.size), "values": [float(v) for v in arr]}
+  return {
+    "mean": float(arr.mean()),
+    "std": float(arr.std(ddof=STD_DDOF)) if arr.size > STD_DDOF else None,
+    "n": int(arr.size),
+    "values": [float(v) for v in arr],
+  }
 
 
 def get_path(d: Any, path: Sequence[str]) -> float | None:
@@ -105,5 +125,4 @@ def get_path(d: Any, path: Sequence[str]) -> float | None:
   return None if d is None else float(d)
 
 
-__all__ = ["STD_DDOF", "differences", "flatten", "get_path", "mean_std", "read_json",
-           "run_signature", "train_or_reuse"]
+__all__ = ["STD_DDOF", "differences", "flatten", "get_path", "mean_std", "read_json", "run_signature", "train_or_reuse"]

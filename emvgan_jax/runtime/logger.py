@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+from collections.abc import Callable
 from typing import Any
 
 import jax
@@ -41,15 +42,25 @@ def check_finite(step_metrics: list[tuple[int, dict[str, float]]]) -> None:
     bad = [k for k, v in m.items() if (k.startswith("loss") or k in _GUARDED) and not np.isfinite(v)]
     if bad:
       raise NonFiniteLossError(
-          f"Non-finite loss at step {step}: {', '.join(f'{k}={m[k]}' for k in bad)}. The run stopped and wrote no "
-          "checkpoint; lower the learning rate or check the inputs (the latest good checkpoint is unchanged).")
+        f"Non-finite loss at step {step}: {', '.join(f'{k}={m[k]}' for k in bad)}. The run stopped and wrote no "
+        "checkpoint; lower the learning rate or check the inputs (the latest good checkpoint is unchanged)."
+      )
 
 
 class MetricLogger:
   """Owns `metrics.jsonl`, the TensorBoard writer, the progress bar and the window of pending step metrics."""
 
-  def __init__(self, workdir: str, *, enabled: bool, log_every: int, total_steps: int, initial_step: int,
-               progress_bar: bool, clock=None):
+  def __init__(
+    self,
+    workdir: str,
+    *,
+    enabled: bool,
+    log_every: int,
+    total_steps: int,
+    initial_step: int,
+    progress_bar: bool,
+    clock: Callable[[], float] | None = None,
+  ):
     import time  # pylint: disable=g-import-not-at-top
 
     self._clock = clock or time.time
@@ -68,8 +79,15 @@ class MetricLogger:
         from tqdm import tqdm  # pylint: disable=g-import-not-at-top
 
         # In a log file (not a terminal) a line every 30 s is progress enough.
-        self._progress = tqdm(total=total_steps, initial=initial_step, desc="train", unit="step", file=sys.stderr,
-                              mininterval=1.0 if sys.stderr.isatty() else 30.0, dynamic_ncols=True)
+        self._progress = tqdm(
+          total=total_steps,
+          initial=initial_step,
+          desc="train",
+          unit="step",
+          file=sys.stderr,
+          mininterval=1.0 if sys.stderr.isatty() else 30.0,
+          dynamic_ncols=True,
+        )
 
   def record_step(self, step: int, metrics: dict[str, jax.Array], *, epoch: int) -> None:
     """Adds one step's (on-device) metrics to the window; flushes every `log_every` steps."""
@@ -95,8 +113,9 @@ class MetricLogger:
     self._window = (now, last_step)
     self.write(last_step, mean)
     if self._progress is not None:
-      self._progress.set_postfix(loss=f"{mean['train/loss']:.4f}", steps_s=f"{mean['train/steps_per_sec']:.1f}",
-                                 epoch=self._epoch, refresh=False)  # tqdm redraws at its own pace
+      self._progress.set_postfix(
+        loss=f"{mean['train/loss']:.4f}", steps_s=f"{mean['train/steps_per_sec']:.1f}", epoch=self._epoch, refresh=False
+      )  # tqdm redraws at its own pace
     return mean
 
   def write(self, step: int, scalars: dict[str, Any]) -> None:

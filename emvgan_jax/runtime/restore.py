@@ -71,9 +71,11 @@ def load_run(workdir: str, checkpoint: str = "best", *, mesh: jax.sharding.Mesh 
       _, state, _, _ = checkpoints.restore(kind, target, step)
     except (ValueError, KeyError, TypeError) as e:
       raise ValueError(
-          f"The '{kind}' checkpoint at step {step} in {workdir} does not fit the model its config describes "
-          f"({family.description}, video width {video_dim}, music width {music_dim}): {e}") from e
+        f"The '{kind}' checkpoint at step {step} in {workdir} does not fit the model its config describes "
+        f"({family.description}, video width {video_dim}, music width {music_dim}): {e}"
+      ) from e
   finally:
     checkpoints.close()
-  return Run(config=config, family=family, state=state, standardizer=standardizer, step=step, kind=kind,
-             meta=meta, mesh=mesh)
+  return Run(
+    config=config, family=family, state=state, standardizer=standardizer, step=step, kind=kind, meta=meta, mesh=mesh
+  )

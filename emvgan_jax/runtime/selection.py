@@ -56,5 +56,10 @@ class Selection:
 
   def results_block(self, split: str) -> dict[str, Any]:
     """The `selection` block of results.json."""
-    return {"split": split, "metric": self.metric, "mode": self.mode, "best_value": self.best_value,
-            "best_step": self.best_step}
+    return {
+      "split": split,
+      "metric": self.metric,
+      "mode": self.mode,
+      "best_value": self.best_value,
+      "best_step": self.best_step,
+    }

@@ -8,18 +8,19 @@ XLA inserts the collectives (a contrastive loss over the global batch is just `z
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import jax
 import numpy as np
-from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
 
 DATA_AXIS = "data"
 MODEL_AXIS = "model"
 
 
-def make_mesh(mesh_shape: Mapping[str, int] | None = None, devices=None) -> Mesh:
+def make_mesh(mesh_shape: Mapping[str, int] | None = None, devices: Sequence[jax.Device] | None = None) -> Mesh:
   """Builds a mesh with axes ('data', 'model') from the config.
 
   Args:
@@ -41,8 +42,9 @@ def make_mesh(mesh_shape: Mapping[str, int] | None = None, devices=None) -> Mesh
       raise ValueError(f"{len(devices)} devices do not divide into a mesh of shape {shape}")
     sizes[sizes.index(-1)] = len(devices) // known
   if math.prod(sizes) != len(devices):
-    raise ValueError(f"Mesh shape {dict(zip((DATA_AXIS, MODEL_AXIS), sizes))} needs {math.prod(sizes)} devices, "
-                     f"found {len(devices)}")
+    raise ValueError(
+      f"Mesh shape {dict(zip((DATA_AXIS, MODEL_AXIS), sizes))} needs {math.prod(sizes)} devices, found {len(devices)}"
+    )
   try:
     device_array = jax.experimental.mesh_utils.create_device_mesh(sizes, devices)
   except Exception:  # pylint: disable=broad-except  (CPU and odd topologies: a plain reshape is fine)
@@ -84,7 +86,7 @@ def param_spec(shape: tuple[int, ...], mesh: Mesh, rule: str, min_size: int) -> 
   return P()
 
 
-def tree_shardings(tree, mesh: Mesh, rule: str = "replicate", min_size: int = 2**14):
+def tree_shardings(tree: Any, mesh: Mesh, rule: str = "replicate", min_size: int = 2**14) -> Any:
   """NamedShardings for every leaf of a (possibly abstract) pytree, by `param_spec`.
 
   The rule looks only at shapes, so it gives matching shardings to parameters and to the optimizer moments that
@@ -93,8 +95,7 @@ def tree_shardings(tree, mesh: Mesh, rule: str = "replicate", min_size: int = 2*
   return jax.tree.map(lambda x: NamedSharding(mesh, param_spec(tuple(x.shape), mesh, rule, min_size)), tree)
 
 
-def abstract_state(init: Callable[[jax.Array], Any], mesh: Mesh, rule: str = "replicate",
-                   min_size: int = 2**14) -> Any:
+def abstract_state(init: Callable[[jax.Array], Any], mesh: Mesh, rule: str = "replicate", min_size: int = 2**14) -> Any:
   """The train state `init(rng)` would make, as ShapeDtypeStructs carrying their shardings under `rule`.
 
   This is the one description of a state's layout: `train.create_state` creates the state in it, and every

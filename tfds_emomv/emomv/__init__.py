@@ -2,20 +2,22 @@
 
 from tfds_emomv.emomv import files
 from tfds_emomv.emomv.emomv_dataset_builder import Builder
-from tfds_emomv.emomv.files import EMOTIONS
-from tfds_emomv.emomv.files import EmoMVFormatError
-from tfds_emomv.emomv.files import EmoMVMissingFileError
-from tfds_emomv.emomv.files import read_features
-from tfds_emomv.emomv.files import read_gallery
-from tfds_emomv.emomv.files import read_pairs
+from tfds_emomv.emomv.files import (
+  EMOTIONS,
+  EmoMVFormatError,
+  EmoMVMissingFileError,
+  read_features,
+  read_gallery,
+  read_pairs,
+)
 
 __all__ = [
-    'Builder',
-    'EMOTIONS',
-    'EmoMVFormatError',
-    'EmoMVMissingFileError',
-    'files',
-    'read_features',
-    'read_gallery',
-    'read_pairs',
+  'Builder',
+  'EMOTIONS',
+  'EmoMVFormatError',
+  'EmoMVMissingFileError',
+  'files',
+  'read_features',
+  'read_gallery',
+  'read_pairs',
 ]

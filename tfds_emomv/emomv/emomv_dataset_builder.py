@@ -21,12 +21,12 @@ from tfds_emomv.emomv import files
 _HOMEPAGE = 'https://github.com/ivyha010/EmoMV'
 
 _CONFIG_DESCRIPTIONS = {
-    'a': 'EmoMV-A (DS1_EmoMV_A): MVED music-video segments, human labels; train/validation/test pairs and '
-         'the 250-segment MVED test retrieval gallery.',
-    'b': 'EmoMV-B (DS2_EmoMV_B): other public music-video segments, labels predicted by a network; '
-         'train/validation pairs and the 120-segment validation retrieval gallery.',
-    'c': 'EmoMV-C (DS3_EmoMV_C): self-collected YouTube music videos, labels predicted by a network; '
-         'train/validation pairs and the 96-segment validation retrieval gallery.',
+  'a': 'EmoMV-A (DS1_EmoMV_A): MVED music-video segments, human labels; train/validation/test pairs and '
+  'the 250-segment MVED test retrieval gallery.',
+  'b': 'EmoMV-B (DS2_EmoMV_B): other public music-video segments, labels predicted by a network; '
+  'train/validation pairs and the 120-segment validation retrieval gallery.',
+  'c': 'EmoMV-C (DS3_EmoMV_C): self-collected YouTube music videos, labels predicted by a network; '
+  'train/validation pairs and the 96-segment validation retrieval gallery.',
 }
 
 
@@ -36,8 +36,7 @@ class Builder(tfds.core.GeneratorBasedBuilder):
   VERSION = tfds.core.Version('1.0.0')
   RELEASE_NOTES = {'1.0.0': 'Initial release: features, labels and retrieval gallery of EmoMV-A, -B, -C.'}
   BUILDER_CONFIGS = [
-      tfds.core.BuilderConfig(name=name, description=_CONFIG_DESCRIPTIONS[name])
-      for name in files.CONFIG_FOLDERS
+    tfds.core.BuilderConfig(name=name, description=_CONFIG_DESCRIPTIONS[name]) for name in files.CONFIG_FOLDERS
   ]
   # Setting this is what lets `dl_manager.manual_dir` be read at all; manual_dir is optional here.
   MANUAL_DOWNLOAD_INSTRUCTIONS = """\
@@ -50,19 +49,21 @@ class Builder(tfds.core.GeneratorBasedBuilder):
   def _info(self) -> tfds.core.DatasetInfo:
     """Returns the dataset metadata."""
     return self.dataset_info_from_configs(
-        features=tfds.features.FeaturesDict({
-            'video': tfds.features.Tensor(shape=(files.VIDEO_DIM,), dtype=np.float32),
-            'music': tfds.features.Tensor(shape=(files.MUSIC_DIM,), dtype=np.float32),
-            'match': tfds.features.ClassLabel(names=list(files.MATCH_NAMES)),
-            'video_emotion': tfds.features.ClassLabel(names=list(files.EMOTIONS)),
-            'music_emotion': tfds.features.ClassLabel(names=list(files.EMOTIONS)),
-            'name': tfds.features.Text(),
-        }),
-        supervised_keys=None,
-        homepage=_HOMEPAGE,
-        # Row order must be file row order: row i of a split is row i of its CSV and HDF5 files, and
-        # gallery item i is the counterpart of query i. Without this TFDS orders examples by key hash.
-        disable_shuffling=True,
+      features=tfds.features.FeaturesDict(
+        {
+          'video': tfds.features.Tensor(shape=(files.VIDEO_DIM,), dtype=np.float32),
+          'music': tfds.features.Tensor(shape=(files.MUSIC_DIM,), dtype=np.float32),
+          'match': tfds.features.ClassLabel(names=list(files.MATCH_NAMES)),
+          'video_emotion': tfds.features.ClassLabel(names=list(files.EMOTIONS)),
+          'music_emotion': tfds.features.ClassLabel(names=list(files.EMOTIONS)),
+          'name': tfds.features.Text(),
+        }
+      ),
+      supervised_keys=None,
+      homepage=_HOMEPAGE,
+      # Row order must be file row order: row i of a split is row i of its CSV and HDF5 files, and
+      # gallery item i is the counterpart of query i. Without this TFDS orders examples by key hash.
+      disable_shuffling=True,
     )
 
   def _local_root(self, dl_manager: tfds.download.DownloadManager) -> pathlib.Path | None:
@@ -116,11 +117,14 @@ class Builder(tfds.core.GeneratorBasedBuilder):
   def _generate_examples(self, arrays: Mapping[str, np.ndarray]) -> Iterator[tuple[int, dict]]:
     """Yields (row index, example) in file row order."""
     for i in range(len(arrays['name'])):
-      yield i, {
+      yield (
+        i,
+        {
           'video': arrays['video'][i],
           'music': arrays['music'][i],
           'match': int(arrays['match'][i]),
           'video_emotion': int(arrays['video_emotion'][i]),
           'music_emotion': int(arrays['music_emotion'][i]),
           'name': str(arrays['name'][i]),
-      }
+        },
+      )

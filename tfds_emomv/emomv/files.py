@@ -39,9 +39,9 @@ BASE_URL = 'https://github.com/ivyha010/EmoMV/raw/main/'
 
 # Config name -> dataset folder in the repository.
 CONFIG_FOLDERS = {
-    'a': 'DS1_EmoMV_A',
-    'b': 'DS2_EmoMV_B',
-    'c': 'DS3_EmoMV_C',
+  'a': 'DS1_EmoMV_A',
+  'b': 'DS2_EmoMV_B',
+  'c': 'DS3_EmoMV_C',
 }
 
 PathLike = str | os.PathLike
@@ -79,39 +79,39 @@ class SplitFiles:
 
 def _pair_files(folder: str, ds: str, split: str) -> SplitFiles:
   return SplitFiles(
-      csv=f'{folder}/annotation/{ds}_{split}_MATCH_MISMATCH_labels.csv',
-      video=f'{folder}/extracted_features/SlowFast_{ds}_{split}_MATCH_MISMATCH.h5',
-      music=f'{folder}/extracted_features/VGGish_{ds}_{split}_MATCH_MISMATCH.h5',
-      kind='pairs',
+    csv=f'{folder}/annotation/{ds}_{split}_MATCH_MISMATCH_labels.csv',
+    video=f'{folder}/extracted_features/SlowFast_{ds}_{split}_MATCH_MISMATCH.h5',
+    music=f'{folder}/extracted_features/VGGish_{ds}_{split}_MATCH_MISMATCH.h5',
+    kind='pairs',
   )
 
 
 def _gallery_files(folder: str, csv_name: str, h5_stem: str) -> SplitFiles:
   return SplitFiles(
-      csv=f'{folder}/for_retrieval/{csv_name}',
-      video=f'{folder}/for_retrieval/SlowFast_{h5_stem}.h5',
-      music=f'{folder}/for_retrieval/VGGish_{h5_stem}.h5',
-      kind='gallery',
+    csv=f'{folder}/for_retrieval/{csv_name}',
+    video=f'{folder}/for_retrieval/SlowFast_{h5_stem}.h5',
+    music=f'{folder}/for_retrieval/VGGish_{h5_stem}.h5',
+    kind='gallery',
   )
 
 
 # (config, split) -> files, in split order. The gallery file names follow no common pattern across the
 # three datasets, hence the explicit table.
 SPLIT_FILES: dict[tuple[str, str], SplitFiles] = {
-    ('a', 'train'): _pair_files('DS1_EmoMV_A', 'DS1', 'TRAIN'),
-    ('a', 'validation'): _pair_files('DS1_EmoMV_A', 'DS1', 'VAL'),
-    ('a', 'test'): _pair_files('DS1_EmoMV_A', 'DS1', 'TEST'),
-    ('a', 'gallery'): _gallery_files(
-        'DS1_EmoMV_A',
-        'DS1_from_MVED_test_set_5_classes_for_retrieval.csv',
-        'DS1_from_MVED_test_set_5_classes_for_retrieval',
-    ),
-    ('b', 'train'): _pair_files('DS2_EmoMV_B', 'DS2', 'TRAIN'),
-    ('b', 'validation'): _pair_files('DS2_EmoMV_B', 'DS2', 'VAL'),
-    ('b', 'gallery'): _gallery_files('DS2_EmoMV_B', 'DS2_VAL_labels_for_retrieval.csv', 'DS2_VAL_for_retrieval'),
-    ('c', 'train'): _pair_files('DS3_EmoMV_C', 'DS3', 'TRAIN'),
-    ('c', 'validation'): _pair_files('DS3_EmoMV_C', 'DS3', 'VAL'),
-    ('c', 'gallery'): _gallery_files('DS3_EmoMV_C', 'DS3_VAL_labels_for_retrieval.csv', 'DS3_VAL_for_retrieval'),
+  ('a', 'train'): _pair_files('DS1_EmoMV_A', 'DS1', 'TRAIN'),
+  ('a', 'validation'): _pair_files('DS1_EmoMV_A', 'DS1', 'VAL'),
+  ('a', 'test'): _pair_files('DS1_EmoMV_A', 'DS1', 'TEST'),
+  ('a', 'gallery'): _gallery_files(
+    'DS1_EmoMV_A',
+    'DS1_from_MVED_test_set_5_classes_for_retrieval.csv',
+    'DS1_from_MVED_test_set_5_classes_for_retrieval',
+  ),
+  ('b', 'train'): _pair_files('DS2_EmoMV_B', 'DS2', 'TRAIN'),
+  ('b', 'validation'): _pair_files('DS2_EmoMV_B', 'DS2', 'VAL'),
+  ('b', 'gallery'): _gallery_files('DS2_EmoMV_B', 'DS2_VAL_labels_for_retrieval.csv', 'DS2_VAL_for_retrieval'),
+  ('c', 'train'): _pair_files('DS3_EmoMV_C', 'DS3', 'TRAIN'),
+  ('c', 'validation'): _pair_files('DS3_EmoMV_C', 'DS3', 'VAL'),
+  ('c', 'gallery'): _gallery_files('DS3_EmoMV_C', 'DS3_VAL_labels_for_retrieval.csv', 'DS3_VAL_for_retrieval'),
 }
 
 
@@ -244,7 +244,7 @@ def read_features(h5_path: PathLike, *, dim: int | None = None) -> np.ndarray:
       f.visititems(lambda key, obj: found.append(key) if isinstance(obj, h5py.Dataset) else None)
       if len(found) != 1:
         raise EmoMVFormatError(
-            f'{name}: expected exactly one HDF5 dataset (key "default" or "data"), found {len(found)}: {found}'
+          f'{name}: expected exactly one HDF5 dataset (key "default" or "data"), found {len(found)}: {found}'
         )
       key = found[0]
       dataset = f[key]
@@ -263,8 +263,8 @@ def read_features(h5_path: PathLike, *, dim: int | None = None) -> np.ndarray:
   if bad.any():
     row, col = np.argwhere(bad)[0]
     raise EmoMVFormatError(
-        f'{name}: row {row + 1}, column {col + 1}: non-finite value {raw[row, col]!r} '
-        f'({int(bad.any(axis=1).sum())} row(s) affected); expected finite features'
+      f'{name}: row {row + 1}, column {col + 1}: non-finite value {raw[row, col]!r} '
+      f'({int(bad.any(axis=1).sum())} row(s) affected); expected finite features'
     )
   return features
 
@@ -304,7 +304,7 @@ def _emotion_id(name: str, row: int, column: int, what: str, value: str) -> int:
   label = _int_field(name, row, column, what, value)
   if not 0 <= label < len(EMOTIONS):
     raise EmoMVFormatError(
-        f'{name}: row {row}, column {column} ({what}): {label} is outside 0..{len(EMOTIONS) - 1} {EMOTIONS}'
+      f'{name}: row {row}, column {column} ({what}): {label} is outside 0..{len(EMOTIONS) - 1} {EMOTIONS}'
     )
   return label
 
@@ -313,12 +313,12 @@ def _check_emotion_name(name: str, row: int, column: int, what: str, value: str,
   spelled = value.strip().lower()
   if spelled not in EMOTIONS:
     raise EmoMVFormatError(
-        f'{name}: row {row}, column {column} ({what}): unknown emotion {value!r}, expected one of {EMOTIONS}'
+      f'{name}: row {row}, column {column} ({what}): unknown emotion {value!r}, expected one of {EMOTIONS}'
     )
   if EMOTIONS.index(spelled) != label:
     raise EmoMVFormatError(
-        f'{name}: row {row}, column {column} ({what}): emotion {value!r} disagrees with its id {label} '
-        f'({EMOTIONS[label]})'
+      f'{name}: row {row}, column {column} ({what}): emotion {value!r} disagrees with its id {label} '
+      f'({EMOTIONS[label]})'
     )
 
 
@@ -330,27 +330,26 @@ def _nonempty_name(name: str, row: int, column: int, value: str) -> str:
 
 
 def _features_for(
-    csv_path: PathLike, n_rows: int, video_h5: PathLike, music_h5: PathLike, video_dim: int | None,
-    music_dim: int | None
+  csv_path: PathLike, n_rows: int, video_h5: PathLike, music_h5: PathLike, video_dim: int | None, music_dim: int | None
 ) -> tuple[np.ndarray, np.ndarray]:
   video = read_features(video_h5, dim=video_dim)
   music = read_features(music_h5, dim=music_dim)
   for path, features in ((video_h5, video), (music_h5, music)):
     if features.shape[0] != n_rows:
       raise EmoMVFormatError(
-          f'{os.fspath(path)}: {features.shape[0]} feature rows, but {os.fspath(csv_path)} has {n_rows} rows; '
-          'expected one feature row per CSV row'
+        f'{os.fspath(path)}: {features.shape[0]} feature rows, but {os.fspath(csv_path)} has {n_rows} rows; '
+        'expected one feature row per CSV row'
       )
   return video, music
 
 
 def read_pairs(
-    csv_path: PathLike,
-    video_h5: PathLike,
-    music_h5: PathLike,
-    *,
-    video_dim: int | None = VIDEO_DIM,
-    music_dim: int | None = MUSIC_DIM,
+  csv_path: PathLike,
+  video_h5: PathLike,
+  music_h5: PathLike,
+  *,
+  video_dim: int | None = VIDEO_DIM,
+  music_dim: int | None = MUSIC_DIM,
 ) -> dict[str, np.ndarray]:
   """Reads and validates one pair split: the 7-column CSV and its two feature files.
 
@@ -377,8 +376,8 @@ def read_pairs(
   for i, row in enumerate(rows, start=1):
     if len(row) != 7:
       raise EmoMVFormatError(
-          f'{name}: row {i} has {len(row)} columns, expected 7 (dir, name, match, video_emotion, '
-          'music_emotion, video_emotion_id, music_emotion_id)'
+        f'{name}: row {i} has {len(row)} columns, expected 7 (dir, name, match, video_emotion, '
+        'music_emotion, video_emotion_id, music_emotion_id)'
       )
     names.append(_nonempty_name(name, i, 2, row[1]))
     m = _int_field(name, i, 3, 'match', row[2])
@@ -393,12 +392,12 @@ def read_pairs(
     music_emotion.append(a)
   video, music = _features_for(csv_path, len(rows), video_h5, music_h5, video_dim, music_dim)
   return {
-      'name': np.asarray(names, dtype=np.str_),
-      'video': video,
-      'music': music,
-      'match': np.asarray(match, dtype=np.int64),
-      'video_emotion': np.asarray(video_emotion, dtype=np.int64),
-      'music_emotion': np.asarray(music_emotion, dtype=np.int64),
+    'name': np.asarray(names, dtype=np.str_),
+    'video': video,
+    'music': music,
+    'match': np.asarray(match, dtype=np.int64),
+    'video_emotion': np.asarray(video_emotion, dtype=np.int64),
+    'music_emotion': np.asarray(music_emotion, dtype=np.int64),
   }
 
 
@@ -422,12 +421,12 @@ def gallery_name(filename: str, label: int) -> str:
 
 
 def read_gallery(
-    csv_path: PathLike,
-    video_h5: PathLike,
-    music_h5: PathLike,
-    *,
-    video_dim: int | None = VIDEO_DIM,
-    music_dim: int | None = MUSIC_DIM,
+  csv_path: PathLike,
+  video_h5: PathLike,
+  music_h5: PathLike,
+  *,
+  video_dim: int | None = VIDEO_DIM,
+  music_dim: int | None = MUSIC_DIM,
 ) -> dict[str, np.ndarray]:
   """Reads and validates a retrieval gallery: one row per segment with its own video and music.
 
@@ -454,15 +453,15 @@ def read_gallery(
   n_columns = len(rows[0])
   if n_columns not in (3, 4):
     raise EmoMVFormatError(
-        f'{name}: row 1 has {n_columns} columns, expected 3 (dir, filename.mp4, label_id) or 4 (dir, name, '
-        'emotion, label_id)'
+      f'{name}: row 1 has {n_columns} columns, expected 3 (dir, filename.mp4, label_id) or 4 (dir, name, '
+      'emotion, label_id)'
     )
   names, labels = [], []
   first_row_of: dict[str, int] = {}
   for i, row in enumerate(rows, start=1):
     if len(row) != n_columns:
       raise EmoMVFormatError(
-          f'{name}: row {i} has {len(row)} columns, expected {n_columns} like row 1 (3 or 4 columns, not mixed)'
+        f'{name}: row {i} has {len(row)} columns, expected {n_columns} like row 1 (3 or 4 columns, not mixed)'
       )
     label = _emotion_id(name, i, n_columns, 'label_id', row[-1])
     raw_name = _nonempty_name(name, i, 2, row[1])
@@ -473,7 +472,7 @@ def read_gallery(
       item = raw_name
     if item in first_row_of:
       raise EmoMVFormatError(
-          f'{name}: row {i}: gallery name {item!r} repeats row {first_row_of[item]}; expected unique names'
+        f'{name}: row {i}: gallery name {item!r} repeats row {first_row_of[item]}; expected unique names'
       )
     first_row_of[item] = i
     names.append(item)
@@ -481,22 +480,22 @@ def read_gallery(
   video, music = _features_for(csv_path, len(rows), video_h5, music_h5, video_dim, music_dim)
   labels_array = np.asarray(labels, dtype=np.int64)
   return {
-      'name': np.asarray(names, dtype=np.str_),
-      'video': video,
-      'music': music,
-      'match': np.ones(len(rows), dtype=np.int64),
-      'video_emotion': labels_array,
-      'music_emotion': labels_array.copy(),
+    'name': np.asarray(names, dtype=np.str_),
+    'video': video,
+    'music': music,
+    'match': np.ones(len(rows), dtype=np.int64),
+    'video_emotion': labels_array,
+    'music_emotion': labels_array.copy(),
   }
 
 
 def read_split(
-    root: PathLike,
-    config: str,
-    split: str,
-    *,
-    video_dim: int | None = VIDEO_DIM,
-    music_dim: int | None = MUSIC_DIM,
+  root: PathLike,
+  config: str,
+  split: str,
+  *,
+  video_dim: int | None = VIDEO_DIM,
+  music_dim: int | None = MUSIC_DIM,
 ) -> dict[str, np.ndarray]:
   """Reads one split of one config from a copy laid out like the EmoMV repository.
 
@@ -520,6 +519,4 @@ def read_split(
   if missing:
     raise EmoMVMissingFileError(missing_files_message(root, missing))
   reader = read_pairs if files.kind == 'pairs' else read_gallery
-  return reader(
-      root / files.csv, root / files.video, root / files.music, video_dim=video_dim, music_dim=music_dim
-  )
+  return reader(root / files.csv, root / files.video, root / files.music, video_dim=video_dim, music_dim=music_dim)

@@ -34,24 +34,36 @@ _SPELLING = {'a': str.lower, 'b': str.lower, 'c': str.capitalize}
 # Per config and pair split: (matched segments, mismatched segment pairs), each segment as (name, emotion id).
 # Every mismatched pair (A, B) becomes the rows A_PAIR_B and B_PAIR_A, as in the real files.
 _PAIRS = {
-    'a': {
-        'TRAIN': ([('exciting_FAKE_EXT(130)', 0), ('fear_FAKE_FEAR(12)', 1), ('sad_FAKE_SAD(7)-2-of-5', 3),
-                   ('relax_FAKE_RLX(107)', 4)],
-                  [(('tense_FAKE_TENS(74)-3-of-5', 2), ('relax_FAKE_RLX(3)', 4))]),
-        'VAL': ([('exciting_FAKE_MV(14)-18-of-21', 0), ('tense_FAKE_TENS(17)-4-of-12', 2)],
-                [(('sad_FAKE_SAD(2)', 3), ('fear_FAKE_FEAR(9)', 1))]),
-        'TEST': ([('exciting_FAKE_EXT(1)', 0), ('sad_FAKE_DL(82)-5-of-8', 3)],
-                 [(('relax_FAKE_RELX(33)-2-of-11', 4), ('tense_FAKE_TENS(56)', 2))]),
-    },
-    'b': {
-        'TRAIN': ([('fakeB000tr1', 0), ('fakeB001tr2', 3)], [(('fakeB002tr3', 4), ('fakeB003tr4', 1))]),
-        'VAL': ([('fakeB100va1', 0), ('-fakeB10_va', 2)], [(('fakeB102va3', 4), ('fakeB103va4', 0))]),
-    },
-    'c': {
-        'TRAIN': ([('fakeC00trn1_02', 0), ('fakeC01trn2_03', 1), ('fakeC02-rn3_01', 3), ('fakeC03trn4_05', 4)],
-                  [(('fakeC04trn5_02', 4), ('fakeC05trn6_07', 2))]),
-        'VAL': ([('fakeC1_val1_06', 0), ('fakeC11val2_04', 3)], [(('fakeC12val3_07', 4), ('fakeC13val4_06', 2))]),
-    },
+  'a': {
+    'TRAIN': (
+      [
+        ('exciting_FAKE_EXT(130)', 0),
+        ('fear_FAKE_FEAR(12)', 1),
+        ('sad_FAKE_SAD(7)-2-of-5', 3),
+        ('relax_FAKE_RLX(107)', 4),
+      ],
+      [(('tense_FAKE_TENS(74)-3-of-5', 2), ('relax_FAKE_RLX(3)', 4))],
+    ),
+    'VAL': (
+      [('exciting_FAKE_MV(14)-18-of-21', 0), ('tense_FAKE_TENS(17)-4-of-12', 2)],
+      [(('sad_FAKE_SAD(2)', 3), ('fear_FAKE_FEAR(9)', 1))],
+    ),
+    'TEST': (
+      [('exciting_FAKE_EXT(1)', 0), ('sad_FAKE_DL(82)-5-of-8', 3)],
+      [(('relax_FAKE_RELX(33)-2-of-11', 4), ('tense_FAKE_TENS(56)', 2))],
+    ),
+  },
+  'b': {
+    'TRAIN': ([('fakeB000tr1', 0), ('fakeB001tr2', 3)], [(('fakeB002tr3', 4), ('fakeB003tr4', 1))]),
+    'VAL': ([('fakeB100va1', 0), ('-fakeB10_va', 2)], [(('fakeB102va3', 4), ('fakeB103va4', 0))]),
+  },
+  'c': {
+    'TRAIN': (
+      [('fakeC00trn1_02', 0), ('fakeC01trn2_03', 1), ('fakeC02-rn3_01', 3), ('fakeC03trn4_05', 4)],
+      [(('fakeC04trn5_02', 4), ('fakeC05trn6_07', 2))],
+    ),
+    'VAL': ([('fakeC1_val1_06', 0), ('fakeC11val2_04', 3)], [(('fakeC12val3_07', 4), ('fakeC13val4_06', 2))]),
+  },
 }
 
 # EmoMV-A's gallery (MVED test set) lists bare file names per class folder. Besides the test segments it
@@ -77,8 +89,15 @@ def _write_h5(path: pathlib.Path, key: str, array: np.ndarray) -> None:
   path.parent.mkdir(parents=True, exist_ok=True)
   with h5py.File(path, 'w', track_order=False) as f:
     # No timestamps, fixed chunking: byte-identical output on every run.
-    f.create_dataset(key, data=array, compression='gzip', compression_opts=9, shuffle=True,
-                     chunks=(min(len(array), 16), array.shape[1]), track_times=False)
+    f.create_dataset(
+      key,
+      data=array,
+      compression='gzip',
+      compression_opts=9,
+      shuffle=True,
+      chunks=(min(len(array), 16), array.shape[1]),
+      track_times=False,
+    )
 
 
 def _write_csv(path: pathlib.Path, rows: list[list]) -> None:
@@ -111,8 +130,17 @@ def _write_config(root: pathlib.Path, config: str, rng: np.random.Generator) -> 
       music.append(features[name][1])
     for first, second in mismatched:
       for (v_name, v_emo), (m_name, m_emo) in ((first, second), (second, first)):
-        rows.append([_dir_prefix(config, split, False), f'{v_name}_PAIR_{m_name}', 0,
-                     spell(files.EMOTIONS[v_emo]), spell(files.EMOTIONS[m_emo]), v_emo, m_emo])
+        rows.append(
+          [
+            _dir_prefix(config, split, False),
+            f'{v_name}_PAIR_{m_name}',
+            0,
+            spell(files.EMOTIONS[v_emo]),
+            spell(files.EMOTIONS[m_emo]),
+            v_emo,
+            m_emo,
+          ]
+        )
         video.append(features[v_name][0])
         music.append(features[m_name][1])
     paths = files.split_files(config, split_names[split])
@@ -136,8 +164,7 @@ def _write_config(root: pathlib.Path, config: str, rng: np.random.Generator) -> 
   else:
     n = {'b': 2, 'c': 3}[config]
     for name, emotion in segments_of['VAL']:
-      rows.append([f'Dataset{n}/for_retrieval/DS{n}_val_for_retrieval/', name, spell(files.EMOTIONS[emotion]),
-                   emotion])
+      rows.append([f'Dataset{n}/for_retrieval/DS{n}_val_for_retrieval/', name, spell(files.EMOTIONS[emotion]), emotion])
       video.append(features[name][0])
       music.append(features[name][1])
     music_array = np.stack(music)

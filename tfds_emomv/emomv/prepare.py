@@ -28,19 +28,23 @@ def build_one(name: str, data_dir: str, manual_dir: str | None = None, overwrite
   """
   dataset, _, config = name.partition('/')
   if dataset != 'emomv' or config not in files.CONFIG_FOLDERS:
-    raise ValueError(f'unknown dataset {name!r}: expected one of ' +
-                     ', '.join(f'emomv/{c}' for c in files.CONFIG_FOLDERS))
+    raise ValueError(
+      f'unknown dataset {name!r}: expected one of ' + ', '.join(f'emomv/{c}' for c in files.CONFIG_FOLDERS)
+    )
   builder = tfds.builder(name, data_dir=data_dir, file_format='array_record')
-  mode = tfds.download.GenerateMode.REUSE_CACHE_IF_EXISTS if overwrite else (
-      tfds.download.GenerateMode.REUSE_DATASET_IF_EXISTS)
+  mode = (
+    tfds.download.GenerateMode.REUSE_CACHE_IF_EXISTS
+    if overwrite
+    else (tfds.download.GenerateMode.REUSE_DATASET_IF_EXISTS)
+  )
   try:
     builder.download_and_prepare(
-        download_config=tfds.download.DownloadConfig(
-            manual_dir=manual_dir,
-            download_mode=mode,
-            # The dataset is not hosted on GCS; asking would need network access for nothing.
-            try_download_gcs=False,
-        ),
+      download_config=tfds.download.DownloadConfig(
+        manual_dir=manual_dir,
+        download_mode=mode,
+        # The dataset is not hosted on GCS; asking would need network access for nothing.
+        try_download_gcs=False,
+      ),
     )
   except Exception:
     # TFDS already removed its incomplete.* folder; also drop the then empty `emomv/<config>/` so that a
