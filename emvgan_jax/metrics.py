@@ -1,4 +1,4 @@
-"""Evaluation metrics and their chance levels (docs/models.md, section 3; docs/emomv-data.md).
+"""Evaluation metrics and their chance levels (docs/models.md, section 4; docs/data.md, chance levels).
 
 Task 1 (pair classification): accuracy, binary F1 (positive = matched), ROC-AUC.
 Task 2 (retrieval, one direction per call): label mAP, hit@K, pair-identity Recall@K, median/mean rank of the

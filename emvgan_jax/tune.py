@@ -24,46 +24,8 @@ whose stored config is the same run is read back instead of retrained (an interr
 checkpoint), so an interrupted tuning resumes and a larger one reuses a smaller one's runs. Stds are sample
 standard deviations (ddof 1), as in `sweep`.
 
-How the defaults were chosen (by hand, with this script's --candidate; screening on holdout seeds 0-2 or 0-4 with
-training seed 0, then the finalists on holdout seeds 0-9 x training seeds 0-1 = 20 runs; numbers are holdout
-means as v->m / m->v; "pre-tuning" = hidden 256, dropout 0.1, T 0.1, AdamW lr 1e-3 wd 1e-4, w_adv 0.1
-'confusion', all weights 1):
-  - Baselines (20 runs): retrieval_multi mAP 0.441 / 0.431, hit@1 0.432 / 0.469, AUC 0.753 (cosine score);
-    classification_multi AUC 0.775. Pre-tuning EMVGAN: mAP 0.435 / 0.427, hit@1 0.388 / 0.444, AUC 0.772, best
-    step 25 of 65: it overfits in ~10 epochs and is below the retrieval baseline on every retrieval number.
-  - Screening from pre-tuning, one change at a time (3 holdouts): lr 3e-4 or 1e-4, AdamW wd 0.1, hidden 128,
-    T 0.05, w_pair 0, w_adv 0, batch 64: within noise (mAP 0.41-0.44). Dropout 0.5 (mAP 0.437 / 0.435), T 0.3
-    (0.438 / 0.432) and w_emo 3 (0.437 / 0.429) helped. Without emotion positives mAP fell to 0.370 / 0.373 and
-    AUC to 0.69: the same-emotion positives of InfoNCE are what makes the space affective.
-  - Hidden 128 + dropout 0.5 + T 0.3 ("A"): 20 runs mAP 0.458 / 0.453, hit@1 0.423 / 0.450, AUC 0.812. On top of
-    it: T 0.5, learned T (at wd 1e-4 it barely moves), lr 3e-4, w_emo 3, dropout 0.7, hidden 64, w_nce 2: no
-    clear gain. Keep T fixed with the tuned optimizer: AdamW's decay also shrinks the learned log(1/T), so at
-    wd 20 a learned T drifts from 0.3 to 0.75 in 150 steps whatever the loss wants.
-  - Strong decoupled weight decay: AdamW wd 10 at lr 1e-3 (1 % shrink per step) with hidden 256, dropout 0.5,
-    T 0.3: mAP 0.463 / 0.458 but v->m hit@1 0.420 (10 runs); wd 30 too strong, wd 1 no gain. The same shrink per
-    step at lr 5e-4 (wd 20) was a little better (mAP 0.473 / 0.466, 5 runs); lr 3e-4 wd 33 no better.
-  - v->m hit@1 is the binding number. Video emotion is much less predictable than music emotion (a held-out
-    logistic-regression probe: ~0.45 vs ~0.6 accuracy; the baselines sit near that), and nearest-neighbour
-    hubs make hit@1 fall below the emotion head's accuracy. Adversarial target, 5 runs at wd 10: w_adv 0 0.412,
-    0.1 'confusion' 0.403, 0.5 'confusion' 0.442, 0.1 'flip' 0.453; at lr 5e-4 / wd 20: 'flip' 0.437, 'flip' +
-    w_nce 2 0.456, 0.5 or 1 'confusion' ~0.41, 'flip' 0.3 0.425, n_disc 2 0.376.
-  - Finalists on top of lr 5e-4 / wd 20 / T 0.3 / 'flip' / w_nce 2, 20 runs (mAP; hit@1; AUC; steps):
-    dropout 0.5: 0.469 / 0.459; 0.444 / 0.488; 0.805; 100. dropout 0.7: 0.461 / 0.455; 0.445 / 0.509; 0.810; 133.
-    dropout 0.5 + w_pair 0: 0.467 / 0.460; 0.439 / 0.508; 0.808. dropout 0.7 + w_pair 0: 0.464 / 0.454; 0.416 /
-    0.494. dropout 0.5 + w_emo 2: 0.471 / 0.460; 0.438 / 0.483; 0.812; 101. dropout 0.7 + w_emo 2: 0.468 / 0.460;
-    0.441 / 0.490; 0.820; 146. hidden 128 + w_emo 2: 0.470 / 0.464; 0.433 / 0.486; 0.814; 126. On 5-10 runs:
-    embed 32 worse (v->m hit@1 0.392), w_match 0.3, T 0.2 or 0.5, batch 512 no gain; patience 10 stops too
-    early on the noisy validation loss (mAP -0.02). All finalists beat the best baseline on mAP (+0.02-0.03,
-    paired SE ~0.006) and AUC (+0.02-0.04); on hit@1 their margins (+0.01-0.04, paired SE ~0.02) are inside the
-    noise of a 71-item gallery.
-  - Selecting the checkpoint on the held-out gallery mAP ('gallery/map') gave +0.01-0.02 mAP, but it selects on
-    the very metric reported while the baselines select on the loss, so the defaults
-    keep pairs/loss (the validation loss).
-  - Chosen (now the defaults in config_lib.py): hidden 256, embed 64, dropout 0.7; T 0.3 fixed; w_nce 2, w_emo 1,
-    w_pair 1, w_match 1, w_adv 0.1 'flip'; AdamW lr 5e-4, weight decay 20; patience 20 on the validation loss
-    (pairs/loss). It has the best worst-metric margin of the finalists (+0.014 on 20 runs); dropout 0.5 is
-    equal within noise (+0.012) and about 25 % cheaper (100 instead of 133 steps). The default grid re-checks the
-    choice against the pre-tuning defaults, one change undone at a time, and two ablations.
+docs/models.md, section 3, records how the defaults were chosen with this script (what was tried, the finalists
+and their holdout numbers).
 """
 
 from __future__ import annotations

@@ -284,9 +284,9 @@ def test_retrieval_chance_emomv_c_table():
   assert chance["recall@1"] == pytest.approx(1 / 96)
   assert chance["recall@10"] == pytest.approx(10 / 96)
   assert chance["mean_rank"] == chance["median_rank"] == 48.5
-  # The exact values are 0.2794 / 0.2465 / 0.5590 / 0.7302. The table in docs/emomv-data.md lists
-  # 0.280 / 0.246 / 0.562 / 0.734: within 0.005 of the exact values (it looks like a Monte-Carlo estimate),
-  # but not equal to them after rounding to 3 decimals.
+  # The exact values are 0.2794 / 0.2465 / 0.5590 / 0.7302. The table in the EmoMV notes
+  # (shared/docs/emomv-data.md) lists 0.280 / 0.246 / 0.562 / 0.734: within 0.005 of the exact values (it looks
+  # like a Monte-Carlo estimate), but not equal to them after rounding to 3 decimals.
   assert round(chance["map"], 3) == 0.279
   assert round(chance["hit@1"], 3) == 0.247
   assert round(chance["hit@3"], 3) == 0.559

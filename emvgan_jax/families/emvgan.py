@@ -39,7 +39,7 @@ def generator_losses(
   temp: jax.Array,
   adv_weight: jax.Array | float,
 ) -> tuple[jax.Array, jax.Array, dict[str, jax.Array]]:
-  """The generator's loss terms and their weighted total `L_G` (models.md, section 2)."""
+  """The generator's loss terms and their weighted total `L_G` (docs/models.md, section 2.3)."""
   mask = batch["mask"]
   matched = jnp.logical_and(mask, batch["match"] == 1)
   zv, zm = outputs["video_embedding"], outputs["music_embedding"]
@@ -98,7 +98,8 @@ def train_step(
     return generator.apply({"params": gen_params}, batch["video"], batch["music"], train=True, rngs={"dropout": key})
 
   # --- discriminator: learns to tell video embeddings (1) from music embeddings (0) ---------------------------
-  # The embeddings it sees come from the generators before this step's generator update; sg() of models.md.
+  # The embeddings it sees come from the generators before this step's generator update (the stop-gradient of
+  # docs/models.md, section 2.4).
   fake = jax.lax.stop_gradient(generate(state.params["generator"], g_rng))
   zv, zm = fake["video_embedding"], fake["music_embedding"]
 
