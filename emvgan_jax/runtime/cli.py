@@ -129,4 +129,7 @@ def run_tool(body: Callable[[], object]) -> object:
   try:
     return body()
   except known_errors() as e:
+    # A failed Orbax restore leaves TensorStore read coroutines behind, which Python reports ("Event loop is
+    # closed", a traceback) as it collects them at exit: after the one-line error, that is only noise.
+    sys.unraisablehook = lambda unraisable: None
     sys.exit(f"error: {one_line(e)}")
