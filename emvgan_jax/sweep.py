@@ -353,10 +353,7 @@ def main(argv: list[str] | None = None) -> None:
   cli.enable_compilation_cache(_CACHE.value)
 
   def body():
-    try:
-      seeds = [int(s) for s in _SEEDS.value]
-    except ValueError:
-      raise cli.ToolError(f"--seeds must be comma-separated integers, got {','.join(_SEEDS.value)}") from None
+    seeds = cli.parse_ints(_SEEDS.value, "seeds")
     table = run_sweep(
       split_config_specs(_CONFIGS.value),
       seeds,

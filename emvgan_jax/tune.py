@@ -308,11 +308,8 @@ def main(argv: list[str] | None = None) -> None:
   cli.enable_compilation_cache(_CACHE.value)
 
   def body():
-    try:
-      holdouts = [int(h) for h in _HOLDOUT_SEEDS.value]
-      seeds = [int(s) for s in _SEEDS.value]
-    except ValueError:
-      raise cli.ToolError("--holdout_seeds and --seeds must be comma-separated integers") from None
+    holdouts = cli.parse_ints(_HOLDOUT_SEEDS.value, "holdout_seeds")
+    seeds = cli.parse_ints(_SEEDS.value, "seeds")
     candidates = dict(GRIDS[_GRID.value])
     candidates.update(parse_candidate(spec) for spec in _CANDIDATES.value)
     table = run_tuning(

@@ -56,6 +56,14 @@ def parse_flags(flag_values: flags.FlagValues, argv: Sequence[str], help_text: s
   return rest
 
 
+def parse_ints(values: Sequence[str], flag: str) -> list[int]:
+  """The integers of a list flag (`--seeds=0,1,2`); anything else is a ToolError naming the flag."""
+  try:
+    return [int(v) for v in values]
+  except ValueError:
+    raise ToolError(f"--{flag} must be comma-separated integers, got {','.join(values)}") from None
+
+
 class QuietLibraries(logging.Filter):
   """Drops INFO chatter of Orbax, TFDS and JAX (a dozen lines per restore or build); warnings still pass."""
 
