@@ -82,7 +82,10 @@ def _loss() -> ml_collections.ConfigDict:
   lc.w_emo = 1.0  # shared emotion head's cross-entropy (mean of the two modalities)
   lc.w_adv = 0.1  # adversarial term (0: the no-adversarial ablation)
   lc.w_match = 1.0  # match calibration's binary cross-entropy
-  lc.adv_mode = "flip"  # 'flip' (label flipping) or 'confusion' (0.5 target)
+  lc.adv_mode = "flip"  # 'flip' (label flipping), 'confusion' (0.5 target) or 'reversal' (minus D's loss)
+  # What the discriminator sees besides the embedding: 'none' (marginal alignment), 'emotion' (the one-hot label:
+  # each emotion's music aligned with its video) or 'prediction' (the emotion head's probabilities).
+  lc.adv_condition = "none"
   lc.adv_warmup_steps = 0  # linear warm-up of w_adv
   lc.temperature = 0.3  # InfoNCE temperature T (its initial value when learned)
   lc.learn_temperature = False
@@ -98,6 +101,8 @@ def _optim() -> ml_collections.ConfigDict:
   o.weight_decay = 20.0  # AdamW: decoupled, scaled by the learning rate
   o.disc_learning_rate = 1e-3
   o.disc_weight_decay = 1e-4
+  # EMVGAN: which parameters AdamW's decay shrinks: 'kernels' (Dense kernels only) or 'all' (before it was fixed).
+  o.decay_mask = "all"
   o.n_disc = 1  # discriminator updates per generator update
   o.b1 = 0.9
   o.b2 = 0.999
@@ -241,6 +246,9 @@ def with_data(
 
 # Metric keys renamed since: a stored config that selects on an old name selects on its new name.
 _RENAMED_METRICS = {"validation/": "pairs/"}
+# Fields added since whose default differs from what older runs did: a stored config without the field gets the
+# value that reproduces the old behaviour (and the optimiser-state layout its checkpoints were saved with).
+_LEGACY_VALUES = {("optim", "decay_mask"): "all"}
 
 
 def merge_onto_defaults(stored: Mapping[str, Any]) -> ml_collections.ConfigDict:
@@ -256,6 +264,9 @@ def merge_onto_defaults(stored: Mapping[str, Any]) -> ml_collections.ConfigDict:
           node[key] = value
 
   merge(config, stored)
+  for (section, field), value in _LEGACY_VALUES.items():
+    if field not in stored.get(section, {}):
+      config[section][field] = value
   for old, new in _RENAMED_METRICS.items():
     if config.train.selection_metric.startswith(old):
       config.train.selection_metric = new + config.train.selection_metric[len(old) :]

@@ -235,11 +235,13 @@ def generator_adversarial_loss(
   - `'flip'`: label flipping, `BCE(D(z_video), 0) + BCE(D(z_music), 1)`.
   - `'confusion'`: both sides against the target 0.5, `BCE(D(z_video), 0.5) + BCE(D(z_music), 0.5)`. Its
     minimum is `2 log 2` (at logit 0), not 0: the entropy of the target is not subtracted.
+  - `'reversal'`: minus the discriminator's own loss, `-(BCE(D(z_video), 1) + BCE(D(z_music), 0))`: the
+    generators ascend what D descends, as a gradient-reversal layer does (ACMR, Wang et al. 2017).
 
   Args:
     logits_video: (B,) or (B, 1) D logits on video embeddings.
     logits_music: (B,) or (B, 1) D logits on music embeddings.
-    mode: `'flip'` or `'confusion'`.
+    mode: `'flip'`, `'confusion'` or `'reversal'`.
     mask: optional (B,) validity weights.
 
   Returns:
@@ -252,7 +254,9 @@ def generator_adversarial_loss(
     return _bce_const(logits_video, 0.0, mask) + _bce_const(logits_music, 1.0, mask)
   if mode == "confusion":
     return _bce_const(logits_video, 0.5, mask) + _bce_const(logits_music, 0.5, mask)
-  raise ValueError(f"unknown adversarial mode {mode!r}; expected 'flip' or 'confusion'")
+  if mode == "reversal":
+    return -discriminator_loss(logits_video, logits_music, mask=mask)
+  raise ValueError(f"unknown adversarial mode {mode!r}; expected 'flip', 'confusion' or 'reversal'")
 
 
 def r1_penalty(

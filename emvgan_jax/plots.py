@@ -150,6 +150,7 @@ def plot_embedding_map(
   *,
   class_names: Sequence[str] = EMOTIONS,
   title: str = "",
+  alignment: Mapping[str, Any] | None = None,
 ) -> str:
   """A 2-D PCA map of gallery music and video embeddings: colour = emotion, circle = music, triangle = video.
 
@@ -163,6 +164,7 @@ def plot_embedding_map(
     path: the PNG to write.
     class_names: names of the label ids.
     title: a figure title.
+    alignment: the run's `alignment` block; its modality gap and probe accuracy go into the title.
 
   Returns:
     `path`.
@@ -199,7 +201,12 @@ def plot_embedding_map(
   ax.legend(handles=handles, fontsize=8, loc="best", framealpha=0.8)
   ax.set_xlabel(f"PC 1 ({100 * explained[0]:.1f}% of variance)")
   ax.set_ylabel(f"PC 2 ({100 * explained[1]:.1f}% of variance)")
-  ax.set_title((title + "\n" if title else "") + f"gallery embeddings, PCA ({n} items{subset})", fontsize=10)
+  gap = ""
+  if alignment:
+    gap = f"\nmodality gap {alignment['centroid_gap']:.3f}"
+    if alignment.get("modality_probe_accuracy") is not None:
+      gap += f", modality probe accuracy {alignment['modality_probe_accuracy']:.3f} (0.5: indistinguishable)"
+  ax.set_title((title + "\n" if title else "") + f"gallery embeddings, PCA ({n} items{subset}){gap}", fontsize=10)
   ax.grid(alpha=0.3)
   return _save(fig, path)
 
@@ -289,6 +296,9 @@ def _series(rows: Sequence[Mapping[str, float]], key: str) -> tuple[np.ndarray, 
 _EVAL_KEYS = ("pairs/accuracy", "pairs/f1", "pairs/roc_auc", "gallery/map", "gallery/hit@1", "gallery/recall@10")
 
 
+_ALIGNMENT_KEYS = ("alignment/centroid_gap", "alignment/true_pair_cosine", "alignment/random_pair_cosine")
+
+
 def plot_training_curves(metrics_path: str, path: str, *, title: str = "", best_step: int | None = None) -> str | None:
   """Loss terms, discriminator accuracy and validation metrics over steps, from a run's `metrics.jsonl`.
 
@@ -312,6 +322,9 @@ def plot_training_curves(metrics_path: str, path: str, *, title: str = "", best_
   validation = [k for k in _EVAL_KEYS if k in keys]
   if validation:
     panels.append(("evaluation (selection split and gallery)", validation))
+  alignment = [k for k in _ALIGNMENT_KEYS if k in keys]
+  if alignment:
+    panels.append(("modality alignment (gallery, unit embeddings)", alignment))
   panels = [p for p in panels if p[1]]
   if not panels:
     return None
@@ -393,7 +406,13 @@ def write_training_plots(
       curves, os.path.join(out_dir, "precision_recall.png"), title=title
     )
     written["embedding_pca"] = plot_embedding_map(
-      video, music, labels, os.path.join(out_dir, "embedding_pca.png"), class_names=class_names, title=title
+      video,
+      music,
+      labels,
+      os.path.join(out_dir, "embedding_pca.png"),
+      class_names=class_names,
+      title=title,
+      alignment=(results or {}).get("alignment"),
     )
   if pair_predictions is not None:
     written["confusion_matrix"] = plot_confusion_matrix(

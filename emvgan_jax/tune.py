@@ -121,6 +121,11 @@ METRICS = (
   (("retrieval", "music_to_video", "hit@1"), "m->v hit@1"),
   (("classification", "roc_auc"), "ROC-AUC"),
 )
+# How far the common space is from closing the modality gap (shown, not compared: lower gap is better).
+ALIGNMENT_METRICS = (
+  (("alignment", "centroid_gap"), "modality gap"),
+  (("alignment", "modality_probe_accuracy"), "modality probe"),
+)
 _REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -198,8 +203,9 @@ def _get(results: dict[str, Any], path: Sequence[str]) -> float:
 
 def summarize(runs: dict[tuple[int, int], dict[str, Any]]) -> dict[str, Any]:
   """Per-metric values (keyed like `runs`), means and stds, steps and seconds of one setting's runs."""
-  out: dict[str, Any] = {"values": {t: {k: _get(r, p) for k, r in runs.items()} for p, t in METRICS}}
-  for _, t in METRICS:
+  every = METRICS + ALIGNMENT_METRICS
+  out: dict[str, Any] = {"values": {t: {k: _get(r, p) for k, r in runs.items()} for p, t in every}}
+  for _, t in every:
     stats = experiments.mean_std(list(out["values"][t].values()))
     out[t], out[f"{t} std"] = stats["mean"], float("nan") if stats["std"] is None else stats["std"]
   out["best step"] = float(np.mean([r["checkpoint_step"] for r in runs.values()]))
@@ -218,14 +224,15 @@ def format_tables(rows: dict[str, dict[str, Any]], header: str) -> str:
     scored = [(s[t], n) for n, s in base.items() if not np.isnan(s[t])]
     if scored:
       best[t] = max(scored)[::-1]
+  shown = titles + [t for _, t in ALIGNMENT_METRICS]
   lines = [
     header,
     "",
-    "| setting | " + " | ".join(titles) + " | best step | steps | s/run | runs |",
-    "|---|" + "---|" * (len(titles) + 4),
+    "| setting | " + " | ".join(shown) + " | best step | steps | s/run | runs |",
+    "|---|" + "---|" * (len(shown) + 4),
   ]
   for name, s in rows.items():
-    cells = ["-" if np.isnan(s[t]) else f"{s[t]:.3f} ({s[t + ' std']:.3f})" for t in titles]
+    cells = ["-" if np.isnan(s[t]) else f"{s[t]:.3f} ({s[t + ' std']:.3f})" for t in shown]
     lines.append(
       f"| {name} | " + " | ".join(cells) + f" | {s['best step']:.0f} | {s['steps']:.0f} | "
       f"{s['seconds']:.1f} | {s['runs']} |"

@@ -36,11 +36,7 @@ def tiny_config(data_dir: str, arg: str = "emvgan", **overrides):
   config = config_lib.load_config_file(str(REPO / "configs" / "tiny.py") + f":{arg}")
   config.data.data_dir = data_dir
   for key, value in overrides.items():
-    node = config
-    *parents, leaf = key.split(".")
-    for p in parents:
-      node = node[p]
-    node[leaf] = value
+    config_lib.set_field(config, key, value)
   return config
 
 

@@ -22,7 +22,8 @@ from emvgan_jax.families.base import Batch, Family, TrainState, dummy_inputs, fl
 from emvgan_jax.models import discriminator as discriminator_lib
 from emvgan_jax.models import emvgan as emvgan_lib
 
-ADV_MODES = ("flip", "confusion")
+ADV_MODES = ("flip", "confusion", "reversal")
+NUM_EMOTIONS = emvgan_lib.GeneratorSide.num_emotions  # the emotion head's width (EmoMV's five classes)
 
 
 def temperature(params: Any) -> jax.Array:
@@ -77,6 +78,30 @@ def adversarial_weight(step: jax.Array, cfg: ml_collections.ConfigDict) -> jax.A
   return jnp.asarray(cfg.w_adv, jnp.float32)
 
 
+ADV_CONDITIONS = ("none", "emotion", "prediction")
+
+
+def _discriminator_input(
+  outputs: dict[str, jax.Array], modality: str, *, batch: Batch, condition: str
+) -> jax.Array | None:
+  """What the discriminator sees besides an embedding (`loss.adv_condition`), or None.
+
+  'none': nothing (it aligns the two marginal distributions); 'emotion': the one-hot emotion label of the row's
+  clip of that modality (it aligns each emotion's music with the same emotion's video); 'prediction': the emotion
+  head's probabilities, without their gradient (conditional alignment without labels, as in CDAN).
+  """
+  logits = outputs[f"{modality}_emotion_logits"]
+  if condition == "none":
+    return None
+  if condition == "emotion":
+    return jax.nn.one_hot(batch[f"{modality}_emotion"], logits.shape[-1], dtype=logits.dtype)
+  return jax.lax.stop_gradient(jax.nn.softmax(logits, axis=-1))
+
+
+def _with(z: jax.Array, condition: jax.Array | None) -> jax.Array:
+  return z if condition is None else jnp.concatenate([z, condition.astype(z.dtype)], axis=-1)
+
+
 def train_step(
   state: TrainState,
   batch: Batch,
@@ -103,13 +128,16 @@ def train_step(
   fake = jax.lax.stop_gradient(generate(state.params["generator"], g_rng))
   zv, zm = fake["video_embedding"], fake["music_embedding"]
 
+  condition = functools.partial(_discriminator_input, batch=batch, condition=loss_cfg.adv_condition)
+  cv, cm = condition(fake, "video"), condition(fake, "music")
+
   def d_loss_fn(d_params: Any) -> tuple[jax.Array, tuple[jax.Array, jax.Array]]:
-    lv = discriminator.apply({"params": d_params}, zv)
-    lm = discriminator.apply({"params": d_params}, zm)
+    lv = discriminator.apply({"params": d_params}, _with(zv, cv))
+    lm = discriminator.apply({"params": d_params}, _with(zm, cm))
     loss = losses.discriminator_loss(lv, lm, mask=mask)
     if loss_cfg.r1_weight > 0:
       loss = loss + loss_cfg.r1_weight * losses.r1_penalty(
-        lambda p, z: discriminator.apply({"params": p}, z), d_params, zv, mask=mask
+        lambda p, z: discriminator.apply({"params": p}, _with(z, cv)), d_params, zv, mask=mask
       )
     return loss, (lv, lm)
 
@@ -127,8 +155,8 @@ def train_step(
   def g_loss_fn(g_params: Any) -> tuple[jax.Array, dict[str, jax.Array]]:
     outputs = generate(g_params["generator"], g_rng)
     disc_logits = (
-      discriminator.apply({"params": d_params}, outputs["video_embedding"]),
-      discriminator.apply({"params": d_params}, outputs["music_embedding"]),
+      discriminator.apply({"params": d_params}, _with(outputs["video_embedding"], condition(outputs, "video"))),
+      discriminator.apply({"params": d_params}, _with(outputs["music_embedding"], condition(outputs, "music"))),
     )
     total, _, terms = generator_losses(
       outputs, batch, disc_logits=disc_logits, cfg=loss_cfg, temp=temperature(g_params), adv_weight=adv_weight
@@ -159,15 +187,36 @@ def train_step(
   return new_state, float32_metrics(metrics)
 
 
-def _optimizers(config: ml_collections.ConfigDict):
+DECAY_MASKS = ("kernels", "all")
+
+
+def decay_mask(params: Any, which: str = "kernels") -> Any:
+  """Which leaves AdamW's decoupled weight decay shrinks: True for Dense kernels only ('kernels'), or for every
+  leaf ('all').
+
+  Decay is a prior that weights should be small; it has no such meaning for LayerNorm scales (pulled towards 0
+  instead of 1), biases, the match calibration or a learned temperature (pulled towards T = 1).
+  """
+  if which not in DECAY_MASKS:
+    raise ValueError(f"config.optim.decay_mask must be one of {DECAY_MASKS}, got {which!r}")
+
+  def is_kernel(path: tuple[Any, ...], _: Any) -> bool:
+    return which == "all" or getattr(path[-1], "key", None) == "kernel"
+
+  return jax.tree_util.tree_map_with_path(is_kernel, params)
+
+
+def optimizers(config: ml_collections.ConfigDict) -> tuple[optax.GradientTransformation, ...]:
   """(generator side, discriminator) optimisers. The temperature trains only when asked; else its update is 0."""
   o, lc = config.optim, config.loss
-  adamw_g = optax.adamw(o.learning_rate, b1=o.b1, b2=o.b2, weight_decay=o.weight_decay)
+  # 'all' passes no mask at all: the optimiser state then has the layout of runs saved before the mask existed.
+  mask = None if o.decay_mask == "all" else functools.partial(decay_mask, which=o.decay_mask)
+  adamw_g = optax.adamw(o.learning_rate, b1=o.b1, b2=o.b2, weight_decay=o.weight_decay, mask=mask)
   opt_g = optax.multi_transform(
     {"train": adamw_g, "frozen": optax.set_to_zero()},
     {"generator": "train", "temperature": "train" if lc.learn_temperature else "frozen"},
   )
-  opt_d = optax.adamw(o.disc_learning_rate, b1=o.b1, b2=o.b2, weight_decay=o.disc_weight_decay)
+  opt_d = optax.adamw(o.disc_learning_rate, b1=o.b1, b2=o.b2, weight_decay=o.disc_weight_decay, mask=mask)
   return opt_g, opt_d
 
 
@@ -177,16 +226,20 @@ def build(config: ml_collections.ConfigDict) -> Family:
   generator = emvgan_lib.GeneratorSide(hidden=e.hidden, embed_dim=e.embed_dim, dropout_rate=e.dropout_rate)
   discriminator = discriminator_lib.ModalityDiscriminator(hidden=e.disc_hidden)
   if lc.adv_mode not in ADV_MODES:
-    raise ValueError(f"config.loss.adv_mode must be 'flip' or 'confusion', got {lc.adv_mode!r}")
+    raise ValueError(f"config.loss.adv_mode must be one of {ADV_MODES}, got {lc.adv_mode!r}")
+  if lc.adv_condition not in ADV_CONDITIONS:
+    raise ValueError(f"config.loss.adv_condition must be one of {ADV_CONDITIONS}, got {lc.adv_condition!r}")
   if config.optim.n_disc < 1:
     raise ValueError(f"config.optim.n_disc must be >= 1, got {config.optim.n_disc}")
-  opt_g, opt_d = _optimizers(config)
+  opt_g, opt_d = optimizers(config)
 
   def init(rng: jax.Array, video_dim: int, music_dim: int) -> TrainState:
     g_rng, d_rng, drop_rng = jax.random.split(rng, 3)
     video, music = dummy_inputs(video_dim, music_dim)
     g_params = generator.init({"params": g_rng, "dropout": drop_rng}, video, music, train=False)["params"]
-    d_params = discriminator.init(d_rng, jnp.zeros((2, e.embed_dim), jnp.float32))["params"]
+    # A conditioned discriminator also sees one value per emotion class.
+    d_width = e.embed_dim + (0 if lc.adv_condition == "none" else NUM_EMOTIONS)
+    d_params = discriminator.init(d_rng, jnp.zeros((2, d_width), jnp.float32))["params"]
     gen_side = {"generator": g_params, "temperature": {"log_inv": jnp.asarray(-np.log(lc.temperature), jnp.float32)}}
     return TrainState(
       step=jnp.zeros((), jnp.int32),

@@ -1,0 +1,72 @@
+"""The alignment block: modality gap, probe, pair cosines and per-emotion gaps, against hand-worked values and
+scikit-learn."""
+
+import numpy as np
+import pytest
+from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import GroupKFold, cross_val_score
+
+from emvgan_jax import alignment
+
+NAMES = ("exciting", "fear", "tense", "sad", "relax")
+
+
+def test_centroid_gap_and_pair_cosines_by_hand():
+  # Unnormalised on purpose: every number is computed on unit vectors.
+  video = np.array([[2.0, 0.0], [0.0, 3.0]])
+  music = np.array([[5.0, 0.0], [0.5, 0.0]])
+  # Unit centroids: video (0.5, 0.5), music (1, 0): the gap is sqrt(0.25 + 0.25).
+  assert alignment.centroid_gap(video, music) == pytest.approx(np.sqrt(0.5))
+  true, random = alignment.pair_cosines(video, music)
+  assert true == pytest.approx((1.0 + 0.0) / 2)  # cos(v0, m0) = 1, cos(v1, m1) = 0
+  assert random == pytest.approx((1.0 + 0.0) / 2)  # cos(v0, m1) = 1, cos(v1, m0) = 0
+  assert alignment.centroid_gap(video, video) == 0.0
+
+
+def test_per_emotion_gaps_by_hand():
+  video = np.array([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0]])
+  music = np.array([[1.0, 0.0], [0.0, 1.0], [0.0, -1.0]])
+  gaps = alignment.per_emotion_gaps(video, music, np.array([0, 0, 3]), NAMES)
+  # exciting: video centroid (1, 0), music centroid (0.5, 0.5); sad: (0, 1) vs (0, -1).
+  assert gaps == {"exciting": pytest.approx(np.sqrt(0.5)), "sad": pytest.approx(2.0)}
+
+
+def test_probe_equals_scikit_learn_cross_validation():
+  rng = np.random.default_rng(0)
+  n = 100
+  video = rng.normal(size=(n, 8)) + 0.4
+  music = rng.normal(size=(n, 8))
+  x = np.concatenate(
+    [video / np.linalg.norm(video, axis=1, keepdims=True), music / np.linalg.norm(music, axis=1, keepdims=True)]
+  )
+  y = np.r_[np.ones(n), np.zeros(n)]
+  groups = np.r_[np.arange(n), np.arange(n)]
+  want = cross_val_score(LogisticRegression(max_iter=1000), x, y, groups=groups, cv=GroupKFold(5)).mean()
+  assert alignment.modality_probe_accuracy(video, music) == pytest.approx(want, abs=1e-12)
+
+
+def test_probe_at_the_extremes():
+  rng = np.random.default_rng(1)
+  same = rng.normal(size=(200, 6))
+  # One distribution for both modalities: indistinguishable, about 0.5.
+  assert abs(alignment.modality_probe_accuracy(same[:100], same[100:]) - 0.5) < 0.1
+  # Disjoint half-spaces: separable.
+  video, music = np.abs(same[:100]), -np.abs(same[100:])
+  assert alignment.modality_probe_accuracy(video, music) == 1.0
+  assert alignment.modality_probe_accuracy(video[:3], music[:3]) == 1.0  # 3 items: leave one out
+  assert np.isnan(alignment.modality_probe_accuracy(video[:1], music[:1]))
+
+
+def test_block_has_every_number_and_skips_the_probe_when_asked():
+  rng = np.random.default_rng(2)
+  v, m, labels = rng.normal(size=(20, 4)), rng.normal(size=(20, 4)), rng.integers(0, 5, 20)
+  full = alignment.alignment_metrics(v, m, labels, class_names=NAMES)
+  assert set(full) == {
+    "centroid_gap",
+    "modality_probe_accuracy",
+    "true_pair_cosine",
+    "random_pair_cosine",
+    "per_emotion_centroid_gap",
+  }
+  quick = alignment.alignment_metrics(v, m, labels, class_names=NAMES, probe=False)
+  assert "modality_probe_accuracy" not in quick and quick["centroid_gap"] == full["centroid_gap"]
