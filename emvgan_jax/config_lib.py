@@ -26,11 +26,13 @@ def base_config() -> ml_collections.ConfigDict:
   """
   c = ml_collections.ConfigDict()
   c.seed = 0
-  # A key of `families.FAMILIES`: 'emvgan', or 'baseline' (the EmoMV benchmark models; `baseline.*` picks one).
+  # A key of `families.FAMILIES`: 'emvgan', or 'baseline' (the EmoMV benchmark models; `baseline.*` picks one);
+  # or 'peer', a scikit-learn peer fitted by emvgan_jax/peers.py (`peer.*`).
   c.model = "emvgan"
   c.data = _data()
   c.baseline = _baseline()
   c.emvgan = _emvgan()
+  c.peer = _peer()
   c.loss = _loss()
   c.optim = _optim()
   c.train = _train()
@@ -63,6 +65,14 @@ def _baseline() -> ml_collections.ConfigDict:
   # on, it shows how much of a gap to the published numbers it explains.
   b.published_rng_quirk = False
   return b
+
+
+def _peer() -> ml_collections.ConfigDict:
+  p = ml_collections.ConfigDict()
+  p.kind = "logreg"  # with model='peer': 'logreg', 'knn' or 'cca' (emvgan_jax/peers.py)
+  p.selection_holdouts = 3  # grouped holdouts of train its hyper-parameter is chosen on
+  p.selection_fraction = 0.2
+  return p
 
 
 def _emvgan() -> ml_collections.ConfigDict:

@@ -56,6 +56,7 @@ def main(argv: list[str]) -> None:
       coordinator_address=_COORDINATOR.value, num_processes=_NUM_PROCESSES.value, process_id=_PROCESS_ID.value
     )
   from emvgan_jax import train  # pylint: disable=g-import-not-at-top
+  from emvgan_jax.runtime import experiments  # pylint: disable=g-import-not-at-top
   from tfds_emomv.emomv import files  # pylint: disable=g-import-not-at-top
 
   logging.info(
@@ -67,7 +68,7 @@ def main(argv: list[str]) -> None:
     jax.devices(),
   )
   try:
-    train.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+    experiments.runner(_CONFIG.value)(_CONFIG.value, _WORKDIR.value)
   except (train.NonFiniteLossError, files.EmoMVFormatError) as e:
     # Both messages already say what went wrong and what to do; a traceback would only bury them.
     logging.error("%s", e)

@@ -151,12 +151,9 @@ def run_one(
   `train_fn` trains one run (default: `train.train_and_evaluate`, imported at call time).
   """
   t_start = time.time()
-  if train_fn is None:
-    from emvgan_jax import train  # pylint: disable=g-import-not-at-top  (the tables need no trainer)
-
-    train_fn = train.train_and_evaluate
   config = make_config(spec, seed, data_dir=data_dir, manual_dir=manual_dir, overrides=overrides)
-  results, status = experiments.train_or_reuse(config, run_dir, train_fn=train_fn, on_mismatch="error")
+  fn = experiments.runner(config) if train_fn is None or config.model == "peer" else train_fn
+  results, status = experiments.train_or_reuse(config, run_dir, train_fn=fn, on_mismatch="error")
   # Training evaluates on validation; the protocol reports EmoMV-A's classification on test.
   default = emomv.default_split(config.data.dataset, config.data.holdout_fraction)
   if results["classification"]["split"] != default:

@@ -55,9 +55,21 @@ def flatten(d: Any, prefix: str = "") -> dict[str, Any]:
   return out
 
 
+def runner(config: ml_collections.ConfigDict) -> TrainFn:
+  """What trains `config` into a workdir: the training loop, or the peers' fit for `model='peer'`."""
+  if config.model == "peer":
+    from emvgan_jax import peers  # pylint: disable=g-import-not-at-top
+
+    return peers.fit_and_evaluate
+  from emvgan_jax import train  # pylint: disable=g-import-not-at-top
+
+  return train.train_and_evaluate
+
+
 def run_signature(config: ml_collections.ConfigDict) -> dict[str, Any]:
   """The flattened fields of `config` that make a run what it is."""
-  prefixes = _RUN_KEYS + families.build(config).config_keys
+  model_keys = ("peer",) if config.model == "peer" else families.build(config).config_keys
+  prefixes = _RUN_KEYS + model_keys
   flat = flatten(json.loads(config.to_json_best_effort()))
   return {k: v for k, v in flat.items() if any(k == p or k.startswith(p + ".") for p in prefixes)}
 
