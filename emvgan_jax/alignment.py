@@ -1,4 +1,4 @@
-"""How well the common space closes the modality gap (docs/models.md, section 4.4): the `alignment` block.
+"""How well the common space closes the modality gap (docs/models.md, section 4.5): the `alignment` block.
 
 EMVGAN's adversarial term is meant to make music and video embeddings indistinguishable. These numbers say
 whether it does, on the gallery (item i = the video and the music of one segment), from unit-normalised

@@ -96,6 +96,9 @@ def _loss() -> ml_collections.ConfigDict:
   # What the discriminator sees besides the embedding: 'none' (marginal alignment), 'emotion' (the one-hot label:
   # each emotion's music aligned with its video) or 'prediction' (the emotion head's probabilities).
   lc.adv_condition = "none"
+  # The embeddings the discriminator and the adversarial term see: 'train' (this step's, with encoder dropout)
+  # or 'clean' (a second forward pass without dropout: the embeddings retrieval uses).
+  lc.adv_inputs = "train"
   lc.adv_warmup_steps = 0  # linear warm-up of w_adv
   lc.temperature = 0.3  # InfoNCE temperature T (its initial value when learned)
   lc.learn_temperature = False

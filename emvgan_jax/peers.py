@@ -1,7 +1,7 @@
 """Simple peers of EMVGAN, fitted with scikit-learn on the same splits: rows of the results tables.
 
 A model that a linear classifier matches has not earned its GAN, so every table carries these beside the EmoMV
-baselines (docs/models.md, section 5):
+baselines (docs/models.md, section 4.6):
   logreg  per-modality multinomial logistic-regression emotion classifiers; a video and a music clip are scored
           by the dot product of their class probabilities (the chance that both show the same emotion)
   knn     k-nearest-neighbour emotion transfer: a clip's class probabilities are the emotions of its k nearest

@@ -1,5 +1,7 @@
 """EMVGAN's family options: the weight-decay mask, the conditioned discriminator and gradient reversal."""
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -15,6 +17,16 @@ def _config(**overrides):
   for key, value in {"emvgan.hidden": 16, "emvgan.embed_dim": 8, "emvgan.disc_hidden": 16, **overrides}.items():
     config_lib.set_field(config, key, value)
   return config
+
+
+@functools.cache
+def _step(**overrides):
+  """(initial state, metrics and state after one train step) of a tiny EMVGAN with `overrides`, jitted."""
+  family = families.build(_config(**overrides))
+  state = jax.jit(lambda key: family.init(key, 12, 7))(jax.random.key(0))
+  batch = {k: jnp.asarray(v) for k, v in random_batch(16).items()}
+  new_state, metrics = jax.jit(family.train_step)(state, batch, jax.random.key(1))
+  return state, {k: float(v) for k, v in metrics.items()}, new_state
 
 
 def test_decay_mask_selects_dense_kernels_only():
@@ -38,12 +50,12 @@ def test_decay_mask_selects_dense_kernels_only():
 
 @pytest.mark.parametrize("which", ["kernels", "all"])
 def test_masked_adamw_shrinks_only_what_the_mask_says(which):
-  family = families.build(_config(**{"optim.decay_mask": which, "optim.weight_decay": 10.0}))
-  state = family.init(jax.random.key(0), 12, 7)
-  opt_g, _ = emvgan_family.optimizers(_config(**{"optim.decay_mask": which, "optim.weight_decay": 10.0}))
+  config = _config(**{"optim.decay_mask": which, "optim.weight_decay": 10.0})
+  state = jax.jit(lambda key: families.build(config).init(key, 12, 7))(jax.random.key(0))
+  opt_g, _ = emvgan_family.optimizers(config)
   gen_side = {"generator": state.params["generator"], "temperature": state.params["temperature"]}
   zero = jax.tree.map(jnp.zeros_like, gen_side)
-  updates, _ = opt_g.update(zero, state.opt_state["generator"], gen_side)
+  updates, _ = jax.jit(opt_g.update)(zero, state.opt_state["generator"], gen_side)
   # With zero gradients AdamW's update is -lr * wd * param on the decayed leaves and 0 elsewhere.
   lr_wd = 5e-4 * 10.0
   params = jax.tree_util.tree_flatten_with_path(gen_side["generator"])[0]
@@ -64,27 +76,35 @@ def test_reversal_is_minus_the_discriminator_loss():
   assert float(losses.generator_adversarial_loss(lv, lm, mode="reversal", mask=mask)) == pytest.approx(float(want))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("condition", ["emotion", "prediction"])
 def test_conditioned_discriminator_sees_the_emotion_and_changes_the_adversarial_gradient(condition):
-  batch = {k: jnp.asarray(v) for k, v in random_batch(16).items()}
-  rng = jax.random.key(1)
-  outs = {}
-  for name in ("none", condition):
-    family = families.build(_config(**{"loss.adv_condition": name}))
-    state = family.init(jax.random.key(0), 12, 7)
-    width = state.params["discriminator"]["dense_0"]["kernel"].shape[0]
-    assert width == 8 + (0 if name == "none" else 5)
-    new_state, metrics = jax.jit(family.train_step)(state, batch, rng)
-    assert all(np.isfinite(float(v)) for v in metrics.values())
-    outs[name] = (metrics, new_state)
+  plain_state, plain, _ = _step()
+  state, metrics, _ = _step(**{"loss.adv_condition": condition})
+  assert plain_state.params["discriminator"]["dense_0"]["kernel"].shape[0] == 8
+  assert state.params["discriminator"]["dense_0"]["kernel"].shape[0] == 8 + 5  # one input per emotion class
+  assert all(np.isfinite(v) for v in metrics.values())
   # The supervised terms are the same; the adversarial term is not.
-  assert float(outs["none"][0]["loss_nce"]) == pytest.approx(float(outs[condition][0]["loss_nce"]))
-  assert float(outs["none"][0]["loss_adv"]) != pytest.approx(float(outs[condition][0]["loss_adv"]))
+  assert metrics["loss_nce"] == pytest.approx(plain["loss_nce"])
+  assert metrics["loss_adv"] != pytest.approx(plain["loss_adv"])
 
 
-def test_unknown_condition_fails_clearly():
+@pytest.mark.slow
+def test_clean_adversarial_inputs_play_the_game_on_embeddings_without_dropout():
+  _, plain, _ = _step()  # the default encoder dropout, 0.7
+  _, clean, _ = _step(**{"loss.adv_inputs": "clean"})
+  _, no_dropout, _ = _step(**{"emvgan.dropout_rate": 0.0})
+  assert clean["loss_nce"] == pytest.approx(plain["loss_nce"])  # the supervised pass keeps its dropout
+  assert clean["loss_disc"] != pytest.approx(plain["loss_disc"])
+  # Without dropout there is one pass: the discriminator sees what a dropout-free run's discriminator sees.
+  assert clean["loss_disc"] == pytest.approx(no_dropout["loss_disc"], rel=1e-5)
+
+
+def test_unknown_options_fail_clearly():
   with pytest.raises(ValueError, match="adv_condition must be one of"):
     families.build(_config(**{"loss.adv_condition": "genre"}))
+  with pytest.raises(ValueError, match="adv_inputs must be 'train' or 'clean'"):
+    families.build(_config(**{"loss.adv_inputs": "noisy"}))
 
 
 def test_runs_saved_before_the_decay_mask_restore_with_decay_on_everything():

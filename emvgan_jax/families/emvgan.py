@@ -102,6 +102,39 @@ def _with(z: jax.Array, condition: jax.Array | None) -> jax.Array:
   return z if condition is None else jnp.concatenate([z, condition.astype(z.dtype)], axis=-1)
 
 
+def _discriminator_updates(
+  state: TrainState,
+  fake: dict[str, jax.Array],
+  condition: Any,
+  *,
+  discriminator: nn.Module,
+  opt_d: optax.GradientTransformation,
+  loss_cfg: ml_collections.ConfigDict,
+  n_disc: int,
+  mask: jax.Array,
+) -> tuple[Any, Any, jax.Array, tuple[jax.Array, jax.Array]]:
+  """`n_disc` updates of D on (stop-gradient) embeddings: (params, optimiser state, last loss, last logits)."""
+  zv, zm = fake["video_embedding"], fake["music_embedding"]
+  cv, cm = condition(fake, "video"), condition(fake, "music")
+
+  def d_loss_fn(d_params: Any) -> tuple[jax.Array, tuple[jax.Array, jax.Array]]:
+    lv = discriminator.apply({"params": d_params}, _with(zv, cv))
+    lm = discriminator.apply({"params": d_params}, _with(zm, cm))
+    loss = losses.discriminator_loss(lv, lm, mask=mask)
+    if loss_cfg.r1_weight > 0:
+      loss = loss + loss_cfg.r1_weight * losses.r1_penalty(
+        lambda p, z: discriminator.apply({"params": p}, _with(z, cv)), d_params, zv, mask=mask
+      )
+    return loss, (lv, lm)
+
+  d_params, d_opt_state = state.params["discriminator"], state.opt_state["discriminator"]
+  for _ in range(n_disc):
+    (d_loss, logits), d_grads = jax.value_and_grad(d_loss_fn, has_aux=True)(d_params)
+    d_updates, d_opt_state = opt_d.update(d_grads, d_opt_state, d_params)
+    d_params = optax.apply_updates(d_params, d_updates)
+  return d_params, d_opt_state, d_loss, logits
+
+
 def train_step(
   state: TrainState,
   batch: Batch,
@@ -119,34 +152,23 @@ def train_step(
   g_rng, d_rng = jax.random.split(rng)
   mask = batch["mask"]
 
-  def generate(gen_params: Any, key: jax.Array) -> dict[str, jax.Array]:
-    return generator.apply({"params": gen_params}, batch["video"], batch["music"], train=True, rngs={"dropout": key})
+  def generate(gen_params: Any, key: jax.Array, train: bool = True) -> dict[str, jax.Array]:
+    return generator.apply({"params": gen_params}, batch["video"], batch["music"], train=train, rngs={"dropout": key})
+
+  # What the adversarial game is played on: the embeddings of this step's dropout pass, or of a pass without
+  # dropout (`loss.adv_inputs='clean'`), the embeddings that retrieval will use.
+  clean = loss_cfg.adv_inputs == "clean"
 
   # --- discriminator: learns to tell video embeddings (1) from music embeddings (0) ---------------------------
   # The embeddings it sees come from the generators before this step's generator update (the stop-gradient of
   # docs/models.md, section 2.4).
-  fake = jax.lax.stop_gradient(generate(state.params["generator"], g_rng))
-  zv, zm = fake["video_embedding"], fake["music_embedding"]
+  fake = jax.lax.stop_gradient(generate(state.params["generator"], g_rng, train=not clean))
 
   condition = functools.partial(_discriminator_input, batch=batch, condition=loss_cfg.adv_condition)
-  cv, cm = condition(fake, "video"), condition(fake, "music")
-
-  def d_loss_fn(d_params: Any) -> tuple[jax.Array, tuple[jax.Array, jax.Array]]:
-    lv = discriminator.apply({"params": d_params}, _with(zv, cv))
-    lm = discriminator.apply({"params": d_params}, _with(zm, cm))
-    loss = losses.discriminator_loss(lv, lm, mask=mask)
-    if loss_cfg.r1_weight > 0:
-      loss = loss + loss_cfg.r1_weight * losses.r1_penalty(
-        lambda p, z: discriminator.apply({"params": p}, _with(z, cv)), d_params, zv, mask=mask
-      )
-    return loss, (lv, lm)
-
-  d_params, d_opt_state = state.params["discriminator"], state.opt_state["discriminator"]
   del d_rng  # the discriminator has no dropout; kept split so adding some does not shift the generator's keys
-  for _ in range(n_disc):
-    (d_loss, (lv, lm)), d_grads = jax.value_and_grad(d_loss_fn, has_aux=True)(d_params)
-    d_updates, d_opt_state = opt_d.update(d_grads, d_opt_state, d_params)
-    d_params = optax.apply_updates(d_params, d_updates)
+  d_params, d_opt_state, d_loss, (lv, lm) = _discriminator_updates(
+    state, fake, condition, discriminator=discriminator, opt_d=opt_d, loss_cfg=loss_cfg, n_disc=n_disc, mask=mask
+  )
   d_acc = losses.binary_accuracy_from_logits(lv, lm, mask=mask)
 
   # --- generators: fit the pair/emotion structure and fool the (just updated) discriminator ------------------
@@ -154,9 +176,10 @@ def train_step(
 
   def g_loss_fn(g_params: Any) -> tuple[jax.Array, dict[str, jax.Array]]:
     outputs = generate(g_params["generator"], g_rng)
+    adv = generate(g_params["generator"], g_rng, train=False) if clean else outputs
     disc_logits = (
-      discriminator.apply({"params": d_params}, _with(outputs["video_embedding"], condition(outputs, "video"))),
-      discriminator.apply({"params": d_params}, _with(outputs["music_embedding"], condition(outputs, "music"))),
+      discriminator.apply({"params": d_params}, _with(adv["video_embedding"], condition(adv, "video"))),
+      discriminator.apply({"params": d_params}, _with(adv["music_embedding"], condition(adv, "music"))),
     )
     total, _, terms = generator_losses(
       outputs, batch, disc_logits=disc_logits, cfg=loss_cfg, temp=temperature(g_params), adv_weight=adv_weight
@@ -227,6 +250,8 @@ def build(config: ml_collections.ConfigDict) -> Family:
   discriminator = discriminator_lib.ModalityDiscriminator(hidden=e.disc_hidden)
   if lc.adv_mode not in ADV_MODES:
     raise ValueError(f"config.loss.adv_mode must be one of {ADV_MODES}, got {lc.adv_mode!r}")
+  if lc.adv_inputs not in ("train", "clean"):
+    raise ValueError(f"config.loss.adv_inputs must be 'train' or 'clean', got {lc.adv_inputs!r}")
   if lc.adv_condition not in ADV_CONDITIONS:
     raise ValueError(f"config.loss.adv_condition must be one of {ADV_CONDITIONS}, got {lc.adv_condition!r}")
   if config.optim.n_disc < 1:
