@@ -60,6 +60,14 @@ _SPLIT = flags.DEFINE_string(
   "otherwise; train-holdout for a held-out run on its own dataset).",
   flag_values=_FLAGS,
 )
+_GALLERY = flags.DEFINE_enum(
+  "gallery",
+  "gallery",
+  ["gallery", "train"],
+  "Retrieval gallery: the dataset's `gallery` split, or `train`, a gallery rebuilt from the segments the run "
+  "trained on (to tell what the model learnt in general from what it fitted to its training clips).",
+  flag_values=_FLAGS,
+)
 _EXPORT = flags.DEFINE_bool(
   "export_embeddings",
   False,
@@ -110,7 +118,7 @@ def _selection_block(run: restore.Run) -> dict[str, Any] | None:
 
 
 def _evaluate(
-  run: restore.Run, dataset: str, split: str, *, data_dir: str | None, manual_dir: str | None
+  run: restore.Run, dataset: str, split: str, *, gallery: str, data_dir: str | None, manual_dir: str | None
 ) -> tuple[dict[str, Any], dict[str, Any], dict[str, np.ndarray] | None]:
   """The results dict, the pair predictions and (retrieval models) the gallery embeddings of a restored run."""
   family, config = run.family, run.config
@@ -123,6 +131,9 @@ def _evaluate(
     manual_dir=manual_dir,
     need_train_split=not family.score_is_probability,
   )
+  if gallery == "train":
+    own = emomv.train_gallery(config, run.standardizer, data_dir=data_dir, manual_dir=manual_dir)
+    data = dataclasses.replace(data, gallery=own, gallery_name=emomv.TRAIN_GALLERY)
   logging.info(
     "Evaluating %s (%s checkpoint, step %d) on %s: %s %d pairs, gallery %s",
     family.description,
@@ -155,6 +166,7 @@ def evaluate_run(
   checkpoint: str = DEFAULT_CHECKPOINT,
   dataset: str | None = None,
   split: str | None = None,
+  gallery: str = "gallery",
   data_dir: str | None = None,
   manual_dir: str | None = None,
   export_embeddings: bool = False,
@@ -169,6 +181,7 @@ def evaluate_run(
     checkpoint: 'best', 'latest' or a step number.
     dataset: the EmoMV set to evaluate on (None: the run's own).
     split: the pair split (None: `default_split`).
+    gallery: 'gallery' (the dataset's), or 'train': one rebuilt from the segments the run trained on.
     data_dir: TFDS data dir (None: the run's).
     manual_dir: EmoMV copy (None: the run's, then $EMOMV_DIR).
     export_embeddings: also write `embeddings.npz` (retrieval models).
@@ -189,11 +202,14 @@ def evaluate_run(
   dataset = dataset or config.data.dataset
   default = emomv.default_split(dataset, config.data.holdout_fraction if dataset == config.data.dataset else 0.0)
   split = split or default
-  results, predictions, embeddings = _evaluate(run, dataset, split, data_dir=data_dir, manual_dir=manual_dir)
+  results, predictions, embeddings = _evaluate(
+    run, dataset, split, gallery=gallery, data_dir=data_dir, manual_dir=manual_dir
+  )
   if embeddings is None and export_embeddings:
     logging.warning("%s has no retrieval embedding space: no embeddings.npz", run.family.description)
 
-  out_dir = out_dir or os.path.join(workdir, "eval", output_name(dataset, checkpoint, split, default))
+  name = output_name(dataset, checkpoint, split, default) + ("" if gallery == "gallery" else f"-{emomv.TRAIN_GALLERY}")
+  out_dir = out_dir or os.path.join(workdir, "eval", name)
   os.makedirs(out_dir, exist_ok=True)
   results["evaluation"] = {
     "workdir": os.path.abspath(workdir),
@@ -202,6 +218,7 @@ def evaluate_run(
     "trained_on": config.data.dataset,
     "standardization": f"train split of {config.data.dataset} (from the checkpoint)",
     "pair_split": split,
+    "gallery": results.get("retrieval", {}).get("split"),
     "default_pair_split": default,
     "seconds": round(time.time() - t_start, 2),
   }
@@ -268,6 +285,7 @@ def main(argv: list[str] | None = None) -> None:
       checkpoint=_CHECKPOINT.value,
       dataset=_DATASET.value,
       split=_SPLIT.value,
+      gallery=_GALLERY.value,
       data_dir=_DATA_DIR.value,
       manual_dir=_MANUAL_DIR.value,
       export_embeddings=_EXPORT.value,

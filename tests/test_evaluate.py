@@ -120,6 +120,20 @@ def test_split_flag_and_output_name(tiny_run):
   assert emomv.default_split("emomv/c", 0.2) == "train-holdout"
 
 
+@pytest.mark.slow
+def test_train_gallery_is_rebuilt_from_the_training_segments(tiny_run):
+  code = run_main(evaluate, [f"--workdir={tiny_run.workdir}", "--gallery=train", "--noplots", "--export_embeddings"])
+  assert code is None
+  out = tiny_run.workdir / "eval" / "emomv_c-best-train-gallery"
+  results = json.loads((out / "results.json").read_text())
+  train = load_dataset("emomv/c", data_dir=tiny_run.data_dir, manual_dir=None)["train"]
+  want = emomv.gallery_from_pairs(train)
+  assert results["retrieval"]["split"] == results["alignment"]["split"] == "train-gallery"
+  assert results["retrieval"]["gallery_size"] == len(want)
+  assert np.load(out / "embeddings.npz")["name"].tolist() == [str(n) for n in want.name]
+  assert results["classification"]["split"] == "validation"  # the pair split is unchanged
+
+
 @pytest.fixture(scope="module")
 def classification_run(tiny_run, tmp_path_factory):
   """A tiny classification-only EmoMV baseline (CBP head): no retrieval space."""

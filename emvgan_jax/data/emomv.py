@@ -23,6 +23,7 @@ from tfds_emomv.emomv.files import EMOTIONS  # noqa: F401  (the class names, in 
 
 HOLDOUT_SPLIT = "train-holdout"
 HOLDOUT_GALLERY = "train-holdout-gallery"
+TRAIN_GALLERY = "train-gallery"  # a gallery rebuilt from the segments a run trained on
 
 
 class DataError(ValueError):
@@ -237,6 +238,22 @@ def load_eval_data(
     pairs_name=split,
     gallery_name="gallery" if gallery is not None else None,
   )
+
+
+def train_gallery(
+  run_config: ml_collections.ConfigDict,
+  standardizer: Standardizer,
+  *,
+  data_dir: str | None = None,
+  manual_dir: str | None = None,
+) -> Split:
+  """A gallery rebuilt (`gallery_from_pairs`) from the very rows a run trained on, standardised like them.
+
+  Set beside the real gallery, it tells a property learnt in general (it holds on both) from one fitted to the
+  training clips (it holds on this one only).
+  """
+  own = config_lib.with_data(run_config, data_dir=data_dir, manual_dir=manual_dir)
+  return gallery_from_pairs(load_run_data(own, standardizer).train)
 
 
 def load_gallery(config: ml_collections.ConfigDict) -> Split:
