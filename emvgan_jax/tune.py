@@ -9,9 +9,10 @@ holdouts.
 
 Run (from the repository root; the default grid, 3 holdouts x 1 seed, took 6.5 min on 2 CPU cores):
   python -m emvgan_jax.tune --manual_dir=../shared/emomv --data_dir=/tmp/tfds --workdir=runs/tune \
-      [--holdout_seeds=0,1,2] [--seeds=0] [--grid=default|none] [--candidate='name:key=value,key=value']
+      [--holdout_seeds=0,1,2] [--seeds=0] [--grid=default|alignment|none] [--candidate='name:key=value,key=value']
 `--candidate` (repeatable) adds a setting, e.g. --candidate='h128:emvgan.hidden=128,optim.learning_rate=3e-4';
-`--grid=none` runs only those (and the baselines).
+`--grid=none` runs only those (and the baselines); `--grid=alignment` the adversarial variants of docs/models.md,
+section 5 (does any close the modality gap?).
 
 Writes and prints `<workdir>/tuning.md`, two tables:
   1. per setting, mean (std) over the runs of v->m / m->v label mAP and hit@1 and ROC-AUC, the selected and the
@@ -62,7 +63,7 @@ _HOLDOUT_FRACTION = flags.DEFINE_float(
   "holdout_fraction", 0.2, "Share of train held out (grouped by video).", flag_values=_FLAGS
 )
 _GRID = flags.DEFINE_enum(
-  "grid", "default", ["default", "none"], "The candidate grid defined in this file.", flag_values=_FLAGS
+  "grid", "default", ["default", "alignment", "none"], "The candidate grid defined in this file.", flag_values=_FLAGS
 )
 _CANDIDATES = flags.DEFINE_multi_string(
   "candidate",
@@ -109,6 +110,46 @@ GRIDS: dict[str, dict[str, dict[str, Any]]] = {
     # Ablations.
     "no adversarial term": {"loss.w_adv": 0.0},
     "no emotion positives": {"loss.emotion_positives": False},
+  },
+  # Does any adversarial variant close the modality gap? On top of the defaults (docs/models.md, section 5).
+  "alignment": {
+    "tuned defaults": {},
+    "no adversarial term": {"loss.w_adv": 0.0},
+    "decay kernels": {"optim.decay_mask": "kernels"},
+    "confusion": {"loss.adv_mode": "confusion"},
+    "reversal": {"loss.adv_mode": "reversal"},
+    "cond emotion flip": {"loss.adv_condition": "emotion"},
+    "cond emotion confusion": {"loss.adv_condition": "emotion", "loss.adv_mode": "confusion"},
+    "cond emotion reversal": {"loss.adv_condition": "emotion", "loss.adv_mode": "reversal"},
+    "cond prediction flip": {"loss.adv_condition": "prediction"},
+    "confusion w_adv 1": {"loss.adv_mode": "confusion", "loss.w_adv": 1.0},
+    "cond emotion confusion w_adv 1": {
+      "loss.adv_condition": "emotion",
+      "loss.adv_mode": "confusion",
+      "loss.w_adv": 1.0,
+    },
+    "clean inputs": {"loss.adv_inputs": "clean"},
+    "clean confusion": {"loss.adv_inputs": "clean", "loss.adv_mode": "confusion"},
+    "clean confusion w_adv 1": {"loss.adv_inputs": "clean", "loss.adv_mode": "confusion", "loss.w_adv": 1.0},
+    "clean cond emotion confusion w_adv 1": {
+      "loss.adv_inputs": "clean",
+      "loss.adv_condition": "emotion",
+      "loss.adv_mode": "confusion",
+      "loss.w_adv": 1.0,
+    },
+    "dropout 0 no adv": {"emvgan.dropout_rate": 0.0, "loss.w_adv": 0.0},
+    "dropout 0 flip": {"emvgan.dropout_rate": 0.0},
+    "dropout 0 confusion w_adv 1": {"emvgan.dropout_rate": 0.0, "loss.adv_mode": "confusion", "loss.w_adv": 1.0},
+    "confusion, D lr 1e-4": {"loss.adv_mode": "confusion", "optim.disc_learning_rate": 0.0001},
+    "confusion w_adv 1, D lr 1e-4": {
+      "loss.adv_mode": "confusion",
+      "loss.w_adv": 1.0,
+      "optim.disc_learning_rate": 0.0001,
+    },
+    "flip, R1 1": {"loss.r1_weight": 1.0},
+    "confusion w_adv 1, R1 1": {"loss.adv_mode": "confusion", "loss.w_adv": 1.0, "loss.r1_weight": 1.0},
+    "confusion w_adv 1, n_disc 5": {"loss.adv_mode": "confusion", "loss.w_adv": 1.0, "optim.n_disc": 5},
+    "reversal w_adv 1, D lr 1e-4": {"loss.adv_mode": "reversal", "loss.w_adv": 1.0, "optim.disc_learning_rate": 0.0001},
   },
   "none": {},
 }
