@@ -302,6 +302,7 @@ def test_short_emvgan_run_on_real_emomv_c_beats_chance(tmp_path, emomv_dir):
   config.train.patience = 0
   config.train.batch_size = 128
   config.train.progress_bar = False
+  config.train.plots = False  # the plots have tests of their own
   results = train.train_and_evaluate(config, str(tmp_path / "w"))
   retrieval = results["retrieval"]
   assert retrieval["gallery_size"] == 96
