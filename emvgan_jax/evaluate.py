@@ -27,7 +27,6 @@ import dataclasses
 import json
 import logging
 import os
-import sys
 import time
 from typing import Any
 
@@ -276,8 +275,7 @@ def _write_outputs(
 
 def main(argv: list[str] | None = None) -> None:
   """The command line: parses flags, evaluates, prints the table and where the files are."""
-  cli.parse_flags(_FLAGS, sys.argv if argv is None else argv, HELP)
-  cli.setup_logging()
+  cli.start_tool(_FLAGS, argv, HELP)
 
   def body():
     ev = evaluate_run(

@@ -22,7 +22,6 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import os
-import sys
 
 import numpy as np
 from absl import flags
@@ -263,8 +262,7 @@ def format_hits(hits: list[Hit], label: str, direction: str, source: str, size: 
 
 def main(argv: list[str] | None = None) -> None:
   """The command line: parses flags, restores the run, searches and prints the hits."""
-  cli.parse_flags(_FLAGS, sys.argv if argv is None else argv, HELP)
-  cli.setup_logging()
+  cli.start_tool(_FLAGS, argv, HELP)
 
   def body():
     given = [bool(_QUERY.value), bool(_QUERY_FILE.value), bool(_QUERY_H5.value)]

@@ -33,7 +33,6 @@ import dataclasses
 import json
 import os
 import re
-import sys
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -351,9 +350,7 @@ def run_sweep(
 
 def main(argv: list[str] | None = None) -> None:
   """The command line: parses flags, runs the sweep, prints the table and its wall time."""
-  cli.parse_flags(_FLAGS, sys.argv if argv is None else argv, HELP)
-  cli.setup_logging()
-  cli.enable_compilation_cache(_CACHE.value)
+  cli.start_tool(_FLAGS, argv, HELP, compilation_cache=_CACHE)
 
   def body():
     seeds = cli.parse_ints(_SEEDS.value, "seeds")

@@ -37,7 +37,6 @@ import io
 import json
 import logging
 import os
-import sys
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -351,9 +350,7 @@ def run_tuning(
 
 def main(argv: list[str] | None = None) -> None:
   """The command line: parses flags, tunes, prints tuning.md."""
-  cli.parse_flags(_FLAGS, sys.argv if argv is None else argv, HELP)
-  cli.setup_logging()
-  cli.enable_compilation_cache(_CACHE.value)
+  cli.start_tool(_FLAGS, argv, HELP, compilation_cache=_CACHE)
 
   def body():
     holdouts = cli.parse_ints(_HOLDOUT_SEEDS.value, "holdout_seeds")

@@ -132,6 +132,21 @@ def load_run(workdir: str, checkpoint: str) -> Any:
     ) from e
 
 
+def start_tool(
+  flag_values: flags.FlagValues,
+  argv: Sequence[str] | None,
+  help_text: str,
+  *,
+  compilation_cache: flags.FlagHolder | None = None,
+) -> None:
+  """What every tool's `main` does first: parse its flags (`argv` None: `sys.argv`), set up logging and, for the
+  tools that train, the compilation cache (the holder of their `--compilation_cache_dir`, read once parsed)."""
+  parse_flags(flag_values, sys.argv if argv is None else argv, help_text)
+  setup_logging()
+  if compilation_cache is not None:
+    enable_compilation_cache(compilation_cache.value)
+
+
 def run_tool(body: Callable[[], object]) -> object:
   """Runs `body()`; a known error becomes `sys.exit('error: <one line>')` (exit status 1)."""
   try:
