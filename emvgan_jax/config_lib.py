@@ -92,6 +92,7 @@ def _loss() -> ml_collections.ConfigDict:
   lc.w_emo = 1.0  # shared emotion head's cross-entropy (mean of the two modalities)
   lc.w_adv = 0.1  # adversarial term (0: the no-adversarial ablation)
   lc.w_match = 1.0  # match calibration's binary cross-entropy
+  lc.w_gap = 0.0  # moment matching: the squared distance of the batch's video and music centroids (0: off)
   lc.adv_mode = "flip"  # 'flip' (label flipping), 'confusion' (0.5 target) or 'reversal' (minus D's loss)
   # What the discriminator sees besides the embedding: 'none' (marginal alignment), 'emotion' (the one-hot label:
   # each emotion's music aligned with its video) or 'prediction' (the emotion head's probabilities).

@@ -259,6 +259,20 @@ def generator_adversarial_loss(
   raise ValueError(f"unknown adversarial mode {mode!r}; expected 'flip', 'confusion' or 'reversal'")
 
 
+def centroid_gap_loss(z_video: Array, z_music: Array, *, mask: Array | None = None) -> Array:
+  """Squared distance between the batch means of the video and of the music embeddings (valid rows only).
+
+  A moment-matching alignment term: it is zero exactly when the two modalities share a centre in the batch,
+  which is what the `centroid_gap` of `emvgan_jax.alignment` measures on a gallery.
+  """
+  w = _weights(mask, z_video.shape[0])[:, None]
+  total = jnp.maximum(jnp.sum(w), 1.0)
+  # Replace masked rows first: 0 * NaN is NaN, and a padding row must not be able to poison the centroids.
+  zv, zm = jnp.where(w > 0, _float(z_video), 0.0), jnp.where(w > 0, _float(z_music), 0.0)
+  gap = jnp.sum(w * zv, axis=0) / total - jnp.sum(w * zm, axis=0) / total
+  return jnp.sum(gap * gap)
+
+
 def r1_penalty(
   disc_apply: Callable[[object, Array], Array], disc_params: object, z: Array, *, mask: Array | None = None
 ) -> Array:

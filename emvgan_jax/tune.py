@@ -149,6 +149,10 @@ GRIDS: dict[str, dict[str, dict[str, Any]]] = {
     "confusion w_adv 1, R1 1": {"loss.adv_mode": "confusion", "loss.w_adv": 1.0, "loss.r1_weight": 1.0},
     "confusion w_adv 1, n_disc 5": {"loss.adv_mode": "confusion", "loss.w_adv": 1.0, "optim.n_disc": 5},
     "reversal w_adv 1, D lr 1e-4": {"loss.adv_mode": "reversal", "loss.w_adv": 1.0, "optim.disc_learning_rate": 0.0001},
+    # Moment matching beside (or instead of) the adversary: is the gap closable at all, and at what cost?
+    "gap 1": {"loss.w_gap": 1.0},
+    "gap 10": {"loss.w_gap": 10.0},
+    "gap 10 no adv": {"loss.w_gap": 10.0, "loss.w_adv": 0.0},
   },
   "none": {},
 }

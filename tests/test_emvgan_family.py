@@ -132,3 +132,33 @@ def test_runs_saved_before_the_decay_mask_restore_with_decay_on_everything():
   assert old.optim.decay_mask == "all"
   new = config_lib.merge_onto_defaults({"model": "emvgan", "optim": {"decay_mask": "kernels"}})
   assert new.optim.decay_mask == "kernels"
+
+
+def test_centroid_gap_loss_by_hand_and_ignores_padding():
+  zv = jnp.array([[1.0, 0.0], [0.0, 1.0], [np.nan, 5.0]])
+  zm = jnp.array([[0.0, 0.0], [0.0, 0.0], [7.0, 7.0]])
+  mask = jnp.array([True, True, False])
+  # Valid centroids: video (0.5, 0.5), music (0, 0): squared distance 0.5; the padding row (with a NaN) counts
+  # for nothing.
+  assert float(losses.centroid_gap_loss(zv, zm, mask=mask)) == pytest.approx(0.5)
+  assert float(losses.centroid_gap_loss(zv[:2], zv[:2])) == 0.0
+  grad = jax.grad(lambda v: losses.centroid_gap_loss(v, zm, mask=mask))(zv)
+  assert bool(jnp.all(jnp.isfinite(grad)))
+
+
+def test_gap_term_is_off_by_default_and_added_when_weighted():
+  batch = {k: jnp.asarray(v) for k, v in random_batch(16).items()}
+  outputs = {
+    "video_embedding": jnp.ones((16, 8)) / np.sqrt(8),
+    "music_embedding": -jnp.ones((16, 8)) / np.sqrt(8),
+    "video_emotion_logits": jnp.zeros((16, 5)),
+    "music_emotion_logits": jnp.zeros((16, 5)),
+    "match_logit": jnp.zeros(16),
+  }
+  off = emvgan_family.generator_losses(outputs, batch, disc_logits=None, cfg=_config().loss, temp=0.3, adv_weight=0.0)
+  on = emvgan_family.generator_losses(
+    outputs, batch, disc_logits=None, cfg=_config(**{"loss.w_gap": 2.0}).loss, temp=0.3, adv_weight=0.0
+  )
+  assert "gap" not in off[2] and float(on[2]["gap"]) == pytest.approx(4.0)  # ||2 / sqrt(8) * ones(8)||^2
+  assert float(on[0]) == pytest.approx(float(off[0]) + 2.0 * 4.0)
+  assert float(on[1]) == pytest.approx(float(off[1]))  # not part of the selection loss

@@ -69,6 +69,9 @@ def generator_losses(
   if disc_logits is not None:
     terms["adv"] = losses.generator_adversarial_loss(*disc_logits, mode=cfg.adv_mode, mask=mask)
     total = total + adv_weight * terms["adv"]
+  if cfg.w_gap > 0:  # a static choice: with the term off the step's program is what it was before the term existed
+    terms["gap"] = losses.centroid_gap_loss(zv, zm, mask=mask)
+    total = total + cfg.w_gap * terms["gap"]
   return total, supervised, terms
 
 
