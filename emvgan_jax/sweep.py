@@ -251,7 +251,10 @@ def _caption(
     parts.append(
       f"{c['dataset']}: classification on the `{c['classification_split']}` split ({c['num_pairs']} pairs){retrieval}"
     )
-  selection = sorted({r["selection_split"] for r in rows if r["selection_split"]})
+  # Peers choose a hyper-parameter on train holdouts rather than a checkpoint; the caption says so apart.
+  is_peer = [str(r.get("model") or "").startswith("peer_") for r in rows]
+  selection = sorted({r["selection_split"] for r, p in zip(rows, is_peer) if r["selection_split"] and not p})
+  peer_selection = sorted({r["selection_split"] for r, p in zip(rows, is_peer) if r["selection_split"] and p})
   reported = {c["classification_split"] for c in chance}
   same = (
     " The selection split is also the reported one (EmoMV-B and -C have no test split; the published "
@@ -262,7 +265,8 @@ def _caption(
   trained = sum(r.status == "trained" for r in runs)
   return (
     f"{'; '.join(parts)}. Checkpoints selected on `{', '.join(selection) or '?'}`.{same} "
-    "mAP and hit@K: label relevance (same emotion); R@10: "
+    + (f"Peers' hyper-parameters chosen on `{', '.join(peer_selection)}`. " if peer_selection else "")
+    + "mAP and hit@K: label relevance (same emotion); R@10: "
     "the item's own counterpart in the top 10; modality gap: distance between the centroids of the unit video and "
     "music gallery embeddings; modality probe: held-out accuracy of a linear probe telling the two apart (0.5: "
     f"indistinguishable). Mean ± std over seeds {', '.join(map(str, seeds))} (std: sample "

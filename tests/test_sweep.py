@@ -180,3 +180,19 @@ def test_config_specs_slugs_and_overrides():
     sweep.make_config("configs/emomv_c.py", 0, overrides=["train.nope=1"])
   with pytest.raises(config_lib.ConfigError, match="does not exist"):
     sweep.make_config("configs/missing.py", 0)
+
+
+def test_caption_tells_peer_selection_apart_and_alignment_has_its_chance():
+  peer = {**_results(0), "model": "peer_logreg", "description": "Peer", "selection": {"split": "train (3 holdouts)"}}
+  peer["alignment"] = {"centroid_gap": 0.1, "modality_probe_accuracy": 0.6}
+  peer["chance"]["alignment"] = {"modality_probe_accuracy": 0.5}
+  runs = [
+    sweep.RunResult("a.py", 0, "w0", "trained", _results(0), 1.0),
+    sweep.RunResult("peers.py:logreg", 0, "w1", "trained", peer, 1.0),
+  ]
+  table = sweep.summarize(runs, seeds=[0], wall_seconds=2.0)
+  assert "Checkpoints selected on `validation`." in table["caption"]
+  assert "Peers' hyper-parameters chosen on `train (3 holdouts)`." in table["caption"]
+  md = sweep.format_markdown(table)
+  assert "| Peer | `peers-logreg` |" in md and "| 0.100 | 0.600 |" in md
+  assert md.rstrip().endswith("| 0.500 |")  # the chance row: a probe that cannot tell the modalities apart
