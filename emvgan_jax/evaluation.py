@@ -154,6 +154,14 @@ def retrieval_results(video_emb: np.ndarray, music_emb: np.ndarray, labels: np.n
   return {d: {k: float(both[d][k]) for k in RETRIEVAL_KEYS} for d in RETRIEVAL_DIRECTIONS}
 
 
+def retrieval_results_from_similarity(similarity: np.ndarray, labels: np.ndarray) -> dict[str, dict]:
+  """`retrieval_results` for a model that ranks by its own (video x music) score rather than by cosine."""
+  ranked = {
+    d: metrics.retrieval_metrics(s, labels, labels) for d, s in zip(RETRIEVAL_DIRECTIONS, (similarity, similarity.T))
+  }
+  return {d: {k: float(r[k]) for k in RETRIEVAL_KEYS} for d, r in ranked.items()}
+
+
 def choose_threshold(scores: np.ndarray, labels: np.ndarray) -> float:
   """The threshold on `scores` with the best accuracy on (scores, labels): the midpoint between neighbours."""
   order = np.sort(np.unique(scores))

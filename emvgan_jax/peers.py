@@ -52,11 +52,19 @@ class Peer:
   def __init__(self, kind: str, embed: Callable[[Split], tuple[np.ndarray, np.ndarray]]):
     self.kind, self.embed = kind, embed
 
+  def _space(self, video: np.ndarray, music: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    # Probability vectors are scored by their dot product; the CCA space by cosine.
+    return (l2_normalize(video), l2_normalize(music)) if self.kind == "cca" else (video, music)
+
   def similarity(self, video: np.ndarray, music: np.ndarray) -> np.ndarray:
     """(N_video, N_music) scores: probability dot products, or cosines for the CCA space."""
-    if self.kind == "cca":
-      return l2_normalize(video) @ l2_normalize(music).T
-    return video @ music.T
+    v, m = self._space(video, music)
+    return v @ m.T
+
+  def pair_scores(self, split: Split) -> np.ndarray:
+    """(N,) scores of each row's own (video, music) pair: the diagonal of `similarity`."""
+    v, m = self._space(*self.embed(split))
+    return np.sum(v * m, axis=1)
 
 
 def _segment_rows(split: Split, modality: str) -> tuple[np.ndarray, np.ndarray]:
@@ -114,10 +122,8 @@ def fit(kind: str, train: Split, hyper: float, *, num_classes: int = len(emomv.E
 
 
 def _label_map(peer: Peer, gallery: Split) -> float:
-  video, music = peer.embed(gallery)
-  sim = peer.similarity(video, music)
-  labels = gallery.video_emotion
-  return 0.5 * sum(float(metrics.retrieval_metrics(s, labels, labels)["map"]) for s in (sim, sim.T))
+  ret = evaluation.retrieval_results_from_similarity(peer.similarity(*peer.embed(gallery)), gallery.video_emotion)
+  return 0.5 * sum(r["map"] for r in ret.values())
 
 
 def select(kind: str, train: Split, *, holdouts: int, fraction: float) -> tuple[float, dict[str, float]]:
@@ -138,15 +144,8 @@ def _results(
 ) -> dict[str, Any]:
   """The results dict of a fitted peer, in the schema of `evaluation.results`."""
   kind = config.peer.kind
-
-  def pair_scores(split: Split) -> np.ndarray:
-    video, music = peer.embed(split)
-    if kind == "cca":
-      return np.sum(l2_normalize(video) * l2_normalize(music), axis=1)
-    return np.sum(video * music, axis=1)
-
-  threshold = evaluation.choose_threshold(pair_scores(data.train), data.train.match)
-  cls = metrics.classification_metrics(pair_scores(data.pairs), data.pairs.match, threshold=threshold)
+  threshold = evaluation.choose_threshold(peer.pair_scores(data.train), data.train.match)
+  cls = metrics.classification_metrics(peer.pair_scores(data.pairs), data.pairs.match, threshold=threshold)
   out: dict[str, Any] = {
     "dataset": config.data.dataset,
     "model": f"peer_{kind}",
@@ -164,10 +163,11 @@ def _results(
   if data.gallery is not None:
     video, music = peer.embed(data.gallery)
     sim, labels = peer.similarity(video, music), data.gallery.video_emotion
-    out["retrieval"] = {"split": data.gallery_name, "gallery_size": len(data.gallery)}
-    for direction, s in zip(evaluation.RETRIEVAL_DIRECTIONS, (sim, sim.T)):
-      r = metrics.retrieval_metrics(s, labels, labels)
-      out["retrieval"][direction] = {k: float(r[k]) for k in evaluation.RETRIEVAL_KEYS}
+    out["retrieval"] = {
+      "split": data.gallery_name,
+      "gallery_size": len(data.gallery),
+      **evaluation.retrieval_results_from_similarity(sim, labels),
+    }
     out["alignment"] = {
       "split": data.gallery_name,
       **alignment.alignment_metrics(video, music, labels, class_names=emomv.EMOTIONS),

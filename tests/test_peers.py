@@ -101,3 +101,13 @@ def test_peer_run_on_dummy_data_writes_a_results_dict_like_training(kind, tmp_pa
   assert set(results["retrieval"]["video_to_music"]) == set(results["chance"]["retrieval"])
   assert 0.0 <= results["alignment"]["modality_probe_accuracy"] <= 1.0
   assert results["selection"]["chosen"][peers.GRID_NAMES[kind]] in peers.GRIDS[kind]
+
+
+def test_retrieval_from_a_similarity_equals_the_cosine_path_on_cosines():
+  from emvgan_jax import evaluation, metrics  # pylint: disable=g-import-not-at-top
+
+  rng = np.random.default_rng(3)
+  video, music, labels = rng.normal(size=(30, 6)), rng.normal(size=(30, 6)), rng.integers(0, 5, 30)
+  by_cosine = evaluation.retrieval_results(video, music, labels)
+  by_similarity = evaluation.retrieval_results_from_similarity(metrics.cosine_similarity_np(video, music), labels)
+  assert by_similarity == by_cosine
