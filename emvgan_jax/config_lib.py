@@ -50,6 +50,15 @@ def _data() -> ml_collections.ConfigDict:
   # This is how defaults are tuned without looking at validation.
   d.holdout_fraction = 0.0
   d.holdout_seed = 0
+  # > 0: hold out this share of the training rows (grouped by YouTube id, seeded by `selection_seed`) to select
+  # checkpoints on, so that the reported split is never the selection split (0: select on the reported split).
+  d.selection_fraction = 0.0
+  d.selection_seed = 0
+  # > 0: cross-validation. Train and validation are pooled and cut into `cv_folds` folds grouped by YouTube id
+  # (seeded by `cv_repeat`); the run reports on fold `cv_fold` and trains on the others (needs selection_fraction).
+  d.cv_folds = 0
+  d.cv_fold = 0
+  d.cv_repeat = 0
   return d
 
 
@@ -80,7 +89,7 @@ def _emvgan() -> ml_collections.ConfigDict:
   e.hidden = 256  # encoder width h
   e.embed_dim = 64  # common-space width d
   e.dropout_rate = 0.7  # encoder dropout
-  e.disc_hidden = 256  # discriminator width h_d
+  e.disc_hidden = 256  # discriminator width h_d (0: a linear discriminator)
   return e
 
 
@@ -93,6 +102,9 @@ def _loss() -> ml_collections.ConfigDict:
   lc.w_adv = 0.1  # adversarial term (0: the no-adversarial ablation)
   lc.w_match = 1.0  # match calibration's binary cross-entropy
   lc.w_gap = 0.0  # moment matching: the squared distance of the batch's video and music centroids (0: off)
+  # Valence-arousal regression from the common space: a shared head fits each clip's emotion's coordinates on
+  # Russell's circumplex (data/emomv.py, VALENCE_AROUSAL), squared error (0: off, and the head is not built).
+  lc.w_va = 0.0
   lc.adv_mode = "flip"  # 'flip' (label flipping), 'confusion' (0.5 target) or 'reversal' (minus D's loss)
   # What the discriminator sees besides the embedding: 'none' (marginal alignment), 'emotion' (the one-hot label:
   # each emotion's music aligned with its video) or 'prediction' (the emotion head's probabilities).

@@ -199,7 +199,7 @@ def evaluate_run(
   run = run or cli.load_run(workdir, checkpoint)
   config = run.config
   dataset = dataset or config.data.dataset
-  default = emomv.default_split(dataset, config.data.holdout_fraction if dataset == config.data.dataset else 0.0)
+  default = emomv.run_split(config, dataset)
   split = split or default
   results, predictions, embeddings = _evaluate(
     run, dataset, split, gallery=gallery, data_dir=data_dir, manual_dir=manual_dir

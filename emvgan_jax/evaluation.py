@@ -242,7 +242,8 @@ def train_threshold(evaluator: Evaluator, state: Any, data: RunData) -> float:
 
 
 def evaluate_for_selection(evaluator: Evaluator, state: Any, data: RunData, selection_metric: str) -> dict[str, float]:
-  """The flat metrics of one evaluation during training (logged, and `selection_metric` selects on them).
+  """The flat metrics of one evaluation during training (logged, and `selection_metric` selects on them), on the
+  run's selection split and gallery (`RunData.selection`).
 
   A cosine-scored model's accuracy and F1 need a threshold fitted on train; it is only fitted when selection
   uses them, and otherwise those two are not computed per evaluation.
@@ -257,8 +258,8 @@ def evaluate_for_selection(evaluator: Evaluator, state: Any, data: RunData, sele
   flat, _ = evaluator.evaluate(
     state,
     alignment_probe=False,
-    pair_split=data.pairs,
-    gallery=data.gallery,
+    pair_split=data.selection,
+    gallery=data.selection_gallery,
     threshold=threshold,
     threshold_free_only=not probability and threshold is None,
   )

@@ -273,6 +273,11 @@ def centroid_gap_loss(z_video: Array, z_music: Array, *, mask: Array | None = No
   return jnp.sum(gap * gap)
 
 
+def squared_error_loss(predicted: Array, target: Array, *, mask: Array | None = None) -> Array:
+  """Squared error of (B, D) predictions, summed over D and averaged over valid rows (the valence-arousal term)."""
+  return masked_mean(jnp.sum(jnp.square(_float(predicted) - target), axis=-1), mask)
+
+
 def r1_penalty(
   disc_apply: Callable[[object, Array], Array], disc_params: object, z: Array, *, mask: Array | None = None
 ) -> Array:

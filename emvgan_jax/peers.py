@@ -11,11 +11,13 @@ baselines (docs/models.md, section 4.6):
 Each peer's hyper-parameter is chosen on train alone: the best mean label mAP (both directions) over
 `peer.selection_holdouts` grouped holdouts of train (`data/emomv.py`), the same kind of holdout the EMVGAN
 defaults were tuned on. The chosen peer is then refitted on all of train and evaluated like any model:
-`python -m emvgan_jax.main --config=configs/peers.py:logreg` or a `sweep` row.
+`python -m emvgan_jax.main --config=configs/peers.py:logreg` or a `sweep` row. Where the networks hold out a
+selection split (`data.selection_fraction > 0`), a peer fits on those rows too: it has no checkpoints to select.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -202,6 +204,8 @@ def fit_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[st
   from threadpoolctl import threadpool_limits  # pylint: disable=g-import-not-at-top  (scikit-learn's own)
 
   data = emomv.load_run_data(config)
+  if data.selects_apart:  # a peer selects on its own holdouts: it fits on every row the networks may use
+    data = dataclasses.replace(data, train=Split.concat([data.train, data.selection]), selection=None)
   # A few hundred rows: multithreaded BLAS spends more time starting threads than multiplying (one thread fits
   # the video classifier about 7x faster on 2 cores). scikit-learn is imported first so that the limit reaches the
   # BLAS library SciPy loads with it.

@@ -189,6 +189,15 @@ def read_query_features(
   return features[query_row : query_row + 1]
 
 
+def _require_finite(features: np.ndarray, what: str) -> None:
+  bad = ~np.isfinite(np.asarray(features)).all(axis=1)
+  if bad.any():
+    rows = np.flatnonzero(bad)
+    raise cli.ToolError(
+      f"{what} has NaN or infinite values in {len(rows)} row(s), first row {int(rows[0])}: fix or drop them"
+    )
+
+
 def retrieve(
   run: restore.Run,
   gallery: Gallery,
@@ -227,6 +236,8 @@ def retrieve(
   else:
     raw = np.asarray(query_features, np.float32)
     labels = [f"{q_mod} features #{i}" for i in range(len(raw))] if len(raw) > 1 else [f"{q_mod} features"]
+  _require_finite(raw, "the query")
+  _require_finite(getattr(gallery, g_mod), f"the {g_mod} features of the {gallery.source}")
   q = _standardize(run, q_mod, raw, "the query")
   g = _standardize(run, g_mod, getattr(gallery, g_mod), f"the {gallery.source}")
   q_emb = search.embed_rows(embed[q_mod], run.state, q, batch_size=batch_size)

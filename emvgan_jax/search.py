@@ -67,7 +67,8 @@ def top_k_cosine(
     with k' = min(k, G); ties are ordered by gallery index. A 1-D query gives 1-D results.
 
   Raises:
-    ValueError: on empty inputs, mismatched widths, or a non-positive k or chunk size.
+    ValueError: on empty inputs, mismatched widths, a non-positive k or chunk size, or a query or gallery row
+      with a NaN or infinite value (the first such row is named: its cosines would be meaningless).
   """
   queries = np.asarray(queries, np.float32)
   single = queries.ndim == 1
@@ -83,6 +84,7 @@ def top_k_cosine(
     raise ValueError("empty gallery or no queries")
   if k < 1 or chunk_size < 1 or query_block < 1:
     raise ValueError(f"k, chunk_size and query_block must be positive, got {k}, {chunk_size}, {query_block}")
+  _check_finite(queries, "query", 0)
   k = min(int(k), num_items)
   chunk_size = min(int(chunk_size), num_items)  # no padding beyond a gallery smaller than one chunk
   all_scores, all_indices = [], []
@@ -92,6 +94,8 @@ def top_k_cosine(
     best_indices = jnp.full((q.shape[0], k), -1, jnp.int32)
     for start in range(0, num_items, chunk_size):
       chunk = np.asarray(gallery[start : start + chunk_size], np.float32)
+      if q_start == 0:
+        _check_finite(chunk, "gallery", start)
       n = chunk.shape[0]
       if n < chunk_size:  # the last chunk: pad to the common shape (one compilation), mask the padding
         chunk = np.concatenate([chunk, np.zeros((chunk_size - n, width), np.float32)])
@@ -101,7 +105,20 @@ def top_k_cosine(
     all_scores.append(np.asarray(best_scores))
     all_indices.append(np.asarray(best_indices).astype(np.int64))
   scores, indices = np.concatenate(all_scores), np.concatenate(all_indices)
+  if np.any(indices < 0) or np.any(indices >= num_items):  # a sentinel must never be returned as an item
+    raise RuntimeError("top-k search returned an index outside the gallery; please report this as a bug")
   return (scores[0], indices[0]) if single else (scores, indices)
+
+
+def _check_finite(rows: np.ndarray, what: str, offset: int) -> None:
+  bad = ~np.isfinite(rows).all(axis=1)
+  if bad.any():
+    first = offset + int(np.argmax(bad))
+    raise ValueError(
+      f"{what} row {first} has a NaN or infinite value ({int(bad.sum())} such rows"
+      + (" in this chunk" if what == "gallery" else "")
+      + "): fix or drop it before searching"
+    )
 
 
 def embed_rows(

@@ -19,6 +19,15 @@ not retrained; an interrupted one resumes from its latest checkpoint. The evalua
 classification on test, the best checkpoint is evaluated once more on test (`emvgan_jax.evaluate`, also
 reused when present).
 
+`--protocol=cv` is repeated grouped k-fold cross-validation instead (docs/models.md, section 4.7): train and
+validation are pooled and cut into `--cv_folds` folds by YouTube id, `--cv_repeats` times with different fold
+seeds; each (config, repeat, fold, seed) trains on the other folds, selects its checkpoint on a holdout of them
+(`--selection_fraction`, grouped the same way), and reports on the held-out fold and the gallery rebuilt from
+its segments, in `<workdir>/<config-slug>/cv<repeat>_fold<fold>/seed_<seed>`. The table then adds the paired
+difference of the `--reference` config (default: the first) to every other config, per fold, with a 95%
+interval from the corrected resampled t statistic (Nadeau and Bengio 2003), which widens the naive interval
+for the overlap of the training folds.
+
 Writes `<workdir>/table.md` and `<workdir>/table.json`: per model, mean +- std over seeds of v->m and m->v label
 mAP, hit@1, hit@5 and pair Recall@10, pair-classification accuracy, F1 and ROC-AUC, and the modality gap and
 probe accuracy of the common space (`emvgan_jax.alignment`); the std is the SAMPLE
@@ -38,6 +47,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import ml_collections
+import numpy as np
 from absl import flags
 
 from emvgan_jax import config_lib
@@ -47,6 +57,50 @@ from emvgan_jax.runtime import cli, experiments
 from emvgan_jax.runtime.experiments import STD_DDOF, TrainFn, get_path, mean_std
 
 HELP = __doc__
+PROTOCOLS = ("published", "cv")
+# The metrics of the paired comparison (cross-validation protocol): both mAPs, both hit@1 and ROC-AUC.
+PAIRED_KEYS = (
+  "video_to_music/map",
+  "music_to_video/map",
+  "video_to_music/hit@1",
+  "music_to_video/hit@1",
+  "classification/roc_auc",
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class Protocol:
+  """How a sweep splits the data: EmoMV's published splits, or repeated grouped k-fold cross-validation."""
+
+  name: str = "published"
+  cv_folds: int = 5
+  cv_repeats: int = 2
+  selection_fraction: float = 0.2
+
+  def cells(self) -> list[tuple[int, int] | None]:
+    """(repeat, fold) of each data split a config is trained on; [None] for the published protocol."""
+    if self.name == "published":
+      return [None]
+    return [(r, f) for r in range(self.cv_repeats) for f in range(self.cv_folds)]
+
+  def overrides(self, cell: tuple[int, int] | None) -> list[str]:
+    if cell is None:
+      return []
+    r, f = cell
+    return [
+      f"data.cv_folds={self.cv_folds}",
+      f"data.cv_fold={f}",
+      f"data.cv_repeat={r}",
+      f"data.selection_fraction={self.selection_fraction}",
+      f"data.selection_seed={r}",
+    ]
+
+  @staticmethod
+  def run_dir(workdir: str, slug: str, cell: tuple[int, int] | None, seed: int) -> str:
+    if cell is None:
+      return os.path.join(workdir, slug, f"seed_{seed}")
+    return os.path.join(workdir, slug, f"cv{cell[0]}_fold{cell[1]}", f"seed_{seed}")
+
 
 # (key in table.json, path in results.json, column header). Retrieval chance is the same in both directions.
 METRICS = (
@@ -83,6 +137,24 @@ _CACHE = flags.DEFINE_string(
   cli.DEFAULT_COMPILATION_CACHE,
   "JAX persistent compilation cache: later seeds and configs skip XLA compilation. Empty disables it.",
   flag_values=_FLAGS,
+)
+_PROTOCOL = flags.DEFINE_enum(
+  "protocol",
+  "published",
+  PROTOCOLS,
+  "published: EmoMV's splits (select and report on validation; A reports on test). cv: repeated grouped k-fold "
+  "cross-validation over train + validation, selecting inside the training folds.",
+  flag_values=_FLAGS,
+)
+_CV_FOLDS = flags.DEFINE_integer("cv_folds", 5, "--protocol=cv: number of folds.", flag_values=_FLAGS)
+_CV_REPEATS = flags.DEFINE_integer(
+  "cv_repeats", 2, "--protocol=cv: repetitions with different fold assignments.", flag_values=_FLAGS
+)
+_SELECTION_FRACTION = flags.DEFINE_float(
+  "selection_fraction", 0.2, "--protocol=cv: share of the training folds held out for selection.", flag_values=_FLAGS
+)
+_REFERENCE = flags.DEFINE_string(
+  "reference", None, "--protocol=cv: the config the paired differences are of (default: the first).", flag_values=_FLAGS
 )
 flags.mark_flags_as_required(["configs", "workdir"], flag_values=_FLAGS)
 
@@ -133,6 +205,7 @@ class RunResult:
   status: str  # 'trained' or 'reused'
   results: dict[str, Any]  # the evaluation used in the table (training's, or the protocol split's)
   seconds: float
+  cell: tuple[int, int] | None = None  # (repeat, fold) of the cross-validation protocol
 
 
 def run_one(
@@ -144,6 +217,7 @@ def run_one(
   manual_dir: str | None = None,
   overrides: Sequence[str] = (),
   train_fn: TrainFn | None = None,
+  cell: tuple[int, int] | None = None,
 ) -> RunResult:
   """Trains (or reads back) one run and returns the evaluation that goes into the table.
 
@@ -154,7 +228,7 @@ def run_one(
   fn = experiments.runner(config) if train_fn is None or config.model == "peer" else train_fn
   results, status = experiments.train_or_reuse(config, run_dir, train_fn=fn, on_mismatch="error")
   # Training evaluates on validation; the protocol reports EmoMV-A's classification on test.
-  default = emomv.default_split(config.data.dataset, config.data.holdout_fraction)
+  default = emomv.run_split(config)
   if results["classification"]["split"] != default:
     name = evaluate_lib.output_name(config.data.dataset, "best", default, default)
     eval_path = os.path.join(run_dir, "eval", name, "results.json")
@@ -163,7 +237,13 @@ def run_one(
     else:
       results = evaluate_lib.evaluate_run(run_dir, checkpoint="best", data_dir=data_dir, manual_dir=manual_dir).results
   return RunResult(
-    spec=spec, seed=seed, workdir=run_dir, status=status, results=results, seconds=round(time.time() - t_start, 2)
+    spec=spec,
+    seed=seed,
+    workdir=run_dir,
+    status=status,
+    results=results,
+    seconds=round(time.time() - t_start, 2),
+    cell=cell,
   )
 
 
@@ -176,8 +256,77 @@ def _chance_path(path: Sequence[str]) -> tuple[str, ...]:
   return ("chance", path[0], path[-1])
 
 
-def summarize(runs: Sequence[RunResult], *, seeds: Sequence[int], wall_seconds: float) -> dict[str, Any]:
-  """table.json: per config the mean and std over seeds of every metric, chance rows, and the caption."""
+def _metric_path(key: str) -> tuple[str, ...]:
+  return next(path for k, path, _ in METRICS if k == key)
+
+
+def paired_differences(runs: Sequence[RunResult], reference: str, *, cv_folds: int) -> list[dict[str, Any]]:
+  """Per other config, the reference minus it on each of `PAIRED_KEYS`, paired by (repeat, fold).
+
+  Each (repeat, fold) gives one difference (of the means over seeds); `experiments.corrected_interval` turns
+  them into a mean with a 95% interval, with the test/train size ratio of k-fold, 1 / (k - 1).
+  """
+  by: dict[str, dict[Any, list[dict[str, Any]]]] = {}
+  for r in runs:
+    by.setdefault(r.spec, {}).setdefault(r.cell, []).append(r.results)
+  if reference not in by:
+    raise cli.ToolError(f"--reference={reference!r} is not one of the sweep's configs: {sorted(by)}")
+  out = []
+  for spec, cells in by.items():
+    if spec == reference:
+      continue
+    entry: dict[str, Any] = {"config": spec, "slug": config_slug(spec), "metrics": {}}
+    for key in PAIRED_KEYS:
+      diffs = []
+      for cell, mine in by[reference].items():
+        a = [get_path(x, _metric_path(key)) for x in mine]
+        b = [get_path(x, _metric_path(key)) for x in cells.get(cell, [])]
+        if a and b and None not in a and None not in b:
+          diffs.append(float(np.mean(a)) - float(np.mean(b)))
+      ratio = 1.0 / (cv_folds - 1)
+      entry["metrics"][key] = experiments.corrected_interval(diffs, test_train_ratio=ratio) if len(diffs) > 1 else None
+    out.append(entry)
+  return out
+
+
+def _chance_rows(evaluations: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+  """One chance row per (dataset, split); the mean over folds where the split differs per run (cross-validation)."""
+  chance = []
+  for dataset, split in dict.fromkeys((e["dataset"], e["classification"]["split"]) for e in evaluations):
+    same = [e for e in evaluations if (e["dataset"], e["classification"]["split"]) == (dataset, split)]
+    with_gallery = [e for e in same if "retrieval" in e]
+    values = {}
+    for key, path, _ in METRICS:
+      found = [v for v in (get_path(e, _chance_path(path)) for e in same) if v is not None]
+      values[key] = (found[0] if len(set(found)) == 1 else float(np.mean(found))) if found else None
+    sizes = [e["classification"].get("num_pairs") for e in same]
+    gallery_sizes = [e["retrieval"]["gallery_size"] for e in with_gallery]
+    chance.append(
+      {
+        "dataset": dataset,
+        "classification_split": split,
+        "num_pairs": sizes[0] if len(set(sizes)) == 1 else round(float(np.mean(sizes)), 1),
+        "gallery_split": with_gallery[0]["retrieval"]["split"] if with_gallery else None,
+        "gallery_size": (gallery_sizes[0] if len(set(gallery_sizes)) == 1 else round(float(np.mean(gallery_sizes)), 1))
+        if with_gallery
+        else None,
+        "metrics": values,
+      }
+    )
+  return chance
+
+
+def summarize(
+  runs: Sequence[RunResult],
+  *,
+  seeds: Sequence[int],
+  wall_seconds: float,
+  protocol: Protocol | None = None,
+  reference: str | None = None,
+) -> dict[str, Any]:
+  """table.json: per config the mean and std over runs (seeds, and folds under cross-validation) of every
+  metric, chance rows, the caption, and under cross-validation the paired differences to `reference`."""
+  protocol = protocol or Protocol()
   rows = []
   for spec in dict.fromkeys(r.spec for r in runs):
     mine = [r for r in runs if r.spec == spec]
@@ -196,35 +345,18 @@ def summarize(runs: Sequence[RunResult], *, seeds: Sequence[int], wall_seconds: 
         "classification_split": first["classification"]["split"],
         "gallery_split": first.get("retrieval", {}).get("split"),
         "selection_split": first.get("selection", {}).get("split"),
-        "seeds": [r.seed for r in mine],
+        "seeds": sorted({r.seed for r in mine}),
+        "cells": [list(r.cell) for r in mine if r.cell is not None],
         "workdirs": [r.workdir for r in mine],
         "status": [r.status for r in mine],
         "seconds": [r.seconds for r in mine],
         "metrics": cells,
       }
     )
-  chance = []
-  evaluations = [r.results for r in runs]
-  for dataset, split in dict.fromkeys((e["dataset"], e["classification"]["split"]) for e in evaluations):
-    same = [e for e in evaluations if (e["dataset"], e["classification"]["split"]) == (dataset, split)]
-    with_gallery = [e for e in same if "retrieval" in e]
-    values = {}
-    for key, path, _ in METRICS:
-      found = [v for v in (get_path(e, _chance_path(path)) for e in same) if v is not None]
-      values[key] = found[0] if found else None
-    chance.append(
-      {
-        "dataset": dataset,
-        "classification_split": split,
-        "num_pairs": same[0]["classification"].get("num_pairs"),
-        "gallery_split": with_gallery[0]["retrieval"]["split"] if with_gallery else None,
-        "gallery_size": with_gallery[0]["retrieval"]["gallery_size"] if with_gallery else None,
-        "metrics": values,
-      }
-    )
-  caption = _caption(rows, chance, seeds, wall_seconds, runs)
-  return {
-    "caption": caption,
+  chance = _chance_rows([r.results for r in runs])
+  table = {
+    "caption": _caption(rows, chance, seeds, wall_seconds, runs, protocol),
+    "protocol": dataclasses.asdict(protocol) if protocol.name == "cv" else {"name": protocol.name},
     "std_ddof": STD_DDOF,
     "seeds": list(seeds),
     "wall_seconds": round(wall_seconds, 2),
@@ -232,6 +364,14 @@ def summarize(runs: Sequence[RunResult], *, seeds: Sequence[int], wall_seconds: 
     "rows": rows,
     "chance": chance,
   }
+  if protocol.name == "cv":
+    reference = reference or rows[0]["config"]
+    table["paired"] = {
+      "reference": reference,
+      "level": 0.95,
+      "rows": paired_differences(runs, reference, cv_folds=protocol.cv_folds),
+    }
+  return table
 
 
 def _caption(
@@ -240,7 +380,10 @@ def _caption(
   seeds: Sequence[int],
   wall_seconds: float,
   runs: Sequence[RunResult],
+  protocol: Protocol,
 ) -> str:
+  if protocol.name == "cv":
+    return _cv_caption(chance, seeds, wall_seconds, runs, protocol)
   parts = []
   for c in chance:
     retrieval = (
@@ -275,6 +418,57 @@ def _caption(
   )
 
 
+_METRIC_NOTES = (
+  "mAP and hit@K: label relevance (same emotion); R@10: the item's own counterpart in the top 10; modality gap: "
+  "distance between the centroids of the unit video and music gallery embeddings; modality probe: held-out "
+  "accuracy of a linear probe telling the two apart (0.5: indistinguishable)."
+)
+
+
+def _cv_caption(
+  chance: list[dict[str, Any]], seeds: Sequence[int], wall_seconds: float, runs: Sequence[RunResult], p: Protocol
+) -> str:
+  c = chance[0]
+  trained = sum(r.status == "trained" for r in runs)
+  return (
+    f"{c['dataset']}, cross-validation: train and validation pooled, {p.cv_repeats} x {p.cv_folds} folds grouped by "
+    f"YouTube id (about {c['num_pairs']} pairs and a gallery of about {c['gallery_size']} segments per held-out "
+    f"fold); each run trains on the other folds and selects its checkpoint on a grouped holdout of "
+    f"{p.selection_fraction:.0%} of them; peers choose their hyper-parameter on holdouts of the same training "
+    f"folds. {_METRIC_NOTES} Mean ± std over the {p.cv_repeats * p.cv_folds} folds"
+    f" x seeds {', '.join(map(str, seeds))} (ddof={STD_DDOF}); chance is the mean over folds. Sweep wall time "
+    f"{wall_seconds:.1f} s ({trained} runs trained, {len(runs) - trained} reused)."
+  )
+
+
+def _interval(stats: dict[str, Any] | None) -> str:
+  if stats is None:
+    return ""
+  mark = " *" if stats["low"] > 0 or stats["high"] < 0 else ""
+  return f"{stats['mean']:+.3f} [{stats['low']:+.3f}, {stats['high']:+.3f}]{mark}"
+
+
+def format_paired(table: dict[str, Any]) -> str:
+  """The paired-difference table of a cross-validation sweep (empty for the published protocol)."""
+  paired = table.get("paired")
+  if not paired:
+    return ""
+  headers = {m["key"]: m["header"] for m in table["metrics"]}
+  ref = next(r for r in table["rows"] if r["config"] == paired["reference"])
+  lines = [
+    f"Paired difference of `{ref['slug']}` to each model per (repeat, fold): mean [95% interval] (corrected "
+    "resampled t, Nadeau and Bengio 2003); * marks an interval that excludes 0.",
+    "",
+    "| minus | " + " | ".join(headers[k] for k in PAIRED_KEYS) + " |",
+    "|" + "---|" * (len(PAIRED_KEYS) + 1),
+  ]
+  descriptions = {r["config"]: r["description"] or r["model"] for r in table["rows"]}
+  for row in paired["rows"]:
+    cells = [_interval(row["metrics"][k]) for k in PAIRED_KEYS]
+    lines.append(f"| {descriptions[row['config']]} (`{row['slug']}`) | " + " | ".join(cells) + " |")
+  return "\n".join(lines) + "\n"
+
+
 def _cell(stats: dict[str, Any] | None) -> str:
   if stats is None:
     return ""
@@ -301,7 +495,8 @@ def format_markdown(table: dict[str, Any]) -> str:
       + " | ".join([label, ""] + ["" if c["metrics"][k] is None else f"{c['metrics'][k]:.3f}" for k in keys])
       + " |"
     )
-  return "\n".join(lines) + "\n"
+  paired = format_paired(table)
+  return "\n".join(lines) + "\n" + ("\n" + paired if paired else "")
 
 
 def run_sweep(
@@ -313,8 +508,10 @@ def run_sweep(
   manual_dir: str | None = None,
   overrides: Sequence[str] = (),
   train_fn: TrainFn | None = None,
+  protocol: Protocol | None = None,
+  reference: str | None = None,
 ) -> dict[str, Any]:
-  """Trains or reuses every (config, seed), then writes and returns `table.json` (and `table.md`).
+  """Trains or reuses every (config, [fold,] seed), then writes and returns `table.json` (and `table.md`).
 
   Args:
     specs: config specs, `path/to/config.py[:arg]`.
@@ -324,26 +521,45 @@ def run_sweep(
     manual_dir: EmoMV copy for every run (None: each config's, then $EMOMV_DIR).
     overrides: `key=value` config overrides for every run.
     train_fn: trains one run (default `train.train_and_evaluate`; tests count calls through it).
+    protocol: the published splits (default) or cross-validation.
+    reference: cross-validation: the spec the paired differences are of (None: the first).
 
   Returns:
     The table dict written to `workdir/table.json`.
   """
   t_start = time.time()
+  protocol = protocol or Protocol()
   if not specs:
     raise cli.ToolError("no configs: pass --configs=path/to/config.py[:arg] (repeatable)")
+  if reference is not None and reference not in specs:
+    raise cli.ToolError(f"--reference={reference!r} is not one of --configs {list(specs)}")
+  cells = protocol.cells()
   for spec in specs:  # fail on a bad config or override before hours of training
-    make_config(spec, 0, overrides=overrides)
+    config = make_config(spec, 0, overrides=[*overrides, *protocol.overrides(cells[-1])])
+    emomv.check_protocol(config)
   slugs = [config_slug(s) for s in specs]
   if len(set(slugs)) != len(slugs):
     raise cli.ToolError(f"--configs lists the same config twice: {specs}")
-  runs = []
+  runs, total = [], len(specs) * len(cells) * len(seeds)
   for spec, slug in zip(specs, slugs):
-    for seed in seeds:
-      run_dir = os.path.join(workdir, slug, f"seed_{seed}")
-      runs.append(
-        run_one(spec, seed, run_dir, data_dir=data_dir, manual_dir=manual_dir, overrides=overrides, train_fn=train_fn)
-      )
-  table = summarize(runs, seeds=seeds, wall_seconds=time.time() - t_start)
+    for cell in cells:
+      for seed in seeds:
+        run_dir = protocol.run_dir(workdir, slug, cell, seed)
+        print(f"[{len(runs) + 1}/{total}] {run_dir}", flush=True)
+        run_overrides = [*overrides, *protocol.overrides(cell)]
+        runs.append(
+          run_one(
+            spec,
+            seed,
+            run_dir,
+            data_dir=data_dir,
+            manual_dir=manual_dir,
+            overrides=run_overrides,
+            train_fn=train_fn,
+            cell=cell,
+          )
+        )
+  table = summarize(runs, seeds=seeds, wall_seconds=time.time() - t_start, protocol=protocol, reference=reference)
   os.makedirs(workdir, exist_ok=True)
   with open(os.path.join(workdir, "table.json"), "w", encoding="utf-8") as f:
     json.dump(table, f, indent=2)
@@ -358,6 +574,9 @@ def main(argv: list[str] | None = None) -> None:
 
   def body():
     seeds = cli.parse_ints(_SEEDS.value, "seeds")
+    if _PROTOCOL.value == "cv" and (_CV_FOLDS.value < 2 or _CV_REPEATS.value < 1):
+      raise cli.ToolError(f"--cv_folds={_CV_FOLDS.value} --cv_repeats={_CV_REPEATS.value}: need 2+ folds, 1+ repeats")
+    protocol = Protocol(_PROTOCOL.value, _CV_FOLDS.value, _CV_REPEATS.value, _SELECTION_FRACTION.value)
     table = run_sweep(
       split_config_specs(_CONFIGS.value),
       seeds,
@@ -365,6 +584,8 @@ def main(argv: list[str] | None = None) -> None:
       data_dir=_DATA_DIR.value,
       manual_dir=_MANUAL_DIR.value,
       overrides=_OVERRIDES.value,
+      protocol=protocol,
+      reference=_REFERENCE.value,
     )
     print(format_markdown(table))
     print(

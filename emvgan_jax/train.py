@@ -80,13 +80,14 @@ def _set_up(config: ml_collections.ConfigDict) -> _Setup:
   family = families.build(config)
   data = emomv.load_run_data(config)
   logging.info(
-    "Data %s: train %d, %s %d, %s %s",
+    "Data %s: train %d, %s %d, %s %s%s",
     config.data.dataset,
     len(data.train),
     data.pairs_name,
     len(data.pairs),
     data.gallery_name,
     len(data.gallery) if data.gallery is not None else "-",
+    f"; selection on {data.selection_name} {len(data.selection)}" if data.selects_apart else "",
   )
   batch_size = config.train.batch_size
   n_data = mesh.shape[sharding.DATA_AXIS]
@@ -260,7 +261,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     best_state,
     s.data,
     checkpoint_step=best_step,
-    selection=selection.results_block(s.data.pairs_name),
+    selection=selection.results_block(s.data.selection_name),
   )
   results["train_seconds"] = round(time.time() - t_start, 2)
   if is_lead:

@@ -184,3 +184,97 @@ def test_epoch_seed_is_stable():
   # Pinned: a change here silently changes every run's data order (and breaks resuming old runs).
   assert pipeline.epoch_seed(0, 0) == pipeline.epoch_seed(0, 0)
   assert len({pipeline.epoch_seed(s, e) for s in range(4) for e in range(4)}) == 16
+
+
+def _videos(split: Split) -> set[str]:
+  return {emomv.video_id(seg) for n in split.name for seg in emomv.segment_ids(n)}
+
+
+def test_grouped_folds_partition_rows_without_sharing_a_video():
+  split = pair_split()
+  for seed in range(4):
+    fold = emomv.grouped_folds(split, folds=3, seed=seed)
+    assert sorted(set(fold)) == [0, 1, 2]  # every fold used, every row in exactly one
+    parts = [split.take(fold == f) for f in range(3)]
+    for i in range(3):
+      for j in range(i + 1, 3):
+        assert not _videos(parts[i]) & _videos(parts[j])
+    # e<->f and g<->h are linked by mismatched pairs: each pair and its swap land in one fold.
+    assert fold[5] == fold[6] and fold[7] == fold[8]
+  assert not np.array_equal(emomv.grouped_folds(split, folds=3, seed=0), emomv.grouped_folds(split, folds=3, seed=1))
+  with pytest.raises(ValueError, match="at least 2 folds"):
+    emomv.grouped_folds(split, folds=1, seed=0)
+  with pytest.raises(ValueError, match="cannot fill"):
+    emomv.grouped_folds(split, folds=50, seed=0)
+
+
+def test_real_c_cv_folds_keep_youtube_ids_apart(emomv_dir):
+  """EmoMV-C train + validation in 5 grouped folds: no YouTube id on two sides of any cut the protocol makes."""
+  from tfds_emomv.emomv import files  # pylint: disable=g-import-not-at-top
+
+  pool = Split.concat([Split.from_arrays(files.read_split(emomv_dir, "c", s)) for s in ("train", "validation")])
+  assert len(pool) == 360 + 96
+  for repeat in range(2):
+    fold = emomv.grouped_folds(pool, folds=5, seed=repeat)
+    sizes = np.bincount(fold, minlength=5)
+    assert sizes.sum() == len(pool) and sizes.max() - sizes.min() <= 8  # balanced to within a video or two
+    for f in range(5):
+      train, held = pool.take(fold != f), pool.take(fold == f)
+      fit, selection = emomv.holdout_split(train, fraction=0.2, seed=repeat)
+      assert not _videos(train) & _videos(held)
+      assert not _videos(fit) & _videos(selection)
+      gallery = emomv.gallery_from_pairs(held)
+      assert set(gallery.name) <= {s for n in held.name for s in emomv.segment_ids(n)}
+
+
+def test_split_concat_refuses_shared_names():
+  split = pair_split()
+  both = Split.concat([split.take(np.arange(3)), split.take(np.arange(3, 9))])
+  np.testing.assert_array_equal(both.video, split.video)
+  with pytest.raises(ValueError, match="share pair names"):
+    Split.concat([split, split.take(np.arange(2))])
+
+
+@pytest.mark.parametrize(
+  "fields, message",
+  [
+    ({"cv_folds": 5, "cv_fold": 5, "selection_fraction": 0.2}, "0 <= cv_fold < cv_folds"),
+    ({"cv_folds": 1, "selection_fraction": 0.2}, "cv_folds >= 2"),
+    ({"cv_folds": 5}, "needs a selection holdout"),
+    ({"cv_folds": 5, "selection_fraction": 0.2, "holdout_fraction": 0.2}, "set data.holdout_fraction=0"),
+    ({"selection_fraction": 1.0}, r"must be in \[0, 1\)"),
+  ],
+)
+def test_protocol_fields_that_do_not_go_together_are_refused(fields, message):
+  from emvgan_jax import config_lib  # pylint: disable=g-import-not-at-top
+
+  config = config_lib.base_config()
+  for key, value in fields.items():
+    config.data[key] = value
+  with pytest.raises(emomv.DataError, match=message):
+    emomv.check_protocol(config)
+
+
+def test_cv_run_data_trains_selects_and_reports_on_disjoint_videos(tiny_run):
+  """`load_run_data` under cross-validation on the built dummy dataset: the three parts share no video, the
+  statistics come from the training part, and together the parts are train + validation."""
+  from emvgan_jax import config_lib  # pylint: disable=g-import-not-at-top
+
+  config = config_lib.with_data(config_lib.load_config_file(tiny_run.spec), data_dir=tiny_run.data_dir)
+  plain = emomv.load_run_data(config)
+  config.data.cv_folds, config.data.cv_fold, config.data.selection_fraction = 2, 1, 0.3
+  data = emomv.load_run_data(config)
+  assert (data.pairs_name, data.gallery_name, data.selection_name) == (
+    emomv.CV_SPLIT,
+    emomv.CV_GALLERY,
+    emomv.SELECTION_SPLIT,
+  )
+  assert data.selects_apart and emomv.selection_split(config) == emomv.SELECTION_SPLIT
+  parts = (data.train, data.selection, data.pairs)
+  for i in range(3):
+    for j in range(i + 1, 3):
+      assert not _videos(parts[i]) & _videos(parts[j])
+  assert sorted(np.concatenate([p.name for p in parts])) == sorted(np.concatenate([plain.train.name, plain.pairs.name]))
+  # Standardised with the training part's statistics: mean 0 there (not on the other parts).
+  np.testing.assert_allclose(data.train.video.mean(axis=0), 0.0, atol=1e-5)
+  assert emomv.run_split(config) == emomv.CV_SPLIT and emomv.run_split(config, "emomv/a") == "test"

@@ -9,6 +9,7 @@ import pytest
 from test_train import random_batch
 
 from emvgan_jax import config_lib, families, losses
+from emvgan_jax.data import emomv
 from emvgan_jax.families import emvgan as emvgan_family
 from emvgan_jax.models import discriminator as discriminator_lib
 from emvgan_jax.models import emvgan as emvgan_lib
@@ -162,3 +163,40 @@ def test_gap_term_is_off_by_default_and_added_when_weighted():
   assert "gap" not in off[2] and float(on[2]["gap"]) == pytest.approx(4.0)  # ||2 / sqrt(8) * ones(8)||^2
   assert float(on[0]) == pytest.approx(float(off[0]) + 2.0 * 4.0)
   assert float(on[1]) == pytest.approx(float(off[1]))  # not part of the selection loss
+
+
+def test_valence_arousal_table_is_russells_anchors_on_the_unit_circle():
+  va = emomv.VALENCE_AROUSAL
+  np.testing.assert_allclose(np.linalg.norm(va, axis=1), 1.0, rtol=1e-6)
+  by_name = dict(zip(emomv.EMOTIONS, va))
+  # Quadrants of the circumplex: exciting pleasant and aroused; fear and sad unpleasant; relax calm and pleasant.
+  assert by_name["exciting"][0] > 0 < by_name["exciting"][1]
+  assert by_name["fear"][0] < 0 < by_name["fear"][1] and by_name["sad"][0] < 0 and by_name["sad"][1] < 0
+  assert by_name["relax"][0] > 0 > by_name["relax"][1]
+  np.testing.assert_allclose(by_name["tense"], [0.0, 1.0], atol=1e-7)  # Russell's 'arousal' anchor, 90 degrees
+
+
+def test_valence_arousal_term_by_hand_and_off_leaves_the_model_unchanged():
+  rows = np.array([[0.0, 0.0], [1.0, 1.0], [np.nan, 3.0]])
+  target = np.array([[3.0, 4.0], [1.0, 0.0], [0.0, 0.0]])
+  mask = jnp.array([True, True, False])
+  # Row 0: 9 + 16 = 25; row 1: 0 + 1 = 1; the padding row (NaN) counts for nothing: mean 13.
+  assert float(losses.squared_error_loss(jnp.asarray(rows), jnp.asarray(target), mask=mask)) == pytest.approx(13.0)
+  off, _, _ = _step()
+  on, metrics, _ = _step(**{"loss.w_va": 1.0})
+  assert "va_head" not in off.params["generator"] and on.params["generator"]["va_head"]["kernel"].shape == (8, 2)
+  # The other parameters are initialised exactly as without the head.
+  without_head = {k: v for k, v in on.params["generator"].items() if k != "va_head"}
+  jax.tree.map(np.testing.assert_array_equal, without_head, off.params["generator"])
+  assert np.isfinite(metrics["loss_va"]) and metrics["loss_va"] > 0
+
+
+def test_linear_discriminator_is_one_dense_layer():
+  disc = discriminator_lib.ModalityDiscriminator(hidden=0)
+  z = jax.random.normal(jax.random.key(0), (4, 8))
+  params = disc.init(jax.random.key(1), z)["params"]
+  assert set(params) == {"logit"}
+  expected = z @ params["logit"]["kernel"][:, 0] + params["logit"]["bias"][0]
+  np.testing.assert_allclose(disc.apply({"params": params}, z), expected, rtol=1e-6)
+  _, metrics, _ = _step(**{"emvgan.disc_hidden": 0})
+  assert np.isfinite(metrics["loss_disc"]) and 0.0 <= metrics["disc_accuracy"] <= 1.0

@@ -194,3 +194,16 @@ def test_other_one_line_errors(workdir, own_gallery, tmp_path):
     retrieve, [f"--workdir={tmp_path}", "--direction=video_to_music", "--query=a"]
   )
   assert run_main(retrieve, [f"--workdir={workdir}", "--direction=sideways", "--query=a"]).startswith("error: ")
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_non_finite_query_is_refused_naming_the_row(workdir, own_gallery, tmp_path, bad):
+  query = np.ones((3, 2304), np.float32)
+  query[1, 7] = bad
+  np.save(tmp_path / "video.npy", query)
+  code = run_main(
+    retrieve,
+    [f"--workdir={workdir}", "--direction=video_to_music", f"--query_file={tmp_path / 'video.npy'}"]
+    + own_gallery["flags"],
+  )
+  assert code.startswith("error: the query has NaN or infinite values in 1 row(s), first row 1") and "\n" not in code

@@ -76,3 +76,25 @@ def test_embed_rows_in_padded_batches():
   embed = lambda state, x: x * state["scale"] + 1.0  # noqa: E731
   out = search.embed_rows(embed, {"scale": jnp.float32(2.0)}, features, batch_size=5)
   np.testing.assert_allclose(out, features * 2.0 + 1.0)
+
+
+def test_non_finite_rows_are_refused_and_no_sentinel_is_ever_an_item():
+  queries, gallery = _data()
+  bad_query = queries.copy()
+  bad_query[2, 0] = np.nan
+  with pytest.raises(ValueError, match="query row 2 has a NaN or infinite value"):
+    search.top_k_cosine(bad_query, gallery, 3)
+  bad_gallery = gallery.copy()
+  bad_gallery[-1, :] = np.inf  # in the last, padded chunk
+  with pytest.raises(ValueError, match=f"gallery row {len(gallery) - 1} has a NaN or infinite value"):
+    search.top_k_cosine(queries, bad_gallery, 3, chunk_size=8)
+  # Every k and gallery size, including k above the gallery size and a gallery smaller than a chunk: only real
+  # items come back, each once per query.
+  for n in (1, 2, 5, 9):
+    for k in (1, 3, 12):
+      _, idx = search.top_k_cosine(queries, gallery[:n], k, chunk_size=4)
+      assert idx.shape == (len(queries), min(k, n)) and idx.min() >= 0 and idx.max() < n
+      assert all(len(set(row)) == len(row) for row in idx)
+  # A zero query has no direction: every cosine is 0 and the order is the gallery's.
+  _, idx = search.top_k_cosine(np.zeros(queries.shape[1], np.float32), gallery, 4)
+  np.testing.assert_array_equal(idx, [0, 1, 2, 3])

@@ -8,10 +8,11 @@ import types
 
 import numpy as np
 import pytest
+import scipy.stats
 from test_evaluate import run_main
 
 from emvgan_jax import config_lib, sweep, train
-from emvgan_jax.runtime import cli
+from emvgan_jax.runtime import cli, experiments
 
 
 @pytest.fixture(scope="module")
@@ -196,3 +197,61 @@ def test_caption_tells_peer_selection_apart_and_alignment_has_its_chance():
   md = sweep.format_markdown(table)
   assert "| Peer | `peers-logreg` |" in md and "| 0.100 | 0.600 |" in md
   assert md.rstrip().endswith("| 0.500 |")  # the chance row: a probe that cannot tell the modalities apart
+
+
+# --- the cross-validation protocol --------------------------------------------------------------------------
+
+
+def test_corrected_interval_against_hand_worked_values():
+  # d = (1, 2, 3, 4): mean 2.5, s^2 = 5/3; 5 folds: n_test/n_train = 1/4; t_{3, 0.975} = 3.182446305284263.
+  got = experiments.corrected_interval([1.0, 2.0, 3.0, 4.0], test_train_ratio=0.25)
+  half = 3.182446305284263 * np.sqrt((1 / 4 + 1 / 4) * 5 / 3)
+  assert got["mean"] == 2.5 and got["n"] == 4
+  assert got["low"] == pytest.approx(2.5 - half) and got["high"] == pytest.approx(2.5 + half)
+  # Without the correction term it is scipy's one-sample t interval.
+  naive = experiments.corrected_interval([1.0, 2.0, 3.0, 4.0], test_train_ratio=0.0)
+  low, high = scipy.stats.t.interval(0.95, 3, loc=2.5, scale=scipy.stats.sem([1.0, 2.0, 3.0, 4.0]))
+  assert (naive["low"], naive["high"]) == pytest.approx((low, high))
+  with pytest.raises(ValueError, match="at least 2"):
+    experiments.corrected_interval([1.0], test_train_ratio=0.25)
+
+
+def test_cv_sweep_trains_every_fold_and_pairs_differences_by_fold(tmp_path):
+  """`run_sweep` under the cross-validation protocol, with a fake trainer that records each run's data fields
+  and returns metrics that are a function of (config, fold)."""
+  seen = []
+
+  def fake_train(config, workdir):
+    d = config.data
+    seen.append((config.model, d.cv_folds, d.cv_fold, d.cv_repeat, d.selection_fraction, config.seed))
+    offset = 0.1 if config.model == "emvgan" else 0.0
+    r = _results(10 * d.cv_repeat + d.cv_fold)  # the same draw for both configs on a fold: paired
+    r["classification"]["split"] = "cv-fold"
+    r["retrieval"]["video_to_music"]["map"] += offset
+    os.makedirs(workdir, exist_ok=True)
+    with open(os.path.join(workdir, "config.json"), "w", encoding="utf-8") as f:
+      f.write(config.to_json_best_effort())
+    with open(os.path.join(workdir, "results.json"), "w", encoding="utf-8") as f:
+      json.dump(r, f)
+    return r
+
+  protocol = sweep.Protocol("cv", cv_folds=3, cv_repeats=2, selection_fraction=0.25)
+  specs = ["configs/emomv_c.py", "configs/emomv_baseline.py:c,retrieval_multi"]
+  table = sweep.run_sweep(specs, [0], str(tmp_path), train_fn=fake_train, protocol=protocol)
+  assert len(seen) == 2 * 2 * 3
+  assert {s[1:5] for s in seen if s[0] == "emvgan"} == {(3, f, r, 0.25) for r in range(2) for f in range(3)}
+  assert (tmp_path / "emomv_c" / "cv1_fold2" / "seed_0" / "results.json").is_file()
+  (paired,) = table["paired"]["rows"]
+  assert table["paired"]["reference"] == specs[0] and paired["config"] == specs[1]
+  vm = paired["metrics"]["video_to_music/map"]
+  assert vm["mean"] == pytest.approx(0.1) and vm["std"] == pytest.approx(0.0, abs=1e-12) and vm["n"] == 6
+  assert paired["metrics"]["music_to_video/map"]["mean"] == pytest.approx(0.0, abs=1e-12)
+  md = (tmp_path / "table.md").read_text()
+  assert "cross-validation" in md and "2 x 3 folds" in md and "Paired difference of `emomv_c`" in md
+  assert "+0.100 [+0.100, +0.100] *" in md
+  # Rerun: every (config, repeat, fold) is finished and read back.
+  seen.clear()
+  sweep.run_sweep(specs, [0], str(tmp_path), train_fn=fake_train, protocol=protocol)
+  assert seen == []
+  with pytest.raises(cli.ToolError, match="--reference"):
+    sweep.run_sweep(specs, [0], str(tmp_path), train_fn=fake_train, protocol=protocol, reference="x.py")

@@ -6,6 +6,12 @@ of segment A, music of segment B) and a segment `<youtube_id>_<index>`. Training
 `validation` split; EmoMV-A reports classification on `test`, B and C (which have no test split) on
 `validation`; retrieval is on the `gallery` split. For tuning without looking at validation,
 `data.holdout_fraction > 0` holds out part of train grouped by YouTube id and rebuilds a gallery from it.
+
+Two more protocols keep selecting and reporting apart (docs/models.md, section 4.7):
+- `data.selection_fraction > 0` holds out part of the training rows (grouped the same way) for checkpoint
+  selection, so the reported split is never the one a checkpoint was chosen on;
+- `data.cv_folds = k > 0` pools train and validation and reports on fold `data.cv_fold` of a grouped k-fold
+  partition (seeded by `data.cv_repeat`), training on the other folds with a selection holdout inside them.
 """
 
 from __future__ import annotations
@@ -21,9 +27,24 @@ from emvgan_jax.data.splits import Split, load_dataset
 from emvgan_jax.data.standardize import Standardizer
 from tfds_emomv.emomv.files import EMOTIONS  # noqa: F401  (the class names, in id order, re-exported)
 
+# Valence-arousal coordinates of EmoMV's five classes (EmoMV itself has none), for `loss.w_va`: each class is put
+# at the angle of one of the eight anchor concepts of Russell's circumplex (J. A. Russell, "A circumplex model of
+# affect", J. Pers. Soc. Psychol. 39(6), 1980: pleasure 0, excitement 45, arousal 90, distress 135, displeasure
+# 180, depression 225, sleepiness 270, relaxation 315 degrees) on the unit circle, (valence, arousal) =
+# (cos, sin). The angles are Russell's; which anchor each class gets is this project's reading:
+# exciting -> excitement, tense -> arousal, fear -> distress, sad -> depression, relax -> relaxation.
+VALENCE_AROUSAL_DEGREES = (45.0, 135.0, 90.0, 225.0, 315.0)  # in EMOTIONS order: exciting, fear, tense, sad, relax
+VALENCE_AROUSAL = np.stack(
+  [np.cos(np.radians(VALENCE_AROUSAL_DEGREES)), np.sin(np.radians(VALENCE_AROUSAL_DEGREES))], axis=1
+).astype(np.float32)
+
 HOLDOUT_SPLIT = "train-holdout"
 HOLDOUT_GALLERY = "train-holdout-gallery"
 TRAIN_GALLERY = "train-gallery"  # a gallery rebuilt from the segments a run trained on
+SELECTION_SPLIT = "train-selection"  # held out of the training rows for checkpoint selection
+SELECTION_GALLERY = "train-selection-gallery"
+CV_SPLIT = "cv-fold"  # the held-out fold of a cross-validation run (train + validation pooled)
+CV_GALLERY = "cv-fold-gallery"
 
 
 class DataError(ValueError):
@@ -45,14 +66,12 @@ def video_id(segment: str) -> str:
   return segment.rsplit("_", 1)[0]
 
 
-def holdout_split(split: Split, *, fraction: float, seed: int) -> tuple[Split, Split]:
-  """Splits `split` into (train, held-out) so that no YouTube video has rows on both sides.
+def row_groups(split: Split) -> np.ndarray:
+  """(n,) group of each row: rows of one YouTube video, or of videos linked by a mismatched pair, share a group.
 
-  Videos linked by a mismatched pair (`A_PAIR_B`) are kept on the same side, so every mismatched pair keeps its
-  swap and every segment's own video and music are on one side (what `gallery_from_pairs` needs).
+  Keeping a group on one side of a split keeps every mismatched pair with its swap and every segment's own
+  video and music together (what `gallery_from_pairs` needs), and no YouTube video on both sides.
   """
-  if not 0.0 < fraction < 1.0:
-    raise ValueError(f"holdout fraction must be in (0, 1), got {fraction}")
   parent: dict[str, str] = {}
 
   def find(x: str) -> str:
@@ -62,13 +81,20 @@ def holdout_split(split: Split, *, fraction: float, seed: int) -> tuple[Split, S
       x = parent[x]
     return x
 
-  row_groups = []
+  first = []
   for name in split.name:
     vids = [video_id(s) for s in segment_ids(name)]
     for v in vids[1:]:
       parent[find(v)] = find(vids[0])
-    row_groups.append(vids[0])
-  roots = np.asarray([find(v) for v in row_groups])
+    first.append(vids[0])
+  return np.asarray([find(v) for v in first])
+
+
+def holdout_split(split: Split, *, fraction: float, seed: int) -> tuple[Split, Split]:
+  """Splits `split` into (train, held-out) so that no group of `row_groups` has rows on both sides."""
+  if not 0.0 < fraction < 1.0:
+    raise ValueError(f"holdout fraction must be in (0, 1), got {fraction}")
+  roots = row_groups(split)
   groups = sorted(set(roots))
   rng = np.random.default_rng(seed)
   rng.shuffle(groups)
@@ -80,6 +106,28 @@ def holdout_split(split: Split, *, fraction: float, seed: int) -> tuple[Split, S
     count += int(np.sum(roots == g))
   is_held = np.asarray([r in held for r in roots])
   return split.take(~is_held), split.take(is_held)
+
+
+def grouped_folds(split: Split, *, folds: int, seed: int) -> np.ndarray:
+  """(n,) fold index in [0, folds) of each row; no group of `row_groups` is split between two folds.
+
+  Groups are shuffled by `seed`, then dealt largest first to the fold with the fewest rows so far (ties to the
+  lowest fold), so fold sizes differ by at most the largest group.
+  """
+  if folds < 2:
+    raise ValueError(f"cross-validation needs at least 2 folds, got {folds}")
+  roots = row_groups(split)
+  groups, sizes = np.unique(roots, return_counts=True)
+  if len(groups) < folds:
+    raise ValueError(f"{len(groups)} groups of videos cannot fill {folds} folds")
+  order = np.random.default_rng(seed).permutation(len(groups))
+  order = order[np.argsort(-sizes[order], kind="stable")]
+  load, fold_of = np.zeros(folds, np.int64), {}
+  for g in order:
+    f = int(np.argmin(load))
+    fold_of[groups[g]] = f
+    load[f] += sizes[g]
+  return np.asarray([fold_of[r] for r in roots], dtype=np.int64)
 
 
 def gallery_from_pairs(split: Split) -> Split:
@@ -119,11 +167,24 @@ class RunData:
   """The standardised splits a run uses, and the names of the splits they came from."""
 
   train: Split
-  pairs: Split  # selection and classification split
-  gallery: Split | None
+  pairs: Split  # the reported classification split
+  gallery: Split | None  # the reported retrieval gallery
   standardizer: Standardizer
   pairs_name: str
   gallery_name: str | None
+  # The split (and gallery) checkpoints are selected on: the reported ones unless `data.selection_fraction > 0`.
+  selection: Split | None = None
+  selection_gallery: Split | None = None
+  selection_name: str | None = None
+
+  def __post_init__(self):
+    if self.selection is None:
+      self.selection, self.selection_gallery, self.selection_name = self.pairs, self.gallery, self.pairs_name
+
+  @property
+  def selects_apart(self) -> bool:
+    """Whether checkpoints are selected on rows the run does not report on."""
+    return self.selection is not self.pairs
 
 
 def manual_dir_from(config: ml_collections.ConfigDict) -> str | None:
@@ -131,16 +192,54 @@ def manual_dir_from(config: ml_collections.ConfigDict) -> str | None:
   return config.data.manual_dir or os.environ.get("EMOMV_DIR") or None
 
 
-def default_split(dataset: str, holdout_fraction: float = 0.0) -> str:
-  """The protocol's pair split: the held-out part of train for a held-out run, else A: test, B and C: validation."""
+def default_split(dataset: str, holdout_fraction: float = 0.0, cv_folds: int = 0) -> str:
+  """The protocol's pair split: the held-out fold of a cross-validation run, the held-out part of train for a
+  held-out run, else A: test, B and C: validation."""
+  if cv_folds > 0:
+    return CV_SPLIT
   if holdout_fraction > 0:
     return HOLDOUT_SPLIT
   return "test" if dataset == "emomv/a" else "validation"
 
 
+def run_split(config: ml_collections.ConfigDict, dataset: str | None = None) -> str:
+  """The pair split a run of `config` reports on `dataset` (None: its own) by default."""
+  if dataset not in (None, config.data.dataset):
+    return default_split(dataset)
+  return default_split(config.data.dataset, config.data.holdout_fraction, config.data.cv_folds)
+
+
 def selection_split(config: ml_collections.ConfigDict) -> str:
   """The split training selects checkpoints on."""
-  return HOLDOUT_SPLIT if config.data.holdout_fraction > 0 else "validation"
+  if config.data.selection_fraction > 0:
+    return SELECTION_SPLIT
+  return run_split(config) if config.data.cv_folds > 0 or config.data.holdout_fraction > 0 else "validation"
+
+
+def check_protocol(config: ml_collections.ConfigDict) -> None:
+  """Refuses data protocol fields that do not go together (one line saying what to change).
+
+  Raises:
+    DataError: a fraction outside [0, 1), a fold outside the folds, or cross-validation combined with a held-out
+      part of train or without a selection holdout.
+  """
+  d = config.data
+  for key in ("holdout_fraction", "selection_fraction"):
+    if not 0.0 <= d[key] < 1.0:
+      raise DataError(f"config.data.{key}={d[key]} must be in [0, 1) (0: off)")
+  if d.cv_folds == 0:
+    return
+  if d.cv_folds < 2 or not 0 <= d.cv_fold < d.cv_folds:
+    raise DataError(
+      f"config.data.cv_folds={d.cv_folds}, cv_fold={d.cv_fold}: need cv_folds >= 2 and 0 <= cv_fold < cv_folds"
+    )
+  if d.holdout_fraction > 0:
+    raise DataError("config.data.cv_folds > 0 pools train and validation: set data.holdout_fraction=0")
+  if d.selection_fraction <= 0:
+    raise DataError(
+      "config.data.cv_folds > 0 needs a selection holdout inside the training folds: set data.selection_fraction "
+      "(e.g. 0.2)"
+    )
 
 
 def _load(config: ml_collections.ConfigDict) -> dict[str, Split]:
@@ -153,15 +252,28 @@ def load_run_data(config: ml_collections.ConfigDict, standardizer: Standardizer 
   With `config.data.holdout_fraction > 0` the validation split and gallery are replaced by a held-out part of
   train (grouped by YouTube id) and the gallery built from it: the real validation split is never read.
   """
+  check_protocol(config)
+  d = config.data
   splits = _load(config)
   train = splits["train"]
-  if config.data.holdout_fraction > 0:
-    train, held = holdout_split(train, fraction=config.data.holdout_fraction, seed=config.data.holdout_seed)
+  if d.cv_folds > 0:
+    if "validation" not in splits:
+      raise DataError(f"{d.dataset} has no validation split to pool with train for cross-validation")
+    pool = Split.concat([train, splits["validation"]])
+    fold = grouped_folds(pool, folds=d.cv_folds, seed=d.cv_repeat)
+    train, held = pool.take(fold != d.cv_fold), pool.take(fold == d.cv_fold)
+    pairs, gallery = held, gallery_from_pairs(held)
+    pairs_name, gallery_name = CV_SPLIT, CV_GALLERY
+  elif d.holdout_fraction > 0:
+    train, held = holdout_split(train, fraction=d.holdout_fraction, seed=d.holdout_seed)
     pairs, gallery = held, gallery_from_pairs(held)
     pairs_name, gallery_name = HOLDOUT_SPLIT, HOLDOUT_GALLERY
   else:
     pairs_name = "validation"
     pairs, gallery, gallery_name = splits["validation"], splits.get("gallery"), "gallery"
+  selection = None
+  if d.selection_fraction > 0:
+    train, selection = holdout_split(train, fraction=d.selection_fraction, seed=d.selection_seed)
   standardizer = standardizer or Standardizer.fit(train)
   apply = standardizer.apply
   return RunData(
@@ -171,6 +283,9 @@ def load_run_data(config: ml_collections.ConfigDict, standardizer: Standardizer 
     standardizer=standardizer,
     pairs_name=pairs_name,
     gallery_name=gallery_name,
+    selection=None if selection is None else apply(selection),
+    selection_gallery=None if selection is None else apply(gallery_from_pairs(selection)),
+    selection_name=None if selection is None else SELECTION_SPLIT,
   )
 
 
@@ -205,12 +320,12 @@ def load_eval_data(
   """
   same = dataset == run_config.data.dataset
   config = config_lib.with_data(run_config, dataset=dataset, data_dir=data_dir, manual_dir=manual_dir)
-  if split == HOLDOUT_SPLIT:
-    if run_config.data.holdout_fraction <= 0 or not same:
+  if split in (HOLDOUT_SPLIT, CV_SPLIT):
+    if not same or split != run_split(run_config):
       raise DataError(
-        f"--split={HOLDOUT_SPLIT} is the held-out part of the training set of a run trained with "
-        f"data.holdout_fraction > 0 (this run: {run_config.data.holdout_fraction}, trained on "
-        f"{run_config.data.dataset}); pick validation or test"
+        f"--split={split} is the held-out part of the run's own data: of a run trained with "
+        f"data.holdout_fraction > 0 ({HOLDOUT_SPLIT}) or data.cv_folds > 0 ({CV_SPLIT}); this run reports on "
+        f"{run_split(run_config)} of {run_config.data.dataset}: pick that, validation or test"
       )
     return load_run_data(config, standardizer)  # the very split and gallery training evaluated on
   splits = _load(config)
@@ -225,7 +340,7 @@ def load_eval_data(
     raise DataError(f"{dataset} cannot be fed to this model: {e}") from e
   train_split = pairs  # placeholder: only cosine-scored models read RunData.train
   if need_train_split:
-    if same and run_config.data.holdout_fraction <= 0:
+    if same and run_split(run_config) in ("validation", "test") and run_config.data.selection_fraction <= 0:
       train_split = apply(splits["train"])
     else:  # the threshold belongs to the model: choose it where the model was trained
       own = config_lib.with_data(run_config, data_dir=data_dir, manual_dir=manual_dir)

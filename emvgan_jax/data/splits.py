@@ -53,6 +53,21 @@ class Split:
     return Split(**{f.name: getattr(self, f.name)[rows] for f in dataclasses.fields(self)})
 
   @classmethod
+  def concat(cls, splits: list[Split]) -> Split:
+    """The rows of `splits`, one after another.
+
+    Raises:
+      ValueError: two splits share a pair name, or their features have different widths.
+    """
+    names = np.concatenate([s.name for s in splits])
+    unique, counts = np.unique(names.astype(str), return_counts=True)
+    if np.any(counts > 1):
+      raise ValueError(f"the splits share pair names, e.g. {unique[counts > 1][:3].tolist()}")
+    if len({(s.video_dim, s.music_dim) for s in splits}) > 1:
+      raise ValueError(f"splits of different feature widths: {[(s.video_dim, s.music_dim) for s in splits]}")
+    return cls(**{f.name: np.concatenate([getattr(s, f.name) for s in splits]) for f in dataclasses.fields(cls)})
+
+  @classmethod
   def from_arrays(cls, arrays: Mapping[str, Any]) -> Split:
     """Builds a split from a dict of arrays (as `tfds_emomv.emomv.files.read_pairs` returns)."""
     return cls(

@@ -18,6 +18,7 @@ import numpy as np
 import optax
 
 from emvgan_jax import losses
+from emvgan_jax.data.emomv import VALENCE_AROUSAL
 from emvgan_jax.families.base import Batch, Family, TrainState, dummy_inputs, float32_metrics
 from emvgan_jax.models import discriminator as discriminator_lib
 from emvgan_jax.models import emvgan as emvgan_lib
@@ -65,6 +66,13 @@ def generator_losses(
   supervised = (
     cfg.w_pair * terms["pair"] + cfg.w_nce * terms["nce"] + cfg.w_emo * terms["emo"] + cfg.w_match * terms["match"]
   )
+  if cfg.w_va > 0:  # static, like w_gap: off, the program and the parameters are those of before the term
+    va = jnp.asarray(VALENCE_AROUSAL)
+    terms["va"] = 0.5 * (
+      losses.squared_error_loss(outputs["video_va"], va[batch["video_emotion"]], mask=mask)
+      + losses.squared_error_loss(outputs["music_va"], va[batch["music_emotion"]], mask=mask)
+    )
+    supervised = supervised + cfg.w_va * terms["va"]
   total = supervised
   if disc_logits is not None:
     terms["adv"] = losses.generator_adversarial_loss(*disc_logits, mode=cfg.adv_mode, mask=mask)
@@ -249,7 +257,9 @@ def optimizers(config: ml_collections.ConfigDict) -> tuple[optax.GradientTransfo
 def build(config: ml_collections.ConfigDict) -> Family:
   """EMVGAN with the sizes of `config.emvgan`, the losses of `config.loss` and the optimisers of `config.optim`."""
   e, lc = config.emvgan, config.loss
-  generator = emvgan_lib.GeneratorSide(hidden=e.hidden, embed_dim=e.embed_dim, dropout_rate=e.dropout_rate)
+  generator = emvgan_lib.GeneratorSide(
+    hidden=e.hidden, embed_dim=e.embed_dim, dropout_rate=e.dropout_rate, valence_arousal=lc.w_va > 0
+  )
   discriminator = discriminator_lib.ModalityDiscriminator(hidden=e.disc_hidden)
   if lc.adv_mode not in ADV_MODES:
     raise ValueError(f"config.loss.adv_mode must be one of {ADV_MODES}, got {lc.adv_mode!r}")

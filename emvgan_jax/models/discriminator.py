@@ -1,7 +1,9 @@
 """EMVGAN's modality discriminator `D`: tells from an embedding which modality it came from.
 
 `Dense(h_d) -> LeakyReLU(0.2)` twice, then `Dense(1)`; the output is the logit that `z` is a video embedding
-(docs/models.md, section 2). It has its own parameter tree and optimizer, separate from the generator side.
+(docs/models.md, section 2). With `h_d = 0` it is `Dense(1)` alone: a linear discriminator, the model class of
+the modality probe of `emvgan_jax/alignment.py`. It has its own parameter tree and optimizer, separate from the
+generator side.
 """
 
 import flax.linen as nn
@@ -13,7 +15,7 @@ class ModalityDiscriminator(nn.Module):
   """MLP discriminator on common-space embeddings.
 
   Attributes:
-    hidden: Width h_d of the two hidden layers.
+    hidden: Width h_d of the two hidden layers; 0 makes the discriminator linear.
   """
 
   hidden: int = 256
@@ -28,6 +30,8 @@ class ModalityDiscriminator(nn.Module):
     Returns:
       `(B,)` logits that each row came from video.
     """
-    h = nn.leaky_relu(nn.Dense(self.hidden, name="dense_0")(z), negative_slope=0.2)
-    h = nn.leaky_relu(nn.Dense(self.hidden, name="dense_1")(h), negative_slope=0.2)
+    h = z
+    if self.hidden > 0:
+      h = nn.leaky_relu(nn.Dense(self.hidden, name="dense_0")(h), negative_slope=0.2)
+      h = nn.leaky_relu(nn.Dense(self.hidden, name="dense_1")(h), negative_slope=0.2)
     return jnp.squeeze(nn.Dense(1, name="logit")(h), axis=-1)

@@ -4,7 +4,9 @@ Encoders `E_video`, `E_music` and generators `G_video`, `G_music` map each modal
 affective space; one emotion head `C` (a single Dense, the same parameters for both modalities, so the
 emotion classes occupy the same regions of the space whichever modality lands there); and the match
 calibration `p(matched) = sigmoid(a * cos(z_video, z_music) + b)` that lets the same model answer the binary
-classification task. The discriminator is separate (discriminator.py) with its own optimizer.
+classification task. Optionally (`valence_arousal`) a second shared head, a Dense to 2 values, regresses each
+embedding's emotion's valence-arousal coordinates (`data.emomv.VALENCE_AROUSAL`).
+The discriminator is separate (discriminator.py) with its own optimizer.
 
 The module uses `setup` rather than `nn.compact` because `embed_video` / `embed_music` must reach the same
 submodules as `__call__` (retrieval embeds a gallery one modality at a time), and linen allows only one
@@ -33,6 +35,8 @@ class GeneratorSide(nn.Module):
     match_scale_init: Initial calibration slope a; cosines lie in [-1, 1], so a slope well above 1 is
       needed for confident match probabilities.
     match_bias_init: Initial calibration offset b.
+    valence_arousal: Adds the shared valence-arousal head (outputs 'video_va', 'music_va'). Off, the
+      parameters are exactly those of a model without it.
   """
 
   hidden: int = 256
@@ -41,6 +45,7 @@ class GeneratorSide(nn.Module):
   dropout_rate: float = 0.1
   match_scale_init: float = 5.0
   match_bias_init: float = 0.0
+  valence_arousal: bool = False
 
   def setup(self) -> None:
     self.video_encoder = Encoder(self.hidden, self.dropout_rate)
@@ -50,6 +55,8 @@ class GeneratorSide(nn.Module):
     self.emotion_head = nn.Dense(self.num_emotions)
     self.match_scale = self.param("match_scale", nn.initializers.constant(self.match_scale_init), ())
     self.match_bias = self.param("match_bias", nn.initializers.constant(self.match_bias_init), ())
+    if self.valence_arousal:
+      self.va_head = nn.Dense(2)
 
   def embed_video(self, video: jax.Array, *, train: bool) -> jax.Array:
     """`z_video = G_video(E_video(video))`, `(B, d)` and unit-norm.
@@ -92,7 +99,11 @@ class GeneratorSide(nn.Module):
     z_music = self.embed_music(music, train=train)
     # Both embeddings are unit-norm, so the dot product is the cosine.
     score = jnp.sum(z_video * z_music, axis=-1)
+    out = {}
+    if self.valence_arousal:
+      out = {"video_va": self.va_head(z_video), "music_va": self.va_head(z_music)}
     return {
+      **out,
       "video_embedding": z_video,
       "music_embedding": z_music,
       "video_emotion_logits": self.emotion_head(z_video),

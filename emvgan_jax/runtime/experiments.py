@@ -33,6 +33,11 @@ _RUN_KEYS = (
   "data.dataset",
   "data.holdout_fraction",
   "data.holdout_seed",
+  "data.selection_fraction",
+  "data.selection_seed",
+  "data.cv_folds",
+  "data.cv_fold",
+  "data.cv_repeat",
   "sharding",
   "train.batch_size",
   "train.drop_remainder",
@@ -138,3 +143,24 @@ def get_path(d: Any, path: Sequence[str]) -> float | None:
 
 
 __all__ = ["STD_DDOF", "differences", "flatten", "get_path", "mean_std", "read_json", "run_signature", "train_or_reuse"]
+
+
+def corrected_interval(differences: Sequence[float], *, test_train_ratio: float, level: float = 0.95) -> dict[str, Any]:
+  """Mean of paired differences over resampled splits with a `level` interval from the corrected resampled t.
+
+  Differences measured on J splits whose training sets overlap are correlated, and the naive t interval, with
+  variance s^2 / J, is too narrow. Nadeau and Bengio (2003, Machine Learning 52) replace 1/J by
+  1/J + n_test/n_train; for k-fold cross-validation n_test/n_train is 1/(k-1). The interval is
+  mean +- t_{J-1, (1+level)/2} * sqrt((1/J + n_test/n_train) * s^2), s the sample std (ddof 1).
+
+  Raises:
+    ValueError: fewer than two differences.
+  """
+  import scipy.stats  # pylint: disable=g-import-not-at-top
+
+  d = np.asarray(differences, np.float64)
+  if d.size < 2:
+    raise ValueError(f"a paired interval needs at least 2 differences, got {d.size}")
+  mean, var = float(d.mean()), float(d.var(ddof=1))
+  half = float(scipy.stats.t.ppf(0.5 + level / 2, d.size - 1)) * float(np.sqrt((1.0 / d.size + test_train_ratio) * var))
+  return {"mean": mean, "low": mean - half, "high": mean + half, "std": float(np.sqrt(var)), "n": int(d.size)}
