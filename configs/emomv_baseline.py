@@ -41,4 +41,6 @@ def get_config(arg: str = "c,retrieval_single"):
   config.train.patience = 20
   config.train.selection_metric = "pairs/loss"
   config.train.selection_mode = "min"
+  config.data.selection_fraction = 0.0  # the published protocol: early stopping on validation
+  config.loss.w_va = 0.0
   return config

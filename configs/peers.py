@@ -21,4 +21,5 @@ def get_config(arg: str = "logreg"):
   config.peer.kind = kind
   config.data.dataset = f"emomv/{dataset or 'c'}"
   config.train.plots = False
+  config.data.selection_fraction = 0.0  # a peer selects on its own holdouts of train
   return config

@@ -28,6 +28,10 @@ def get_config(arg: str = "emvgan"):
     config.model = "baseline"
     config.baseline.hidden = 8
     config.baseline.cbp_dim = 4
+    # As configs/emomv_baseline.py: early stopping on the validation loss.
+    config.train.selection_metric, config.train.selection_mode = "pairs/loss", "min"
+    config.data.selection_fraction = 0.0
+    config.loss.w_va = 0.0
   elif arg != "emvgan":
     raise ValueError(f"configs/tiny.py takes 'emvgan' or 'baseline', got {arg!r}")
   config.emvgan.hidden = 16

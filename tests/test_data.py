@@ -240,7 +240,7 @@ def test_split_concat_refuses_shared_names():
   [
     ({"cv_folds": 5, "cv_fold": 5, "selection_fraction": 0.2}, "0 <= cv_fold < cv_folds"),
     ({"cv_folds": 1, "selection_fraction": 0.2}, "cv_folds >= 2"),
-    ({"cv_folds": 5}, "needs a selection holdout"),
+    ({"cv_folds": 5, "selection_fraction": 0.0}, "needs a selection holdout"),
     ({"cv_folds": 5, "selection_fraction": 0.2, "holdout_fraction": 0.2}, "set data.holdout_fraction=0"),
     ({"selection_fraction": 1.0}, r"must be in \[0, 1\)"),
   ],
@@ -261,6 +261,7 @@ def test_cv_run_data_trains_selects_and_reports_on_disjoint_videos(tiny_run):
   from emvgan_jax import config_lib  # pylint: disable=g-import-not-at-top
 
   config = config_lib.with_data(config_lib.load_config_file(tiny_run.spec), data_dir=tiny_run.data_dir)
+  config.data.selection_fraction = 0.0
   plain = emomv.load_run_data(config)
   config.data.cv_folds, config.data.cv_fold, config.data.selection_fraction = 2, 1, 0.3
   data = emomv.load_run_data(config)

@@ -156,9 +156,16 @@ def test_gap_term_is_off_by_default_and_added_when_weighted():
     "music_emotion_logits": jnp.zeros((16, 5)),
     "match_logit": jnp.zeros(16),
   }
-  off = emvgan_family.generator_losses(outputs, batch, disc_logits=None, cfg=_config().loss, temp=0.3, adv_weight=0.0)
+  off = emvgan_family.generator_losses(
+    outputs, batch, disc_logits=None, cfg=_config(**{"loss.w_va": 0.0}).loss, temp=0.3, adv_weight=0.0
+  )
   on = emvgan_family.generator_losses(
-    outputs, batch, disc_logits=None, cfg=_config(**{"loss.w_gap": 2.0}).loss, temp=0.3, adv_weight=0.0
+    outputs,
+    batch,
+    disc_logits=None,
+    cfg=_config(**{"loss.w_gap": 2.0, "loss.w_va": 0.0}).loss,
+    temp=0.3,
+    adv_weight=0.0,
   )
   assert "gap" not in off[2] and float(on[2]["gap"]) == pytest.approx(4.0)  # ||2 / sqrt(8) * ones(8)||^2
   assert float(on[0]) == pytest.approx(float(off[0]) + 2.0 * 4.0)
@@ -182,7 +189,7 @@ def test_valence_arousal_term_by_hand_and_off_leaves_the_model_unchanged():
   mask = jnp.array([True, True, False])
   # Row 0: 9 + 16 = 25; row 1: 0 + 1 = 1; the padding row (NaN) counts for nothing: mean 13.
   assert float(losses.squared_error_loss(jnp.asarray(rows), jnp.asarray(target), mask=mask)) == pytest.approx(13.0)
-  off, _, _ = _step()
+  off, _, _ = _step(**{"loss.w_va": 0.0})
   on, metrics, _ = _step(**{"loss.w_va": 1.0})
   assert "va_head" not in off.params["generator"] and on.params["generator"]["va_head"]["kernel"].shape == (8, 2)
   # The other parameters are initialised exactly as without the head.

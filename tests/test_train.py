@@ -133,7 +133,7 @@ def run_sharded(step_fn, state, batch, devices):
 def emvgan_setup():
   config = config_lib.base_config()
   config.loss.learn_temperature = True
-  gen = emvgan_lib.GeneratorSide(hidden=16, embed_dim=8, dropout_rate=0.1)
+  gen = emvgan_lib.GeneratorSide(hidden=16, embed_dim=8, dropout_rate=0.1, valence_arousal=True)  # loss.w_va > 0
   disc = discriminator_lib.ModalityDiscriminator(hidden=16)
   sgd = optax.sgd(1.0)
   v, m = np.zeros((2, 12), np.float32), np.zeros((2, 7), np.float32)

@@ -19,7 +19,7 @@ from typing import Any
 import ml_collections
 import numpy as np
 
-from emvgan_jax import families
+from emvgan_jax import config_lib, families
 from emvgan_jax.runtime import cli
 
 # Sample standard deviation everywhere a std over runs is reported.
@@ -73,8 +73,10 @@ def runner(config: ml_collections.ConfigDict) -> TrainFn:
 
 def run_signature(config: ml_collections.ConfigDict) -> dict[str, Any]:
   """The flattened fields of `config` that make a run what it is."""
-  model_keys = ("peer",) if config.model == "peer" else families.build(config).config_keys
-  prefixes = _RUN_KEYS + model_keys
+  if config.model == "peer":  # no training loop: only its data and its own fields make it
+    prefixes = tuple(k for k in _RUN_KEYS if not k.startswith(("train.", "sharding"))) + ("peer",)
+  else:
+    prefixes = _RUN_KEYS + families.build(config).config_keys
   flat = flatten(json.loads(config.to_json_best_effort()))
   return {k: v for k, v in flat.items() if any(k == p or k.startswith(p + ".") for p in prefixes)}
 
@@ -82,8 +84,10 @@ def run_signature(config: ml_collections.ConfigDict) -> dict[str, Any]:
 def differences(stored: Mapping[str, Any], config: ml_collections.ConfigDict) -> list[str]:
   """Fields where a saved config (JSON) differs from `config` as a run: 'key: saved -> wanted'."""
   wanted = run_signature(config)
-  saved = flatten(dict(stored))
-  return [f"{k}: {saved[k]!r} -> {v!r}" for k, v in sorted(wanted.items()) if k in saved and saved[k] != v]
+  # A field the saved config lacks did not exist when it was written: it ran with that field's legacy value
+  # (or, where the default kept the old behaviour, today's default), which `merge_onto_defaults` fills in.
+  saved = run_signature(config_lib.merge_onto_defaults(dict(stored)))
+  return [f"{k}: {saved.get(k)!r} -> {v!r}" for k, v in sorted(wanted.items()) if saved.get(k) != v]
 
 
 def read_json(path: str) -> dict[str, Any]:
