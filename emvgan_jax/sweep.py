@@ -400,14 +400,14 @@ def _caption(
   peer_selection = sorted({r["selection_split"] for r, p in zip(rows, is_peer) if r["selection_split"] and p})
   reported = {c["classification_split"] for c in chance}
   same = (
-    " The selection split is also the reported one (EmoMV-B and -C have no test split; the published "
-    "protocol does the same), so these numbers are slightly optimistic."
+    " Where the selection split is also the reported one (EmoMV-B and -C have no test split; the published "
+    "protocol does the same), those numbers are slightly optimistic."
     if reported & set(selection)
     else ""
   )
   trained = sum(r.status == "trained" for r in runs)
   return (
-    f"{'; '.join(parts)}. Checkpoints selected on `{', '.join(selection) or '?'}`.{same} "
+    f"{'; '.join(parts)}. Checkpoints selected on {_selection_by_split(rows, is_peer, selection)}.{same} "
     + (f"Peers' hyper-parameters chosen on `{', '.join(peer_selection)}`. " if peer_selection else "")
     + "mAP and hit@K: label relevance (same emotion); R@10: "
     "the item's own counterpart in the top 10; modality gap: distance between the centroids of the unit video and "
@@ -467,6 +467,17 @@ def format_paired(table: dict[str, Any]) -> str:
     cells = [_interval(row["metrics"][k]) for k in PAIRED_KEYS]
     lines.append(f"| {descriptions[row['config']]} (`{row['slug']}`) | " + " | ".join(cells) + " |")
   return "\n".join(lines) + "\n"
+
+
+def _selection_by_split(rows: list[dict[str, Any]], is_peer: list[bool], splits: list[str]) -> str:
+  """'`a`' when every model selected on one split, else '`a` (model, model) and `b` (model)'."""
+  if len(splits) <= 1:
+    return f"`{splits[0] if splits else '?'}`"
+  named = []
+  for split in splits:
+    models = [r["description"] or r["model"] for r, p in zip(rows, is_peer) if not p and r["selection_split"] == split]
+    named.append(f"`{split}` ({', '.join(models)})")
+  return " and ".join(named)
 
 
 def _cell(stats: dict[str, Any] | None) -> str:
