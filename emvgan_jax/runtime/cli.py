@@ -107,9 +107,17 @@ def known_errors() -> tuple[type[BaseException], ...]:
   """The exceptions whose message is itself the advice: shown as one line, without a traceback."""
   from emvgan_jax import config_lib  # pylint: disable=g-import-not-at-top
   from emvgan_jax.data import emomv  # pylint: disable=g-import-not-at-top
+  from emvgan_jax.runtime import workdir  # pylint: disable=g-import-not-at-top
   from tfds_emomv.emomv import files  # pylint: disable=g-import-not-at-top  (imports TFDS: only when needed)
 
-  return (ToolError, ckpt_lib.CheckpointNotFoundError, files.EmoMVFormatError, config_lib.ConfigError, emomv.DataError)
+  return (
+    ToolError,
+    ckpt_lib.CheckpointError,
+    files.EmoMVFormatError,
+    config_lib.ConfigError,
+    emomv.DataError,
+    workdir.WorkdirError,
+  )
 
 
 def load_run(workdir: str, checkpoint: str) -> Any:
@@ -122,7 +130,7 @@ def load_run(workdir: str, checkpoint: str) -> Any:
     raise ToolError(str(e)) from None
   try:
     return restore.load_run(workdir, checkpoint)
-  except ckpt_lib.CheckpointNotFoundError:
+  except ckpt_lib.CheckpointError:
     raise
   except ValueError as e:
     # Orbax's own advice (turn on truncation/padding) would silently load a different model: drop it.
