@@ -304,3 +304,28 @@ def test_a_damaged_built_dataset_names_its_folder(tmp_path):
     f.write(b"\xff" * 64)
   with pytest.raises(splits.DataError, match=rf"{record} is damaged .*: the built dataset emomv/c cannot be trusted"):
     splits.load_dataset("emomv/c", data_dir=data_dir, manual_dir=str(make_dummy_data.DEFAULT_DIR))
+
+
+@pytest.mark.parametrize(
+  "error, expected",
+  [
+    (
+      OSError(28, "No space left on device", "/w/checkpoints/latest"),
+      "No space left on device (/w/checkpoints/latest): free",
+    ),
+    (PermissionError(13, "Permission denied", "/data/x.h5"), "Permission denied (/data/x.h5): check the permissions"),
+  ],
+)
+def test_disk_full_and_permission_errors_name_the_path(error, expected, monkeypatch):
+  from emvgan_jax.runtime import cli  # pylint: disable=g-import-not-at-top
+
+  def body():
+    raise error
+
+  monkeypatch.delenv(cli.VERBOSE_ENV, raising=False)
+  with pytest.raises(SystemExit) as e:
+    cli.run_tool(body)
+  assert e.value.code.startswith(f"error: {expected}") and "\n" not in e.value.code
+  monkeypatch.setenv(cli.VERBOSE_ENV, "1")  # the traceback, for whoever asks
+  with pytest.raises(type(error)):
+    cli.run_tool(body)

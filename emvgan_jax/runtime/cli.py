@@ -155,10 +155,35 @@ def start_tool(
     enable_compilation_cache(compilation_cache.value)
 
 
+VERBOSE_ENV = "EMVGAN_VERBOSE"  # set (to anything but 0) to see the traceback behind a one-line error
+
+
+def os_error_line(e: OSError) -> str:
+  """A full disk, a permission or a missing path, in one line that names the path."""
+  import errno  # pylint: disable=g-import-not-at-top
+
+  path = e.filename or "?"
+  advice = {
+    errno.ENOSPC: "free some space or use another --workdir",
+    errno.EDQUOT: "free some space or use another --workdir",
+    errno.EACCES: "check the permissions, or use another path",
+    errno.EROFS: "the file system is read-only: use another path",
+  }.get(e.errno, "check the path")
+  return f"{e.strerror or e} ({path}): {advice}"
+
+
 def run_tool(body: Callable[[], object]) -> object:
-  """Runs `body()`; a known error becomes `sys.exit('error: <one line>')` (exit status 1)."""
+  """Runs `body()`; a known error becomes `sys.exit('error: <one line>')` (exit status 1), and so does an OSError
+  about a path (a full disk, a permission). With $EMVGAN_VERBOSE set, errors keep their traceback."""
+  if os.environ.get(VERBOSE_ENV, "0") not in ("", "0"):
+    return body()
   try:
     return body()
+  except OSError as e:
+    if e.filename is None or isinstance(e, known_errors()):
+      raise
+    sys.unraisablehook = lambda unraisable: None
+    sys.exit(f"error: {os_error_line(e)}")
   except known_errors() as e:
     # A failed Orbax restore leaves TensorStore read coroutines behind, which Python reports ("Event loop is
     # closed", a traceback) as it collects them at exit: after the one-line error, that is only noise.
