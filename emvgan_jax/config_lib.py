@@ -149,6 +149,8 @@ def _train() -> ml_collections.ConfigDict:
   t.selection_metric = "gallery/map"
   t.selection_mode = "max"
   t.checkpoint_every_epochs = 50
+  # Also save when this many seconds have passed since the last save (0: by epochs only), bounding lost work.
+  t.checkpoint_every_seconds = 300
   t.log_every_steps = 20
   t.eval_batch_size = 1024
   t.progress_bar = True
@@ -166,6 +168,67 @@ def _sharding() -> ml_collections.ConfigDict:
 
 class ConfigError(ValueError):
   """A config file, override or field that cannot be used; the message names it and says what to do."""
+
+
+# (field, test, what it must be): checked by `validate` before any data is read or file written.
+_RANGES = (
+  ("train.batch_size", lambda v: v >= 1, "a positive integer"),
+  ("train.eval_batch_size", lambda v: v >= 1, "a positive integer"),
+  ("train.num_epochs", lambda v: v >= 0, "0 or more"),
+  ("train.max_steps", lambda v: v == -1 or v >= 0, "-1 (no limit) or 0 or more"),
+  ("train.eval_every_steps", lambda v: v >= 0, "0 (every epoch) or more"),
+  ("train.patience", lambda v: v >= 0, "0 (never stop early) or more"),
+  ("train.checkpoint_every_epochs", lambda v: v >= 1, "a positive integer"),
+  ("train.checkpoint_every_seconds", lambda v: v >= 0, "0 (by epochs only) or more"),
+  ("train.log_every_steps", lambda v: v >= 1, "a positive integer"),
+  ("optim.learning_rate", lambda v: v > 0, "positive"),
+  ("optim.disc_learning_rate", lambda v: v > 0, "positive"),
+  ("optim.weight_decay", lambda v: v >= 0, "0 or more"),
+  ("optim.disc_weight_decay", lambda v: v >= 0, "0 or more"),
+  ("optim.n_disc", lambda v: v >= 1, "a positive integer"),
+  ("optim.b1", lambda v: 0 <= v < 1, "in [0, 1)"),
+  ("optim.b2", lambda v: 0 <= v < 1, "in [0, 1)"),
+  ("emvgan.hidden", lambda v: v >= 1, "a positive integer"),
+  ("emvgan.embed_dim", lambda v: v >= 1, "a positive integer"),
+  ("emvgan.disc_hidden", lambda v: v >= 0, "0 (linear) or more"),
+  ("emvgan.dropout_rate", lambda v: 0 <= v < 1, "in [0, 1)"),
+  ("baseline.hidden", lambda v: v >= 1, "a positive integer"),
+  ("loss.temperature", lambda v: v > 0, "positive"),
+  ("loss.margin", lambda v: v >= 0, "0 or more"),
+  *(
+    (f"loss.{w}", lambda v: v >= 0, "0 or more")
+    for w in ("w_pair", "w_nce", "w_emo", "w_adv", "w_match", "w_gap", "w_va")
+  ),
+  ("loss.adv_warmup_steps", lambda v: v >= 0, "0 or more"),
+  ("loss.r1_weight", lambda v: v >= 0, "0 or more"),
+  ("data.holdout_fraction", lambda v: 0 <= v < 1, "in [0, 1)"),
+  ("data.selection_fraction", lambda v: 0 <= v < 1, "in [0, 1)"),
+  ("data.cv_folds", lambda v: v == 0 or v >= 2, "0 (off) or 2 or more"),
+)
+DATASETS = ("emomv/a", "emomv/b", "emomv/c")
+
+
+def _get(config: ml_collections.ConfigDict, dotted: str) -> Any:
+  node: Any = config
+  for part in dotted.split("."):
+    node = node[part]
+  return node
+
+
+def validate(config: ml_collections.ConfigDict) -> None:
+  """Checks every numeric field's range and the names a run depends on, before anything is read or written.
+
+  Raises:
+    ConfigError: the first field that cannot be used, with what it must be.
+  """
+  for key, ok, what in _RANGES:
+    value = _get(config, key)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not ok(value):
+      raise ConfigError(f"config.{key}={value!r} must be {what}")
+  if config.data.dataset not in DATASETS:
+    raise ConfigError(f"config.data.dataset={config.data.dataset!r} is not one of {list(DATASETS)}")
+  if config.train.selection_mode not in ("min", "max"):
+    raise ConfigError(f"config.train.selection_mode={config.train.selection_mode!r} must be 'min' or 'max'")
 
 
 def load_config_file(spec: str) -> ml_collections.ConfigDict:

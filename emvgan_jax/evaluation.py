@@ -38,6 +38,19 @@ RETRIEVAL_KEYS = (
 )
 CLASSIFICATION_KEYS = ("accuracy", "f1", "roc_auc")
 ALIGNMENT_KEYS = ("centroid_gap", "modality_probe_accuracy", "true_pair_cosine", "random_pair_cosine")
+
+
+def selection_metric_names(has_retrieval: bool) -> list[str]:
+  """Every metric an evaluation during training computes, i.e. what `train.selection_metric` may name (the
+  modality probe is fitted for final results only)."""
+  names = ["pairs/loss", *(f"pairs/{k}" for k in CLASSIFICATION_KEYS)]
+  if has_retrieval:
+    names += [f"gallery/{k}" for k in RETRIEVAL_KEYS]
+    names += [f"gallery/{d}/{k}" for d in RETRIEVAL_DIRECTIONS for k in RETRIEVAL_KEYS]
+    names += [f"alignment/{k}" for k in ALIGNMENT_KEYS if k != "modality_probe_accuracy"]
+  return names
+
+
 # Selection metrics that need a decision threshold: for a cosine-scored model that threshold is fitted on train
 # (a pass over train per evaluation), so it is only done when selection uses one of them.
 THRESHOLD_METRICS = ("pairs/accuracy", "pairs/f1")

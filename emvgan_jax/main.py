@@ -39,6 +39,12 @@ _CACHE = flags.DEFINE_string(
   cli.DEFAULT_COMPILATION_CACHE,
   "JAX persistent compilation cache: a rerun, a resumed run or another seed skips XLA compilation. Empty disables it.",
 )
+_RESTART = flags.DEFINE_bool(
+  "restart",
+  False,
+  "Delete what --workdir holds (checkpoints, logs, results) and start over. Without it, a workdir holding a run of "
+  "another config is refused.",
+)
 flags.mark_flags_as_required(["config", "workdir"])
 
 
@@ -67,12 +73,26 @@ def main(argv: list[str]) -> None:
     jax.device_count(),
     jax.devices(),
   )
+  from emvgan_jax.runtime import preemption  # pylint: disable=g-import-not-at-top
+
+  verbose = os.environ.get(cli.VERBOSE_ENV, "0") not in ("", "0")
   try:
-    experiments.runner(_CONFIG.value)(_CONFIG.value, _WORKDIR.value)
-  except (train.NonFiniteLossError, files.EmoMVFormatError) as e:
-    # Both messages already say what went wrong and what to do; a traceback would only bury them.
+    experiments.runner(_CONFIG.value)(_CONFIG.value, _WORKDIR.value, restart=_RESTART.value)
+  except preemption.Interrupted as e:
+    print(f"interrupted: {e}", file=sys.stderr, flush=True)
+    sys.exit(e.exit_code)
+  except OSError as e:
+    if verbose or e.filename is None or isinstance(e, cli.known_errors()):
+      raise
     logging.error("%s", e)
-    sys.exit(f"error: {e}")
+    sys.exit(f"error: {cli.os_error_line(e)}")
+  except (train.NonFiniteLossError, files.EmoMVFormatError, *cli.known_errors()) as e:
+    if verbose:
+      raise
+    # These messages already say what went wrong and what to do; a traceback would only bury them.
+    sys.unraisablehook = lambda unraisable: None  # see cli.run_tool
+    logging.error("%s", e)
+    sys.exit(f"error: {cli.one_line(e)}")
 
 
 if __name__ == "__main__":

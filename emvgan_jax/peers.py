@@ -190,8 +190,19 @@ def _results(
 GRID_NAMES = {"logreg": "C", "knn": "k", "cca": "components"}
 
 
-def fit_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
-  """Chooses, fits and evaluates the peer of `config.peer.kind`; writes config.json and results.json."""
+def fit_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, restart: bool = False) -> dict[str, Any]:
+  """Chooses, fits and evaluates the peer of `config.peer.kind`; writes config.json and results.json (with the
+  workdir locked and checked as training does: `runtime/workdir.py`)."""
+  from emvgan_jax.runtime import workdir as workdir_lib  # pylint: disable=g-import-not-at-top
+
+  lock = workdir_lib.claim(config, workdir, restart=restart)
+  try:
+    return _fit_and_evaluate(config, workdir)
+  finally:
+    lock.release()
+
+
+def _fit_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   t_start = time.time()
   os.makedirs(workdir, exist_ok=True)
   with open(os.path.join(workdir, "config.json"), "w", encoding="utf-8") as f:

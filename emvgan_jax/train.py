@@ -25,13 +25,16 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import ml_collections
+import numpy as np
 
-from emvgan_jax import evaluation, families
+from emvgan_jax import config_lib, evaluation, families
 from emvgan_jax.data import emomv, pipeline
 from emvgan_jax.models import count_params
 from emvgan_jax.runtime import sharding
+from emvgan_jax.runtime import workdir as workdir_lib
 from emvgan_jax.runtime.checkpoint import RunCheckpointer
 from emvgan_jax.runtime.logger import MetricLogger, NonFiniteLossError, host_int
+from emvgan_jax.runtime.preemption import Interrupted, Interrupts
 from emvgan_jax.runtime.selection import Selection
 
 __all__ = ["NonFiniteLossError", "compile_train_step", "create_state", "train_and_evaluate"]
@@ -73,6 +76,34 @@ class _Setup:
   steps_per_epoch: int
   max_steps: int
   num_params: int
+
+
+def check_config(config: ml_collections.ConfigDict) -> None:
+  """Everything about `config` that can be checked before data is read or a file written.
+
+  Raises:
+    config_lib.ConfigError: a field out of range, an unknown dataset, model or selection metric, a batch that the
+      mesh's data axis does not divide, or data protocol fields that do not go together.
+  """
+  config_lib.validate(config)
+  try:
+    family = families.build(config)
+    emomv.check_protocol(config)
+    mesh = sharding.make_mesh(config.sharding.mesh_shape)
+  except ValueError as e:  # the model's own option checks, the protocol's, the mesh's
+    raise config_lib.ConfigError(str(e)) from None
+  names = evaluation.selection_metric_names(family.has_retrieval)
+  if config.train.selection_metric not in names:
+    raise config_lib.ConfigError(
+      f"config.train.selection_metric={config.train.selection_metric!r} is not computed for {family.description}; "
+      f"choose one of {names}"
+    )
+  n_data = mesh.shape[sharding.DATA_AXIS]
+  if config.train.batch_size % n_data:
+    raise config_lib.ConfigError(
+      f"config.train.batch_size={config.train.batch_size} is not divisible by the {n_data} devices of the mesh's "
+      "data axis"
+    )
 
 
 def _set_up(config: ml_collections.ConfigDict) -> _Setup:
@@ -131,8 +162,17 @@ def _set_up(config: ml_collections.ConfigDict) -> _Setup:
 class _Loop:
   """The epochs of one run: steps, evaluations with early stopping, and checkpoints (see the module docstring)."""
 
-  def __init__(self, setup: _Setup, selection: Selection, logger: MetricLogger, checkpointer: RunCheckpointer):
+  def __init__(
+    self,
+    setup: _Setup,
+    selection: Selection,
+    logger: MetricLogger,
+    checkpointer: RunCheckpointer,
+    interrupts: Interrupts | None = None,
+  ):
     self.s, self.selection, self.logger, self.checkpointer = setup, selection, logger, checkpointer
+    self.interrupts = interrupts or Interrupts()
+    self._last_save = time.time()
 
   def evaluate(self, state: Any, step: int) -> bool:
     """Evaluates, logs and updates the selection (and its best copy); returns whether to stop early."""
@@ -143,8 +183,33 @@ class _Loop:
     return self.selection.should_stop
 
   def save(self, state: Any, step: int, *, done: bool = False) -> None:
-    self.logger.flush()  # raises before anything is written if a loss went non-finite
-    self.checkpointer.save(step, state, selection=self.selection, done=done)
+    # Raises before anything is written if a loss went non-finite; the unfinished log window travels along.
+    window = self.logger.pending_json()
+    self.checkpointer.save(step, state, selection=self.selection, done=done, extra={"log_window": window})
+    self._last_save = time.time()
+
+  def _time_to_save(self, step: int) -> bool:
+    """Whether `train.checkpoint_every_seconds` have passed since the last save (decided by process 0)."""
+    seconds = self.s.config.train.checkpoint_every_seconds
+    if seconds <= 0:
+      return False
+    if jax.process_count() == 1:
+      return time.time() - self._last_save >= seconds
+    if step % self.logger.log_every:  # on several processes, only where they agree cheaply: log boundaries
+      return False
+    from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+
+    due = np.int32(time.time() - self._last_save >= seconds)
+    return bool(multihost_utils.broadcast_one_to_all(due))
+
+  def after_step(self, state: Any, step: int, epoch_done: bool) -> None:
+    """Saves on the epoch or time cadence; on a signal, saves and raises `Interrupted`."""
+    if self.interrupts.requested(step):
+      self.save(state, step)
+      raise Interrupted(self.interrupts.signum, step, self.checkpointer.workdir)
+    by_epoch = epoch_done and (step // self.s.steps_per_epoch) % self.s.config.train.checkpoint_every_epochs == 0
+    if by_epoch or self._time_to_save(step):
+      self.save(state, step)
 
   def run(self, state: Any, stopped_early: bool) -> tuple[Any, int, bool]:
     """Trains from `state` to max_steps or early stopping; returns (state, step, stopped_early)."""
@@ -167,16 +232,17 @@ class _Loop:
         self.logger.record_step(step, metrics, epoch=epoch)
         if train.eval_every_steps and step % train.eval_every_steps == 0:
           stopped_early = self.evaluate(state, step)
-        if i == len(ds) - 1:  # the epoch is complete: evaluate, then save (point 2 of the module docstring)
+        epoch_done = i == len(ds) - 1
+        if epoch_done:  # the epoch is complete: evaluate, then save (point 2 of the module docstring)
           epoch, offset = epoch + 1, 0
           if not train.eval_every_steps:
             stopped_early = self.evaluate(state, step)
-          if epoch % train.checkpoint_every_epochs == 0:
-            self.save(state, step)
         if stopped_early or step >= self.s.max_steps:
           break
+        self.after_step(state, step, epoch_done)
     if not self.selection.ever_evaluated:  # never evaluated (e.g. max_steps=0): evaluate now
       self.evaluate(state, step)
+    self.logger.flush()
     self.save(state, step, done=stopped_early)
     return state, step, stopped_early
 
@@ -195,22 +261,48 @@ def _run_meta(setup: _Setup) -> dict[str, Any]:
   }
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, restart: bool = False) -> dict[str, Any]:
   """Trains the configured model with early stopping, then evaluates the best checkpoint.
 
-  Resumes from the latest checkpoint in `workdir` if there is one. Writes `workdir/config.json`,
-  `metrics.jsonl`, TensorBoard events, `checkpoints/{latest,best}` and finally `results.json`.
+  Resumes from the latest checkpoint in `workdir` if there is one (of the same run: `runtime/workdir.py`).
+  Writes `workdir/config.json`, `metrics.jsonl`, TensorBoard events, `checkpoints/{latest,best}` and finally
+  `results.json`. The workdir is locked for the duration.
+
+  Args:
+    config: the run's config.
+    workdir: where the run lives.
+    restart: delete what `workdir` holds and start over (else a workdir of another run is refused).
 
   Returns:
     The results dict that was written to `workdir/results.json`.
+
+  Raises:
+    workdir.WorkdirError: another process holds the workdir, or it holds another run.
+    preemption.Interrupted: SIGTERM or SIGINT arrived; `latest` was saved at that step.
+    NonFiniteLossError: a loss went non-finite; nothing was saved at or after that step.
   """
+  check_config(config)
+  lock = None
+  if jax.process_index() == 0:
+    lock = workdir_lib.claim(config, workdir, restart=restart)
+    with open(os.path.join(workdir, "config.json"), "w", encoding="utf-8") as f:
+      f.write(config.to_json_best_effort(indent=2, sort_keys=True))
+  if jax.process_count() > 1:  # the others read the workdir once process 0 has checked (or cleared) it
+    from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+
+    multihost_utils.sync_global_devices("workdir claimed")
+  try:
+    return _train_and_evaluate(config, workdir)
+  finally:
+    if lock is not None:
+      lock.release()
+
+
+def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   # --- set-up ----------------------------------------------------------------------------------------------------
   t_start = time.time()
   is_lead = jax.process_index() == 0
   os.makedirs(workdir, exist_ok=True)
-  if is_lead:
-    with open(os.path.join(workdir, "config.json"), "w", encoding="utf-8") as f:
-      f.write(config.to_json_best_effort(indent=2, sort_keys=True))
   s = _set_up(config)
   copy_state = jax.jit(lambda t: jax.tree.map(jnp.copy, t), out_shardings=sharding.shardings_of(s.abstract_state))
   selection = Selection(
@@ -219,12 +311,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   checkpointer = RunCheckpointer(workdir, stats=s.data.standardizer.to_dict(), run_meta=_run_meta(s))
 
   # --- resume ----------------------------------------------------------------------------------------------------
-  state, stopped_early = s.state, False
+  state, stopped_early, log_window = s.state, False, None
   restored = checkpointer.restore_latest(s.abstract_state)
   if restored is not None:
     state, meta = restored
     selection.load(meta["selection"])
-    stopped_early = meta.get("stopped_early", False)
+    stopped_early, log_window = meta.get("stopped_early", False), meta.get("log_window")
     logging.info("Resumed from the latest checkpoint at step %d in %s", host_int(state.step), workdir)
 
   # --- the loop --------------------------------------------------------------------------------------------------
@@ -236,8 +328,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     initial_step=host_int(state.step),
     progress_bar=config.train.progress_bar,
   )
+  logger.restore_pending(log_window)
   try:
-    state, step, stopped_early = _Loop(s, selection, logger, checkpointer).run(state, stopped_early)
+    with Interrupts() as interrupts:
+      state, step, stopped_early = _Loop(s, selection, logger, checkpointer, interrupts).run(state, stopped_early)
+  except BaseException:
+    checkpointer.close()
+    raise
   finally:
     logger.close()
   if stopped_early:
@@ -251,7 +348,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     )
 
   # --- restore the best state ------------------------------------------------------------------------------------
-  best_step, best_state = checkpointer.restore_best(s.abstract_state)
+  best_step, best_state = checkpointer.restore_best(s.abstract_state, expected_step=selection.best_step)
   checkpointer.close()
 
   # --- results ---------------------------------------------------------------------------------------------------

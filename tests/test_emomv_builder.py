@@ -243,10 +243,8 @@ def test_download_mode_uses_public_urls(tmp_path, monkeypatch):
     return DUMMY / url_or_urls[len(files.BASE_URL) :]
 
   monkeypatch.setattr(tfds.download.DownloadManager, 'download', fake_download)
-  # A manual_dir without the DS3_EmoMV_C folder is not used either.
-  other = tmp_path / 'manual'
-  shutil.copytree(DUMMY / 'DS2_EmoMV_B', other / 'DS2_EmoMV_B')
-  _build('c', tmp_path / 'data', manual_dir=other)
+  monkeypatch.setattr(files, 'check_reachable', lambda url: None)  # this machine has no network
+  _build('c', tmp_path / 'data')
   assert requested == [files.url_for(rel) for rel in files.config_files('c')]
   _assert_split_equals_files(DUMMY, 'c', 'gallery', tmp_path / 'data')
 
@@ -256,6 +254,7 @@ def test_download_failure_names_url(tmp_path, monkeypatch):
     raise OSError('network unreachable')
 
   monkeypatch.setattr(tfds.download.DownloadManager, 'download', failing_download)
+  monkeypatch.setattr(files, 'check_reachable', lambda url: None)
   with pytest.raises(files.EmoMVMissingFileError, match='from https://github.com/ivyha010/EmoMV/raw/main/DS3_'):
     _build('c', tmp_path)
   assert _leftovers(tmp_path, 'c') == []
@@ -519,3 +518,73 @@ def test_real_checksums_match_files(emomv_dir):
     path = emomv_dir / url.removeprefix(files.BASE_URL)
     assert path.stat().st_size == int(size), path
     assert hashlib.sha256(path.read_bytes()).hexdigest() == sha256, path
+
+
+def test_a_given_manual_dir_is_never_silently_replaced_by_a_download(tmp_path, monkeypatch):
+  def no_download(self, url_or_urls):
+    raise AssertionError('downloaded despite a manual_dir')
+
+  monkeypatch.setattr(tfds.download.DownloadManager, 'download', no_download)
+  with pytest.raises(files.EmoMVMissingFileError, match=r'manual_dir .*nowhere does not exist: point it \(EMOMV_DIR'):
+    _build('c', tmp_path / 'data', manual_dir=tmp_path / 'nowhere')
+  other = tmp_path / 'manual'
+  shutil.copytree(DUMMY / 'DS2_EmoMV_B', other / 'DS2_EmoMV_B')
+  with pytest.raises(files.EmoMVMissingFileError, match='has no DS3_EmoMV_C/ folder'):
+    _build('c', tmp_path / 'data', manual_dir=other)
+  assert _leftovers(tmp_path / 'data', 'c') == []
+
+
+def test_offline_download_fails_fast_with_the_local_copy_hint(tmp_path, monkeypatch):
+  import socket  # pylint: disable=g-import-not-at-top
+  import time  # pylint: disable=g-import-not-at-top
+
+  def unreachable(address, timeout=None):
+    raise OSError('Network is unreachable')
+
+  monkeypatch.setattr(socket, 'create_connection', unreachable)
+  t0 = time.time()
+  with pytest.raises(
+    files.EmoMVMissingFileError, match='cannot reach github.com .* set EMOMV_DIR or --config.data.manual_dir'
+  ):
+    _build('c', tmp_path)
+  assert time.time() - t0 < 30
+
+
+def _pair_rows():
+  return [
+    ['d', 'a_1', '1', 'sad', 'sad', '3', '3'],
+    ['d', 'b_1_PAIR_c_1', '0', 'fear', 'relax', '1', '4'],
+    ['d', 'c_1_PAIR_b_1', '0', 'relax', 'fear', '4', '1'],
+  ]
+
+
+@pytest.mark.parametrize(
+  'change, message',
+  [
+    (lambda rows: rows.append(list(rows[0])), r"row 4: pair name 'a_1' repeats row 1"),
+    (lambda rows: rows[0].__setitem__(2, '0'), r"row 1 \(a_1\): match=0 but the video emotion is 'sad' and the music"),
+    (lambda rows: rows[1].__setitem__(2, '1'), r'row 2 .*match=1 but'),
+    (lambda rows: rows[1].__setitem__(1, 'b_1_c_1'), "mismatched pair 'b_1_c_1' is not named A_PAIR_B"),
+    (lambda rows: rows.pop(2), "has no swap 'c_1_PAIR_b_1'"),
+  ],
+)
+def test_pair_split_inconsistencies_are_refused_naming_the_row(tmp_path, change, message):
+  import csv  # pylint: disable=g-import-not-at-top
+
+  import h5py  # pylint: disable=g-import-not-at-top
+
+  rows = _pair_rows()
+  change(rows)
+  with open(tmp_path / 'pairs.csv', 'w', newline='') as f:
+    csv.writer(f).writerows(rows)
+  for name, key, dim in (('v.h5', 'default', 2304), ('m.h5', 'data', 128)):
+    with h5py.File(tmp_path / name, 'w') as f:
+      f.create_dataset(key, data=np.ones((len(rows), dim), np.float32))
+  with pytest.raises(files.EmoMVFormatError, match=message):
+    files.read_pairs(tmp_path / 'pairs.csv', tmp_path / 'v.h5', tmp_path / 'm.h5')
+
+
+def test_a_pair_in_two_splits_is_refused():
+  with pytest.raises(files.EmoMVFormatError, match="pair 'x_1' is in both the train and the validation split"):
+    files.check_disjoint_splits({'train': ['a_1', 'x_1'], 'validation': ['x_1']})
+  files.check_disjoint_splits({'train': ['a_1'], 'validation': ['b_1']})

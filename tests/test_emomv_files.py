@@ -24,13 +24,16 @@ def _write_csv(path, rows, lineterminator='\n', encoding='utf-8'):
 
 
 def _pair_rows(n):
-  """n valid 7-column rows, alternating matched (exciting) and mismatched (relax video, tense music)."""
+  """n valid 7-column rows, alternating matched (exciting) and mismatched: `aK_PAIR_bK` (relax video, tense music),
+  then its swap `bK_PAIR_aK` (tense video, relax music)."""
   rows = []
   for i in range(n):
     if i % 2 == 0:
       rows.append(['d/', f'seg{i}', '1', 'Exciting', 'exciting', '0', '0'])
-    else:
+    elif i % 4 == 1:
       rows.append(['d/', f'a{i}_PAIR_b{i}', '0', 'relax', 'TENSE', '4', '2'])
+    else:
+      rows.append(['d/', f'b{i - 2}_PAIR_a{i - 2}', '0', 'tense', 'Relax', '2', '4'])
   return rows
 
 
@@ -136,10 +139,10 @@ def test_read_features_errors(tmp_path):
 
 def test_read_pairs_values(small_pairs):
   out = _read_small(small_pairs)
-  assert out['name'].tolist() == ['seg0', 'a1_PAIR_b1', 'seg2', 'a3_PAIR_b3']
+  assert out['name'].tolist() == ['seg0', 'a1_PAIR_b1', 'seg2', 'b1_PAIR_a1']
   assert out['match'].tolist() == [1, 0, 1, 0]
-  assert out['video_emotion'].tolist() == [0, 4, 0, 4]
-  assert out['music_emotion'].tolist() == [0, 2, 0, 2]
+  assert out['video_emotion'].tolist() == [0, 4, 0, 2]
+  assert out['music_emotion'].tolist() == [0, 2, 0, 4]
   for key in ('match', 'video_emotion', 'music_emotion'):
     assert out[key].dtype == np.int64
   assert out['video'].shape == (4, 6) and out['music'].shape == (4, 3)

@@ -257,8 +257,10 @@ def test_non_finite_loss_stops_without_a_new_checkpoint(tmp_path, dummy_data_dir
   before = sorted(p.name for p in (workdir / "checkpoints").rglob("*"))
   results_before = (workdir / "results.json").read_text()
   bad = tiny_config(dummy_data_dir, **{"train.num_epochs": 6, "optim.learning_rate": 1e30})
+  # The public entry point refuses another config on this workdir (tests/test_faults.py); the loop beneath it is
+  # what must not write a checkpoint once a loss goes non-finite.
   with pytest.raises(train.NonFiniteLossError, match=r"Non-finite loss at step \d+: .*wrote no checkpoint"):
-    train.train_and_evaluate(bad, str(workdir))
+    train._train_and_evaluate(bad, str(workdir))  # pylint: disable=protected-access
   assert sorted(p.name for p in (workdir / "checkpoints").rglob("*")) == before
   assert ckpt_lib.Checkpoints(str(workdir), read_only=True).latest_step() == 2
   assert (workdir / "results.json").read_text() == results_before

@@ -23,7 +23,7 @@ import ml_collections
 import numpy as np
 
 from emvgan_jax import config_lib
-from emvgan_jax.data.splits import Split, load_dataset
+from emvgan_jax.data.splits import DataError, Split, load_dataset
 from emvgan_jax.data.standardize import Standardizer
 from tfds_emomv.emomv.files import EMOTIONS  # noqa: F401  (the class names, in id order, re-exported)
 
@@ -45,11 +45,6 @@ SELECTION_SPLIT = "train-selection"  # held out of the training rows for checkpo
 SELECTION_GALLERY = "train-selection-gallery"
 CV_SPLIT = "cv-fold"  # the held-out fold of a cross-validation run (train + validation pooled)
 CV_GALLERY = "cv-fold-gallery"
-
-
-class DataError(ValueError):
-  """The data asked for does not exist (a split the dataset lacks) or does not fit the model; the message says
-  what to do."""
 
 
 # ------------------------------------------------------------------------------------------------------------

@@ -20,6 +20,11 @@ ARRAY_KEYS = ("video", "music", "match", "video_emotion", "music_emotion")
 _INT_KEYS = ("match", "video_emotion", "music_emotion")
 
 
+class DataError(ValueError):
+  """The data asked for does not exist (a split the dataset lacks), cannot be read, or does not fit the model; the
+  message says what to do."""
+
+
 @dataclasses.dataclass(frozen=True)
 class Split:
   """One split held in host memory; row i of every array is example i of the split."""
@@ -113,8 +118,58 @@ def prepare_dataset(dataset: str, *, data_dir: str | None, manual_dir: str | Non
 def load_dataset(dataset: str, *, data_dir: str | None, manual_dir: str | None = None) -> dict[str, Split]:
   """Reads every split of `dataset` into host memory (building it first if needed)."""
   builder = prepare_dataset(dataset, data_dir=data_dir, manual_dir=manual_dir)
-  sources = builder.as_data_source()
-  return {split: _read_source(source) for split, source in sources.items()}
+  verify_built(str(builder.data_dir), dataset)
+  try:
+    sources = builder.as_data_source()
+    return {split: _read_source(source) for split, source in sources.items()}
+  except Exception as e:  # pylint: disable=broad-except  (array_record and TFDS raise many kinds)
+    raise DataError(
+      f"the built dataset {dataset} in {builder.data_dir} cannot be read ({type(e).__name__}: {e}); delete that "
+      "folder to rebuild it from the EmoMV files"
+    ) from e
+
+
+BUILT_CHECKSUMS = "emvgan_jax.sha256.json"
+
+
+def verify_built(folder: str, dataset: str) -> None:
+  """Checks a built dataset's record files against the SHA-256 recorded at its first use (recorded now if absent).
+
+  array_record files carry no checksum of their own: a damaged byte would otherwise load as a wrong value.
+
+  Raises:
+    DataError: a record file differs from (or is missing since) its first use, naming it.
+  """
+  import hashlib  # pylint: disable=g-import-not-at-top
+  import json  # pylint: disable=g-import-not-at-top
+  import os  # pylint: disable=g-import-not-at-top
+
+  def digests() -> dict[str, str]:
+    out = {}
+    for name in sorted(os.listdir(folder)):
+      if ".array_record" in name:
+        with open(os.path.join(folder, name), "rb") as f:
+          out[name] = hashlib.sha256(f.read()).hexdigest()
+    return out
+
+  path = os.path.join(folder, BUILT_CHECKSUMS)
+  now = digests()
+  if not os.path.exists(path):
+    if jax.process_index() == 0:
+      tmp = path + ".tmp"
+      with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(now, f, indent=1)
+      os.replace(tmp, path)
+    return
+  with open(path, encoding="utf-8") as f:
+    recorded = json.load(f)
+  for name, digest in recorded.items():
+    if now.get(name) != digest:
+      state = "is missing" if name not in now else "is damaged (it differs from the file first read)"
+      raise DataError(
+        f"{os.path.join(folder, name)} {state}: the built dataset {dataset} cannot be trusted; delete {folder} to "
+        "rebuild it from the EmoMV files"
+      )
 
 
 def _read_source(source: Any) -> Split:

@@ -107,9 +107,17 @@ def known_errors() -> tuple[type[BaseException], ...]:
   """The exceptions whose message is itself the advice: shown as one line, without a traceback."""
   from emvgan_jax import config_lib  # pylint: disable=g-import-not-at-top
   from emvgan_jax.data import emomv  # pylint: disable=g-import-not-at-top
+  from emvgan_jax.runtime import workdir  # pylint: disable=g-import-not-at-top
   from tfds_emomv.emomv import files  # pylint: disable=g-import-not-at-top  (imports TFDS: only when needed)
 
-  return (ToolError, ckpt_lib.CheckpointNotFoundError, files.EmoMVFormatError, config_lib.ConfigError, emomv.DataError)
+  return (
+    ToolError,
+    ckpt_lib.CheckpointError,
+    files.EmoMVFormatError,
+    config_lib.ConfigError,
+    emomv.DataError,
+    workdir.WorkdirError,
+  )
 
 
 def load_run(workdir: str, checkpoint: str) -> Any:
@@ -122,7 +130,7 @@ def load_run(workdir: str, checkpoint: str) -> Any:
     raise ToolError(str(e)) from None
   try:
     return restore.load_run(workdir, checkpoint)
-  except ckpt_lib.CheckpointNotFoundError:
+  except ckpt_lib.CheckpointError:
     raise
   except ValueError as e:
     # Orbax's own advice (turn on truncation/padding) would silently load a different model: drop it.
@@ -147,10 +155,35 @@ def start_tool(
     enable_compilation_cache(compilation_cache.value)
 
 
+VERBOSE_ENV = "EMVGAN_VERBOSE"  # set (to anything but 0) to see the traceback behind a one-line error
+
+
+def os_error_line(e: OSError) -> str:
+  """A full disk, a permission or a missing path, in one line that names the path."""
+  import errno  # pylint: disable=g-import-not-at-top
+
+  path = e.filename or "?"
+  advice = {
+    errno.ENOSPC: "free some space or use another --workdir",
+    errno.EDQUOT: "free some space or use another --workdir",
+    errno.EACCES: "check the permissions, or use another path",
+    errno.EROFS: "the file system is read-only: use another path",
+  }.get(e.errno, "check the path")
+  return f"{e.strerror or e} ({path}): {advice}"
+
+
 def run_tool(body: Callable[[], object]) -> object:
-  """Runs `body()`; a known error becomes `sys.exit('error: <one line>')` (exit status 1)."""
+  """Runs `body()`; a known error becomes `sys.exit('error: <one line>')` (exit status 1), and so does an OSError
+  about a path (a full disk, a permission). With $EMVGAN_VERBOSE set, errors keep their traceback."""
+  if os.environ.get(VERBOSE_ENV, "0") not in ("", "0"):
+    return body()
   try:
     return body()
+  except OSError as e:
+    if e.filename is None or isinstance(e, known_errors()):
+      raise
+    sys.unraisablehook = lambda unraisable: None
+    sys.exit(f"error: {os_error_line(e)}")
   except known_errors() as e:
     # A failed Orbax restore leaves TensorStore read coroutines behind, which Python reports ("Event loop is
     # closed", a traceback) as it collects them at exit: after the one-line error, that is only noise.

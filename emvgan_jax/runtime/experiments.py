@@ -122,6 +122,9 @@ def train_or_reuse(
       )
     logging.info("Retraining %s: its config differs (%s)", workdir, "; ".join(diff[:5]))
     shutil.rmtree(workdir)
+  elif os.path.isfile(config_path) and on_mismatch == "retrain" and differences(read_json(config_path), config):
+    logging.info("Starting %s over: its unfinished run is of another config", workdir)
+    shutil.rmtree(workdir)
   logging.info("Training %s", workdir)
   return train_fn(config, workdir), "trained"
 

@@ -4,6 +4,11 @@ Step metrics stay on device until a window is flushed (every `train.log_every_st
 each save), so the loop never waits on the host. A flush fetches them, stops the run on a non-finite loss,
 gradient norm or parameter norm (`NonFiniteLossError`), and writes their mean to `W/metrics.jsonl` and
 TensorBoard. Only process 0 writes; every process checks.
+
+A save only checks (`check`): the steps of an unfinished window stay pending, as host values, and travel in the
+checkpoint (`pending_json` / `restore_pending`), so the rows written are the same wherever a run was saved,
+interrupted or resumed. On resume the log is cut back to the restored step: `metrics.jsonl` keeps its rows up
+to that step, and TensorBoard purges the events after it, so every step appears once.
 """
 
 from __future__ import annotations
@@ -66,15 +71,18 @@ class MetricLogger:
     self._clock = clock or time.time
     self.enabled = enabled
     self.log_every = max(1, log_every)
-    self._pending: list[tuple[int, dict[str, jax.Array]]] = []
+    self._pending: list[tuple[int, dict[str, Any]]] = []
     self._window = (self._clock(), initial_step)
     self._epoch = 0
     self._progress = None
     if enabled:
       from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
 
-      self._jsonl = open(os.path.join(workdir, "metrics.jsonl"), "a", encoding="utf-8")
-      self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"))
+      path = os.path.join(workdir, "metrics.jsonl")
+      _cut_jsonl(path, initial_step)
+      self._jsonl = open(path, "a", encoding="utf-8")
+      # Events of a step after the restored one (written before an interruption) are purged from the views.
+      self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"), purge_step=initial_step + 1)
       if progress_bar:
         from tqdm import tqdm  # pylint: disable=g-import-not-at-top
 
@@ -98,13 +106,29 @@ class MetricLogger:
     if step % self.log_every == 0:
       self.flush()
 
+  def check(self) -> None:
+    """Fetches the pending step metrics and stops on a non-finite one; they stay pending (not written)."""
+    self._pending = [
+      (s, {k: v if isinstance(v, float) else host_float(v) for k, v in m.items()}) for s, m in self._pending
+    ]
+    check_finite(self._pending)
+
+  def pending_json(self) -> list[list[Any]]:
+    """The unfinished window as JSON (checked first), for a checkpoint's metadata."""
+    self.check()
+    return [[s, m] for s, m in self._pending]
+
+  def restore_pending(self, pending: list[list[Any]] | None) -> None:
+    """Restores the unfinished window a checkpoint carried (a resumed run then writes the rows it would have)."""
+    self._pending = [(int(s), {k: float(v) for k, v in m.items()}) for s, m in (pending or [])]
+
   def flush(self) -> dict[str, float]:
     """Fetches the pending step metrics, stops on a non-finite one, writes and returns their mean."""
     if not self._pending:
       return {}
-    host = [(s, {k: host_float(v) for k, v in m.items()}) for s, m in self._pending]
+    self.check()
+    host = list(self._pending)
     self._pending.clear()
-    check_finite(host)
     mean = {f"train/{k}": float(np.mean([m[k] for _, m in host])) for k in host[-1][1]}
     last_step = host[-1][0]
     now = self._clock()
@@ -128,8 +152,31 @@ class MetricLogger:
       self._tb.add_scalar(k.replace("@", "_at_"), float(v), step)  # TensorBoard tags may not contain '@'
 
   def close(self) -> None:
+    """Closes the files; pending steps are dropped (the last save carried them, and a finished run flushed)."""
     if self._progress is not None:
       self._progress.close()
     if self.enabled:
       self._jsonl.close()
       self._tb.close()
+
+
+def _cut_jsonl(path: str, last_step: int) -> None:
+  """Keeps the rows of `path` up to `last_step` (atomically: a copy renamed over it); no-op without the file."""
+  if not os.path.exists(path):
+    return
+  with open(path, encoding="utf-8") as f:
+    lines = f.readlines()
+  keep = []
+  for line in lines:
+    try:
+      row = json.loads(line)
+    except ValueError:  # a line cut short by a crash
+      continue
+    if row.get("step", 0) <= last_step:
+      keep.append(line if line.endswith("\n") else line + "\n")
+  if len(keep) == len(lines):
+    return
+  tmp = path + ".tmp"
+  with open(tmp, "w", encoding="utf-8") as f:
+    f.writelines(keep)
+  os.replace(tmp, path)

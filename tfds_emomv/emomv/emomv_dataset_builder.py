@@ -10,6 +10,7 @@ a bad or missing file fails the build with an `EmoMVFormatError` and leaves no p
 from __future__ import annotations
 
 import logging
+import os
 import pathlib
 from collections.abc import Iterator, Mapping
 
@@ -67,20 +68,35 @@ class Builder(tfds.core.GeneratorBasedBuilder):
     )
 
   def _local_root(self, dl_manager: tfds.download.DownloadManager) -> pathlib.Path | None:
-    """The manual_dir when one is given and holds this config's dataset folder, else None."""
-    try:
-      manual_dir = dl_manager.manual_dir
-    except AssertionError:
-      # Raised by TFDS when no manual_dir was given, or it does not exist or is empty.
+    """The manual_dir when one is given (None: download).
+
+    Raises:
+      EmoMVMissingFileError: a manual_dir was given but does not exist or lacks this config's dataset folder (a
+        given copy is never silently replaced by a download).
+    """
+    manual_dir = getattr(dl_manager, '_manual_dir', None)  # TFDS's public property asserts instead of saying
+    if not manual_dir:
+      return None
+    root = pathlib.Path(os.path.expanduser(os.fspath(manual_dir)))
+    default = pathlib.Path(os.fspath(dl_manager.download_dir)) / 'manual'  # what TFDS sets when none is given
+    if root == default and not root.is_dir():
       return None
     folder = files.CONFIG_FOLDERS[self.builder_config.name]
-    if (pathlib.Path(manual_dir) / folder).is_dir():
-      return pathlib.Path(manual_dir)
-    logging.warning('manual_dir %s has no %s/ folder: downloading the files instead', manual_dir, folder)
-    return None
+    if not root.is_dir():
+      raise files.EmoMVMissingFileError(
+        f'manual_dir {root} does not exist: point it (EMOMV_DIR, or --config.data.manual_dir) at a copy of the '
+        'EmoMV repository, or leave it unset to download the files'
+      )
+    if not (root / folder).is_dir():
+      raise files.EmoMVMissingFileError(
+        f'manual_dir {root} has no {folder}/ folder: it must be laid out like the EmoMV repository '
+        f'({", ".join(files.CONFIG_FOLDERS.values())}), or leave it unset to download the files'
+      )
+    return root
 
   def _download(self, dl_manager: tfds.download.DownloadManager) -> dict[str, pathlib.Path]:
     """Downloads every file of the config; returns repository-relative path -> local path."""
+    files.check_reachable(files.BASE_URL)
     paths = {}
     # One file at a time, so that a failure can name the file and its URL.
     for rel in files.config_files(self.builder_config.name):
@@ -112,6 +128,7 @@ class Builder(tfds.core.GeneratorBasedBuilder):
       split_paths = files.split_files(config, split)
       reader = files.read_pairs if split_paths.kind == 'pairs' else files.read_gallery
       data[split] = reader(local[split_paths.csv], local[split_paths.video], local[split_paths.music])
+    files.check_disjoint_splits({s: d['name'] for s, d in data.items() if files.split_files(config, s).kind == 'pairs'})
     return {split: self._generate_examples(arrays) for split, arrays in data.items()}
 
   def _generate_examples(self, arrays: Mapping[str, np.ndarray]) -> Iterator[tuple[int, dict]]:

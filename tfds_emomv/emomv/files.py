@@ -25,7 +25,7 @@ import csv
 import dataclasses
 import os
 import pathlib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import h5py
 import numpy as np
@@ -391,6 +391,7 @@ def read_pairs(
     video_emotion.append(v)
     music_emotion.append(a)
   video, music = _features_for(csv_path, len(rows), video_h5, music_h5, video_dim, music_dim)
+  _check_pairs(name, names, match, video_emotion, music_emotion)
   return {
     'name': np.asarray(names, dtype=np.str_),
     'video': video,
@@ -399,6 +400,65 @@ def read_pairs(
     'video_emotion': np.asarray(video_emotion, dtype=np.int64),
     'music_emotion': np.asarray(music_emotion, dtype=np.int64),
   }
+
+
+def _check_pairs(
+  csv_name: str, names: Sequence[str], match: Sequence[int], video_emotion: Sequence[int], music_emotion: Sequence[int]
+) -> None:
+  """The properties every EmoMV pair split has (docs/data.md): unique names, `match` equal to whether the two
+  emotions agree, and every mismatched pair named `A_PAIR_B` with its swap `B_PAIR_A` in the split."""
+  first: dict[str, int] = {}
+  for i, n in enumerate(names, start=1):
+    if n in first:
+      raise EmoMVFormatError(f'{csv_name}: row {i}: pair name {n!r} repeats row {first[n]}; names must be unique')
+    first[n] = i
+  for i, (n, m, v, a) in enumerate(zip(names, match, video_emotion, music_emotion), start=1):
+    if m != int(v == a):
+      raise EmoMVFormatError(
+        f'{csv_name}: row {i} ({n}): match={m} but the video emotion is {EMOTIONS[v]!r} and the music emotion '
+        f'{EMOTIONS[a]!r}; match must be 1 exactly when the two agree'
+      )
+    if m == 0:
+      parts = n.split('_PAIR_')
+      if len(parts) != 2 or not all(parts):
+        raise EmoMVFormatError(f'{csv_name}: row {i}: mismatched pair {n!r} is not named A_PAIR_B')
+      swap = f'{parts[1]}_PAIR_{parts[0]}'
+      if swap not in first:
+        raise EmoMVFormatError(f'{csv_name}: row {i}: mismatched pair {n!r} has no swap {swap!r} in the split')
+
+
+def check_disjoint_splits(names_by_split: Mapping[str, Sequence[str]]) -> None:
+  """No pair name in two pair splits.
+
+  Raises:
+    EmoMVFormatError: naming a shared name and the two splits.
+  """
+  seen: dict[str, str] = {}
+  for split, names in names_by_split.items():
+    for n in names:
+      n = str(n)
+      if n in seen and seen[n] != split:
+        raise EmoMVFormatError(f'pair {n!r} is in both the {seen[n]} and the {split} split; splits must not overlap')
+      seen[n] = split
+
+
+def check_reachable(url: str, timeout: float = 5.0) -> None:
+  """Fails in seconds, not minutes, when the host of `url` cannot be reached (offline machine, no proxy).
+
+  Raises:
+    EmoMVMissingFileError: with the hint to build from a local copy.
+  """
+  import socket  # pylint: disable=g-import-not-at-top
+  import urllib.parse  # pylint: disable=g-import-not-at-top
+
+  host = urllib.parse.urlparse(url).hostname
+  try:
+    socket.create_connection((host, 443), timeout=timeout).close()
+  except OSError as e:
+    raise EmoMVMissingFileError(
+      f'cannot reach {host} to download EmoMV ({e}); build from a local copy instead: set EMOMV_DIR or '
+      '--config.data.manual_dir to a folder laid out like the EmoMV repository'
+    ) from None
 
 
 def gallery_name(filename: str, label: int) -> str:
