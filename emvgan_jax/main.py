@@ -81,11 +81,6 @@ def main(argv: list[str]) -> None:
   except preemption.Interrupted as e:
     print(f"interrupted: {e}", file=sys.stderr, flush=True)
     sys.exit(e.exit_code)
-  except OSError as e:
-    if verbose or e.filename is None or isinstance(e, cli.known_errors()):
-      raise
-    logging.error("%s", e)
-    sys.exit(f"error: {cli.os_error_line(e)}")
   except (train.NonFiniteLossError, files.EmoMVFormatError, *cli.known_errors()) as e:
     if verbose:
       raise
@@ -93,6 +88,11 @@ def main(argv: list[str]) -> None:
     sys.unraisablehook = lambda unraisable: None  # see cli.run_tool
     logging.error("%s", e)
     sys.exit(f"error: {cli.one_line(e)}")
+  except OSError as e:  # a full disk, a permission: name the path
+    if verbose or e.filename is None:
+      raise
+    logging.error("%s", e)
+    sys.exit(f"error: {cli.os_error_line(e)}")
 
 
 if __name__ == "__main__":

@@ -179,13 +179,13 @@ def run_tool(body: Callable[[], object]) -> object:
     return body()
   try:
     return body()
-  except OSError as e:
-    if e.filename is None or isinstance(e, known_errors()):
-      raise
-    sys.unraisablehook = lambda unraisable: None
-    sys.exit(f"error: {os_error_line(e)}")
   except known_errors() as e:
     # A failed Orbax restore leaves TensorStore read coroutines behind, which Python reports ("Event loop is
     # closed", a traceback) as it collects them at exit: after the one-line error, that is only noise.
     sys.unraisablehook = lambda unraisable: None
     sys.exit(f"error: {one_line(e)}")
+  except OSError as e:
+    if e.filename is None:
+      raise
+    sys.unraisablehook = lambda unraisable: None
+    sys.exit(f"error: {os_error_line(e)}")
