@@ -49,6 +49,10 @@ def main(argv: Sequence[str]) -> None:
       print(f'ERROR: cannot build {name}: {e}', file=sys.stderr)
       failed.append(name)
       continue
+    except OSError as e:  # an unreadable file, a full disk: name the path
+      print(f'ERROR: cannot build {name}: {e.strerror or e} ({e.filename})', file=sys.stderr)
+      failed.append(name)
+      continue
     print(f'{name}: ' + ', '.join(f'{split}={n}' for split, n in counts.items()) + f'  ({_DATA_DIR.value})')
   if failed:
     sys.exit(1)
