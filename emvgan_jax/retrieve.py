@@ -89,7 +89,7 @@ class Hit:
 
 def _modalities(direction: str) -> tuple[str, str]:
   if direction not in DIRECTIONS:
-    raise cli.ToolError(f"--direction must be one of {DIRECTIONS}, got {direction!r}")
+    raise cli.UsageError(f"--direction must be one of {DIRECTIONS}, got {direction!r}")
   query, target = direction.split("_to_")
   return query, target
 
@@ -176,16 +176,16 @@ def read_query_features(
   """Raw query features from a .npy file or one row of an HDF5 file, as (N, D)."""
   if query_file:
     if not os.path.isfile(query_file):
-      raise cli.ToolError(f"--query_file {query_file} does not exist")
+      raise cli.UsageError(f"--query_file {query_file} does not exist")
     try:
       x = np.load(query_file, allow_pickle=False)
     except ValueError as e:
-      raise cli.ToolError(f"--query_file {query_file} is not a numpy .npy array ({e})") from e
+      raise cli.UsageError(f"--query_file {query_file} is not a numpy .npy array ({e})") from e
     x = np.asarray(x, np.float32)
     return x[None, :] if x.ndim == 1 else x
   features = files.read_features(query_h5)
   if query_row is None or not 0 <= query_row < len(features):
-    raise cli.ToolError(f"--query_row must be a row of {query_h5}, 0 to {len(features) - 1}, got {query_row}")
+    raise cli.UsageError(f"--query_row must be a row of {query_h5}, 0 to {len(features) - 1}, got {query_row}")
   return features[query_row : query_row + 1]
 
 
@@ -228,7 +228,7 @@ def retrieve(
   q_mod, g_mod = _modalities(direction)
   embed = {"video": run.family.embed_video, "music": run.family.embed_music}
   if (query is None) == (query_features is None):
-    raise cli.ToolError("give exactly one query: --query=NAME, --query_file=x.npy, or --query_h5 with --query_row")
+    raise cli.UsageError("give exactly one query: --query=NAME, --query_file=x.npy, or --query_h5 with --query_row")
   if query is not None:
     row = find_query(gallery, query)
     raw = getattr(gallery, q_mod)[row : row + 1]

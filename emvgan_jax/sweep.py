@@ -270,7 +270,7 @@ def paired_differences(runs: Sequence[RunResult], reference: str, *, cv_folds: i
   for r in runs:
     by.setdefault(r.spec, {}).setdefault(r.cell, []).append(r.results)
   if reference not in by:
-    raise cli.ToolError(f"--reference={reference!r} is not one of the sweep's configs: {sorted(by)}")
+    raise cli.UsageError(f"--reference={reference!r} is not one of the sweep's configs: {sorted(by)}")
   out = []
   for spec, cells in by.items():
     if spec == reference:
@@ -541,16 +541,16 @@ def run_sweep(
   t_start = time.time()
   protocol = protocol or Protocol()
   if not specs:
-    raise cli.ToolError("no configs: pass --configs=path/to/config.py[:arg] (repeatable)")
+    raise cli.UsageError("no configs: pass --configs=path/to/config.py[:arg] (repeatable)")
   if reference is not None and reference not in specs:
-    raise cli.ToolError(f"--reference={reference!r} is not one of --configs {list(specs)}")
+    raise cli.UsageError(f"--reference={reference!r} is not one of --configs {list(specs)}")
   cells = protocol.cells()
   for spec in specs:  # fail on a bad config or override before hours of training
     config = make_config(spec, 0, overrides=[*overrides, *protocol.overrides(cells[-1])])
     emomv.check_protocol(config)
   slugs = [config_slug(s) for s in specs]
   if len(set(slugs)) != len(slugs):
-    raise cli.ToolError(f"--configs lists the same config twice: {specs}")
+    raise cli.UsageError(f"--configs lists the same config twice: {specs}")
   runs, total = [], len(specs) * len(cells) * len(seeds)
   for spec, slug in zip(specs, slugs):
     for cell in cells:
@@ -586,7 +586,7 @@ def main(argv: list[str] | None = None) -> None:
   def body():
     seeds = cli.parse_ints(_SEEDS.value, "seeds")
     if _PROTOCOL.value == "cv" and (_CV_FOLDS.value < 2 or _CV_REPEATS.value < 1):
-      raise cli.ToolError(f"--cv_folds={_CV_FOLDS.value} --cv_repeats={_CV_REPEATS.value}: need 2+ folds, 1+ repeats")
+      raise cli.UsageError(f"--cv_folds={_CV_FOLDS.value} --cv_repeats={_CV_REPEATS.value}: need 2+ folds, 1+ repeats")
     protocol = Protocol(_PROTOCOL.value, _CV_FOLDS.value, _CV_REPEATS.value, _SELECTION_FRACTION.value)
     table = run_sweep(
       split_config_specs(_CONFIGS.value),

@@ -227,7 +227,7 @@ def parse_candidate(spec: str) -> tuple[str, dict[str, str]]:
   for item in filter(None, body.split(",")):
     key, sep, value = item.partition("=")
     if not sep:
-      raise cli.ToolError(f"--candidate={spec!r}: {item!r} must be key=value")
+      raise cli.UsageError(f"--candidate={spec!r}: {item!r} must be key=value")
     overrides[key.strip()] = value.strip()
   return name.strip(), overrides
 

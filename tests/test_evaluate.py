@@ -45,7 +45,7 @@ def run_main(module, argv):
   try:
     module.main([module.__name__] + argv)
   except SystemExit as e:
-    return e.code
+    return getattr(e, "message", e.code)  # cli.Exit keeps the printed line
   return None
 
 

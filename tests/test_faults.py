@@ -287,7 +287,7 @@ def test_main_prints_a_config_error_as_one_line(tmp_path):
     timeout=120,
     check=False,
   )
-  assert proc.returncode == 1
+  assert proc.returncode == 2  # a usage error
   assert proc.stderr.strip().splitlines()[-1] == "error: config.train.batch_size=0 must be a positive integer"
   assert "Traceback" not in proc.stderr and not (tmp_path / "w").exists()
 
@@ -325,7 +325,26 @@ def test_disk_full_and_permission_errors_name_the_path(error, expected, monkeypa
   monkeypatch.delenv(cli.VERBOSE_ENV, raising=False)
   with pytest.raises(SystemExit) as e:
     cli.run_tool(body)
-  assert e.value.code.startswith(f"error: {expected}") and "\n" not in e.value.code
+  assert e.value.code == 1 and e.value.message.startswith(f"error: {expected}") and "\n" not in e.value.message
   monkeypatch.setenv(cli.VERBOSE_ENV, "1")  # the traceback, for whoever asks
   with pytest.raises(type(error)):
     cli.run_tool(body)
+
+
+def test_usage_errors_exit_2_and_failures_exit_1(tmp_path):
+  from emvgan_jax import retrieve  # pylint: disable=g-import-not-at-top
+
+  def status(module, argv):
+    try:
+      module.main([module.__name__] + argv)
+    except SystemExit as e:
+      return e.code, getattr(e, "message", "")
+    return 0, ""
+
+  code, message = status(retrieve, [f"--workdir={tmp_path}", "--direction=sideways", "--query=x"])
+  assert code == 2 and message.startswith("error: flag --direction=sideways")
+  code, message = status(evaluate, ["--nonsense"])
+  assert code == 2 and message.startswith("error: ") and "see --help" in message
+  code, message = status(evaluate, [f"--workdir={tmp_path}"])  # a failure: nothing trained there
+  assert code == 1 and message.startswith("error: No 'best' checkpoint")
+  assert status(evaluate, ["--help"])[0] == 0

@@ -3,7 +3,9 @@
 Each tool keeps its flags in its own `flags.FlagValues`, not absl's global `FLAGS`: the tools are also libraries
 (sweep imports evaluate, tests import all three), and absl refuses a second `--workdir` in the global set.
 A tool's `main(argv)` parses its flags with `parse_flags`, runs, and turns the errors a user can fix into a
-single `error: ...` line and a non-zero exit (`run_tool`), instead of a traceback.
+single `error: ...` line on stderr and a non-zero exit (`run_tool`), instead of a traceback: status 2 for a
+usage error (a flag or config field that cannot be used), 1 for a failure (data, checkpoints, the workdir, the
+disk). `EMVGAN_VERBOSE=1` keeps the traceback.
 """
 
 from __future__ import annotations
@@ -21,7 +23,35 @@ from emvgan_jax.runtime import checkpoint as ckpt_lib
 
 
 class ToolError(Exception):
-  """An error the user can fix; its message says what to do and is printed as one line."""
+  """An error the user can fix; its message says what to do and is printed as one line (exit status 1)."""
+
+
+class UsageError(ToolError):
+  """A flag the tool cannot use (exit status 2)."""
+
+
+USAGE_STATUS, FAILURE_STATUS = 2, 1
+
+
+class Exit(SystemExit):
+  """Exit with `status` after printing `message`; `message` stays readable for callers (tests) that catch it."""
+
+  def __init__(self, message: str, status: int):
+    super().__init__(status)
+    self.message = message
+
+
+def fail(message: str, status: int = FAILURE_STATUS) -> None:
+  """Prints `message` (one line) to stderr and exits with `status`."""
+  print(message, file=sys.stderr, flush=True)
+  raise Exit(message, status)
+
+
+def status_of(e: BaseException) -> int:
+  """2 for a usage error (a bad flag or config field), 1 for any other failure."""
+  from emvgan_jax import config_lib  # pylint: disable=g-import-not-at-top
+
+  return USAGE_STATUS if isinstance(e, (UsageError, config_lib.ConfigError)) else FAILURE_STATUS
 
 
 def one_line(message: object, max_chars: int = 1000) -> str:
@@ -50,9 +80,9 @@ def parse_flags(flag_values: flags.FlagValues, argv: Sequence[str], help_text: s
   try:
     rest = flag_values(list(argv))
   except flags.Error as e:
-    sys.exit(f"error: {one_line(e)} (see --help)")
+    fail(f"error: {one_line(e)} (see --help)", USAGE_STATUS)
   if len(rest) > 1:
-    sys.exit(f"error: unexpected arguments {rest[1:]} (flags are written --name=value; see --help)")
+    fail(f"error: unexpected arguments {rest[1:]} (flags are written --name=value; see --help)", USAGE_STATUS)
   return rest
 
 
@@ -61,7 +91,7 @@ def parse_ints(values: Sequence[str], flag: str) -> list[int]:
   try:
     return [int(v) for v in values]
   except ValueError:
-    raise ToolError(f"--{flag} must be comma-separated integers, got {','.join(values)}") from None
+    raise UsageError(f"--{flag} must be comma-separated integers, got {','.join(values)}") from None
 
 
 class QuietLibraries(logging.Filter):
@@ -183,9 +213,9 @@ def run_tool(body: Callable[[], object]) -> object:
     # A failed Orbax restore leaves TensorStore read coroutines behind, which Python reports ("Event loop is
     # closed", a traceback) as it collects them at exit: after the one-line error, that is only noise.
     sys.unraisablehook = lambda unraisable: None
-    sys.exit(f"error: {one_line(e)}")
+    fail(f"error: {one_line(e)}", status_of(e))
   except OSError as e:
     if e.filename is None:
       raise
     sys.unraisablehook = lambda unraisable: None
-    sys.exit(f"error: {os_error_line(e)}")
+    fail(f"error: {os_error_line(e)}")
