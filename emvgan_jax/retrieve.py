@@ -26,7 +26,7 @@ import os
 import numpy as np
 from absl import flags
 
-from emvgan_jax import config_lib, metrics, search
+from emvgan_jax import api, config_lib, metrics, search
 from emvgan_jax.data import emomv
 from emvgan_jax.runtime import cli, restore
 from tfds_emomv.emomv import files
@@ -134,17 +134,14 @@ def load_gallery(
 
 
 def _standardize(run: restore.Run, modality: str, x: np.ndarray, what: str) -> np.ndarray:
-  """Raw features of `modality` standardised with the run's statistics; a wrong width is a ToolError."""
-  s = run.standardizer
-  width, other = s.width(modality), "music" if modality == "video" else "video"
-  if x.ndim != 2 or x.shape[1] != width:
-    got = x.shape[-1] if x.ndim else 0
-    hint = f"; width {got} is this run's {other} width: use the other --direction" if got == s.width(other) else ""
-    raise cli.ToolError(
-      f"{what} has {modality} features of shape {x.shape}, but this run's {modality} features "
-      f"are {width} wide (pass vectors of width {width}){hint}"
-    )
-  return s.transform(modality, x)
+  """Raw features of `modality` standardised with the run's statistics (`api.check_features`); a wrong width or a
+  non-finite value is a ToolError."""
+  try:
+    x = api.check_features(run, modality, x, what)
+  except ValueError as e:
+    hint = ": use the other --direction" if "is this run's" in str(e) else ""
+    raise cli.ToolError(f"{e}{hint}") from None
+  return run.standardizer.transform(modality, x)
 
 
 def check_retrieval_model(run: restore.Run) -> None:
@@ -189,15 +186,6 @@ def read_query_features(
   return features[query_row : query_row + 1]
 
 
-def _require_finite(features: np.ndarray, what: str) -> None:
-  bad = ~np.isfinite(np.asarray(features)).all(axis=1)
-  if bad.any():
-    rows = np.flatnonzero(bad)
-    raise cli.ToolError(
-      f"{what} has NaN or infinite values in {len(rows)} row(s), first row {int(rows[0])}: fix or drop them"
-    )
-
-
 def retrieve(
   run: restore.Run,
   gallery: Gallery,
@@ -236,8 +224,6 @@ def retrieve(
   else:
     raw = np.asarray(query_features, np.float32)
     labels = [f"{q_mod} features #{i}" for i in range(len(raw))] if len(raw) > 1 else [f"{q_mod} features"]
-  _require_finite(raw, "the query")
-  _require_finite(getattr(gallery, g_mod), f"the {g_mod} features of the {gallery.source}")
   q = _standardize(run, q_mod, raw, "the query")
   g = _standardize(run, g_mod, getattr(gallery, g_mod), f"the {gallery.source}")
   q_emb = search.embed_rows(embed[q_mod], run.state, q, batch_size=batch_size)
