@@ -588,3 +588,33 @@ def test_a_pair_in_two_splits_is_refused():
   with pytest.raises(files.EmoMVFormatError, match="pair 'x_1' is in both the train and the validation split"):
     files.check_disjoint_splits({'train': ['a_1', 'x_1'], 'validation': ['x_1']})
   files.check_disjoint_splits({'train': ['a_1'], 'validation': ['b_1']})
+
+
+def test_tfds_data_source_works_without_tensorflow_or_extra_kwargs(tmp_path):
+  """From a user's own code: build and read through the standard TFDS calls, no file_format, no TensorFlow."""
+  code = f"""
+import sys
+import tensorflow_datasets as tfds
+import tfds_emomv.emomv  # registers emomv
+builder = tfds.builder('emomv/c', data_dir={str(tmp_path)!r})
+builder.download_and_prepare(download_config=tfds.download.DownloadConfig(manual_dir={str(DUMMY)!r}))
+source = tfds.data_source('emomv/c', split='gallery', data_dir={str(tmp_path)!r})
+row = source[0]
+assert row['video'].shape == (2304,) and row['music'].shape == (128,), row
+assert 'tensorflow' not in sys.modules or sys.modules['tensorflow'] is None
+print(len(source), builder.info.file_format)
+"""
+  result = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, timeout=120, check=False)
+  assert result.returncode == 0, result.stderr[-2000:]
+  n, fmt = result.stdout.split()[-2:]
+  assert int(n) > 0 and 'array_record' in fmt.lower()
+
+
+def test_a_tilde_data_dir_is_expanded(tmp_path, monkeypatch):
+  from emvgan_jax.data import splits  # pylint: disable=g-import-not-at-top
+
+  monkeypatch.setenv('HOME', str(tmp_path / 'home'))
+  monkeypatch.chdir(tmp_path)
+  got = splits.load_dataset('emomv/c', data_dir='~/tfds', manual_dir=str(DUMMY))
+  assert len(got['gallery']) > 0
+  assert (tmp_path / 'home' / 'tfds' / 'emomv' / 'c').is_dir() and not (tmp_path / '~').exists()

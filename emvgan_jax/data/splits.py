@@ -98,9 +98,14 @@ def prepare_dataset(dataset: str, *, data_dir: str | None, manual_dir: str | Non
   Raises:
     tfds_emomv.emomv.EmoMVFormatError: a source file is missing (named, with its URL) or malformed.
   """
+  import os  # pylint: disable=g-import-not-at-top
+
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
 
   from tfds_emomv.emomv import prepare  # pylint: disable=g-import-not-at-top  (registers `emomv`)
+
+  data_dir = os.path.expanduser(data_dir) if data_dir else data_dir  # '~/...' from a flag or a config
+  manual_dir = os.path.expanduser(manual_dir) if manual_dir else manual_dir
 
   builder = tfds.builder(dataset, data_dir=data_dir, file_format="array_record")
   if not builder.is_prepared():

@@ -47,6 +47,11 @@ class Builder(tfds.core.GeneratorBasedBuilder):
   for_retrieval/ subfolders (a `git clone` of the repository works).
   """
 
+  def __init__(self, *, file_format=None, **kwargs):  # noqa: ANN001, ANN003  (TFDS's own signature)
+    # array_record by default (TFDS's default is tfrecord, which needs TensorFlow to read): then
+    # `tfds.data_source('emomv/c', data_dir=...)` and `tfds.builder('emomv/c')` work from plain JAX code.
+    super().__init__(file_format=file_format or 'array_record', **kwargs)
+
   def _info(self) -> tfds.core.DatasetInfo:
     """Returns the dataset metadata."""
     return self.dataset_info_from_configs(

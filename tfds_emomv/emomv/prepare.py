@@ -4,6 +4,8 @@ called by the training input pipeline on first use (this module defines no flags
 
 from __future__ import annotations
 
+import os
+
 import tensorflow_datasets as tfds
 
 import tfds_emomv.emomv  # noqa: F401  (registers the `emomv` builder)
@@ -26,6 +28,9 @@ def build_one(name: str, data_dir: str, manual_dir: str | None = None, overwrite
     files.EmoMVFormatError: a file is missing or malformed (nothing is left in data_dir).
     ValueError: `name` is not an emomv config.
   """
+  # `~/tensorflow_datasets` from a shell flag or a config arrives unexpanded: never make a folder named '~'.
+  data_dir = os.path.expanduser(data_dir) if data_dir else data_dir
+  manual_dir = os.path.expanduser(manual_dir) if manual_dir else manual_dir
   dataset, _, config = name.partition('/')
   if dataset != 'emomv' or config not in files.CONFIG_FOLDERS:
     raise ValueError(
