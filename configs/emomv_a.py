@@ -2,7 +2,7 @@
 
 Run:
   python -m emvgan_jax.main --config=configs/emomv_a.py --workdir=runs/emomv_a
-Needs EmoMV-A's SlowFast train/val/retrieval files (downloaded by default; absent from ../shared/emomv).
+Needs EmoMV-A's SlowFast train/val/retrieval files (downloaded by default; absent from some local copies).
 """
 
 from emvgan_jax import config_lib

@@ -3,7 +3,7 @@
 The config argument is `<dataset>,<variant>`, variant one of retrieval_single, retrieval_multi,
 classification_single, classification_multi. Run, for example:
   python -m emvgan_jax.main --config=configs/emomv_baseline.py:c,retrieval_multi --workdir=runs/base_c_rm \
-      --config.data.manual_dir=../shared/emomv
+      --config.data.manual_dir=$EMOMV_DIR
 Training follows the published code: Adam lr 1e-4 with coupled L2 weight decay 0.1, batch 256 (every row every
 epoch), early stopping on the validation loss with patience 20, at most 1000 epochs, best checkpoint restored.
 """

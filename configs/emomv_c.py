@@ -2,7 +2,7 @@
 
 Run (from the repository root):
   python -m emvgan_jax.main --config=configs/emomv_c.py --workdir=runs/emomv_c \
-      --config.data.manual_dir=../shared/emomv
+      --config.data.manual_dir=$EMOMV_DIR
 It trains with early stopping on a held-out part of train (never on validation), keeps the latest and best
 checkpoints in runs/emomv_c/checkpoints, and ends by writing runs/emomv_c/results.json and printing the results
 table (on validation) with chance beside each number.

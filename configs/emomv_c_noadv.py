@@ -3,7 +3,7 @@ logged, but the generators ignore it).
 
 Run:
   python -m emvgan_jax.main --config=configs/emomv_c_noadv.py --workdir=runs/emomv_c_noadv \
-      --config.data.manual_dir=../shared/emomv
+      --config.data.manual_dir=$EMOMV_DIR
 """
 
 from emvgan_jax import config_lib

@@ -2,7 +2,7 @@
 
 The config argument is the peer, `logreg`, `knn` or `cca`, optionally followed by `,<a|b|c>`. Run, for example:
   python -m emvgan_jax.main --config=configs/peers.py:logreg --workdir=runs/peer_logreg \
-      --config.data.manual_dir=../shared/emomv
+      --config.data.manual_dir=$EMOMV_DIR
 Its hyper-parameter is chosen on three grouped holdouts of train (never on validation); it ends, like a
 training run, with workdir/results.json and the results table.
 """

@@ -1,9 +1,9 @@
 """Training throughput and full-run wall time (speed is measured here, never in tests).
 
   python -m emvgan_jax.benchmark --config=configs/emomv_baseline.py:c,retrieval_single \
-      --batch_sizes=256,4096 --manual_dir=../shared/emomv --data_dir=/tmp/tfds
+      --batch_sizes=256,4096 --manual_dir=$EMOMV_DIR --data_dir=/tmp/tfds
   python -m emvgan_jax.benchmark --config=configs/emomv_c.py --batch_sizes=256,4096 --full_run \
-      --manual_dir=../shared/emomv --data_dir=/tmp/tfds
+      --manual_dir=$EMOMV_DIR --data_dir=/tmp/tfds
 
 Steady state: the config's train step, jitted once with its shardings and donated state, on batches of real
 standardised EmoMV rows (sampled with replacement when the batch is larger than the split), timed after

@@ -4,7 +4,7 @@ Usage (from the repository root):
   python -m emvgan_jax.sweep --workdir=runs/sweep_c --seeds=0,1,2,3,4 \
       --configs=configs/emomv_c.py --configs=configs/emomv_c_noadv.py \
       --configs=configs/emomv_baseline.py:c,retrieval_multi --configs=configs/emomv_baseline.py:c,classification_multi \
-      --manual_dir=../shared/emomv [--data_dir=/tmp/tfds] [--override=train.num_epochs=50 ...]
+      --manual_dir=$EMOMV_DIR [--data_dir=/tmp/tfds] [--override=train.num_epochs=50 ...]
 
 Config arguments contain commas (`emomv_baseline.py:c,retrieval_multi`), so configs are NOT a comma list:
 repeat `--configs`, or separate several in one value with `;` (quote it in a shell):

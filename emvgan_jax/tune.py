@@ -8,7 +8,7 @@ early stopping nor for the numbers. Baselines train exactly as `configs/emomv_ba
 holdouts.
 
 Run (from the repository root; the default grid, 3 holdouts x 1 seed, took 6.5 min on 2 CPU cores):
-  python -m emvgan_jax.tune --manual_dir=../shared/emomv --data_dir=/tmp/tfds --workdir=runs/tune \
+  python -m emvgan_jax.tune --manual_dir=$EMOMV_DIR --data_dir=/tmp/tfds --workdir=runs/tune \
       [--holdout_seeds=0,1,2] [--seeds=0] [--grid=default|alignment|none] [--candidate='name:key=value,key=value']
 `--candidate` (repeatable) adds a setting, e.g. --candidate='h128:emvgan.hidden=128,optim.learning_rate=3e-4';
 `--grid=none` runs only those (and the baselines); `--grid=alignment` the adversarial variants of docs/models.md,

@@ -1,7 +1,7 @@
 """Input-pipeline throughput on an EmoMV train split, in examples/s.
 
   python -m emvgan_jax.benchmarks.input_pipeline --dataset=emomv/c --data_dir=/tmp/tfds \
-      --manual_dir=../shared/emomv --batch_size=256
+      --manual_dir=$EMOMV_DIR --batch_size=256
 
 Measures what a training step waits for, twice: producing this process's standardised numpy batches (shuffled per
 epoch, gathered from the host cache), then that plus turning them into sharded global jax.Arrays (on a GPU or TPU
