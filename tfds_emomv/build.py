@@ -4,8 +4,8 @@ Usage:
   python -m tfds_emomv.build --datasets=emomv/c[,emomv/b,...] --data_dir=DIR [--manual_dir=DIR]
 
 With --manual_dir pointing at a copy laid out like https://github.com/ivyha010/EmoMV, each config is read from
-its dataset folder there (a missing folder or file is an error naming it); without it the files are downloaded. Prints the
-examples per split of each built dataset. A dataset that cannot be built (missing or malformed file) gets
+its dataset folder there (a missing folder or file is an error naming it); without it the files are downloaded.
+Prints the examples per split of each built dataset. A dataset that cannot be built (missing or malformed file) gets
 one error message on stderr, the others are still built, and the exit status is 1.
 """
 
