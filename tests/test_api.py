@@ -13,6 +13,8 @@ from emvgan_jax.data.splits import Split
 from emvgan_jax.runtime import restore
 from tfds_emomv.emomv import files
 
+pytestmark = pytest.mark.slow  # the shared tiny run trains first (~15 s)
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DUMMY = os.path.join(REPO, "tfds_emomv", "emomv", "dummy_data")
 
@@ -69,7 +71,6 @@ def test_inputs_it_cannot_read_are_refused(api_run, raw_gallery):
     api_run.search(raw_gallery["video"][:1], raw_gallery["music"], direction="sideways")
 
 
-@pytest.mark.slow
 def test_the_example_script_runs(tiny_run, raw_gallery):
   env = {**os.environ, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": ""}
   proc = subprocess.run(

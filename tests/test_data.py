@@ -255,6 +255,7 @@ def test_protocol_fields_that_do_not_go_together_are_refused(fields, message):
     emomv.check_protocol(config)
 
 
+@pytest.mark.slow
 def test_cv_run_data_trains_selects_and_reports_on_disjoint_videos(tiny_run):
   """`load_run_data` under cross-validation on the built dummy dataset: the three parts share no video, the
   statistics come from the training part, and together the parts are train + validation."""

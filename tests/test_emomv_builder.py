@@ -590,6 +590,7 @@ def test_a_pair_in_two_splits_is_refused():
   files.check_disjoint_splits({'train': ['a_1'], 'validation': ['b_1']})
 
 
+@pytest.mark.slow
 def test_tfds_data_source_works_without_tensorflow_or_extra_kwargs(tmp_path):
   """From a user's own code: build and read through the standard TFDS calls, no file_format, no TensorFlow."""
   code = f"""

@@ -183,6 +183,7 @@ def test_valence_arousal_table_is_russells_anchors_on_the_unit_circle():
   np.testing.assert_allclose(by_name["tense"], [0.0, 1.0], atol=1e-7)  # Russell's 'arousal' anchor, 90 degrees
 
 
+@pytest.mark.slow
 def test_valence_arousal_term_by_hand_and_off_leaves_the_model_unchanged():
   rows = np.array([[0.0, 0.0], [1.0, 1.0], [np.nan, 3.0]])
   target = np.array([[3.0, 4.0], [1.0, 0.0], [0.0, 0.0]])
@@ -198,6 +199,7 @@ def test_valence_arousal_term_by_hand_and_off_leaves_the_model_unchanged():
   assert np.isfinite(metrics["loss_va"]) and metrics["loss_va"] > 0
 
 
+@pytest.mark.slow
 def test_linear_discriminator_is_one_dense_layer():
   disc = discriminator_lib.ModalityDiscriminator(hidden=0)
   z = jax.random.normal(jax.random.key(0), (4, 8))

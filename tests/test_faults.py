@@ -126,14 +126,14 @@ def test_sigterm_to_main_saves_and_exits_with_one_line(tiny_run, tmp_path):
   assert "Traceback" not in err
 
 
-def test_a_second_run_on_a_locked_workdir_is_refused(tiny_run, tmp_path):
+def test_a_second_run_on_a_locked_workdir_is_refused(tmp_path):
   workdir = str(tmp_path / "w")
   os.makedirs(workdir)
   holder = workdir_lib.WorkdirLock(workdir)
   holder.acquire()
   try:
     with pytest.raises(workdir_lib.WorkdirError, match=rf"in use by another run \(process {os.getpid()} on "):
-      train.train_and_evaluate(_config(tiny_run.data_dir), workdir)
+      train.train_and_evaluate(_config(str(tmp_path / "tfds")), workdir)  # refused before any data is read
   finally:
     holder.release()
   assert not os.path.exists(os.path.join(workdir, "checkpoints"))  # nothing written
@@ -149,6 +149,7 @@ def tiny_copy(tiny_run, tmp_path):
   return workdir
 
 
+@pytest.mark.slow
 def test_resume_with_another_config_is_refused_naming_the_fields(tiny_run, tiny_copy):
   config = _config(tiny_run.data_dir, seed=1, **{"emvgan.hidden": 32})
   with pytest.raises(workdir_lib.WorkdirError, match=r"another config \(.*emvgan.hidden: 16 -> 32.*seed: 0 -> 1"):
@@ -176,6 +177,7 @@ def _best_dir(workdir):
   return os.path.join(workdir, "checkpoints", "best", str(best))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("damage", ["garbled", "truncated", "deleted"])
 def test_damaged_checkpoint_file_is_a_one_line_error_naming_it(tiny_copy, damage):
   path = _largest_file(_best_dir(tiny_copy))
@@ -194,6 +196,7 @@ def test_damaged_checkpoint_file_is_a_one_line_error_naming_it(tiny_copy, damage
   assert "--checkpoint=latest" in code  # what to do
 
 
+@pytest.mark.slow
 def test_partly_deleted_checkpoints_are_never_silently_trained_over(tiny_run, tiny_copy):
   shutil.rmtree(tiny_copy / "checkpoints" / "latest")
   with pytest.raises(ckpt_lib.CheckpointCorruptError, match="has a 'best' checkpoint .* but no 'latest' one"):
@@ -267,14 +270,15 @@ def test_unfinished_log_window_travels_in_the_checkpoint(tmp_path):
     ("train.batch_size", 3, "not divisible by the 8 devices"),
   ],
 )
-def test_config_errors_are_found_before_anything_is_read_or_written(tiny_run, tmp_path, field, value, message):
-  config = _config(tiny_run.data_dir)
+def test_config_errors_are_found_before_anything_is_read_or_written(tmp_path, field, value, message):
+  config = _config(str(tmp_path / "tfds"))
   config_lib.set_field(config, field, value)
   with pytest.raises(config_lib.ConfigError, match=message):
     train.train_and_evaluate(config, str(tmp_path / "w"))
   assert not (tmp_path / "w").exists()
 
 
+@pytest.mark.slow
 def test_main_prints_a_config_error_as_one_line(tmp_path):
   env = {**os.environ, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": ""}
   proc = subprocess.run(
@@ -292,6 +296,7 @@ def test_main_prints_a_config_error_as_one_line(tmp_path):
   assert "Traceback" not in proc.stderr and not (tmp_path / "w").exists()
 
 
+@pytest.mark.slow
 def test_a_damaged_built_dataset_names_its_folder(tmp_path):
   from emvgan_jax.data import splits  # pylint: disable=g-import-not-at-top
   from tfds_emomv.emomv import make_dummy_data  # pylint: disable=g-import-not-at-top

@@ -417,6 +417,7 @@ def test_parameter_sharding_rules_give_the_same_step(dummy_data_dir, rule):
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-5), p_sh, p_rep)
 
 
+@pytest.mark.slow
 def test_published_rng_quirk_freezes_dropout_across_steps():
   """With the quirk, steps 5 and 6 draw the same dropout masks (same loss on the same params and batch)."""
   batch = random_batch(16)
