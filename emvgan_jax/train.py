@@ -180,6 +180,8 @@ class _Loop:
     flat = evaluation.evaluate_for_selection(self.s.evaluator, state, self.s.data, self.selection.metric)
     self.selection.update(flat[self.selection.metric], step, state)
     self.logger.write(step, {**flat, "selection/best": self.selection.best_value})
+    sel = self.selection
+    self.logger.show_selection(best_step=sel.best_step, bad_evals=sel.bad_evals, patience=sel.patience)
     return self.selection.should_stop
 
   def save(self, state: Any, step: int, *, done: bool = False) -> None:
@@ -327,6 +329,7 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict
     total_steps=s.max_steps,
     initial_step=host_int(state.step),
     progress_bar=config.train.progress_bar,
+    early_stopping=config.train.patience > 0,
   )
   logger.restore_pending(log_window)
   try:

@@ -434,3 +434,18 @@ def test_published_rng_quirk_freezes_dropout_across_steps():
     losses[frozen] = out
   assert losses[True][0] == losses[True][1]
   assert losses[False][0] != losses[False][1]
+
+
+def test_progress_bar_of_an_early_stopping_run_shows_the_selection_and_no_eta(tmp_path, capsys):
+  from emvgan_jax.runtime import logger as logger_lib  # pylint: disable=g-import-not-at-top
+
+  log = logger_lib.MetricLogger(
+    str(tmp_path), enabled=True, log_every=1, total_steps=2000, initial_step=0, progress_bar=True, early_stopping=True
+  )
+  for step in (1, 2, 3):
+    log.record_step(step, {"loss": jax.numpy.asarray(1.0 / step)}, epoch=0)
+  log.show_selection(best_step=2, bad_evals=1, patience=20)
+  log.close()
+  err = capsys.readouterr().err
+  assert "train: 3 steps (at most 2000)" in err and "best@2, 1/20 evals since" in err
+  assert "%" not in err and "<" not in err  # no percentage, no remaining time

@@ -22,6 +22,9 @@ from typing import Any
 import jax
 import numpy as np
 
+# The progress bar of a run that may stop early: steps, time and rate, no total, percentage or ETA.
+EARLY_STOPPING_BAR = "{desc}: {n_fmt} steps (at most {total_fmt}) [{elapsed}, {rate_fmt}{postfix}]"
+
 # Besides the losses, a non-finite value of these stops a run: a finite loss with a non-finite update (e.g. a
 # huge learning rate) shows up in the norms one step earlier.
 _GUARDED = ("grad_norm", "param_norm")
@@ -64,6 +67,7 @@ class MetricLogger:
     total_steps: int,
     initial_step: int,
     progress_bar: bool,
+    early_stopping: bool = False,
     clock: Callable[[], float] | None = None,
   ):
     import time  # pylint: disable=g-import-not-at-top
@@ -74,6 +78,7 @@ class MetricLogger:
     self._pending: list[tuple[int, dict[str, Any]]] = []
     self._window = (self._clock(), initial_step)
     self._epoch = 0
+    self._selection = ""
     self._progress = None
     if enabled:
       from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
@@ -86,7 +91,9 @@ class MetricLogger:
       if progress_bar:
         from tqdm import tqdm  # pylint: disable=g-import-not-at-top
 
-        # In a log file (not a terminal) a line every 30 s is progress enough.
+        # In a log file (not a terminal) a line every 30 s is progress enough. With early stopping the run ends
+        # when the selection stops improving, not at `total_steps`: no percentage and no ETA that would lie
+        # ("5%, 6 min left" for a run that stops in seconds); the postfix shows evaluations since the best.
         self._progress = tqdm(
           total=total_steps,
           initial=initial_step,
@@ -95,6 +102,7 @@ class MetricLogger:
           file=sys.stderr,
           mininterval=1.0 if sys.stderr.isatty() else 30.0,
           dynamic_ncols=True,
+          bar_format=EARLY_STOPPING_BAR if early_stopping else None,
         )
 
   def record_step(self, step: int, metrics: dict[str, jax.Array], *, epoch: int) -> None:
@@ -137,10 +145,20 @@ class MetricLogger:
     self._window = (now, last_step)
     self.write(last_step, mean)
     if self._progress is not None:
-      self._progress.set_postfix(
-        loss=f"{mean['train/loss']:.4f}", steps_s=f"{mean['train/steps_per_sec']:.1f}", epoch=self._epoch, refresh=False
-      )  # tqdm redraws at its own pace
+      self._progress.set_postfix_str(self._postfix(mean), refresh=False)  # tqdm redraws at its own pace
     return mean
+
+  def _postfix(self, mean: dict[str, float]) -> str:
+    parts = [f"loss={mean['train/loss']:.4f}", f"steps/s={mean['train/steps_per_sec']:.1f}", f"epoch={self._epoch}"]
+    return ", ".join(parts + ([self._selection] if self._selection else []))
+
+  def show_selection(self, *, best_step: int | None, bad_evals: int, patience: int) -> None:
+    """The early-stopping state on the progress bar: the best step and evaluations since it, of `patience`."""
+    if best_step is None:
+      return
+    self._selection = f"best@{best_step}, {bad_evals}/{patience} evals since" if patience else f"best@{best_step}"
+    if self._progress is not None:
+      self._progress.set_postfix_str(self._selection, refresh=False)
 
   def write(self, step: int, scalars: dict[str, Any]) -> None:
     """One row of scalars at `step` (process 0 only)."""
