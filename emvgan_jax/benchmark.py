@@ -115,12 +115,22 @@ def full_run(config_arg: str, overrides: list[str]) -> dict:
 
 def main(argv: list[str]) -> None:
   del argv
+  from emvgan_jax.runtime import cli  # pylint: disable=g-import-not-at-top
+
+  cli.run_tool(_benchmark)  # a bad flag, config field or data: one `error: ...` line
+
+
+def _benchmark() -> None:
   import jax  # pylint: disable=g-import-not-at-top
 
-  from emvgan_jax import config_lib, families  # pylint: disable=g-import-not-at-top
+  from emvgan_jax import config_lib, families, train  # pylint: disable=g-import-not-at-top
   from emvgan_jax.data import emomv  # pylint: disable=g-import-not-at-top
 
   config = config_lib.with_data(_CONFIG.value, data_dir=_DATA_DIR.value, manual_dir=_MANUAL_DIR.value)
+  train.check_config(config)
+  for b in _BATCH_SIZES.value:
+    if not b.isdigit() or int(b) < 1:
+      raise config_lib.ConfigError(f"--batch_sizes must be positive integers, got {','.join(_BATCH_SIZES.value)}")
   data = emomv.load_run_data(config).train
   print(
     f"{families.build(config).description} on {config.data.dataset}; {jax.device_count()} "

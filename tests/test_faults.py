@@ -353,3 +353,44 @@ def test_usage_errors_exit_2_and_failures_exit_1(tmp_path):
   code, message = status(evaluate, [f"--workdir={tmp_path}"])  # a failure: nothing trained there
   assert code == 1 and message.startswith("error: No 'best' checkpoint")
   assert status(evaluate, ["--help"])[0] == 0
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+  "args, message",
+  [
+    (["-m", "emvgan_jax.sweep", "--workdir=/tmp/x"], "Flag --configs must have a value other than None"),
+    (
+      ["-m", "emvgan_jax.tune", "--workdir=/tmp/x", "--candidate=a:b"],
+      "error: --candidate='a:b': 'b' must be key=value",
+    ),
+    (["-m", "emvgan_jax.sweep", "--workdir=/tmp/x", "--configs=configs/tiny.py", "--seeds=a"], "--seeds must be"),
+    (["-m", "emvgan_jax.benchmark", "--config=configs/tiny.py", "--config.train.batch_size=0"], "must be a positive"),
+    (["-m", "emvgan_jax.benchmark", "--config=configs/tiny.py", "--batch_sizes=0"], "--batch_sizes must be positive"),
+  ],
+)
+def test_every_tool_reports_a_usage_error_in_one_line(args, message):
+  env = {**os.environ, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": ""}
+  proc = subprocess.run([sys.executable, *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+  assert proc.returncode == 2, proc.stderr[-2000:]
+  last = proc.stderr.strip().splitlines()[-1]
+  assert last.startswith("error: ") and message in last and "Traceback" not in proc.stderr
+
+
+def test_build_reports_an_unreadable_file_in_one_line(monkeypatch, capsys):
+  from absl import flags  # pylint: disable=g-import-not-at-top
+
+  from tfds_emomv import build  # pylint: disable=g-import-not-at-top
+
+  def unreadable(*args, **kwargs):
+    raise PermissionError(13, "Permission denied", "/copy/DS3_EmoMV_C/x.h5")
+
+  monkeypatch.setattr(build, "build_one", unreadable)
+  flags.FLAGS(["build", "--datasets=emomv/c", "--data_dir=/tmp/unused"])
+  try:
+    with pytest.raises(SystemExit) as e:
+      build.main(["build"])
+  finally:
+    flags.FLAGS.unparse_flags()
+  assert e.value.code == 1
+  assert "ERROR: cannot build emomv/c: Permission denied (/copy/DS3_EmoMV_C/x.h5)" in capsys.readouterr().err
