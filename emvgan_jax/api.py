@@ -14,17 +14,25 @@ same functions. Rows of the wrong width or with NaN / infinite values are refuse
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 
 from emvgan_jax import search as search_lib
 from emvgan_jax.data.splits import Split
+from emvgan_jax.ops import non_finite_rows
 from emvgan_jax.runtime import restore
 
 MODALITIES = ("video", "music")
 
 
-def check_features(run: restore.Run, modality: str, x: np.ndarray, what: str) -> np.ndarray:
+def check_features(
+  run: restore.Run, modality: str, x: np.ndarray, what: str, *, other_modality_hint: str = ""
+) -> np.ndarray:
   """`x` as (N, width) float32 rows of `modality` that this run can read.
+
+  `other_modality_hint` is appended to the message when `x` has the other modality's width (a tool says which
+  flag swaps them).
 
   Raises:
     ValueError: another width (saying if it is the other modality's), or a NaN / infinite value (row named).
@@ -35,14 +43,13 @@ def check_features(run: restore.Run, modality: str, x: np.ndarray, what: str) ->
   width, other = s.width(modality), "music" if modality == "video" else "video"
   if x.ndim != 2 or x.shape[1] != width:
     got = x.shape[-1] if x.ndim else 0
-    hint = f"; width {got} is this run's {other} width" if got == s.width(other) else ""
+    hint = f"; width {got} is this run's {other} width{other_modality_hint}" if got == s.width(other) else ""
     raise ValueError(
       f"{what} has {modality} features of shape {x.shape}, but this run's {modality} features are {width} wide "
       f"(pass vectors of width {width}){hint}"
     )
-  bad = ~np.isfinite(x).all(axis=1)
-  if bad.any():
-    rows = np.flatnonzero(bad)
+  rows = non_finite_rows(x)
+  if len(rows):
     raise ValueError(f"{what} has NaN or infinite values in {len(rows)} row(s), first row {int(rows[0])}")
   return x
 
@@ -140,6 +147,4 @@ def load_run(workdir: str, checkpoint: str = "best") -> TrainedRun:
     runtime.checkpoint.CheckpointError: no such checkpoint, or a damaged one (the message says what to do).
     ValueError: the checkpoint does not fit the model its config describes.
   """
-  import os  # pylint: disable=g-import-not-at-top
-
   return TrainedRun(restore.load_run(os.path.expanduser(workdir), checkpoint))

@@ -39,3 +39,8 @@ def l2_normalize(x: ArrayT, *, axis: int = -1, eps: float = L2_EPS) -> ArrayT:
 def cosine_rows(a: jax.Array, b: jax.Array) -> jax.Array:
   """Cosine of each row of `a` with the same row of `b`: (B, D), (B, D) -> (B,)."""
   return jnp.sum(l2_normalize(a) * l2_normalize(b), axis=-1)
+
+
+def non_finite_rows(rows: np.ndarray) -> np.ndarray:
+  """Indices of the rows of a (N, D) array that hold a NaN or an infinite value."""
+  return np.flatnonzero(~np.isfinite(rows).all(axis=1))

@@ -137,10 +137,9 @@ def _standardize(run: restore.Run, modality: str, x: np.ndarray, what: str) -> n
   """Raw features of `modality` standardised with the run's statistics (`api.check_features`); a wrong width or a
   non-finite value is a ToolError."""
   try:
-    x = api.check_features(run, modality, x, what)
+    x = api.check_features(run, modality, x, what, other_modality_hint=": use the other --direction")
   except ValueError as e:
-    hint = ": use the other --direction" if "is this run's" in str(e) else ""
-    raise cli.ToolError(f"{e}{hint}") from None
+    raise cli.ToolError(str(e)) from None
   return run.standardizer.transform(modality, x)
 
 

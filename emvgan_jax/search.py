@@ -20,7 +20,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from emvgan_jax.ops import l2_normalize
+from emvgan_jax.ops import l2_normalize, non_finite_rows
 
 DEFAULT_CHUNK_SIZE = 65536
 DEFAULT_QUERY_BLOCK = 1024
@@ -111,11 +111,10 @@ def top_k_cosine(
 
 
 def _check_finite(rows: np.ndarray, what: str, offset: int) -> None:
-  bad = ~np.isfinite(rows).all(axis=1)
-  if bad.any():
-    first = offset + int(np.argmax(bad))
+  bad = non_finite_rows(rows)
+  if len(bad):
     raise ValueError(
-      f"{what} row {first} has a NaN or infinite value ({int(bad.sum())} such rows"
+      f"{what} row {offset + int(bad[0])} has a NaN or infinite value ({len(bad)} such rows"
       + (" in this chunk" if what == "gallery" else "")
       + "): fix or drop it before searching"
     )

@@ -120,12 +120,7 @@ def _set_up(config: ml_collections.ConfigDict) -> _Setup:
     len(data.gallery) if data.gallery is not None else "-",
     f"; selection on {data.selection_name} {len(data.selection)}" if data.selects_apart else "",
   )
-  batch_size = config.train.batch_size
-  n_data = mesh.shape[sharding.DATA_AXIS]
-  if batch_size % n_data:
-    raise ValueError(
-      f"config.train.batch_size={batch_size} is not divisible by the {n_data} devices of the mesh's data axis"
-    )
+  batch_size = config.train.batch_size  # its divisibility by the mesh was checked by `check_config`
   state, abstract = create_state(family, config, mesh, data.train.video_dim, data.train.music_dim)
   num_params = count_params(state.params)
   logging.info(

@@ -9,9 +9,9 @@ resolved config, the epoch, early-stopping bookkeeping, the model family).
 Integrity: after each save, the SHA-256 of every file of the saved step is written to
 `W/checkpoints/<kind>.sha256.json` (atomically, by rename), and every restore checks the files against it first,
 so a damaged, truncated or deleted file is a one-line `CheckpointCorruptError` naming it, never a silent load of
-wrong values. As a set: a run saves
-`best` before `latest`, so whatever instant it dies at, `latest`'s record of the best step is never ahead of the
-`best` checkpoint on disk, and the rerun of the same command replays to the same best (docs/architecture.md).
+wrong values. As a set: a run saves `best` before `latest`, so whatever instant it dies at, `latest`'s record of
+the best step is never ahead of the `best` checkpoint on disk, and the rerun of the same command replays to the
+same best (docs/architecture.md).
 """
 
 from __future__ import annotations
@@ -232,7 +232,7 @@ class RunCheckpointer:
         `latest`, or a `latest` whose best step has no `best` on disk), which is never silently retrained over.
     """
     latest, best = self.checkpoints.latest_step(), self.checkpoints.latest_step("best")
-    workdir = os.path.dirname(self.checkpoints.root)
+    workdir = self.workdir
     if latest is None:
       if best is not None:
         raise CheckpointCorruptError(
@@ -273,10 +273,9 @@ class RunCheckpointer:
     self.checkpoints.wait()
     best_step, best_state, _, _ = self.checkpoints.restore("best", abstract_state)
     if expected_step is not None and best_step != expected_step:
-      workdir = os.path.dirname(self.checkpoints.root)
       raise CheckpointCorruptError(
-        f"the best checkpoint of {workdir} is at step {best_step}, but the selection's best step is "
-        f"{expected_step}: its checkpoints do not belong to one run; remove {workdir} and train again"
+        f"the best checkpoint of {self.workdir} is at step {best_step}, but the selection's best step is "
+        f"{expected_step}: its checkpoints do not belong to one run; remove {self.workdir} and train again"
       )
     return best_step, best_state
 

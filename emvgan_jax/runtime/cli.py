@@ -87,7 +87,7 @@ def parse_flags(flag_values: flags.FlagValues, argv: Sequence[str], help_text: s
 
 
 def parse_ints(values: Sequence[str], flag: str) -> list[int]:
-  """The integers of a list flag (`--seeds=0,1,2`); anything else is a ToolError naming the flag."""
+  """The integers of a list flag (`--seeds=0,1,2`); anything else is a UsageError naming the flag."""
   try:
     return [int(v) for v in values]
   except ValueError:
@@ -203,8 +203,9 @@ def os_error_line(e: OSError) -> str:
 
 
 def run_tool(body: Callable[[], object]) -> object:
-  """Runs `body()`; a known error becomes `sys.exit('error: <one line>')` (exit status 1), and so does an OSError
-  about a path (a full disk, a permission). With $EMVGAN_VERBOSE set, errors keep their traceback."""
+  """Runs `body()`; a known error becomes one `error: ...` line and exit status 2 (a usage error) or 1 (a failure),
+  and so does an OSError about a path (a full disk, a permission). With $EMVGAN_VERBOSE set, errors keep their
+  traceback."""
   if os.environ.get(VERBOSE_ENV, "0") not in ("", "0"):
     return body()
   try:

@@ -79,6 +79,7 @@ class MetricLogger:
     self._window = (self._clock(), initial_step)
     self._epoch = 0
     self._selection = ""
+    self._last_mean: dict[str, float] | None = None
     self._progress = None
     if enabled:
       from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
@@ -145,11 +146,14 @@ class MetricLogger:
     self._window = (now, last_step)
     self.write(last_step, mean)
     if self._progress is not None:
-      self._progress.set_postfix_str(self._postfix(mean), refresh=False)  # tqdm redraws at its own pace
+      self._last_mean = mean
+      self._progress.set_postfix_str(self._postfix(), refresh=False)  # tqdm redraws at its own pace
     return mean
 
-  def _postfix(self, mean: dict[str, float]) -> str:
-    parts = [f"loss={mean['train/loss']:.4f}", f"steps/s={mean['train/steps_per_sec']:.1f}", f"epoch={self._epoch}"]
+  def _postfix(self) -> str:
+    mean, parts = self._last_mean, []
+    if mean is not None:
+      parts = [f"loss={mean['train/loss']:.4f}", f"steps/s={mean['train/steps_per_sec']:.1f}", f"epoch={self._epoch}"]
     return ", ".join(parts + ([self._selection] if self._selection else []))
 
   def show_selection(self, *, best_step: int | None, bad_evals: int, patience: int) -> None:
@@ -158,7 +162,7 @@ class MetricLogger:
       return
     self._selection = f"best@{best_step}, {bad_evals}/{patience} evals since" if patience else f"best@{best_step}"
     if self._progress is not None:
-      self._progress.set_postfix_str(self._selection, refresh=False)
+      self._progress.set_postfix_str(self._postfix(), refresh=False)
 
   def write(self, step: int, scalars: dict[str, Any]) -> None:
     """One row of scalars at `step` (process 0 only)."""

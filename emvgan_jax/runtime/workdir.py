@@ -112,13 +112,12 @@ def check_same_run(config: ml_collections.ConfigDict, workdir: str) -> None:
         f"{workdir} holds a run of another config ({'; '.join(diff[:6])}); resume it with the config that made "
         "it, pass --restart to start over, or use another --workdir"
       )
-  has_latest = os.path.isdir(os.path.join(workdir, "checkpoints", "latest")) and any(
-    n.isdigit() for n in os.listdir(os.path.join(workdir, "checkpoints", "latest"))
-  )
-  has_best = os.path.isdir(os.path.join(workdir, "checkpoints", "best")) and any(
-    n.isdigit() for n in os.listdir(os.path.join(workdir, "checkpoints", "best"))
-  )
-  if os.path.isfile(os.path.join(workdir, "results.json")) and not (has_latest or has_best):
+
+  def has_steps(kind: str) -> bool:  # a saved step is a directory named by its number
+    folder = os.path.join(workdir, "checkpoints", kind)
+    return os.path.isdir(folder) and any(n.isdigit() for n in os.listdir(folder))
+
+  if os.path.isfile(os.path.join(workdir, "results.json")) and not (has_steps("latest") or has_steps("best")):
     raise WorkdirError(
       f"{workdir} has results.json but none of the checkpoints it came from: pass --restart to train again (it "
       "deletes those results), or use another --workdir"
