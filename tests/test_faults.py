@@ -85,6 +85,93 @@ def test_killed_inside_the_save_sequence_then_rerun_equals_uninterrupted(referen
 
 
 @pytest.mark.slow
+def test_a_disk_too_full_for_a_checkpoint_stops_before_writing_and_a_rerun_resumes(reference, tmp_path, monkeypatch):
+  config, ref_dir, ref_results = reference
+  workdir = str(tmp_path / "w")
+  real_usage, calls = shutil.disk_usage, []
+
+  def usage(path):  # the disk fills up after the first checkpoint (step 2)
+    calls.append(path)
+    total, used, free = real_usage(path)
+    return type(real_usage(path))(total, used, free if len(calls) == 1 else 4096)
+
+  monkeypatch.setattr(shutil, "disk_usage", usage)
+  message = r"cannot write the checkpoints of step 4 in .*: 0.0 MiB free, it needs about .* it continues from step 2"
+  with pytest.raises(ckpt_lib.CheckpointSaveError, match=message):
+    train.train_and_evaluate(config, workdir)
+  checkpoints = ckpt_lib.Checkpoints(workdir, read_only=True)
+  assert checkpoints.all_steps("latest") == [2] and not os.path.exists(os.path.join(workdir, "results.json"))
+  leftovers = [n for kind in ckpt_lib.KINDS for n in os.listdir(os.path.join(workdir, "checkpoints", kind))]
+  assert all(n.isdigit() for n in leftovers), leftovers  # nothing half-written
+  monkeypatch.undo()
+  results = train.train_and_evaluate(config, workdir)  # space freed: the same command again
+  assert _comparable(results) == _comparable(ref_results)
+  assert _train_rows(workdir) == _train_rows(ref_dir)
+
+
+@pytest.mark.slow
+def test_a_write_failing_inside_the_save_is_one_line_and_leaves_nothing_behind(tiny_run, tmp_path):
+  """A file-size limit makes TensorStore's writes fail in the middle of the first save (as a full disk does, with
+  EFBIG for ENOSPC): one line, exit 1, no half-written checkpoint, and the rerun trains from the start."""
+  limited = (  # a write past the limit fails (SIGXFSZ ignored) instead of killing the process
+    "import resource, runpy, signal; signal.signal(signal.SIGXFSZ, signal.SIG_IGN); "
+    "resource.setrlimit(resource.RLIMIT_FSIZE, (100_000, resource.RLIM_INFINITY)); "
+    "runpy.run_module('emvgan_jax.main', run_name='__main__')"
+  )
+  workdir = tmp_path / "w"
+  env = {**os.environ, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": ""}
+  env.pop("JAX_COMPILATION_CACHE_DIR", None)
+  flags = ["--config=configs/tiny.py", f"--workdir={workdir}", f"--config.data.data_dir={tiny_run.data_dir}"]
+  flags += ["--config.train.num_epochs=4", "--compilation_cache_dir="]
+  args = [sys.executable, "-m", "emvgan_jax.main", *flags]
+  proc = subprocess.run(
+    [sys.executable, "-c", limited, *flags], cwd=REPO, env=env, capture_output=True, text=True, timeout=180
+  )
+  assert proc.returncode == 1, proc.stderr[-3000:]
+  last = proc.stderr.strip().splitlines()[-1]
+  assert last.startswith("error: cannot write the '") and "File too large" in last, last
+  assert last.endswith("it continues from the start (no checkpoint was complete)")
+  assert "Traceback" not in proc.stderr and len(proc.stderr.splitlines()) < 10, proc.stderr[-3000:]
+  for kind in ckpt_lib.KINDS:  # no Orbax temporary directory, and no best without a latest
+    assert os.listdir(workdir / "checkpoints" / kind) == [], kind
+  proc = subprocess.run(args, cwd=REPO, env=env, capture_output=True, text=True, timeout=180)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  assert json.loads((workdir / "results.json").read_text())["checkpoint_step"] > 0
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+  """A 700 KB file system of its own (tmpfs), where mounting one is allowed (root in a container that permits
+  it); the test is skipped elsewhere, and the simulated cases above still run."""
+  mount_point = tmp_path / "disk"
+  mount_point.mkdir()
+  mount = ["mount", "-t", "tmpfs", "-o", "size=700k", "tmpfs", str(mount_point)]
+  if os.geteuid() != 0 or subprocess.run(mount, capture_output=True).returncode != 0:
+    pytest.skip("cannot mount a small tmpfs here (needs root and a container that allows mount)")
+  yield mount_point
+  subprocess.run(["umount", str(mount_point)], check=False)
+
+
+@pytest.mark.slow
+def test_a_real_full_disk_is_one_line_and_the_rerun_after_freeing_space_finishes(tiny_run, small_disk):
+  workdir = small_disk / "w"
+  env = {**os.environ, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": ""}
+  env.pop("JAX_COMPILATION_CACHE_DIR", None)
+  args = [sys.executable, "-m", "emvgan_jax.main", "--config=configs/tiny.py", f"--workdir={workdir}"]
+  args += [f"--config.data.data_dir={tiny_run.data_dir}", "--config.train.num_epochs=4", "--compilation_cache_dir="]
+  proc = subprocess.run(args, cwd=REPO, env=env, capture_output=True, text=True, timeout=180)
+  assert proc.returncode == 1, proc.stderr[-3000:]
+  last = proc.stderr.strip().splitlines()[-1]
+  assert last.startswith(f"error: cannot write the checkpoints of step 2 in {workdir}/checkpoints: ")
+  assert "MiB free" in last
+  assert "Traceback" not in proc.stderr
+  subprocess.run(["mount", "-o", "remount,size=20m", str(small_disk)], check=True)  # space freed
+  proc = subprocess.run(args, cwd=REPO, env=env, capture_output=True, text=True, timeout=180)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  assert (workdir / "results.json").exists()
+
+
+@pytest.mark.slow
 def test_interrupt_saves_latest_and_the_rerun_continues_exactly(reference, tmp_path, monkeypatch):
   config, ref_dir, ref_results = reference
   workdir = str(tmp_path / "w")
@@ -124,6 +211,52 @@ def test_sigterm_to_main_saves_and_exits_with_one_line(tiny_run, tmp_path):
   step = int(line.split("at step ")[1].split(":")[0])
   assert ckpt_lib.Checkpoints(str(workdir), read_only=True).latest_step() == step
   assert "Traceback" not in err
+
+
+def _free_port() -> int:
+  import socket  # pylint: disable=g-import-not-at-top
+
+  with socket.socket() as s:
+    s.bind(("127.0.0.1", 0))
+    return s.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_sigterm_to_one_of_two_processes_stops_both_at_one_step_and_the_rerun_resumes(tiny_run, tmp_path):
+  """Multi-host preemption: the coordination service's notice stops every process at the same step."""
+  workdir = tmp_path / "w"
+  env = {**os.environ, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": "--xla_force_host_platform_device_count=2"}
+  env.pop("JAX_COMPILATION_CACHE_DIR", None)
+
+  def launch(process_id, port, *extra):
+    args = [sys.executable, "-m", "emvgan_jax.main", "--config=configs/tiny.py", f"--workdir={workdir}"]
+    args += [f"--config.data.data_dir={tiny_run.data_dir}", "--config.train.num_epochs=100000", *extra]
+    args += ["--distributed", f"--coordinator_address=127.0.0.1:{port}", "--num_processes=2"]
+    args += [f"--process_id={process_id}", "--compilation_cache_dir="]
+    return subprocess.Popen(args, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+  port = _free_port()
+  procs = [launch(i, port) for i in range(2)]
+  deadline = time.time() + 240
+  while not (workdir / "metrics.jsonl").exists() or not (workdir / "metrics.jsonl").stat().st_size:
+    assert all(p.poll() is None for p in procs) and time.time() < deadline, [p.communicate() for p in procs]
+    time.sleep(0.2)
+  procs[0].send_signal(signal.SIGTERM)  # one host preempted
+  errs = [p.communicate(timeout=120)[1] for p in procs]
+  steps = []
+  for p, err in zip(procs, errs):
+    assert p.returncode == 128 + signal.SIGTERM, err[-3000:]
+    (line,) = [x for x in err.splitlines() if x.startswith("interrupted:")]
+    steps.append(int(line.split("at step ")[1].split(":")[0]))
+  assert steps[0] == steps[1] and ckpt_lib.Checkpoints(str(workdir), read_only=True).latest_step() == steps[0]
+  port = _free_port()  # the same command again, told to stop two steps later
+  procs = [launch(i, port, f"--config.train.max_steps={steps[0] + 2}") for i in range(2)]
+  for p in procs:
+    err = p.communicate(timeout=240)[1]
+    assert p.returncode == 0, err[-3000:]
+    assert f"Resumed from the latest checkpoint at step {steps[0]}" in err
+  train_steps = [r["step"] for r in _train_rows(str(workdir)) if "train/loss" in r]
+  assert len(train_steps) == len(set(train_steps)) and (workdir / "results.json").exists()
 
 
 def test_a_second_run_on_a_locked_workdir_is_refused(tmp_path):

@@ -11,15 +11,22 @@ Integrity: after each save, the SHA-256 of every file of the saved step is writt
 so a damaged, truncated or deleted file is a one-line `CheckpointCorruptError` naming it, never a silent load of
 wrong values. As a set: a run saves `best` before `latest`, so whatever instant it dies at, `latest`'s record of
 the best step is never ahead of the `best` checkpoint on disk, and the rerun of the same command replays to the
-same best (docs/architecture.md).
+same best (docs/architecture.md). A save that the disk cannot hold is refused before it writes anything, and a
+write that fails inside a save is one `CheckpointSaveError` line with nothing of it left behind.
 """
 
 from __future__ import annotations
 
+import contextlib
+import glob
 import hashlib
 import json
 import logging
 import os
+import re
+import shutil
+import sys
+import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -39,6 +46,50 @@ class CheckpointNotFoundError(CheckpointError, FileNotFoundError):
 
 class CheckpointCorruptError(CheckpointError):
   """A checkpoint's files are not the ones that were written (damaged, truncated or deleted)."""
+
+
+class CheckpointSaveError(CheckpointError):
+  """A checkpoint could not be written (a full disk, a permission); what it had written is removed."""
+
+
+_OS_ERROR_CODE = re.compile(r"os_error_code='?(\d+)")
+
+
+def _os_reason(e: BaseException) -> str | None:
+  """The operating system's reason behind a failed write: an OSError's, or the errno TensorStore quotes in its
+  message (`[os_error_code='28']`); None for any other failure (a bug, which keeps its traceback)."""
+  if isinstance(e, OSError) and e.errno is not None:
+    return e.strerror or os.strerror(e.errno)
+  match = _OS_ERROR_CODE.search(str(e))
+  return os.strerror(int(match.group(1))) if match else None
+
+
+class _HoldOrbaxErrors(logging.Filter):
+  """While a save runs, keeps Orbax's own error records (one traceback per writer thread) off the log: a failed
+  save is reported once, as a `CheckpointSaveError`. `release()` logs them after all, for any other failure."""
+
+  def __init__(self) -> None:
+    super().__init__()
+    self.held: list[logging.LogRecord] = []
+
+  def filter(self, record: logging.LogRecord) -> bool:
+    if record.levelno >= logging.ERROR and "/orbax/" in record.pathname:
+      self.held.append(record)
+      return False
+    return True
+
+  def __enter__(self) -> _HoldOrbaxErrors:
+    for handler in logging.getLogger().handlers:
+      handler.addFilter(self)
+    return self
+
+  def __exit__(self, *exc: object) -> None:
+    for handler in logging.getLogger().handlers:
+      handler.removeFilter(self)
+
+  def release(self) -> None:
+    for record in self.held:
+      logging.getLogger().handle(record)
 
 
 def _file_digests(directory: str) -> dict[str, str]:
@@ -89,18 +140,61 @@ class Checkpoints:
     manager = self._managers[kind]
     if manager.latest_step() == step:
       return
-    manager.save(
-      step,
-      args=ocp.args.Composite(
-        state=ocp.args.StandardSave(state),
-        stats=ocp.args.StandardSave(dict(stats)),
-        meta=ocp.args.JsonSave(dict(meta)),
-      ),
-      force=True,
+    args = ocp.args.Composite(
+      state=ocp.args.StandardSave(state), stats=ocp.args.StandardSave(dict(stats)), meta=ocp.args.JsonSave(dict(meta))
     )
-    manager.wait_until_finished()
-    if _is_lead():
-      self._write_manifest(kind, step)
+    resume_step = self.latest_step("latest")  # where a rerun continues, whichever save fails
+    with _HoldOrbaxErrors() as held:
+      try:
+        with _stderr_held():
+          manager.save(step, args=args, force=True)
+          manager.wait_until_finished()
+        if _is_lead():
+          self._write_manifest(kind, step)
+      except Exception as e:  # pylint: disable=broad-except
+        reason = _os_reason(e)
+        if reason is None:
+          held.release()
+          raise
+        self._discard_unfinished(kind, step)
+        _drop_unretrieved_save_tasks()
+        raise CheckpointSaveError(
+          f"cannot write the '{kind}' checkpoint at step {step} in {self.root}: {reason}; free some space (or fix "
+          f"the permissions) and rerun the same command: it continues from {_resume_point(resume_step)}"
+        ) from e
+
+  def ensure_space(self, nbytes: int, what: str) -> None:
+    """Refuses, before anything is written, a save of `nbytes` that the disk cannot hold (a full disk found in
+    the middle of a save leaves TensorStore's writers failing one by one). Only where the answer is the same on
+    every process: on several, a process that refused alone would leave the others waiting in the save."""
+    import jax  # pylint: disable=g-import-not-at-top
+
+    if jax.process_count() > 1:
+      return
+    try:
+      free = shutil.disk_usage(self.root).free
+    except OSError:  # not a local file system: its writes report their own errors
+      return
+    need = nbytes + _SPACE_MARGIN
+    if free < need:
+      raise CheckpointSaveError(
+        f"cannot write {what} in {self.root}: {free / 2**20:.1f} MiB free, it needs about {need / 2**20:.1f} MiB; "
+        f"free some space (or use another --workdir) and rerun the same command: it continues from "
+        f"{_resume_point(self.latest_step('latest'))}"
+      )
+
+  def delete(self, kind: str, step: int) -> None:
+    """Removes checkpoint (`kind`, `step`) and its checksum record."""
+    self._managers[kind].delete(step)
+    if os.path.exists(self._manifest_path(kind)):
+      os.remove(self._manifest_path(kind))
+
+  def _discard_unfinished(self, kind: str, step: int) -> None:
+    """Removes what a failed save left (Orbax's temporary directory, a half-written checksum record)."""
+    for path in glob.glob(os.path.join(self.root, kind, f"{step}.orbax-checkpoint-tmp*")):
+      shutil.rmtree(path, ignore_errors=True)
+    if os.path.exists(self._manifest_path(kind) + ".tmp"):
+      os.remove(self._manifest_path(kind) + ".tmp")
 
   def _manifest_path(self, kind: str) -> str:
     return os.path.join(self.root, f"{kind}.sha256.json")
@@ -204,6 +298,80 @@ class Checkpoints:
       manager.close()
 
 
+@contextlib.contextmanager
+def _stderr_held(limit: int = 1 << 20):
+  """Holds what is written to file descriptor 2 while the body runs, and writes it out afterwards unless the
+  body raised: a write failing inside an Orbax save makes each of TensorStore's pending writers print its own
+  traceback from C++ (hundreds of lines, past any Python hook), which would bury the one line that says why.
+  Held in memory through a pipe (a full disk cannot hold it), at most `limit` bytes."""
+  import threading  # pylint: disable=g-import-not-at-top
+
+  sys.stderr.flush()
+  read_end, write_end = os.pipe()
+  saved = os.dup(2)
+  held = bytearray()
+
+  def drain():
+    while chunk := os.read(read_end, 1 << 16):
+      if len(held) < limit:
+        held.extend(chunk)
+
+  reader = threading.Thread(target=drain, daemon=True)
+  reader.start()
+  os.dup2(write_end, 2)
+  os.close(write_end)
+  failed = True
+  try:
+    yield
+    failed = False
+  except Exception:
+    time.sleep(0.5)  # the writers still pending fail in the next moments: hold their tracebacks too
+    raise
+  finally:
+    sys.stderr.flush()
+    os.dup2(saved, 2)  # closes the pipe's last write end: the reader ends
+    os.close(saved)
+    reader.join()
+    os.close(read_end)
+    if not failed and held:
+      os.write(2, bytes(held))
+
+
+def _unretrieved_save_task(record: logging.LogRecord) -> bool:
+  message = record.getMessage()
+  return not ("exception was never retrieved" in message and "orbax-checkpoint-tmp" in message)
+
+
+def _drop_unretrieved_save_tasks() -> None:
+  """After a failed save, Orbax's abandoned writer tasks are logged by asyncio one by one as they are collected
+  ("Task exception was never retrieved", often at exit, after the error line): they say nothing new. Only
+  records that name an Orbax temporary directory are dropped."""
+  logger = logging.getLogger("asyncio")
+  if _unretrieved_save_task not in logger.filters:
+    logger.addFilter(_unretrieved_save_task)
+
+
+_SPACE_MARGIN = 1 << 18  # the metadata files, beside the arrays' bytes (about 50 KB a checkpoint)
+
+
+def _resume_point(step: int | None) -> str:
+  return "the start (no checkpoint was complete)" if step is None else f"step {step}"
+
+
+def local_nbytes(tree: Any) -> int:
+  """The bytes this process writes to save `tree`: its own shards of each array (one replica of each)."""
+  import jax  # pylint: disable=g-import-not-at-top
+
+  total = 0
+  for leaf in jax.tree_util.tree_leaves(tree):
+    shards = getattr(leaf, "addressable_shards", None)
+    if shards is None:
+      total += np.asarray(leaf).nbytes
+    else:
+      total += sum(shard.data.nbytes for shard in shards if shard.replica_id == 0)
+  return total
+
+
 def _is_lead() -> bool:
   import jax  # pylint: disable=g-import-not-at-top
 
@@ -259,10 +427,25 @@ class RunCheckpointer:
     metadata (the logger's unfinished window)."""
     # `stopped_early` means early stopping fired; reaching max_steps does not stop a resumed, longer run.
     meta = {"selection": selection.to_json(), "stopped_early": done, **(extra or {}), **self._run_meta}
+    new_best = None
+    if selection.best is not None and selection.best[0] != self.checkpoints.latest_step("best"):
+      new_best = selection.best
+    pending = [s for s in (new_best and new_best[1], state) if s is not None]
+    if step == self.checkpoints.latest_step():
+      pending = pending[:-1]
+    if pending:
+      nbytes = sum(local_nbytes(s) + local_nbytes(self._stats) for s in pending)
+      self.checkpoints.ensure_space(nbytes, f"the checkpoints of step {step}")
     if selection.best is not None:
       best_step, best_state = selection.best
       self.checkpoints.save("best", best_step, state=best_state, stats=self._stats, meta=meta)
-    self.checkpoints.save("latest", step, state=state, stats=self._stats, meta=meta)
+    try:
+      self.checkpoints.save("latest", step, state=state, stats=self._stats, meta=meta)
+    except CheckpointSaveError:
+      if new_best is not None and self.checkpoints.latest_step() is None:
+        # A best with no latest to resume from would make the rerun refuse the workdir: back to how it was.
+        self.checkpoints.delete("best", new_best[0])
+      raise
 
   def restore_best(self, abstract_state: Any, expected_step: int | None = None) -> tuple[int, Any]:
     """(step, state) of the `best` checkpoint, after waiting for every save to finish.

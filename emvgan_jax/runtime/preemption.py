@@ -3,13 +3,20 @@
 `Interrupts` replaces the two handlers while the training loop runs: the first signal only sets a flag, which the
 loop reads after every step (`requested(step)`); the loop then saves `latest` at that step, closes its logs and
 raises `Interrupted`, which `main` prints as one line before exiting with 128 + the signal number. A second
-Ctrl-C while the save is running interrupts as usual. On several processes the decision is taken together:
-`jax.experimental.multihost_utils.reached_preemption_sync_point`, the coordination service's preemption
-notice that Orbax uses, makes every process stop at the same step (JAX forwards SIGTERM to it).
+Ctrl-C while the save is running interrupts as usual.
+
+On several processes the decision is taken together, by the coordination service's preemption notice (the one
+Orbax uses): `jax.distributed.initialize` installs a SIGTERM handler that tells the service, and
+`jax.experimental.multihost_utils.reached_preemption_sync_point` then makes every process stop at the same step,
+one past the furthest any process had reached. So there SIGTERM's handler is left to JAX (replacing it would
+swallow the notice, and the run would never stop), and a Ctrl-C is turned into a SIGTERM to this process, so that
+it too stops every process together.
 """
 
 from __future__ import annotations
 
+import logging
+import os
 import signal
 from types import FrameType
 from typing import Any
@@ -47,12 +54,25 @@ class Interrupts:
       raise KeyboardInterrupt
     self.signum = signum
 
+  def _handle_multiprocess(self, signum: int, frame: FrameType | None) -> None:
+    self._handle(signum, frame)
+    os.kill(os.getpid(), signal.SIGTERM)  # to JAX's handler: the coordination service tells every process
+
   def __enter__(self) -> Interrupts:
     import threading  # pylint: disable=g-import-not-at-top
 
     if threading.current_thread() is threading.main_thread():  # handlers can only be set there
-      for sig in NAMES:
-        self._previous[sig] = signal.signal(sig, self._handle)
+      if jax.process_count() > 1:
+        if _preemption_service():
+          self._previous[signal.SIGINT] = signal.signal(signal.SIGINT, self._handle_multiprocess)
+        else:
+          logging.warning(
+            "jax_enable_preemption_service is off: SIGTERM and SIGINT stop this run without saving (a process "
+            "cannot save alone, the others would wait for it)"
+          )
+      else:
+        for sig in NAMES:
+          self._previous[sig] = signal.signal(sig, self._handle)
     return self
 
   def __exit__(self, *exc: object) -> None:
@@ -65,11 +85,15 @@ class Interrupts:
     if jax.process_count() > 1:
       from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
 
-      try:
-        if multihost_utils.reached_preemption_sync_point(step):
-          self.signum = self.signum or signal.SIGTERM
-          return True
-      except RuntimeError:  # no preemption service (jax.distributed not initialised with it)
-        pass
+      if _preemption_service() and multihost_utils.reached_preemption_sync_point(step):
+        self.signum = self.signum or signal.SIGTERM
+        return True
       return False
     return self.signum is not None
+
+
+def _preemption_service() -> bool:
+  """Whether `jax.distributed.initialize` started the coordination service's preemption notice."""
+  from jax._src import distributed  # pylint: disable=g-import-not-at-top  (no public accessor)
+
+  return getattr(distributed.global_state, "preemption_sync_manager", None) is not None
