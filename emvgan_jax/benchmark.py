@@ -23,7 +23,7 @@ import tempfile
 import time
 from typing import TYPE_CHECKING
 
-from absl import app, flags
+from absl import flags
 from ml_collections import config_flags
 
 if TYPE_CHECKING:
@@ -163,4 +163,6 @@ def _benchmark() -> None:
 
 
 if __name__ == "__main__":
-  app.run(main)
+  from emvgan_jax.runtime import cli  # pylint: disable=g-import-not-at-top
+
+  cli.run_app(main, __doc__)

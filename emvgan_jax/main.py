@@ -75,7 +75,7 @@ def main(argv: list[str]) -> None:
   )
   from emvgan_jax.runtime import preemption  # pylint: disable=g-import-not-at-top
 
-  verbose = os.environ.get(cli.VERBOSE_ENV, "0") not in ("", "0")
+  verbose = cli.verbose()
   try:
     experiments.runner(_CONFIG.value)(_CONFIG.value, _WORKDIR.value, restart=_RESTART.value)
   except preemption.Interrupted as e:
@@ -94,4 +94,4 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run_app(main, __doc__)

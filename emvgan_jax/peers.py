@@ -28,7 +28,7 @@ from typing import Any
 import ml_collections
 import numpy as np
 
-from emvgan_jax import alignment, evaluation, metrics
+from emvgan_jax import alignment, config_lib, evaluation, metrics
 from emvgan_jax.data import emomv
 from emvgan_jax.data.splits import Split
 from emvgan_jax.ops import l2_normalize
@@ -188,6 +188,46 @@ def _results(
 
 
 GRID_NAMES = {"logreg": "C", "knn": "k", "cca": "components"}
+
+
+def evaluate_on(
+  config: ml_collections.ConfigDict,
+  results: dict[str, Any],
+  dataset: str,
+  *,
+  data_dir: str | None = None,
+  manual_dir: str | None = None,
+) -> dict[str, Any]:
+  """A fitted peer (its `results.json` says the hyper-parameter it chose) scored on another EmoMV set.
+
+  Peers keep no model on disk: the peer is fitted again as before (the same rows, the same chosen value; the
+  refit agrees with the first fit to about 1e-6, floating-point summation order aside), on its own training
+  data, and scored on `dataset`'s default split and gallery standardised with its own training statistics, as
+  `evaluate --dataset` does for a network. The classification threshold stays the one chosen on its own train
+  split.
+  """
+  from threadpoolctl import threadpool_limits  # pylint: disable=g-import-not-at-top
+
+  kind = config.peer.kind
+  hyper = results["selection"]["chosen"][GRID_NAMES[kind]]
+  own = emomv.load_run_data(config)
+  if own.selects_apart:
+    own = dataclasses.replace(own, train=Split.concat([own.train, own.selection]), selection=None)
+  other = emomv.load_eval_data(
+    config,
+    own.standardizer,
+    dataset=dataset,
+    split=emomv.run_split(config, dataset),
+    data_dir=data_dir,
+    manual_dir=manual_dir,
+    need_train_split=False,
+  )
+  data = dataclasses.replace(other, train=own.train)
+  with threadpool_limits(1):
+    peer = fit(kind, own.train, hyper)
+    out = _results(config_lib.with_data(config, dataset=dataset), peer, data, hyper, results["selection"]["grid"])
+  out["evaluation"] = {"trained_on": config.data.dataset, "standardization": f"train split of {config.data.dataset}"}
+  return out
 
 
 def fit_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, restart: bool = False) -> dict[str, Any]:

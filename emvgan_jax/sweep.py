@@ -28,6 +28,10 @@ difference of the `--reference` config (default: the first) to every other confi
 interval from the corrected resampled t statistic (Nadeau and Bengio 2003), which widens the naive interval
 for the overlap of the training folds.
 
+`--eval_datasets=emomv/a,emomv/b` (published protocol) also evaluates every trained model on those sets, as
+`evaluate --dataset` does (their default split and gallery, standardised with the training set's statistics;
+peers are fitted again with the value they chose and scored there), one table each: `table_emomv_a.md`.
+
 Writes `<workdir>/table.md` and `<workdir>/table.json`: per model, mean +- std over seeds of v->m and m->v label
 mAP, hit@1, hit@5 and pair Recall@10, pair-classification accuracy, F1 and ROC-AUC, and the modality gap and
 probe accuracy of the common space (`emvgan_jax.alignment`); the std is the SAMPLE
@@ -153,6 +157,13 @@ _CV_REPEATS = flags.DEFINE_integer(
 _SELECTION_FRACTION = flags.DEFINE_float(
   "selection_fraction", 0.2, "--protocol=cv: share of the training folds held out for selection.", flag_values=_FLAGS
 )
+_EVAL_DATASETS = flags.DEFINE_list(
+  "eval_datasets",
+  [],
+  "Other EmoMV sets to evaluate every trained model on (e.g. emomv/a,emomv/b): one more table each, "
+  "table_<set>.md. A set whose local copy lacks files is built with the splits it has.",
+  flag_values=_FLAGS,
+)
 _REFERENCE = flags.DEFINE_string(
   "reference", None, "--protocol=cv: the config the paired differences are of (default: the first).", flag_values=_FLAGS
 )
@@ -247,6 +258,38 @@ def run_one(
   )
 
 
+def evaluate_elsewhere(
+  run: RunResult,
+  dataset: str,
+  *,
+  data_dir: str | None = None,
+  manual_dir: str | None = None,
+  overrides: Sequence[str] = (),
+) -> RunResult:
+  """`run`'s model on another EmoMV set (its default split and gallery, standardised with the run's training
+  statistics): `evaluate --dataset` for a network's best checkpoint, `peers.evaluate_on` for a peer. Written
+  under the run's `eval/` and read back from there when present."""
+  t_start = time.time()
+  name = evaluate_lib.output_name(dataset, "best", emomv.default_split(dataset), emomv.default_split(dataset))
+  path = os.path.join(run.workdir, "eval", name, "results.json")
+  if os.path.isfile(path):
+    return dataclasses.replace(run, status="reused", results=experiments.read_json(path), seconds=0.0)
+  if str(run.results.get("model") or "").startswith("peer_"):
+    from emvgan_jax import peers  # pylint: disable=g-import-not-at-top
+
+    config = make_config(run.spec, run.seed, data_dir=data_dir, manual_dir=manual_dir, overrides=overrides)
+    results = peers.evaluate_on(config, run.results, dataset, data_dir=data_dir, manual_dir=manual_dir)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path + ".tmp", "w", encoding="utf-8") as f:
+      json.dump(results, f, indent=2)
+    os.replace(path + ".tmp", path)
+  else:
+    results = evaluate_lib.evaluate_run(
+      run.workdir, dataset=dataset, data_dir=data_dir, manual_dir=manual_dir, make_plots=False
+    ).results
+  return dataclasses.replace(run, status="trained", results=results, seconds=round(time.time() - t_start, 2))
+
+
 # ------------------------------------------------------------------------------------------------------------
 # The table.
 
@@ -323,9 +366,11 @@ def summarize(
   wall_seconds: float,
   protocol: Protocol | None = None,
   reference: str | None = None,
+  trained_on: str | None = None,
 ) -> dict[str, Any]:
   """table.json: per config the mean and std over runs (seeds, and folds under cross-validation) of every
-  metric, chance rows, the caption, and under cross-validation the paired differences to `reference`."""
+  metric, chance rows, the caption, and under cross-validation the paired differences to `reference`.
+  `trained_on`: the set the models were trained on, when the runs' results are of another (cross-dataset)."""
   protocol = protocol or Protocol()
   rows = []
   for spec in dict.fromkeys(r.spec for r in runs):
@@ -355,7 +400,13 @@ def summarize(
     )
   chance = _chance_rows([r.results for r in runs])
   table = {
-    "caption": _caption(rows, chance, seeds, wall_seconds, runs, protocol),
+    "caption": (
+      f"Trained on {trained_on}, evaluated on another set (standardised with {trained_on}'s train statistics; "
+      f"the classification threshold is the one chosen on {trained_on}'s train split). "
+      if trained_on
+      else ""
+    )
+    + _caption(rows, chance, seeds, wall_seconds, runs, protocol, elsewhere=bool(trained_on)),
     "protocol": dataclasses.asdict(protocol) if protocol.name == "cv" else {"name": protocol.name},
     "std_ddof": STD_DDOF,
     "seeds": list(seeds),
@@ -364,6 +415,8 @@ def summarize(
     "rows": rows,
     "chance": chance,
   }
+  if trained_on:
+    table["trained_on"] = trained_on
   if protocol.name == "cv":
     reference = reference or rows[0]["config"]
     table["paired"] = {
@@ -381,6 +434,8 @@ def _caption(
   wall_seconds: float,
   runs: Sequence[RunResult],
   protocol: Protocol,
+  *,
+  elsewhere: bool = False,
 ) -> str:
   if protocol.name == "cv":
     return _cv_caption(chance, seeds, wall_seconds, runs, protocol)
@@ -402,10 +457,15 @@ def _caption(
   same = (
     " Where the selection split is also the reported one (EmoMV-B and -C have no test split; the published "
     "protocol does the same), those numbers are slightly optimistic."
-    if reported & set(selection)
+    if reported & set(selection) and not elsewhere  # selected on another set's split of that name
     else ""
   )
   trained = sum(r.status == "trained" for r in runs)
+  done = (
+    f"Evaluation wall time {wall_seconds:.1f} s ({trained} runs evaluated, {len(runs) - trained} read back)."
+    if elsewhere
+    else f"Sweep wall time {wall_seconds:.1f} s ({trained} runs trained, {len(runs) - trained} reused)."
+  )
   return (
     f"{'; '.join(parts)}. Checkpoints selected on {_selection_by_split(rows, is_peer, selection)}.{same} "
     + (f"Peers' hyper-parameters chosen on `{', '.join(peer_selection)}`. " if peer_selection else "")
@@ -413,8 +473,7 @@ def _caption(
     "the item's own counterpart in the top 10; modality gap: distance between the centroids of the unit video and "
     "music gallery embeddings; modality probe: held-out accuracy of a linear probe telling the two apart (0.5: "
     f"indistinguishable). Mean ± std over seeds {', '.join(map(str, seeds))} (std: sample "
-    f"standard deviation, ddof={STD_DDOF}). Sweep wall time {wall_seconds:.1f} s ({trained} runs trained, "
-    f"{len(runs) - trained} reused)."
+    f"standard deviation, ddof={STD_DDOF}). {done}"
   )
 
 
@@ -521,6 +580,7 @@ def run_sweep(
   train_fn: TrainFn | None = None,
   protocol: Protocol | None = None,
   reference: str | None = None,
+  eval_datasets: Sequence[str] = (),
 ) -> dict[str, Any]:
   """Trains or reuses every (config, [fold,] seed), then writes and returns `table.json` (and `table.md`).
 
@@ -534,6 +594,8 @@ def run_sweep(
     train_fn: trains one run (default `train.train_and_evaluate`; tests count calls through it).
     protocol: the published splits (default) or cross-validation.
     reference: cross-validation: the spec the paired differences are of (None: the first).
+    eval_datasets: other EmoMV sets to evaluate every trained model on, each with its own table
+      (`table_<set>.md` / `.json`, e.g. `table_emomv_a.md`); the published protocol only.
 
   Returns:
     The table dict written to `workdir/table.json`.
@@ -544,6 +606,8 @@ def run_sweep(
     raise cli.UsageError("no configs: pass --configs=path/to/config.py[:arg] (repeatable)")
   if reference is not None and reference not in specs:
     raise cli.UsageError(f"--reference={reference!r} is not one of --configs {list(specs)}")
+  if eval_datasets and protocol.name != "published":
+    raise cli.UsageError("--eval_datasets goes with --protocol=published (each fold's model is a different one)")
   cells = protocol.cells()
   for spec in specs:  # fail on a bad config or override before hours of training
     config = make_config(spec, 0, overrides=[*overrides, *protocol.overrides(cells[-1])])
@@ -571,12 +635,28 @@ def run_sweep(
           )
         )
   table = summarize(runs, seeds=seeds, wall_seconds=time.time() - t_start, protocol=protocol, reference=reference)
-  os.makedirs(workdir, exist_ok=True)
-  with open(os.path.join(workdir, "table.json"), "w", encoding="utf-8") as f:
-    json.dump(table, f, indent=2)
-  with open(os.path.join(workdir, "table.md"), "w", encoding="utf-8") as f:
-    f.write(format_markdown(table))
+  _write_table(table, workdir, "table")
+  for dataset in eval_datasets:
+    t_other = time.time()
+    elsewhere = []
+    for i, run in enumerate(runs):
+      print(f"[{i + 1}/{len(runs)}] {run.workdir} on {dataset}", flush=True)
+      elsewhere.append(evaluate_elsewhere(run, dataset, data_dir=data_dir, manual_dir=manual_dir, overrides=overrides))
+    trained_on = sorted({r.results["dataset"] for r in runs})
+    other = summarize(
+      elsewhere, seeds=seeds, wall_seconds=time.time() - t_other, protocol=protocol, trained_on=", ".join(trained_on)
+    )
+    _write_table(other, workdir, "table_" + dataset.replace("/", "_"))
+    table.setdefault("elsewhere", {})[dataset] = other
   return table
+
+
+def _write_table(table: dict[str, Any], workdir: str, stem: str) -> None:
+  os.makedirs(workdir, exist_ok=True)
+  with open(os.path.join(workdir, f"{stem}.json"), "w", encoding="utf-8") as f:
+    json.dump(table, f, indent=2)
+  with open(os.path.join(workdir, f"{stem}.md"), "w", encoding="utf-8") as f:
+    f.write(format_markdown(table))
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -597,8 +677,11 @@ def main(argv: list[str] | None = None) -> None:
       overrides=_OVERRIDES.value,
       protocol=protocol,
       reference=_REFERENCE.value,
+      eval_datasets=_EVAL_DATASETS.value,
     )
     print(format_markdown(table))
+    for dataset, other in table.get("elsewhere", {}).items():
+      print(f"\nOn {dataset}:\n" + format_markdown(other))
     print(
       f"Sweep wall time: {table['wall_seconds']:.1f} s; wrote {os.path.join(_WORKDIR.value, 'table.md')} and table.json"
     )

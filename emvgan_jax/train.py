@@ -33,7 +33,7 @@ from emvgan_jax.models import count_params
 from emvgan_jax.runtime import sharding
 from emvgan_jax.runtime import workdir as workdir_lib
 from emvgan_jax.runtime.checkpoint import RunCheckpointer
-from emvgan_jax.runtime.logger import MetricLogger, NonFiniteLossError, host_int
+from emvgan_jax.runtime.logger import MetricLogger, NonFiniteLossError, flat_hparams, host_int
 from emvgan_jax.runtime.preemption import Interrupted, Interrupts
 from emvgan_jax.runtime.selection import Selection
 
@@ -327,9 +327,12 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict
     early_stopping=config.train.patience > 0,
   )
   logger.restore_pending(log_window)
+  if restored is None:
+    logger.log_hparams(flat_hparams(config.to_dict()), [selection.metric, "selection/best", "train/loss"])
   try:
     with Interrupts() as interrupts:
       state, step, stopped_early = _Loop(s, selection, logger, checkpointer, interrupts).run(state, stopped_early)
+    logger.end_hparams_session()
   except BaseException:
     checkpointer.close()
     raise

@@ -19,7 +19,7 @@ import pytest
 import tensorflow_datasets as tfds
 
 import tfds_emomv  # noqa: F401  (registers `emomv`)
-from tfds_emomv.emomv import files, make_dummy_data
+from tfds_emomv.emomv import files, make_dummy_data, prepare
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 PACKAGE_DIR = pathlib.Path(files.__file__).resolve().parent
@@ -495,6 +495,60 @@ def test_real_a_b_fail_naming_missing_files(emomv_dir, tmp_path, config):
   for rel in MISSING_REAL[config]:
     assert f'{rel} (download: https://github.com/ivyha010/EmoMV/raw/main/{rel})' in message
   assert _leftovers(tmp_path, config) == []
+
+
+@pytest.fixture(scope='session')
+def real_partial_data_dir(emomv_dir, tmp_path_factory):
+  """emomv/a and emomv/b built from the real copy with --partial: every split whose files are all there."""
+  data_dir = tmp_path_factory.mktemp('tfds_real_partial')
+  result = subprocess.run(
+    [sys.executable, '-m', 'tfds_emomv.build', '--datasets=emomv/a,emomv/b', f'--data_dir={data_dir}']
+    + [f'--manual_dir={emomv_dir}', '--partial'],
+    cwd=REPO_ROOT,
+    capture_output=True,
+    text=True,
+    timeout=300,
+    check=False,
+  )
+  assert result.returncode == 0, result.stderr[-3000:]
+  return data_dir, result.stdout
+
+
+def test_real_partial_builds_hold_the_complete_splits_and_list_the_skipped(real_partial_data_dir):
+  data_dir, stdout = real_partial_data_dir
+  assert 'emomv/a: test=248' in stdout and 'emomv/b: validation=120, gallery=120' in stdout
+  expected = {
+    'a': {'train': MISSING_REAL['a'][0:1], 'validation': MISSING_REAL['a'][1:2], 'gallery': MISSING_REAL['a'][2:3]},
+    'b': {'train': MISSING_REAL['b']},
+  }
+  for config, skipped in expected.items():
+    builder = tfds.builder(f'emomv/{config}', data_dir=data_dir)
+    assert prepare.skipped_splits(builder) == skipped, config
+    for split, rels in skipped.items():
+      assert f'emomv/{config}: skipped {split} (missing: {", ".join(rels)})' in stdout
+
+
+@pytest.mark.parametrize('config, split', [('a', 'test'), ('b', 'validation'), ('b', 'gallery')])
+def test_real_partial_splits_equal_the_files(emomv_dir, real_partial_data_dir, config, split):
+  _assert_split_equals_files(emomv_dir, config, split, real_partial_data_dir[0])
+
+
+def test_a_split_skipped_by_a_partial_build_is_refused_naming_its_files(real_partial_data_dir):
+  from emvgan_jax.data import splits as splits_lib  # pylint: disable=g-import-not-at-top
+
+  data_dir = str(real_partial_data_dir[0])
+  with pytest.raises(splits_lib.DataError, match=r'emomv/b in .* was built without its train split .*SlowFast_DS2_TR'):
+    splits_lib.load_dataset('emomv/b', data_dir=data_dir)  # training reads every split
+  got = splits_lib.load_dataset('emomv/b', data_dir=data_dir, need=['validation'])
+  assert {k: len(v) for k, v in got.items()} == {'validation': 120, 'gallery': 120}
+
+
+def test_a_partial_build_of_a_copy_with_no_complete_split_is_refused(dummy_copy, tmp_path):
+  for split in files.splits('c'):
+    (dummy_copy / files.split_files('c', split).video).unlink(missing_ok=True)
+  with pytest.raises(files.EmoMVMissingFileError, match='EmoMV file'):
+    prepare.build_one('emomv/c', str(tmp_path / 'data'), str(dummy_copy), partial=True)
+  assert _leftovers(tmp_path / 'data', 'c') == []
 
 
 def test_real_a_gallery_names_and_float64(emomv_dir):

@@ -111,6 +111,23 @@ def test_other_dataset_is_standardised_with_the_training_statistics(tiny_run):
 
 
 @pytest.mark.slow
+def test_other_sets_from_an_incomplete_real_copy_evaluate_on_the_splits_it_has(tiny_run, emomv_dir, tmp_path):
+  """The real copy lacks EmoMV-A's train, validation and gallery video features and EmoMV-B's train ones: their
+  test (A) and validation + gallery (B) are still evaluated, and the missing parts are said, not guessed."""
+  data_dir = str(tmp_path / "tfds")
+  flags = [f"--workdir={tiny_run.workdir}", f"--data_dir={data_dir}", f"--manual_dir={emomv_dir}", "--noplots"]
+  for dataset, split, pairs, gallery in (("emomv/a", "test", 248, None), ("emomv/b", "validation", 120, 120)):
+    out = tmp_path / dataset.replace("/", "_")
+    assert run_main(evaluate, [*flags, f"--dataset={dataset}", f"--out_dir={out}"]) is None
+    results = json.loads((out / "results.json").read_text())
+    assert results["classification"]["split"] == split and results["classification"]["num_pairs"] == pairs
+    assert results["retrieval"]["gallery_size"] == gallery if gallery else "retrieval" not in results
+  assert "was built without its train split" in run_main(
+    evaluate, [*flags, "--dataset=emomv/b", "--split=train", f"--out_dir={tmp_path / 'x'}"]
+  )
+
+
+@pytest.mark.slow
 def test_split_flag_and_output_name(tiny_run):
   code = run_main(evaluate, [f"--workdir={tiny_run.workdir}", "--split=train", "--noplots"])
   assert code is None

@@ -527,3 +527,30 @@ def test_build_reports_an_unreadable_file_in_one_line(monkeypatch, capsys):
     flags.FLAGS.unparse_flags()
   assert e.value.code == 1
   assert "ERROR: cannot build emomv/c: Permission denied (/copy/DS3_EmoMV_C/x.h5)" in capsys.readouterr().err
+
+
+TOOLS = (
+  "emvgan_jax.main",
+  "emvgan_jax.evaluate",
+  "emvgan_jax.retrieve",
+  "emvgan_jax.sweep",
+  "emvgan_jax.tune",
+  "emvgan_jax.benchmark",
+  "emvgan_jax.benchmarks.input_pipeline",
+  "tfds_emomv.build",
+  "tfds_emomv.emomv.make_dummy_data",
+)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("module", TOOLS)
+def test_every_tool_help_exits_0_with_its_own_flags_only(module, tmp_path):
+  env = {**os.environ, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": ""}
+  proc = subprocess.run(
+    [sys.executable, "-m", module, "--help"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120
+  )
+  assert proc.returncode == 0, proc.stderr[-2000:]
+  assert "--logtostderr" not in proc.stdout and "--flagfile" not in proc.stdout  # absl's and libraries' own
+  assert not list(tmp_path.iterdir())  # nothing written (make_dummy_data once made a folder named --help)
+  if module != "tfds_emomv.emomv.make_dummy_data":
+    assert "--verbose" in proc.stdout

@@ -11,7 +11,8 @@ import pytest
 import scipy.stats
 from test_evaluate import run_main
 
-from emvgan_jax import config_lib, sweep, train
+from emvgan_jax import config_lib, peers, sweep, train
+from emvgan_jax import evaluate as evaluate_lib
 from emvgan_jax.runtime import cli, experiments
 
 
@@ -255,3 +256,31 @@ def test_cv_sweep_trains_every_fold_and_pairs_differences_by_fold(tmp_path):
   assert seen == []
   with pytest.raises(cli.ToolError, match="--reference"):
     sweep.run_sweep(specs, [0], str(tmp_path), train_fn=fake_train, protocol=protocol, reference="x.py")
+
+
+@pytest.mark.slow
+def test_eval_datasets_tables_equal_evaluate_and_the_refitted_peer(sweep_root, swept):
+  del swept  # seeds 0 and 1 of the tiny config are trained
+  peer = "configs/peers.py:logreg"
+  table = sweep.run_sweep(
+    [sweep_root.spec, peer], [0], str(sweep_root.root), data_dir=sweep_root.data_dir, eval_datasets=["emomv/b"]
+  )
+  other = json.loads((sweep_root.root / "table_emomv_b.json").read_text())
+  assert other == json.loads(json.dumps(table["elsewhere"]["emomv/b"]))
+  assert other["trained_on"] == "emomv/c" and other["caption"].startswith("Trained on emomv/c, evaluated on")
+  assert "slightly optimistic" not in other["caption"]  # selected on C's validation, reported on B's
+  network, fitted = other["rows"]
+  by_hand = evaluate_lib.evaluate_run(network["workdirs"][0], dataset="emomv/b", make_plots=False).results
+  assert network["metrics"]["video_to_music/map"]["mean"] == pytest.approx(
+    by_hand["retrieval"]["video_to_music"]["map"]
+  )
+  assert by_hand["dataset"] == "emomv/b" and by_hand["classification"]["split"] == "validation"
+  # The refitted peer scored on its own set reproduces its first fit.
+  config = sweep.make_config(peer, 0, data_dir=sweep_root.data_dir)
+  first = experiments.read_json(os.path.join(fitted["workdirs"][0], "results.json"))
+  again = peers.evaluate_on(config, first, "emomv/c")
+  for key in ("map", "hit@1"):
+    assert again["retrieval"]["video_to_music"][key] == pytest.approx(
+      first["retrieval"]["video_to_music"][key], abs=1e-5
+    )
+  assert again["classification"]["roc_auc"] == pytest.approx(first["classification"]["roc_auc"], abs=1e-5)

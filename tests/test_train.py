@@ -279,11 +279,29 @@ def run_main(*args, timeout=120):
   )
 
 
-def test_misspelt_config_field_fails(tmp_path):
-  proc = run_main("--config=configs/tiny.py", f"--workdir={tmp_path}", "--config.train.batchsize=3")
-  assert proc.returncode != 0
-  assert "batchsize" in proc.stderr
+@pytest.mark.parametrize(
+  "flag, line",
+  [
+    (
+      "--config.train.batchsize=3",
+      "error: --config.train.batchsize: the config has no field 'batchsize'; did you mean 'batch_size'?",
+    ),
+    ("--config.trian.seed=3", "error: --config.trian.seed: the config has no field 'trian'; did you mean 'train'?"),
+  ],
+)
+def test_misspelt_config_field_is_one_line_naming_the_flag(tmp_path, flag, line):
+  proc = run_main("--config=configs/tiny.py", f"--workdir={tmp_path}", flag)
+  assert proc.returncode == 2 and proc.stderr.strip().splitlines() == [line]
   assert not (tmp_path / "checkpoints").exists()
+
+
+def test_missing_config_file_is_one_line(tmp_path):
+  proc = run_main("--config=configs/nope.py", f"--workdir={tmp_path}")
+  assert proc.returncode == 2
+  assert proc.stderr.strip().splitlines() == [
+    "error: --config=configs/nope.py: [Errno 2] No such file or directory: 'configs/nope.py' (a config file such "
+    "as configs/emomv_c.py)"
+  ]
 
 
 def test_unknown_model_fails_clearly(tmp_path, dummy_data_dir):
@@ -449,3 +467,50 @@ def test_progress_bar_of_an_early_stopping_run_shows_the_selection_and_no_eta(tm
   err = capsys.readouterr().err
   assert "train: 3 steps (at most 2000)" in err and "best@2, 1/20 evals since" in err
   assert "%" not in err and "<" not in err  # no percentage, no remaining time
+
+
+# --- TensorBoard ------------------------------------------------------------------------------------------------
+
+
+def _read_events(folder: pathlib.Path) -> list:
+  """Every Event of the TFRecord event files in `folder`, read with the framing unpacked by hand (length, CRC,
+  payload, CRC) and the protos of tensorboardX, so the check does not go through the writer under test."""
+  import struct  # pylint: disable=g-import-not-at-top
+
+  from tensorboardX.proto import event_pb2  # pylint: disable=g-import-not-at-top
+
+  events = []
+  for path in sorted(folder.glob("events.out.tfevents.*")):
+    data, i = path.read_bytes(), 0
+    while i < len(data):
+      (n,) = struct.unpack("<Q", data[i : i + 8])
+      event = event_pb2.Event()
+      event.ParseFromString(data[i + 12 : i + 12 + n])
+      events.append(event)
+      i += 12 + n + 4
+  return events
+
+
+def test_tensorboard_tags_are_the_metric_keys_and_the_config_is_logged_as_hparams(tiny_run):
+  from tensorboardX.proto import plugin_hparams_pb2  # pylint: disable=g-import-not-at-top
+
+  events = _read_events(tiny_run.workdir / "tensorboard")
+  scalars = {(v.tag, e.step) for e in events for v in e.summary.value if v.HasField("simple_value")}
+  rows = [json.loads(line) for line in (tiny_run.workdir / "metrics.jsonl").read_text().splitlines()]
+  expected = {(k, r["step"]) for r in rows for k in r if k != "step"}
+  assert scalars == expected and any("@" in tag for tag, _ in scalars)
+  plugin = {
+    v.tag: v.metadata.plugin_data.content
+    for e in events
+    for v in e.summary.value
+    if v.metadata.plugin_data.plugin_name == "hparams"
+  }
+  start = plugin_hparams_pb2.HParamsPluginData.FromString(plugin["_hparams_/session_start_info"]).session_start_info
+  config = json.loads((tiny_run.workdir / "config.json").read_text())
+  assert start.hparams["seed"].number_value == config["seed"]
+  assert start.hparams["train.selection_metric"].string_value == config["train"]["selection_metric"]
+  assert start.hparams["emvgan.embed_dim"].number_value == config["emvgan"]["embed_dim"]
+  experiment = plugin_hparams_pb2.HParamsPluginData.FromString(plugin["_hparams_/experiment"]).experiment
+  assert config["train"]["selection_metric"] in {m.name.tag for m in experiment.metric_infos}
+  end = plugin_hparams_pb2.HParamsPluginData.FromString(plugin["_hparams_/session_end_info"]).session_end_info
+  assert end.status == 1  # STATUS_SUCCESS

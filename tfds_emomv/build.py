@@ -1,10 +1,11 @@
 """Builds EmoMV TFDS datasets to array_record (the `tfds build` CLI would need TensorFlow).
 
 Usage:
-  python -m tfds_emomv.build --datasets=emomv/c[,emomv/b,...] --data_dir=DIR [--manual_dir=DIR]
+  python -m tfds_emomv.build --datasets=emomv/c[,emomv/b,...] --data_dir=DIR [--manual_dir=DIR [--partial]]
 
 With --manual_dir pointing at a copy laid out like https://github.com/ivyha010/EmoMV, each config is read from
-its dataset folder there (a missing folder or file is an error naming it); without it the files are downloaded.
+its dataset folder there (a missing folder or file is an error naming it, unless --partial builds the splits whose
+files are all there and lists the skipped ones); without it the files are downloaded.
 Prints the examples per split of each built dataset. A dataset that cannot be built (missing or malformed file) gets
 one error message on stderr, the others are still built, and the exit status is 1.
 """
@@ -12,6 +13,7 @@ one error message on stderr, the others are still built, and the exit status is 
 from __future__ import annotations
 
 import logging as std_logging
+import os
 import sys
 from collections.abc import Sequence
 
@@ -20,7 +22,7 @@ from absl import app, flags, logging
 
 import tfds_emomv  # noqa: F401  (registers the `emomv` builder)
 from tfds_emomv.emomv import files
-from tfds_emomv.emomv.prepare import build_one
+from tfds_emomv.emomv.prepare import build_one, skipped_splits
 
 _DATASETS = flags.DEFINE_list(
   'datasets', None, 'Datasets to build, e.g. emomv/c,emomv/b (configs a, b, c).', required=True
@@ -30,6 +32,12 @@ _MANUAL_DIR = flags.DEFINE_string(
   'manual_dir', None, 'Optional local copy laid out like the EmoMV repository (else files are downloaded).'
 )
 _OVERWRITE = flags.DEFINE_bool('overwrite', False, 'Rebuild a dataset that already exists in data_dir.')
+_PARTIAL = flags.DEFINE_bool(
+  'partial',
+  False,
+  'With --manual_dir: build every split whose files are there and skip the others (listed, with the files they '
+  'lack), instead of refusing the dataset. Training needs its train split; evaluation only the split it reads.',
+)
 
 
 def main(argv: Sequence[str]) -> None:
@@ -43,7 +51,8 @@ def main(argv: Sequence[str]) -> None:
   failed = []
   for name in _DATASETS.value:
     try:
-      counts = build_one(name, _DATA_DIR.value, _MANUAL_DIR.value, _OVERWRITE.value)
+      counts = build_one(name, _DATA_DIR.value, _MANUAL_DIR.value, _OVERWRITE.value, partial=_PARTIAL.value)
+      skipped = skipped_splits(tfds.builder(name, data_dir=_DATA_DIR.value, file_format='array_record'))
     except (files.EmoMVFormatError, ValueError) as e:
       # One clear message instead of a traceback: these errors already say which file and what is wrong.
       print(f'ERROR: cannot build {name}: {e}', file=sys.stderr)
@@ -54,16 +63,29 @@ def main(argv: Sequence[str]) -> None:
       failed.append(name)
       continue
     print(f'{name}: ' + ', '.join(f'{split}={n}' for split, n in counts.items()) + f'  ({_DATA_DIR.value})')
+    for split, rels in skipped.items():
+      print(f'{name}: skipped {split} (missing: {", ".join(rels)})')
   if failed:
     sys.exit(1)
 
 
 def _run() -> None:
-  """Entry point: quiet logging, then absl's flag parsing and `main`."""
-  # TFDS logs progress bars and INFO lines; keep the output to the counts and errors.
-  logging.set_verbosity(logging.WARNING)
-  std_logging.getLogger('tensorflow_datasets').setLevel(std_logging.WARNING)
-  tfds.disable_progress_bar()
+  """Entry point: quiet logging, then absl's flag parsing and `main`; `--help` prints this tool's flags and exits
+  0 (absl's own exits 1 and lists every library's flags)."""
+  verbose_args = ('--verbose', '--verbose=true', '--verbose=1')
+  if any(arg in verbose_args for arg in sys.argv[1:]):  # as every tool of emvgan_jax takes it
+    sys.argv = [arg for arg in sys.argv if arg not in verbose_args]
+    os.environ['EMVGAN_VERBOSE'] = '1'
+  if any(arg in ('-h', '-?', '-help', '--help', '--helpshort', '--helpfull') for arg in sys.argv[1:]):
+    print(__doc__.strip() + '\n')
+    print(flags.FLAGS.module_help('__main__'))
+    print('  --verbose: TFDS progress bars and logs.')
+    sys.exit(0)
+  if os.environ.get('EMVGAN_VERBOSE', '0') in ('', '0'):
+    # TFDS logs progress bars and INFO lines; keep the output to the counts and errors.
+    logging.set_verbosity(logging.WARNING)
+    std_logging.getLogger('tensorflow_datasets').setLevel(std_logging.WARNING)
+    tfds.disable_progress_bar()
   app.run(main)
 
 

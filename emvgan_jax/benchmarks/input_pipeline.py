@@ -10,11 +10,12 @@ this copy overlaps the previous step). Epochs are iterated for --seconds each; a
 
 import time
 
-from absl import app, flags
+from absl import flags
 
 from emvgan_jax.data import pipeline
 from emvgan_jax.data import splits as splits_lib
 from emvgan_jax.data.standardize import Standardizer
+from emvgan_jax.runtime import cli
 
 _DATASET = flags.DEFINE_string("dataset", "emomv/c", "TFDS dataset name with config.")
 _DATA_DIR = flags.DEFINE_string("data_dir", None, "TFDS data dir (built there on first use).")
@@ -61,4 +62,4 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run_app(main, __doc__)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from collections.abc import Sequence
 
 import ml_collections
 import numpy as np
@@ -237,8 +238,15 @@ def check_protocol(config: ml_collections.ConfigDict) -> None:
     )
 
 
-def _load(config: ml_collections.ConfigDict) -> dict[str, Split]:
-  return load_dataset(config.data.dataset, data_dir=config.data.data_dir, manual_dir=manual_dir_from(config))
+def _load(config: ml_collections.ConfigDict, need: Sequence[str] | None = None) -> dict[str, Split]:
+  """The dataset's splits; with `need`, a first build from an incomplete EmoMV copy may skip the others."""
+  return load_dataset(
+    config.data.dataset,
+    data_dir=config.data.data_dir,
+    manual_dir=manual_dir_from(config),
+    partial=need is not None,
+    need=need,
+  )
 
 
 def load_run_data(config: ml_collections.ConfigDict, standardizer: Standardizer | None = None) -> RunData:
@@ -323,7 +331,9 @@ def load_eval_data(
         f"{run_split(run_config)} of {run_config.data.dataset}: pick that, validation or test"
       )
     return load_run_data(config, standardizer)  # the very split and gallery training evaluated on
-  splits = _load(config)
+  # Another set is only read for the split evaluated (and its gallery, where built): a local copy that lacks
+  # that set's other files (EmoMV-A's train features, say) still serves.
+  splits = _load(config, need=None if same else [split])
   if split not in splits or split == "gallery":
     pair_splits = sorted(s for s in splits if s != "gallery")
     raise DataError(f"{dataset} has no pair split {split!r}; use --split with one of {pair_splits}")

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import jax
@@ -87,13 +87,15 @@ def _to_str(x: Any) -> str:
   return x.decode("utf-8") if isinstance(x, bytes) else str(x)
 
 
-def prepare_dataset(dataset: str, *, data_dir: str | None, manual_dir: str | None = None) -> Any:
+def prepare_dataset(dataset: str, *, data_dir: str | None, manual_dir: str | None = None, partial: bool = False) -> Any:
   """Returns the TFDS builder of `dataset` (e.g. 'emomv/c'), building it into `data_dir` on first use.
 
   Args:
     dataset: TFDS name with config, `emomv/a`, `emomv/b` or `emomv/c`.
     data_dir: the TFDS data dir (None: TFDS's default, ~/tensorflow_datasets).
     manual_dir: a local copy of the EmoMV repository; None downloads the files from their public URLs.
+    partial: a first build from `manual_dir` skips the splits whose files are missing there (recorded in the
+      built dataset: `load_dataset` names them when a caller needs one).
 
   Raises:
     tfds_emomv.emomv.EmoMVFormatError: a source file is missing (named, with its URL) or malformed.
@@ -111,7 +113,7 @@ def prepare_dataset(dataset: str, *, data_dir: str | None, manual_dir: str | Non
   if not builder.is_prepared():
     if jax.process_index() == 0:
       logging.info("Building %s into %s (first use)", dataset, builder.data_dir)
-      prepare.build_one(dataset, data_dir, manual_dir)
+      prepare.build_one(dataset, data_dir, manual_dir, partial=partial)
     if jax.process_count() > 1:  # the others wait, then read what process 0 wrote
       from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
 
@@ -120,10 +122,43 @@ def prepare_dataset(dataset: str, *, data_dir: str | None, manual_dir: str | Non
   return builder
 
 
-def load_dataset(dataset: str, *, data_dir: str | None, manual_dir: str | None = None) -> dict[str, Split]:
-  """Reads every split of `dataset` into host memory (building it first if needed)."""
-  builder = prepare_dataset(dataset, data_dir=data_dir, manual_dir=manual_dir)
+def load_dataset(
+  dataset: str,
+  *,
+  data_dir: str | None,
+  manual_dir: str | None = None,
+  partial: bool = False,
+  need: Sequence[str] | None = None,
+) -> dict[str, Split]:
+  """Reads every built split of `dataset` into host memory (building it first if needed).
+
+  Args:
+    dataset: `emomv/a`, `emomv/b` or `emomv/c`.
+    data_dir: the TFDS data dir.
+    manual_dir: the EmoMV copy to build from (None: download).
+    partial: a first build skips the splits whose files `manual_dir` lacks (see `prepare_dataset`).
+    need: the splits the caller cannot do without (None: every split of the dataset).
+
+  Raises:
+    DataError: a needed split was skipped by a partial build (naming the files it lacked), or the built files
+      are damaged.
+  """
+  from tfds_emomv.emomv import files, prepare  # pylint: disable=g-import-not-at-top
+
+  builder = prepare_dataset(dataset, data_dir=data_dir, manual_dir=manual_dir, partial=partial)
   verify_built(str(builder.data_dir), dataset)
+  skipped = prepare.skipped_splits(builder)
+  wanted = files.splits(dataset.partition("/")[2]) if need is None else need
+  absent = [split for split in wanted if split in skipped]
+  if absent:
+    lacking = sorted({rel for split in absent for rel in skipped[split]})
+    raise DataError(
+      f"{dataset} in {builder.data_dir} was built without its {' and '.join(absent)} split (a partial build: "
+      f"{', '.join(lacking)} missing); put the file(s) in the EmoMV copy and rebuild it with `python -m "
+      f"tfds_emomv.build --datasets={dataset} --data_dir=... --manual_dir=... --overwrite`"
+    )
+  for split, rels in skipped.items():
+    logging.warning("%s has no %s split (a partial build: %s missing)", dataset, split, ", ".join(rels))
   try:
     sources = builder.as_data_source()
     return {split: _read_source(source) for split, source in sources.items()}

@@ -65,6 +65,14 @@ def new_flag_values() -> flags.FlagValues:
   return flags.FlagValues()
 
 
+def short_help(doc: str) -> str:
+  """What `--help` shows of a tool's docstring: its first paragraph and its usage (the paragraph starting
+  'Usage' or 'Run'); the rest (design notes) stays in the module's docstring and docs/."""
+  paragraphs = [p.strip("\n") for p in doc.strip().split("\n\n")]
+  keep = [paragraphs[0]] + [p for p in paragraphs[1:] if p.lstrip().startswith(("Usage", "Run"))]
+  return "\n\n".join(keep)
+
+
 def parse_flags(flag_values: flags.FlagValues, argv: Sequence[str], help_text: str) -> list[str]:
   """Parses `argv` (program name first) into `flag_values`; prints `help_text` and the flags on `--help`.
 
@@ -72,10 +80,12 @@ def parse_flags(flag_values: flags.FlagValues, argv: Sequence[str], help_text: s
     SystemExit: with an `error: ...` line on unknown flags, bad values or missing required flags.
   """
   flag_values.unparse_flags()  # a tool called twice in one process (tests) parses afresh
-  if any(arg in ("-h", "-?", "-help", "--help", "--helpfull") for arg in argv[1:]):
+  argv = take_verbose(argv)
+  if any(arg in HELP_ARGS for arg in argv[1:]):
     # Before parsing: help must not fail on a missing required flag.
-    print(help_text.strip() + "\n")
+    print(short_help(help_text) + "\n")
     print(flag_values.get_help(include_special_flags=False))
+    print(VERBOSE_HELP)
     sys.exit(0)
   try:
     rest = flag_values(list(argv))
@@ -99,21 +109,24 @@ class QuietLibraries(logging.Filter):
 
   def filter(self, record: logging.LogRecord) -> bool:
     noisy = any(part in record.pathname for part in ("/orbax/", "/tensorflow_datasets/", "/absl/", "/jax/_src/"))
-    # Orbax warns once per manager that a read-only directory is read only: that is why it was opened so.
-    if "is read only" in record.getMessage():
+    # Orbax warns once per manager that a read-only directory is read only: that is why it was opened so. TFDS
+    # warns that a dataset folder about to be built has no dataset_info.json yet: it is being built.
+    message = record.getMessage()
+    if "is read only" in message or "has no dataset_info.json" in message:
       return False
     return record.levelno >= logging.WARNING or not noisy
 
 
 def setup_logging(level: int = logging.INFO) -> None:
-  """INFO messages of this project to stderr (what absl's `app.run` would have set up)."""
+  """INFO messages of this project to stderr (what absl's `app.run` would have set up); the libraries' INFO
+  chatter only with --verbose."""
   root = logging.getLogger()
   if not root.handlers:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(levelname).1s %(asctime)s %(filename)s:%(lineno)d] %(message)s"))
     root.addHandler(handler)
   for handler in root.handlers:  # also a handler that an imported library installed first
-    if not any(isinstance(f, QuietLibraries) for f in handler.filters):
+    if not verbose() and not any(isinstance(f, QuietLibraries) for f in handler.filters):
       handler.addFilter(QuietLibraries())
   root.setLevel(level)
 
@@ -186,6 +199,70 @@ def start_tool(
 
 
 VERBOSE_ENV = "EMVGAN_VERBOSE"  # set (to anything but 0) to see the traceback behind a one-line error
+HELP_ARGS = ("-h", "-?", "-help", "--help", "--helpshort", "--helpfull")
+VERBOSE_ARGS = ("--verbose", "--verbose=true", "--verbose=1")
+
+
+def verbose() -> bool:
+  """Whether the user asked for more (`--verbose`, or $EMVGAN_VERBOSE): library INFO logs, tracebacks."""
+  return os.environ.get(VERBOSE_ENV, "0") not in ("", "0")
+
+
+def take_verbose(argv: Sequence[str]) -> list[str]:
+  """`argv` without `--verbose`, which every tool takes: it sets $EMVGAN_VERBOSE for the rest of the process."""
+  rest = [arg for arg in argv if arg not in VERBOSE_ARGS]
+  if len(rest) < len(argv):
+    os.environ[VERBOSE_ENV] = "1"
+  return rest
+
+
+VERBOSE_HELP = "  --verbose: library INFO logs and the traceback behind an error (also EMVGAN_VERBOSE=1)."
+
+
+def run_app(main: Callable[[list[str]], None], help_text: str) -> None:
+  """absl's `app.run` for the tools whose flags are absl's global ones (`main`, `benchmark`): `--help` in any
+  spelling prints the tool's description and its own flags and exits 0 (absl's exits 1, and its --helpfull
+  lists every library's flags), and `--verbose` is taken as everywhere else."""
+  from absl import app  # pylint: disable=g-import-not-at-top
+
+  sys.argv = take_verbose(sys.argv)
+  if any(arg in HELP_ARGS for arg in sys.argv[1:]):
+    print(short_help(help_text) + "\n")
+    print(flags.FLAGS.module_help("__main__"))
+    print(VERBOSE_HELP)
+    sys.exit(0)
+  app.run(main, flags_parser=_parse_global_flags)
+
+
+def _parse_global_flags(argv: list[str]) -> list[str]:
+  """absl's parse of the global flags, with its errors and ml_collections' (a config file that cannot be loaded,
+  an override naming no field) as one `error: ...` line and exit status 2 instead of a traceback."""
+  from ml_collections.config_flags import config_flags  # pylint: disable=g-import-not-at-top  (the module)
+
+  try:
+    rest = flags.FLAGS(argv)
+  except flags.Error as e:
+    fail(f"error: {one_line(e)} (see --help)", USAGE_STATUS)
+  except (AttributeError, KeyError) as e:  # --config.x.y=... for a field the config does not have
+    text = str(e).replace("\\'", "'").replace("\\n", " ")
+    key = (re.findall(r"'(\w+)'", text) or ["?"])[0]
+    given = [a.split("=")[0] for a in argv[1:] if a.startswith("--") and f".{key}." in a.split("=")[0] + "."]
+    hint = re.search(r'Did you mean "(\w+)"', text)
+    suggestion = f"; did you mean {hint.group(1)!r}?" if hint else ""
+    fail(f"error: {given[0] if given else key}: the config has no field {key!r}{suggestion}", USAGE_STATUS)
+  except (TypeError, ValueError) as e:  # an override of the wrong type, a config file that raises
+    fail(f"error: {one_line(e, 400)}", USAGE_STATUS)
+  error_config = getattr(config_flags, "_ErrorConfig", None)  # a config file that failed to load, kept lazy
+  for name in flags.FLAGS:
+    value = flags.FLAGS[name].value
+    if error_config and isinstance(value, error_config):
+      try:
+        value.keys()
+      except OSError as e:
+        reason = one_line(e).split(";")[-1].strip()
+        given = next((a.split("=", 1)[1] for a in argv[1:] if a.startswith(f"--{name}=")), "?")
+        fail(f"error: --{name}={given}: {reason} (a config file such as configs/emomv_c.py)", USAGE_STATUS)
+  return rest
 
 
 def os_error_line(e: OSError) -> str:
@@ -206,7 +283,7 @@ def run_tool(body: Callable[[], object]) -> object:
   """Runs `body()`; a known error becomes one `error: ...` line and exit status 2 (a usage error) or 1 (a failure),
   and so does an OSError about a path (a full disk, a permission). With $EMVGAN_VERBOSE set, errors keep their
   traceback."""
-  if os.environ.get(VERBOSE_ENV, "0") not in ("", "0"):
+  if verbose():
     return body()
   try:
     return body()

@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import jax
@@ -170,8 +170,33 @@ class MetricLogger:
       return
     self._jsonl.write(json.dumps({"step": step, **{k: float(v) for k, v in scalars.items()}}) + "\n")
     self._jsonl.flush()
-    for k, v in scalars.items():
-      self._tb.add_scalar(k.replace("@", "_at_"), float(v), step)  # TensorBoard tags may not contain '@'
+    from tensorboardX.proto.summary_pb2 import Summary  # pylint: disable=g-import-not-at-top
+
+    # The tags are metrics.jsonl's and results.json's keys, `hit@1` included: tensorboardX's add_scalar would
+    # rewrite '@' to '_' (a TensorFlow op-name rule; TensorBoard itself takes any tag), so the proto is built here.
+    values = [Summary.Value(tag=k, simple_value=float(v)) for k, v in scalars.items()]
+    self._tb._get_file_writer().add_summary(Summary(value=values), step)  # pylint: disable=protected-access
+
+  def log_hparams(self, hparams: Mapping[str, Any], metrics: Sequence[str]) -> None:
+    """The run's hyper-parameters for TensorBoard's HPARAMS tab (the experiment and the session start), with
+    `metrics` (scalar tags this run writes) as the columns to compare runs by. Process 0, once per workdir."""
+    if not self.enabled:
+      return
+    from tensorboardX.summary import hparams as hparams_summaries  # pylint: disable=g-import-not-at-top
+
+    experiment, session_start, _ = hparams_summaries(dict(hparams), {m: 0.0 for m in metrics})
+    writer = self._tb._get_file_writer()  # pylint: disable=protected-access
+    writer.add_summary(experiment)
+    writer.add_summary(session_start)
+
+  def end_hparams_session(self) -> None:
+    """Marks the HPARAMS session finished (a run that stops early by error stays 'running' there)."""
+    if not self.enabled:
+      return
+    from tensorboardX.summary import hparams as hparams_summaries  # pylint: disable=g-import-not-at-top
+
+    *_, session_end = hparams_summaries({}, {})
+    self._tb._get_file_writer().add_summary(session_end)  # pylint: disable=protected-access
 
   def close(self) -> None:
     """Closes the files; pending steps are dropped (the last save carried them, and a finished run flushed)."""
@@ -180,6 +205,20 @@ class MetricLogger:
     if self.enabled:
       self._jsonl.close()
       self._tb.close()
+
+
+def flat_hparams(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+  """A nested config dict as dotted keys -> str, bool, int or float (lists and None as their text)."""
+  out: dict[str, Any] = {}
+  for key, value in tree.items():
+    name = f"{prefix}{key}"
+    if isinstance(value, Mapping):
+      out.update(flat_hparams(value, name + "."))
+    elif isinstance(value, (str, bool, int, float)):
+      out[name] = value
+    else:
+      out[name] = str(value)
+  return out
 
 
 def _cut_jsonl(path: str, last_step: int) -> None:

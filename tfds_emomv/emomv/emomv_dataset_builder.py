@@ -5,6 +5,11 @@ of every pair of the published pair splits, plus the retrieval gallery (one row 
 from the public repository (download, verified against `checksums.tsv`) or from a local copy laid out like
 that repository (`manual_dir`). All files of a config are read and validated before anything is written, so
 a bad or missing file fails the build with an `EmoMVFormatError` and leaves no partly built dataset.
+
+`partial=True` (a builder keyword: `tfds.builder('emomv/a', partial=True)`, or `python -m tfds_emomv.build
+--partial`) builds, from a local copy that lacks files, every split whose files are all present, and records each
+skipped split with its missing files in the dataset's metadata (`info.metadata['skipped_splits']`), so that code
+asking for a skipped split can say which files it needs. A copy with no complete split is still an error.
 """
 
 from __future__ import annotations
@@ -47,10 +52,11 @@ class Builder(tfds.core.GeneratorBasedBuilder):
   for_retrieval/ subfolders (a `git clone` of the repository works).
   """
 
-  def __init__(self, *, file_format=None, **kwargs):  # noqa: ANN001, ANN003  (TFDS's own signature)
+  def __init__(self, *, file_format=None, partial: bool = False, **kwargs):  # noqa: ANN001, ANN003  (TFDS's)
     # array_record by default (TFDS's default is tfrecord, which needs TensorFlow to read): then
     # `tfds.data_source('emomv/c', data_dir=...)` and `tfds.builder('emomv/c')` work from plain JAX code.
     super().__init__(file_format=file_format or 'array_record', **kwargs)
+    self._partial = partial
 
   def _info(self) -> tfds.core.DatasetInfo:
     """Returns the dataset metadata."""
@@ -67,6 +73,7 @@ class Builder(tfds.core.GeneratorBasedBuilder):
       ),
       supervised_keys=None,
       homepage=_HOMEPAGE,
+      metadata=tfds.core.MetadataDict(),  # 'skipped_splits' of a partial build
       # Row order must be file row order: row i of a split is row i of its CSV and HDF5 files, and
       # gallery item i is the counterpart of query i. Without this TFDS orders examples by key hash.
       disable_shuffling=True,
@@ -116,20 +123,26 @@ class Builder(tfds.core.GeneratorBasedBuilder):
     """Reads and validates every split of the config, then returns one generator per split."""
     config = self.builder_config.name
     root = self._local_root(dl_manager)
+    skipped = {}
     if root is not None:
       logging.info('Reading EmoMV-%s from manual_dir %s', config.upper(), root)
       # Name every missing file of the config at once rather than only the first split's.
       missing = files.find_missing(root, config)
-      if missing:
+      if missing and self._partial:
+        skipped = files.missing_by_split(root, config)
+      if missing and (not self._partial or len(skipped) == len(files.splits(config))):
         raise files.EmoMVMissingFileError(files.missing_files_message(root, missing))
-      local = {rel: root / rel for rel in files.config_files(config)}
+      local = {rel: root / rel for rel in files.config_files(config) if rel not in missing}
     else:
       local = self._download(dl_manager)
+    for split, rels in skipped.items():
+      logging.warning('EmoMV-%s: split %s skipped (missing: %s)', config.upper(), split, ', '.join(rels))
+    self.info.metadata['skipped_splits'] = skipped
 
     # Read everything before returning any generator: TFDS starts writing as soon as it iterates the
     # first one, and a validation error in a later split must not leave a partly written split behind.
     data = {}
-    for split in files.splits(config):
+    for split in (s for s in files.splits(config) if s not in skipped):
       split_paths = files.split_files(config, split)
       reader = files.read_pairs if split_paths.kind == 'pairs' else files.read_gallery
       data[split] = reader(local[split_paths.csv], local[split_paths.video], local[split_paths.music])

@@ -184,6 +184,17 @@ def find_missing(root: PathLike, config: str) -> list[str]:
   return [rel for rel in config_files(config) if not (root / rel).is_file()]
 
 
+def missing_by_split(root: PathLike, config: str) -> dict[str, list[str]]:
+  """For each split of a config with files missing under `root`, those files (repository-relative)."""
+  root = pathlib.Path(root)
+  out = {}
+  for split in splits(config):
+    missing = [rel for rel in split_files(config, split).paths if not (root / rel).is_file()]
+    if missing:
+      out[split] = missing
+  return out
+
+
 def missing_files_message(root: PathLike, missing: Sequence[str]) -> str:
   """A message naming each missing file and where it can be downloaded."""
   lines = [f'{len(missing)} EmoMV file(s) missing under {root}:']

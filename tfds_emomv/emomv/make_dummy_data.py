@@ -204,6 +204,12 @@ def ensure_dummy_data(out_dir: pathlib.Path = DEFAULT_DIR) -> pathlib.Path:
 
 
 def main(argv: list[str]) -> None:
+  if any(arg in ('-h', '-?', '-help', '--help', '--helpshort', '--helpfull') for arg in argv[1:]):
+    print(__doc__.strip())
+    sys.exit(0)
+  if len(argv) > 2 or (len(argv) == 2 and argv[1].startswith('-')):
+    print(f'error: expected at most one argument, OUT_DIR, got {argv[1:]} (see --help)', file=sys.stderr)
+    sys.exit(2)
   out_dir = pathlib.Path(argv[1]) if len(argv) > 1 else pathlib.Path(__file__).resolve().parent / 'dummy_data'
   make_dummy_data(out_dir)
   print(f'wrote {out_dir}')

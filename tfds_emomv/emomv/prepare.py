@@ -4,6 +4,8 @@ called by the training input pipeline on first use (this module defines no flags
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 
 import tensorflow_datasets as tfds
@@ -12,7 +14,9 @@ import tfds_emomv.emomv  # noqa: F401  (registers the `emomv` builder)
 from tfds_emomv.emomv import files
 
 
-def build_one(name: str, data_dir: str, manual_dir: str | None = None, overwrite: bool = False) -> dict[str, int]:
+def build_one(
+  name: str, data_dir: str, manual_dir: str | None = None, overwrite: bool = False, partial: bool = False
+) -> dict[str, int]:
   """Builds one dataset (e.g. `emomv/c`) to array_record.
 
   Args:
@@ -20,6 +24,7 @@ def build_one(name: str, data_dir: str, manual_dir: str | None = None, overwrite
     data_dir: the TFDS data_dir to write into.
     manual_dir: an optional local copy laid out like the repository.
     overwrite: rebuild when the dataset already exists.
+    partial: build the splits whose files are all in `manual_dir`, skipping the others (`skipped_splits`).
 
   Returns:
     Examples per split.
@@ -36,21 +41,22 @@ def build_one(name: str, data_dir: str, manual_dir: str | None = None, overwrite
     raise ValueError(
       f'unknown dataset {name!r}: expected one of ' + ', '.join(f'emomv/{c}' for c in files.CONFIG_FOLDERS)
     )
-  builder = tfds.builder(name, data_dir=data_dir, file_format='array_record')
+  builder = tfds.builder(name, data_dir=data_dir, file_format='array_record', partial=partial)
   mode = (
     tfds.download.GenerateMode.REUSE_CACHE_IF_EXISTS
     if overwrite
     else (tfds.download.GenerateMode.REUSE_DATASET_IF_EXISTS)
   )
   try:
-    builder.download_and_prepare(
-      download_config=tfds.download.DownloadConfig(
-        manual_dir=manual_dir,
-        download_mode=mode,
-        # The dataset is not hosted on GCS; asking would need network access for nothing.
-        try_download_gcs=False,
-      ),
-    )
+    with _quiet_tfds():
+      builder.download_and_prepare(
+        download_config=tfds.download.DownloadConfig(
+          manual_dir=manual_dir,
+          download_mode=mode,
+          # The dataset is not hosted on GCS; asking would need network access for nothing.
+          try_download_gcs=False,
+        ),
+      )
   except Exception:
     # TFDS already removed its incomplete.* folder; also drop the then empty `emomv/<config>/` so that a
     # failed build leaves no trace of that config in data_dir.
@@ -59,3 +65,28 @@ def build_one(name: str, data_dir: str, manual_dir: str | None = None, overwrite
       config_dir.rmdir()
     raise
   return {split: info.num_examples for split, info in builder.info.splits.items()}
+
+
+def skipped_splits(builder: tfds.core.DatasetBuilder) -> dict[str, list[str]]:
+  """The splits a partial build skipped, each with the files it lacked (empty for a complete build)."""
+  metadata = builder.info.metadata or {}
+  return {split: list(rels) for split, rels in (metadata.get('skipped_splits') or {}).items()}
+
+
+@contextlib.contextmanager
+def _quiet_tfds():
+  """TFDS's progress bars and its two bold lines to stdout ("Downloading and preparing dataset ...", "...
+  Subsequent calls will reuse this data") are held back: a build says what it built in one line of its own.
+  With --verbose ($EMVGAN_VERBOSE) they are shown."""
+  if os.environ.get('EMVGAN_VERBOSE', '0') not in ('', '0'):
+    yield
+    return
+  from tensorflow_datasets.core.utils import tqdm_utils  # pylint: disable=g-import-not-at-top
+
+  shown = tqdm_utils._active  # pylint: disable=protected-access  (no public getter)
+  tfds.display_progress_bar(False)
+  try:
+    with contextlib.redirect_stdout(io.StringIO()):
+      yield
+  finally:
+    tfds.display_progress_bar(shown)
