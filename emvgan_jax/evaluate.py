@@ -34,7 +34,7 @@ import jax
 import numpy as np
 from absl import flags
 
-from emvgan_jax import config_lib, evaluation, plots
+from emvgan_jax import config_lib, evaluation, plots, report
 from emvgan_jax.data import emomv
 from emvgan_jax.runtime import cli, restore
 
@@ -80,7 +80,9 @@ _MANUAL_DIR = flags.DEFINE_string(
 _OUT_DIR = flags.DEFINE_string(
   "out_dir", None, "Where to write (default: W/eval/<dataset>-<checkpoint>).", flag_values=_FLAGS
 )
-_PLOTS = flags.DEFINE_bool("plots", True, "Write the PNG plots.", flag_values=_FLAGS)
+_PLOTS = flags.DEFINE_bool(
+  "plots", True, "Write the plots (PNG and SVG) and report.html, the page that shows the run.", flag_values=_FLAGS
+)
 flags.mark_flag_as_required("workdir", flag_values=_FLAGS)
 
 
@@ -253,7 +255,8 @@ def _write_outputs(
   predictions: dict[str, Any] | None,
   make_plots: bool,
 ) -> dict[str, str]:
-  """results.json, results.md, embeddings.npz (when `embeddings` is given) and the plots; returns the plots."""
+  """results.json, results.md, embeddings.npz (when `embeddings` is given), the plots and report.html; returns
+  the plots."""
   with open(os.path.join(out_dir, "results.json"), "w", encoding="utf-8") as f:
     json.dump(results, f, indent=2)
   trained_on = run.config.data.dataset
@@ -268,9 +271,12 @@ def _write_outputs(
   if not make_plots:
     return {}
   title = f"{run.family.description} on {dataset} ({checkpoint} checkpoint, step {run.step})"
-  return plots.write_training_plots(
+  written = plots.write_training_plots(
     workdir, embeddings=plot_embeddings, pair_predictions=predictions, results=results, out_dir=out_dir, title=title
   )
+  examples = report.retrieved_examples(plot_embeddings) if plot_embeddings is not None else None
+  report.write_report(out_dir, results, plots=written, examples=examples, note=note)
+  return written
 
 
 def main(argv: list[str] | None = None) -> None:

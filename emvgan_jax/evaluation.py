@@ -194,58 +194,60 @@ def chance_levels(pair_split: Split, gallery: Split | None) -> dict[str, Any]:
   return out
 
 
-def format_table(results: Mapping[str, Any]) -> str:
-  """A readable console/markdown table of a results dict, with chance beside every number."""
-  lines = [
+def result_title(results: Mapping[str, Any]) -> str:
+  """One line naming the model, dataset, seed, checkpoint step and selection split of a results dict."""
+  return (
     f"{results.get('description', results.get('model'))} on {results['dataset']} "
     f"(seed {results.get('seed')}, checkpoint step {results.get('checkpoint_step')}; "
-    f"model selected on {results.get('selection', {}).get('split', '?')})",
-    "",
-  ]
+    f"model selected on {results.get('selection', {}).get('split', '?')})"
+  )
+
+
+def result_tables(results: Mapping[str, Any]) -> list[tuple[str, list[str], list[list[str]]]]:
+  """The tables of a results dict, chance beside every number, as (heading, column names, rows of cells): what
+  `format_table` prints and the HTML report (`emvgan_jax/report.py`) shows."""
+  tables = []
   chance = results.get("chance", {})
   cls = results.get("classification")
   if cls:
-    lines += [
-      f"Classification on {cls['split']} ({cls.get('num_pairs', '?')} pairs)",
-      "",
-      "| metric | value | chance |",
-      "|---|---|---|",
+    rows = [
+      [k, f"{cls[k]:.3f}", f"{chance.get('classification', {}).get(k, float('nan')):.3f}"]
+      for k in ("accuracy", "f1", "roc_auc")
     ]
-    for k in ("accuracy", "f1", "roc_auc"):
-      lines.append(f"| {k} | {cls[k]:.3f} | {chance.get('classification', {}).get(k, float('nan')):.3f} |")
-    lines.append("")
+    tables.append(
+      (f"Classification on {cls['split']} ({cls.get('num_pairs', '?')} pairs)", ["metric", "value", "chance"], rows)
+    )
   ret = results.get("retrieval")
   if ret:
-    keys = [k for k in RETRIEVAL_KEYS if k in ret["video_to_music"]]
-    lines += [
-      f"Retrieval on {ret['split']} ({ret['gallery_size']} items)",
-      "",
-      "| metric | video->music | music->video | chance |",
-      "|---|---|---|---|",
-    ]
-    for k in keys:
-      c = chance.get("retrieval", {}).get(k, float("nan"))
+    rows = []
+    for k in (k for k in RETRIEVAL_KEYS if k in ret["video_to_music"]):
       fmt = "{:.1f}" if "rank" in k else "{:.3f}"
-      lines.append(
-        f"| {k} | {fmt.format(ret['video_to_music'][k])} | {fmt.format(ret['music_to_video'][k])} | {fmt.format(c)} |"
-      )
+      c = chance.get("retrieval", {}).get(k, float("nan"))
+      rows.append([k, fmt.format(ret["video_to_music"][k]), fmt.format(ret["music_to_video"][k]), fmt.format(c)])
+    heading = f"Retrieval on {ret['split']} ({ret['gallery_size']} items)"
+    tables.append((heading, ["metric", "video->music", "music->video", "chance"], rows))
   align = results.get("alignment")
   if align:
     probe_chance = chance.get("alignment", {}).get("modality_probe_accuracy", float("nan"))
-    lines += [
-      "",
-      f"Modality alignment on {align['split']} (unit embeddings)",
-      "",
-      "| metric | value | chance |",
-      "|---|---|---|",
+    rows = [
+      [k, f"{align[k]:.3f}", f"{probe_chance:.3f}" if k == "modality_probe_accuracy" else ""]
+      for k in ALIGNMENT_KEYS
+      if k in align
     ]
-    for k in ALIGNMENT_KEYS:
-      if k in align:
-        c = f"{probe_chance:.3f}" if k == "modality_probe_accuracy" else ""
-        lines.append(f"| {k} | {align[k]:.3f} | {c} |")
     gaps = ", ".join(f"{name} {gap:.3f}" for name, gap in align.get("per_emotion_centroid_gap", {}).items())
-    lines.append(f"| per-emotion centroid gap | {gaps} | |")
-  return "\n".join(lines)
+    rows.append(["per-emotion centroid gap", gaps, ""])
+    tables.append((f"Modality alignment on {align['split']} (unit embeddings)", ["metric", "value", "chance"], rows))
+  return tables
+
+
+def format_table(results: Mapping[str, Any]) -> str:
+  """A readable console/markdown table of a results dict, with chance beside every number."""
+  lines = [result_title(results), ""]
+  for heading, columns, rows in result_tables(results):
+    lines += [heading, "", "| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    lines.append("")
+  return "\n".join(lines).rstrip("\n")
 
 
 def train_threshold(evaluator: Evaluator, state: Any, data: RunData) -> float:

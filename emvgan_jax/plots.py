@@ -1,4 +1,5 @@
-"""Plots of a run (PNG): precision-recall curves, a PCA map of the common space, training curves, confusion matrix.
+"""Plots of a run (PNG, and SVG beside each): precision-recall curves, a PCA map of the common space, training
+curves, confusion matrix.
 
 Figures are drawn with matplotlib's object API on the Agg canvas (no `pyplot`): no global backend is switched
 and no GUI is touched, so training, the evaluate tool and tests can all draw, also on headless machines.
@@ -37,10 +38,23 @@ def _new_figure(width: float, height: float) -> Figure:
 
 
 def _save(fig: Figure, path: str) -> str:
+  """Writes `path` (PNG) and the same figure as SVG beside it (`x.png` -> `x.svg`); returns `path`. The bounding
+  box is the drawn content, so legends placed outside the axes are kept."""
   os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
   fig.tight_layout()
-  fig.savefig(path, format="png", dpi=_DPI)
+  fig.savefig(path, format="png", dpi=_DPI, bbox_inches="tight")
+  fig.savefig(svg_path(path), format="svg", bbox_inches="tight", metadata={"Date": None})  # no timestamp
   return path
+
+
+def svg_path(png_path: str) -> str:
+  """The SVG twin of a plot's PNG."""
+  return os.path.splitext(png_path)[0] + ".svg"
+
+
+def _legend_below(ax: Any, *, offset: float = 0.16, **kwargs: Any) -> None:
+  """A legend under the axes and their x label (outside the data); `offset`: how far below, in axes heights."""
+  ax.legend(loc="upper center", bbox_to_anchor=(0.5, -offset), frameon=False, ncol=kwargs.pop("ncol", 2), **kwargs)
 
 
 def _emotion_name(label: int, class_names: Sequence[str]) -> str:
@@ -119,7 +133,7 @@ def plot_precision_recall(curves: Mapping[str, Mapping[str, Any]], path: str, *,
     ax.set_ylabel("interpolated precision")
     ax.set_title(_DIRECTION_TITLES[direction])
     ax.grid(alpha=0.3)
-    ax.legend(loc="upper right", fontsize=8)
+    _legend_below(ax, fontsize=8, ncol=1)
   if title:
     fig.suptitle(title, fontsize=10)
   return _save(fig, path)
@@ -198,7 +212,7 @@ def plot_embedding_map(
     Line2D([], [], marker="o", linestyle="", color="black", label="music"),
     Line2D([], [], marker="^", linestyle="", color="black", label="video"),
   ]
-  ax.legend(handles=handles, fontsize=8, loc="best", framealpha=0.8)
+  ax.legend(handles=handles, fontsize=8, loc="center left", bbox_to_anchor=(1.02, 0.5), frameon=False)
   ax.set_xlabel(f"PC 1 ({100 * explained[0]:.1f}% of variance)")
   ax.set_ylabel(f"PC 2 ({100 * explained[1]:.1f}% of variance)")
   gap = ""
@@ -351,7 +365,7 @@ def plot_training_curves(metrics_path: str, path: str, *, title: str = "", best_
     ax.set_title(name, fontsize=10)
     ax.set_xlabel("step")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, loc="best")
+    _legend_below(ax, fontsize=7, offset=0.2)
   if title:
     fig.suptitle(title, fontsize=10)
   return _save(fig, path)

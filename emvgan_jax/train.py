@@ -372,18 +372,22 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict
 
 
 def _write_plots(s: _Setup, state: Any, results: dict[str, Any], workdir: str) -> None:
-  """Training curves, precision-recall, the PCA map of the common space and the confusion matrix: W/plots."""
-  from emvgan_jax import plots  # pylint: disable=g-import-not-at-top  (matplotlib only when plotting)
+  """Training curves, precision-recall, the PCA map of the common space and the confusion matrix (W/plots), and
+  W/report.html, the page that shows them with the results."""
+  from emvgan_jax import plots, report  # pylint: disable=g-import-not-at-top  (matplotlib only when plotting)
 
   emb = None
   if s.family.has_retrieval and s.data.gallery is not None:
     emb = evaluation.gallery_embeddings(s.evaluator, state, s.data.gallery)
   pairs = evaluation.pair_predictions(s.evaluator, state, s.data.pairs, results["classification"]["threshold"])
   if jax.process_index() == 0:
-    plots.write_training_plots(
+    written = plots.write_training_plots(
       workdir,
       embeddings=emb,
       pair_predictions=pairs,
       results=results,
       title=f"{s.family.description} on {s.config.data.dataset}",
     )
+    examples = report.retrieved_examples(emb) if emb is not None else None
+    note = f"Best checkpoint (step {results['checkpoint_step']}) of {os.path.abspath(workdir)}, at the end of training."
+    report.write_report(workdir, results, plots=written, examples=examples, note=note)
