@@ -193,7 +193,8 @@ def test_interrupt_saves_latest_and_the_rerun_continues_exactly(reference, tmp_p
 
 
 @pytest.mark.slow
-def test_sigterm_to_main_saves_and_exits_with_one_line(tiny_run, tmp_path):
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_a_signal_to_main_saves_and_exits_with_one_line(tiny_run, tmp_path, signum):
   workdir = tmp_path / "w"
   env = {**os.environ, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": ""}
   args = [sys.executable, "-m", "emvgan_jax.main", "--config=configs/tiny.py", f"--workdir={workdir}"]
@@ -203,11 +204,11 @@ def test_sigterm_to_main_saves_and_exits_with_one_line(tiny_run, tmp_path):
   while not (workdir / "metrics.jsonl").exists() or not (workdir / "metrics.jsonl").stat().st_size:
     assert proc.poll() is None and time.time() < deadline, proc.communicate()
     time.sleep(0.2)
-  proc.send_signal(signal.SIGTERM)
+  proc.send_signal(signum)
   _, err = proc.communicate(timeout=120)
-  assert proc.returncode == 128 + signal.SIGTERM
+  assert proc.returncode == 128 + signum
   (line,) = [x for x in err.splitlines() if x.startswith("interrupted:")]
-  assert "stopped by SIGTERM at step" in line and "rerun the same command" in line
+  assert f"stopped by {signal.Signals(signum).name} at step" in line and "rerun the same command" in line
   step = int(line.split("at step ")[1].split(":")[0])
   assert ckpt_lib.Checkpoints(str(workdir), read_only=True).latest_step() == step
   assert "Traceback" not in err
