@@ -538,6 +538,7 @@ TOOLS = (
   "emvgan_jax.tune",
   "emvgan_jax.benchmark",
   "emvgan_jax.benchmarks.input_pipeline",
+  "emvgan_jax.extract",
   "tfds_emomv.build",
   "tfds_emomv.emomv.make_dummy_data",
 )

@@ -1,0 +1,229 @@
+"""Audio and video files in, EmoMV-compatible feature files out: `python -m emvgan_jax.extract`.
+
+Usage:
+  python -m emvgan_jax.extract --inputs=clips/ --out_dir=features/ [--name=mine] [--modalities=video,music] \
+      [--labels=labels.csv] [--weights=published|random] [--weights_dir=DIR]
+
+For each file (or each media file in a folder given): the SlowFast-R50 vector of its video (2304 values) and the
+VGGish vector of its audio (128), extracted as docs/data.md describes ("Extracting features from your own
+clips"). Writes into --out_dir, in the layout of EmoMV's retrieval folders:
+  SlowFast_<name>.h5 (dataset `default`, N x 2304), VGGish_<name>.h5 (dataset `data`, N x 128),
+  <name>_files.csv (row, name, file, clips, patches), and with --labels (a CSV of `name,emotion` rows)
+  <name>.csv in EmoMV's 4-column retrieval layout, so that `retrieve --gallery_csv=<name>.csv
+  --gallery_video_h5=... --gallery_music_h5=...` searches your clips, and `retrieve --query_h5=... --query_row=i`
+  asks with one of them. A row's name is its file name without the extension.
+
+The published weights are fetched once from their official sources and converted (needs `pip install -e
+'.[extract]'`); --weights=random runs the same pipeline with random weights (numbers without meaning, for tests).
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import sys
+from collections.abc import Sequence
+
+import numpy as np
+from absl import flags
+
+from emvgan_jax.runtime import cli
+
+HELP = __doc__
+MEDIA_SUFFIXES = (".mp4", ".mkv", ".avi", ".mov", ".webm", ".m4v", ".mp3", ".wav", ".flac", ".m4a", ".ogg", ".aac")
+MODALITIES = ("video", "music")
+
+_FLAGS = cli.new_flag_values()
+_INPUTS = flags.DEFINE_list("inputs", None, "Media files, or folders of them (comma-separated).", flag_values=_FLAGS)
+_OUT_DIR = flags.DEFINE_string("out_dir", None, "Where to write the feature files.", flag_values=_FLAGS)
+_NAME = flags.DEFINE_string("name", "clips", "Stem of the output files.", flag_values=_FLAGS)
+_MODALITIES = flags.DEFINE_list(
+  "modalities",
+  list(MODALITIES),
+  "video (SlowFast), music (VGGish), or both; every file needs the streams asked.",
+  flag_values=_FLAGS,
+)
+_LABELS = flags.DEFINE_string(
+  "labels",
+  None,
+  "CSV of `name,emotion` rows (one of exciting, fear, tense, sad, relax) for <name>.csv.",
+  flag_values=_FLAGS,
+)
+_WEIGHTS = flags.DEFINE_enum("weights", "published", ["published", "random"], "Extractor weights.", flag_values=_FLAGS)
+_WEIGHTS_DIR = flags.DEFINE_string(
+  "weights_dir", None, "Cache of the weights (default ~/.cache/emvgan_jax/weights).", flag_values=_FLAGS
+)
+_CLIP_BATCH = flags.DEFINE_integer(
+  "clip_batch", 2, "SlowFast clips per forward pass.", lower_bound=1, flag_values=_FLAGS
+)
+flags.mark_flags_as_required(["inputs", "out_dir"], flag_values=_FLAGS)
+
+
+def media_files(inputs: Sequence[str]) -> list[str]:
+  """The files of `inputs`, folders expanded to their media files (sorted), in order.
+
+  Raises:
+    cli.UsageError: an input that does not exist, a folder without media, or two files of one name.
+  """
+  out = []
+  for item in inputs:
+    item = os.path.expanduser(item)
+    if os.path.isdir(item):
+      found = sorted(os.path.join(item, n) for n in os.listdir(item) if n.lower().endswith(MEDIA_SUFFIXES))
+      if not found:
+        raise cli.UsageError(f"--inputs: {item} holds no media files ({', '.join(MEDIA_SUFFIXES)})")
+      out += found
+    elif os.path.isfile(item):
+      out.append(item)
+    else:
+      raise cli.UsageError(f"--inputs: {item} does not exist")
+  names = [os.path.splitext(os.path.basename(p))[0] for p in out]
+  repeated = sorted({n for n in names if names.count(n) > 1})
+  if repeated:
+    raise cli.UsageError(f"--inputs: two files share the name {repeated[0]!r}; rows are named by file name")
+  return out
+
+
+class Extractor:
+  """The two networks with their weights, jitted; `video(path)` and `music(path)` give one row each."""
+
+  def __init__(self, modalities: Sequence[str], weights: str, weights_dir: str | None, clip_batch: int = 2):
+    import jax  # pylint: disable=g-import-not-at-top
+
+    from emvgan_jax.extraction import slowfast, vggish  # pylint: disable=g-import-not-at-top
+    from emvgan_jax.extraction import weights as weights_lib  # pylint: disable=g-import-not-at-top
+
+    self.clip_batch = clip_batch
+    if "music" in modalities:
+      self._vggish_vars = weights_lib.variables_for("vggish", weights, weights_dir)
+      self._vggish = jax.jit(vggish.VGGish().apply)
+    if "video" in modalities:
+      self._slowfast_vars = weights_lib.variables_for("slowfast", weights, weights_dir)
+      self._slowfast = jax.jit(slowfast.SlowFast().apply)
+
+  def music(self, path: str) -> tuple[np.ndarray, int]:
+    """(128,) mean VGGish embedding of the file's audio over its 0.96 s patches, and the patch count."""
+    from emvgan_jax.extraction import audio, media  # pylint: disable=g-import-not-at-top
+
+    waveform, rate = media.read_audio(path)
+    try:
+      examples = audio.waveform_to_examples(waveform, rate)
+    except ValueError as e:
+      raise media.MediaError(f"{path}: {e}") from None
+    rows = [np.asarray(self._vggish(self._vggish_vars, examples[i : i + 64])) for i in range(0, len(examples), 64)]
+    return np.concatenate(rows).mean(axis=0), len(examples)
+
+  def video(self, path: str) -> tuple[np.ndarray, int]:
+    """(2304,) mean SlowFast vector of the file's video over its 2.13 s clips, and the clip count."""
+    from emvgan_jax.extraction import media  # pylint: disable=g-import-not-at-top
+
+    slow, fast = media.slowfast_clips(media.read_frames(path))
+    rows = []
+    for i in range(0, len(slow), self.clip_batch):
+      s, f = slow[i : i + self.clip_batch], fast[i : i + self.clip_batch]
+      pad = self.clip_batch - len(s)  # one compiled shape for every batch
+      s, f = np.concatenate([s, s[:1].repeat(pad, 0)]), np.concatenate([f, f[:1].repeat(pad, 0)])
+      rows.append(np.asarray(self._slowfast(self._slowfast_vars, s, f))[: self.clip_batch - pad])
+    return np.concatenate(rows).mean(axis=0), len(slow)
+
+
+def _read_labels(path: str, names: Sequence[str]) -> dict[str, int]:
+  from tfds_emomv.emomv import files  # pylint: disable=g-import-not-at-top
+
+  labels = {}
+  with open(os.path.expanduser(path), newline="", encoding="utf-8") as f:
+    for i, row in enumerate(csv.reader(f), start=1):
+      if len(row) != 2 or row[1].strip().lower() not in files.EMOTIONS:
+        raise cli.UsageError(f"--labels={path}: row {i} must be name,emotion (one of {', '.join(files.EMOTIONS)})")
+      labels[row[0].strip()] = files.EMOTIONS.index(row[1].strip().lower())
+  missing = [n for n in names if n not in labels]
+  if missing:
+    raise cli.UsageError(f"--labels={path} has no row for {missing[0]!r} ({len(missing)} names without a label)")
+  return labels
+
+
+def extract(
+  files_in: Sequence[str],
+  out_dir: str,
+  *,
+  name: str = "clips",
+  modalities: Sequence[str] = MODALITIES,
+  labels: str | None = None,
+  weights: str = "published",
+  weights_dir: str | None = None,
+  clip_batch: int = 2,
+) -> dict[str, str]:
+  """Extracts every file and writes the feature files (all of them, or none: written beside, then renamed).
+
+  Returns:
+    {what: path} of the files written.
+  """
+  import h5py  # pylint: disable=g-import-not-at-top
+
+  bad = [m for m in modalities if m not in MODALITIES]
+  if bad or not modalities:
+    raise cli.UsageError(f"--modalities must be video, music or both, got {','.join(modalities)}")
+  names = [os.path.splitext(os.path.basename(p))[0] for p in files_in]
+  label_ids = _read_labels(labels, names) if labels else None
+  extractor = Extractor(modalities, weights, weights_dir, clip_batch)
+  rows = {m: [] for m in modalities}
+  counts = []
+  for i, path in enumerate(files_in):
+    done = {m: getattr(extractor, m)(path) for m in modalities}
+    for m, (vector, _) in done.items():
+      rows[m].append(vector)
+    counts.append({m: n for m, (_, n) in done.items()})
+    print(f"[{i + 1}/{len(files_in)}] {path}: " + ", ".join(f"{m} from {n}" for m, n in counts[-1].items()), flush=True)
+  os.makedirs(out_dir, exist_ok=True)
+  outputs = {}
+  for m, (prefix, key) in (("video", ("SlowFast", "default")), ("music", ("VGGish", "data"))):
+    if m in rows:
+      outputs[m] = os.path.join(out_dir, f"{prefix}_{name}.h5")
+      with h5py.File(outputs[m] + ".tmp", "w") as f:
+        f.create_dataset(key, data=np.stack(rows[m]).astype(np.float32))
+  outputs["files"] = os.path.join(out_dir, f"{name}_files.csv")
+  with open(outputs["files"] + ".tmp", "w", newline="", encoding="utf-8") as f:
+    writer = csv.writer(f)
+    writer.writerow(["row", "name", "file", "video_clips", "music_patches"])
+    for i, (n, p, c) in enumerate(zip(names, files_in, counts)):
+      writer.writerow([i, n, os.path.abspath(p), c.get("video", ""), c.get("music", "")])
+  if label_ids is not None:
+    from tfds_emomv.emomv import files  # pylint: disable=g-import-not-at-top
+
+    outputs["gallery"] = os.path.join(out_dir, f"{name}.csv")
+    with open(outputs["gallery"] + ".tmp", "w", newline="", encoding="utf-8") as f:
+      csv.writer(f).writerows([[out_dir, n, files.EMOTIONS[label_ids[n]], label_ids[n]] for n in names])
+  for path in outputs.values():
+    os.replace(path + ".tmp", path)
+  return outputs
+
+
+def main(argv: list[str] | None = None) -> None:
+  """The command line: extracts, prints where the files are."""
+  cli.start_tool(_FLAGS, sys.argv if argv is None else argv, HELP)
+
+  def body():
+    from emvgan_jax.extraction import media, weights  # pylint: disable=g-import-not-at-top
+
+    try:
+      outputs = extract(
+        media_files(_INPUTS.value),
+        os.path.expanduser(_OUT_DIR.value),
+        name=_NAME.value,
+        modalities=_MODALITIES.value,
+        labels=_LABELS.value,
+        weights=_WEIGHTS.value,
+        weights_dir=_WEIGHTS_DIR.value,
+        clip_batch=_CLIP_BATCH.value,
+      )
+    except (media.MediaError, weights.WeightsError) as e:
+      raise cli.ToolError(str(e)) from None
+    except ImportError as e:
+      raise cli.ToolError(f"{e}: extraction needs pip install -e '.[extract]'") from None
+    print("Wrote " + ", ".join(outputs.values()))
+
+  cli.run_tool(body)
+
+
+if __name__ == "__main__":
+  main()

@@ -1,0 +1,128 @@
+"""The extractors' weights: the published ones (fetched once from their official sources, converted, cached) or
+random ones (for tests and for trying the pipeline where the weights cannot be fetched).
+
+- VGGish: AudioSet's VGGish as released for PyTorch by torchvggish (`vggish-10086976.pth`, the TensorFlow
+  checkpoint converted by its author), https://github.com/harritaylor/torchvggish/releases/tag/v0.1.
+- SlowFast: PyTorchVideo's model zoo, SlowFast R50 8x8 trained on Kinetics-400 (`SLOWFAST_8x8_R50.pyth`).
+
+Reading those files needs PyTorch (`torch.load`; `pip install -e '.[extract]'`); the converted weights are kept
+as `.npz` in the cache (`~/.cache/emvgan_jax/weights`, or `--weights_dir`), after which PyTorch is not needed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import urllib.request
+from typing import Any
+
+import jax
+import numpy as np
+
+from emvgan_jax.extraction import slowfast, vggish
+
+SOURCES = {
+  "vggish": "https://github.com/harritaylor/torchvggish/releases/download/v0.1/vggish-10086976.pth",
+  "slowfast": "https://dl.fbaipublicfiles.com/pytorchvideo/model_zoo/kinetics/SLOWFAST_8x8_R50.pyth",
+}
+# torch.hub's convention: the file name carries the first 8 hex digits of the file's SHA-256.
+SHA256_PREFIX = {"vggish": "10086976"}
+DEFAULT_DIR = os.path.join(os.path.expanduser("~"), ".cache", "emvgan_jax", "weights")
+
+
+class WeightsError(RuntimeError):
+  """The published weights cannot be had (offline, a damaged download, no PyTorch to read them)."""
+
+
+def random_variables(model: str, seed: int = 0) -> dict[str, Any]:
+  """Randomly initialised variables of an extractor (BatchNorm statistics at 0 and 1)."""
+  if model == "vggish":
+    return vggish.VGGish().init(jax.random.key(seed), np.zeros((1, 96, 64), np.float32))
+  return slowfast.SlowFast().init(jax.random.key(seed), *_slowfast_examples())
+
+
+def _flat(tree: dict[str, Any], prefix: str = "") -> dict[str, np.ndarray]:
+  out = {}
+  for k, v in tree.items():
+    if isinstance(v, dict):
+      out.update(_flat(v, f"{prefix}{k}/"))
+    else:
+      out[prefix + k] = np.asarray(v)
+  return out
+
+
+def _unflat(flat: dict[str, np.ndarray]) -> dict[str, Any]:
+  tree: dict[str, Any] = {}
+  for key, value in flat.items():
+    *parents, leaf = key.split("/")
+    node = tree
+    for p in parents:
+      node = node.setdefault(p, {})
+    node[leaf] = value
+  return tree
+
+
+def _download(model: str, directory: str) -> str:
+  url = SOURCES[model]
+  path = os.path.join(directory, os.path.basename(url))
+  if os.path.isfile(path):
+    return path
+  os.makedirs(directory, exist_ok=True)
+  try:
+    with urllib.request.urlopen(url, timeout=30) as response, open(path + ".tmp", "wb") as f:
+      for block in iter(lambda: response.read(1 << 20), b""):
+        f.write(block)
+  except OSError as e:
+    raise WeightsError(
+      f"cannot fetch the published {model} weights from {url} ({e}); download the file into {directory} "
+      "yourself, or pass --weights=random to try the pipeline with random weights"
+    ) from None
+  prefix = SHA256_PREFIX.get(model)
+  if prefix:
+    with open(path + ".tmp", "rb") as f:
+      digest = hashlib.sha256(f.read()).hexdigest()
+    if not digest.startswith(prefix):
+      os.remove(path + ".tmp")
+      raise WeightsError(f"the {model} weights from {url} have SHA-256 {digest[:8]}..., expected {prefix}...")
+  os.replace(path + ".tmp", path)
+  return path
+
+
+def _torch_state_dict(path: str) -> dict[str, np.ndarray]:
+  try:
+    import torch  # pylint: disable=g-import-not-at-top
+  except ImportError:
+    raise WeightsError(
+      f"reading {path} needs PyTorch: pip install -e '.[extract]' (once converted, the weights are cached as .npz)"
+    ) from None
+  checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+  state = checkpoint.get("model_state", checkpoint) if isinstance(checkpoint, dict) else checkpoint
+  return {k: v.detach().cpu().numpy() for k, v in state.items() if hasattr(v, "detach")}
+
+
+def published_variables(model: str, directory: str | None = None) -> dict[str, Any]:
+  """The published weights of `model` ('vggish' or 'slowfast'), converted to Flax (cached as .npz)."""
+  directory = os.path.expanduser(directory or DEFAULT_DIR)
+  cached = os.path.join(directory, f"{model}_flax.npz")
+  if os.path.isfile(cached):
+    with np.load(cached) as f:
+      variables = _unflat({k: f[k] for k in f.files})
+  else:
+    state = _torch_state_dict(_download(model, directory))
+    variables = (vggish.convert if model == "vggish" else slowfast.convert)(state)
+    np.savez(cached + ".tmp.npz", **_flat(variables))
+    os.replace(cached + ".tmp.npz", cached)
+  check = (np.zeros((1, 96, 64), np.float32),) if model == "vggish" else _slowfast_examples()
+  vggish.check_fits(variables, vggish.VGGish() if model == "vggish" else slowfast.SlowFast(), *check)
+  return variables
+
+
+def _slowfast_examples() -> tuple[np.ndarray, np.ndarray]:
+  return np.zeros((1, slowfast.SLOW_FRAMES, 32, 32, 3)), np.zeros((1, slowfast.FAST_FRAMES, 32, 32, 3))
+
+
+def variables_for(model: str, weights: str, directory: str | None = None, seed: int = 0) -> dict[str, Any]:
+  """'published' or 'random' weights of `model`."""
+  if weights == "random":
+    return random_variables(model, seed)
+  return published_variables(model, directory)
