@@ -161,6 +161,7 @@ def test_published_weights_offline_are_one_clear_error(tmp_path, monkeypatch):
   assert not list(tmp_path.iterdir())  # nothing half-downloaded
 
 
+@pytest.mark.slow
 def test_converted_weights_are_read_back_from_the_cache(tmp_path):
   variables = weights_lib.random_variables("vggish", seed=5)
   np.savez(tmp_path / "vggish_flax.npz", **weights_lib._flat(variables))  # pylint: disable=protected-access

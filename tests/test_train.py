@@ -289,12 +289,14 @@ def run_main(*args, timeout=120):
     ("--config.trian.seed=3", "error: --config.trian.seed: the config has no field 'trian'; did you mean 'train'?"),
   ],
 )
+@pytest.mark.slow
 def test_misspelt_config_field_is_one_line_naming_the_flag(tmp_path, flag, line):
   proc = run_main("--config=configs/tiny.py", f"--workdir={tmp_path}", flag)
   assert proc.returncode == 2 and proc.stderr.strip().splitlines() == [line]
   assert not (tmp_path / "checkpoints").exists()
 
 
+@pytest.mark.slow
 def test_missing_config_file_is_one_line(tmp_path):
   proc = run_main("--config=configs/nope.py", f"--workdir={tmp_path}")
   assert proc.returncode == 2
@@ -491,6 +493,7 @@ def _read_events(folder: pathlib.Path) -> list:
   return events
 
 
+@pytest.mark.slow
 def test_tensorboard_tags_are_the_metric_keys_and_the_config_is_logged_as_hparams(tiny_run):
   from tensorboardX.proto import plugin_hparams_pb2  # pylint: disable=g-import-not-at-top
 
