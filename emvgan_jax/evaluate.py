@@ -223,6 +223,10 @@ def evaluate_run(
     "default_pair_split": default,
     "seconds": round(time.time() - t_start, 2),
   }
+  if run.family.has_retrieval and "retrieval" not in results:  # said in the results, not only in a log line
+    results["evaluation"]["retrieval"] = (
+      f"not computed: {dataset} has no gallery built (a partial build skipped it for its missing files)"
+    )
   written = {}
   if jax.process_index() == 0:
     written = _write_outputs(

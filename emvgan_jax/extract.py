@@ -117,14 +117,15 @@ class Extractor:
     """(2304,) mean SlowFast vector of the file's video over its 2.13 s clips, and the clip count."""
     from emvgan_jax.extraction import media  # pylint: disable=g-import-not-at-top
 
-    slow, fast = media.slowfast_clips(media.read_frames(path))
+    frames = media.read_frames(path)
+    indices = media.clip_indices(len(frames))
     rows = []
-    for i in range(0, len(slow), self.clip_batch):
-      s, f = slow[i : i + self.clip_batch], fast[i : i + self.clip_batch]
-      pad = self.clip_batch - len(s)  # one compiled shape for every batch
-      s, f = np.concatenate([s, s[:1].repeat(pad, 0)]), np.concatenate([f, f[:1].repeat(pad, 0)])
-      rows.append(np.asarray(self._slowfast(self._slowfast_vars, s, f))[: self.clip_batch - pad])
-    return np.concatenate(rows).mean(axis=0), len(slow)
+    for i in range(0, len(indices), self.clip_batch):  # clips built a batch at a time (31 MB each as float32)
+      batch = indices[i : i + self.clip_batch]
+      pad = self.clip_batch - len(batch)  # one compiled shape for every batch
+      s, f = media.slowfast_clips(frames, np.concatenate([batch, batch[:1].repeat(pad, 0)]))
+      rows.append(np.asarray(self._slowfast(self._slowfast_vars, s, f))[: len(batch)])
+    return np.concatenate(rows).mean(axis=0), len(indices)
 
 
 def _read_labels(path: str, names: Sequence[str]) -> dict[str, int]:
@@ -133,6 +134,8 @@ def _read_labels(path: str, names: Sequence[str]) -> dict[str, int]:
   labels = {}
   with open(os.path.expanduser(path), newline="", encoding="utf-8") as f:
     for i, row in enumerate(csv.reader(f), start=1):
+      if i == 1 and [c.strip().lower() for c in row] == ["name", "emotion"]:  # a header row
+        continue
       if len(row) != 2 or row[1].strip().lower() not in files.EMOTIONS:
         raise cli.UsageError(f"--labels={path}: row {i} must be name,emotion (one of {', '.join(files.EMOTIONS)})")
       labels[row[0].strip()] = files.EMOTIONS.index(row[1].strip().lower())

@@ -273,7 +273,9 @@ def evaluate_elsewhere(
   name = evaluate_lib.output_name(dataset, "best", emomv.default_split(dataset), emomv.default_split(dataset))
   path = os.path.join(run.workdir, "eval", name, "results.json")
   if os.path.isfile(path):
-    return dataclasses.replace(run, status="reused", results=experiments.read_json(path), seconds=0.0)
+    cached = experiments.read_json(path)
+    if cached.get("checkpoint_step") == run.results.get("checkpoint_step"):  # of the same best checkpoint
+      return dataclasses.replace(run, status="reused", results=cached, seconds=0.0)
   if str(run.results.get("model") or "").startswith("peer_"):
     from emvgan_jax import peers  # pylint: disable=g-import-not-at-top
 
@@ -446,6 +448,8 @@ def _caption(
       if c["gallery_split"]
       else ""
     )
+    if not c["gallery_split"] and elsewhere:
+      retrieval = " (its gallery was not built, its files being missing: no retrieval)"
     parts.append(
       f"{c['dataset']}: classification on the `{c['classification_split']}` split ({c['num_pairs']} pairs){retrieval}"
     )
@@ -608,6 +612,12 @@ def run_sweep(
     raise cli.UsageError(f"--reference={reference!r} is not one of --configs {list(specs)}")
   if eval_datasets and protocol.name != "published":
     raise cli.UsageError("--eval_datasets goes with --protocol=published (each fold's model is a different one)")
+  for dataset in eval_datasets:  # before hours of training
+    if dataset not in config_lib.DATASETS:
+      raise cli.UsageError(f"--eval_datasets: {dataset!r} is not one of {', '.join(config_lib.DATASETS)}")
+    trained_on = {make_config(spec, 0, overrides=overrides).data.dataset for spec in specs}
+    if dataset in trained_on:
+      raise cli.UsageError(f"--eval_datasets: {dataset} is what the configs train on; its table is table.md")
   cells = protocol.cells()
   for spec in specs:  # fail on a bad config or override before hours of training
     config = make_config(spec, 0, overrides=[*overrides, *protocol.overrides(cells[-1])])

@@ -181,6 +181,7 @@ def test_decoding_and_clip_sampling(tmp_path):
   assert rate == 22050 and abs(len(waveform) / rate - 3.0) < 0.1 and 0.25 < np.abs(waveform).max() < 0.35
   frames = media.read_frames(path)
   assert frames.shape == (90, 256, 256, 3) and frames.dtype == np.uint8  # 3 s at 30 per second, 256 crop
+  assert media.clip_indices(90).tolist() == [list(range(0, 64, 2))]
   slow, fast = media.slowfast_clips(frames)  # one whole 64-frame window fits
   assert slow.shape == (1, 8, 256, 256, 3) and fast.shape == (1, 32, 256, 256, 3)
   np.testing.assert_array_equal(slow[0], fast[0][[0, 4, 8, 13, 17, 22, 26, 31]])  # linspace(0, 31, 8), as PyTorchVideo
@@ -191,6 +192,9 @@ def test_decoding_and_clip_sampling(tmp_path):
   silent = write_media(tmp_path / "v.mp4", seconds=1.0, audio_track=False)
   with pytest.raises(media.MediaError, match="has no audio stream"):
     media.read_audio(silent)
+  still = write_media(tmp_path / "still.mp4", seconds=0.04, fps=25)  # one picture, like an mp3's cover art
+  with pytest.raises(media.MediaError, match="fewer than 2 frames"):
+    media.read_frames(still)
   (tmp_path / "junk.mp4").write_bytes(b"not a video")
   with pytest.raises(media.MediaError, match="cannot be opened as media"):
     media.read_frames(str(tmp_path / "junk.mp4"))

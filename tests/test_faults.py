@@ -139,6 +139,37 @@ def test_a_write_failing_inside_the_save_is_one_line_and_leaves_nothing_behind(t
   assert json.loads((workdir / "results.json").read_text())["checkpoint_step"] > 0
 
 
+def test_a_save_failing_for_another_reason_keeps_its_traceback_and_orbax_log(tmp_path, monkeypatch, caplog):
+  """Not the disk (a bug): the error propagates as it is, with what Orbax logged, and nothing hangs."""
+  import logging  # pylint: disable=g-import-not-at-top
+
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
+
+  def broken_save(self, *args, **kwargs):
+    record = logging.makeLogRecord(
+      {
+        "name": "orbax",
+        "levelno": logging.ERROR,
+        "levelname": "ERROR",
+        "msg": "orbax's own account of it",
+        "pathname": "/site-packages/orbax/checkpoint/x.py",
+      }
+    )
+    logging.getLogger().handle(record)
+    raise ValueError("a bug in the state")
+
+  monkeypatch.setattr(ocp.CheckpointManager, "save", broken_save)
+  checkpoints = ckpt_lib.Checkpoints(str(tmp_path))
+  signal.alarm(30)  # a hang fails the test instead of the suite
+  try:
+    with pytest.raises(ValueError, match="a bug in the state"):
+      checkpoints.save("latest", 1, state={"w": np.zeros(3)}, stats={}, meta={})
+  finally:
+    signal.alarm(0)
+  assert "orbax's own account of it" in caplog.text
+
+
 @pytest.fixture
 def small_disk(tmp_path):
   """A 700 KB file system of its own (tmpfs), where mounting one is allowed (root in a container that permits
@@ -556,3 +587,11 @@ def test_every_tool_help_exits_0_with_its_own_flags_only(module, tmp_path):
   assert not list(tmp_path.iterdir())  # nothing written (make_dummy_data once made a folder named --help)
   if module != "tfds_emomv.emomv.make_dummy_data":
     assert "--verbose" in proc.stdout
+
+
+def test_verbose_is_taken_in_absl_spellings(monkeypatch):
+  from emvgan_jax.runtime import cli  # pylint: disable=g-import-not-at-top
+
+  monkeypatch.setenv(cli.VERBOSE_ENV, "0")
+  assert cli.take_verbose(["tool", "--verbose=True", "--k=3"]) == ["tool", "--k=3"] and cli.verbose()
+  assert cli.take_verbose(["tool", "--noverbose"]) == ["tool"] and not cli.verbose()

@@ -284,3 +284,15 @@ def test_eval_datasets_tables_equal_evaluate_and_the_refitted_peer(sweep_root, s
       first["retrieval"]["video_to_music"][key], abs=1e-5
     )
   assert again["classification"]["roc_auc"] == pytest.approx(first["classification"]["roc_auc"], abs=1e-5)
+
+
+@pytest.mark.parametrize(
+  "dataset, message", [("emomv_a", "is not one of emomv/a"), ("emomv/c", "is what the configs train on")]
+)
+def test_eval_datasets_are_checked_before_any_training(tmp_path, dataset, message):
+  def never(config, workdir):
+    raise AssertionError("trained before the flags were checked")
+
+  spec = os.path.join(os.path.dirname(os.path.dirname(__file__)), "configs", "tiny.py")
+  with pytest.raises(cli.UsageError, match=message):
+    sweep.run_sweep([spec], [0], str(tmp_path), train_fn=never, eval_datasets=[dataset])

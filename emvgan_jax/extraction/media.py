@@ -44,11 +44,14 @@ def read_audio(path: str) -> tuple[np.ndarray, int]:
     rate = stream.rate or stream.codec_context.sample_rate
     resampler = av.AudioResampler(format="fltp", layout=stream.layout.name, rate=rate)
     chunks = []
-    for frame in container.decode(stream):
-      for out in resampler.resample(frame):
+    try:
+      for frame in container.decode(stream):
+        for out in resampler.resample(frame):
+          chunks.append(out.to_ndarray())
+      for out in resampler.resample(None):  # flush
         chunks.append(out.to_ndarray())
-    for out in resampler.resample(None):  # flush
-      chunks.append(out.to_ndarray())
+    except (av.error.FFmpegError, ValueError) as e:
+      raise MediaError(f"{path}: its audio does not decode ({e})") from None
   if not chunks:
     raise MediaError(f"{path}: its audio stream holds no samples")
   return np.concatenate(chunks, axis=1).mean(axis=0).astype(np.float32), int(rate)
@@ -60,38 +63,67 @@ def _scaled_size(width: int, height: int) -> tuple[int, int]:
   return max(SHORT_SIDE, int(round(width * SHORT_SIDE / height))), SHORT_SIDE
 
 
+def _video_stream(container, path: str):  # noqa: ANN001, ANN202
+  """The first real video stream: embedded cover art (an mp3's or m4a's picture) is not a video."""
+  from av.stream import Disposition  # pylint: disable=g-import-not-at-top
+
+  streams = [s for s in container.streams.video if not s.disposition & Disposition.attached_pic]
+  if not streams:
+    what = "only a still picture (cover art)" if container.streams.video else "no video stream"
+    raise MediaError(f"{path}: has {what}; for music only, pass --modalities=music")
+  return streams[0]
+
+
 def read_frames(path: str) -> np.ndarray:
-  """(T, 256, 256, 3) uint8 RGB frames resampled to 30 per second (the decoded frame shown at each instant),
-  short side scaled to 256 (bilinear) and centre-cropped."""
+  """(T, 256, 256, 3) uint8 RGB frames at 30 per second (at each instant, the decoded frame then showing), short
+  side scaled to 256 (bilinear) and centre-cropped. Resampled while decoding: about 6 MB per second of video.
+
+  Raises:
+    MediaError: no video stream (or only cover art), a stream that does not decode, or fewer than 2 frames.
+  """
+  import av  # pylint: disable=g-import-not-at-top
+
   with _open(path) as container:
-    if not container.streams.video:
-      raise MediaError(f"{path}: has no video stream")
-    stream = container.streams.video[0]
-    times, frames = [], []
-    for frame in container.decode(stream):
-      if frame.time is None:
-        continue
-      width, height = _scaled_size(frame.width, frame.height)
-      rgb = frame.reformat(width=width, height=height, format="rgb24", interpolation="BILINEAR").to_ndarray()
-      top, left = (height - CROP) // 2, (width - CROP) // 2
-      frames.append(rgb[top : top + CROP, left : left + CROP])
-      times.append(float(frame.time))
-  if not frames:
-    raise MediaError(f"{path}: its video stream holds no frames")
-  times = np.asarray(times) - times[0]
-  duration = times[-1] + (np.median(np.diff(times)) if len(times) > 1 else 1.0 / FPS)
-  wanted = np.arange(int(np.floor(duration * FPS + 1e-6))) / FPS
-  index = np.clip(np.searchsorted(times, wanted + 1e-6, side="right") - 1, 0, len(frames) - 1)
-  return np.stack(frames)[index]
+    stream = _video_stream(container, path)
+    out: list[np.ndarray] = []
+    previous, start, last, interval = None, None, 0.0, None
+    try:
+      for frame in container.decode(stream):
+        if frame.time is None:
+          continue
+        start = frame.time if start is None else start
+        last = frame.time - start
+        while previous is not None and len(out) / FPS < last - 1e-6:  # the instants before it show the previous
+          out.append(previous)
+        interval = last if interval is None and last > 0 else interval
+        width, height = _scaled_size(frame.width, frame.height)
+        rgb = frame.reformat(width=width, height=height, format="rgb24", interpolation="BILINEAR").to_ndarray()
+        top, left = (height - CROP) // 2, (width - CROP) // 2
+        previous = rgb[top : top + CROP, left : left + CROP]
+    except (av.error.FFmpegError, ValueError) as e:
+      raise MediaError(f"{path}: its video does not decode ({e})") from None
+  if previous is None or interval is None:
+    raise MediaError(f"{path}: its video holds fewer than 2 frames")
+  while len(out) / FPS < last + interval - 1e-6:  # the last frame shows for one frame interval
+    out.append(previous)
+  return np.stack(out)
 
 
-def slowfast_clips(frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-  """(slow (C, 8, 256, 256, 3), fast (C, 32, 256, 256, 3)) normalised float32 clips of a segment's frames."""
-  if len(frames) >= WINDOW:
-    starts = range(0, len(frames) - WINDOW + 1, WINDOW)
-    fast_index = np.stack([np.arange(s, s + WINDOW, FRAME_STRIDE) for s in starts])
-  else:  # one clip spread over the whole (short) segment
-    fast_index = np.round(np.linspace(0, len(frames) - 1, FAST_FRAMES)).astype(int)[None]
-  fast = (frames[fast_index].astype(np.float32) / 255.0 - MEAN) / STD
-  slow = fast[:, np.linspace(0, FAST_FRAMES - 1, FAST_FRAMES // ALPHA).astype(int)]
-  return slow, fast
+def clip_indices(num_frames: int) -> np.ndarray:
+  """(C, 32) frame indices of the fast pathway's clips: every whole 64-frame window, every 2nd frame; a segment
+  shorter than one window is one clip of 32 frames spread over it."""
+  if num_frames >= WINDOW:
+    starts = range(0, num_frames - WINDOW + 1, WINDOW)
+    return np.stack([np.arange(s, s + WINDOW, FRAME_STRIDE) for s in starts])
+  return np.round(np.linspace(0, num_frames - 1, FAST_FRAMES)).astype(int)[None]
+
+
+SLOW_INDEX = np.linspace(0, FAST_FRAMES - 1, FAST_FRAMES // ALPHA).astype(int)  # PyTorchVideo's PackPathway
+
+
+def slowfast_clips(frames: np.ndarray, indices: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+  """(slow (C, 8, 256, 256, 3), fast (C, 32, 256, 256, 3)) normalised float32 clips of a segment's frames (the
+  clips of `indices`, a slice of `clip_indices`, to build a few at a time)."""
+  indices = clip_indices(len(frames)) if indices is None else indices
+  fast = (frames[indices].astype(np.float32) / 255.0 - MEAN) / STD
+  return fast[:, SLOW_INDEX], fast

@@ -7,9 +7,10 @@ then a 1x3x3 max pool of stride 2. Four ResNet-50 stages of (3, 4, 6, 3) bottlen
 the start of stages 2-4; the slow pathway's first 1x1x1 convolutions become 3x1x1 only in stages 3 and 4, the
 fast pathway's are 3x1x1 throughout. After the stem and each of the first three stages the fast pathway is fused
 into the slow one: a 7x1x1 convolution of temporal stride alpha with twice the fast channels, BatchNorm, ReLU,
-concatenated after the slow channels. The output is what PyTorchVideo's head receives: each pathway averaged
-over time and space, slow (2048) then fast (256) = 2304 values, non-negative (after ReLU); the classifier is
-not used. BatchNorm runs on its stored statistics (inference).
+concatenated after the slow channels. The output is each pathway's last stage averaged over time and space,
+slow (2048) then fast (256) = 2304 values, non-negative (after ReLU); the classifier is not used. At a 224 crop
+that is exactly what PyTorchVideo's head pools; at 256 its fixed 8x7x7 average pool and output pool weigh the
+border positions less than a plain mean does. BatchNorm runs on its stored statistics (inference).
 
 Module names mirror the PyTorch state dict (`blocks.1.multipathway_blocks.0.res_blocks.2.branch2.conv_a` is
 `blocks_1_multipathway_blocks_0_res_blocks_2/branch2_conv_a`), so `convert` is a renaming and a transpose.

@@ -12,6 +12,7 @@ as `.npz` in the cache (`~/.cache/emvgan_jax/weights`, or `--weights_dir`), afte
 from __future__ import annotations
 
 import hashlib
+import http.client
 import os
 import urllib.request
 from typing import Any
@@ -72,7 +73,9 @@ def _download(model: str, directory: str) -> str:
     with urllib.request.urlopen(url, timeout=30) as response, open(path + ".tmp", "wb") as f:
       for block in iter(lambda: response.read(1 << 20), b""):
         f.write(block)
-  except OSError as e:
+  except (OSError, http.client.HTTPException) as e:  # no network, a refused or a dropped connection
+    if os.path.exists(path + ".tmp"):
+      os.remove(path + ".tmp")
     raise WeightsError(
       f"cannot fetch the published {model} weights from {url} ({e}); download the file into {directory} "
       "yourself, or pass --weights=random to try the pipeline with random weights"
@@ -95,9 +98,16 @@ def _torch_state_dict(path: str) -> dict[str, np.ndarray]:
     raise WeightsError(
       f"reading {path} needs PyTorch: pip install -e '.[extract]' (once converted, the weights are cached as .npz)"
     ) from None
-  checkpoint = torch.load(path, map_location="cpu", weights_only=False)
-  state = checkpoint.get("model_state", checkpoint) if isinstance(checkpoint, dict) else checkpoint
-  return {k: v.detach().cpu().numpy() for k, v in state.items() if hasattr(v, "detach")}
+  try:
+    # weights_only=False: PyTorchVideo's checkpoints hold a dict beside the tensors (the file is the official one).
+    checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+    state = checkpoint.get("model_state", checkpoint) if isinstance(checkpoint, dict) else checkpoint
+    return {k: v.detach().cpu().numpy() for k, v in state.items() if hasattr(v, "detach")}
+  except Exception as e:  # pylint: disable=broad-except  (a truncated or wrong download: torch raises many kinds)
+    os.remove(path)
+    raise WeightsError(
+      f"{path} is not a readable PyTorch checkpoint ({e}); removed it: rerun to fetch it again"
+    ) from None
 
 
 def published_variables(model: str, directory: str | None = None) -> dict[str, Any]:

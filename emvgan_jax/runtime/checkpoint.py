@@ -27,7 +27,7 @@ import re
 import shutil
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
@@ -88,7 +88,9 @@ class _HoldOrbaxErrors(logging.Filter):
       handler.removeFilter(self)
 
   def release(self) -> None:
-    for record in self.held:
+    """Logs the held records (call it once the filter is off the handlers, i.e. after the `with` block)."""
+    held, self.held = self.held, []
+    for record in held:
       logging.getLogger().handle(record)
 
 
@@ -143,25 +145,30 @@ class Checkpoints:
     args = ocp.args.Composite(
       state=ocp.args.StandardSave(state), stats=ocp.args.StandardSave(dict(stats)), meta=ocp.args.JsonSave(dict(meta))
     )
-    resume_step = self.latest_step("latest")  # where a rerun continues, whichever save fails
+    failure = None
     with _HoldOrbaxErrors() as held:
       try:
-        with _stderr_held():
+        with _stderr_held(keep=lambda e: _os_reason(e) is None):
           manager.save(step, args=args, force=True)
           manager.wait_until_finished()
         if _is_lead():
           self._write_manifest(kind, step)
       except Exception as e:  # pylint: disable=broad-except
-        reason = _os_reason(e)
-        if reason is None:
-          held.release()
-          raise
-        self._discard_unfinished(kind, step)
-        _drop_unretrieved_save_tasks()
-        raise CheckpointSaveError(
-          f"cannot write the '{kind}' checkpoint at step {step} in {self.root}: {reason}; free some space (or fix "
-          f"the permissions) and rerun the same command: it continues from {_resume_point(resume_step)}"
-        ) from e
+        failure = e
+    if failure is None:
+      return
+    reason = _os_reason(failure)
+    if reason is None:  # a bug, not the disk: everything Orbax said, then the traceback
+      held.release()
+      raise failure
+    self._discard_unfinished(kind, step)
+    _drop_unretrieved_save_tasks()
+    # Where a rerun continues: Orbax may have committed this very step before the checksums failed to write.
+    resume_step = self.latest_step("latest")
+    raise CheckpointSaveError(
+      f"cannot write the '{kind}' checkpoint at step {step} in {self.root}: {reason}; free some space (or fix "
+      f"the permissions) and rerun the same command: it continues from {_resume_point(resume_step)}"
+    ) from failure
 
   def ensure_space(self, nbytes: int, what: str) -> None:
     """Refuses, before anything is written, a save of `nbytes` that the disk cannot hold (a full disk found in
@@ -299,11 +306,12 @@ class Checkpoints:
 
 
 @contextlib.contextmanager
-def _stderr_held(limit: int = 1 << 20):
+def _stderr_held(limit: int = 1 << 20, keep: Callable[[BaseException], bool] = lambda e: False):
   """Holds what is written to file descriptor 2 while the body runs, and writes it out afterwards unless the
-  body raised: a write failing inside an Orbax save makes each of TensorStore's pending writers print its own
-  traceback from C++ (hundreds of lines, past any Python hook), which would bury the one line that says why.
-  Held in memory through a pipe (a full disk cannot hold it), at most `limit` bytes."""
+  body raised an error that `keep` does not keep it for: a write failing inside an Orbax save makes each of
+  TensorStore's pending writers print its own traceback from C++ (hundreds of lines, past any Python hook),
+  which would bury the one line that says why; for any other error (a bug) every diagnostic is shown. Held in
+  memory through a pipe (a full disk cannot hold it), at most `limit` bytes."""
   import threading  # pylint: disable=g-import-not-at-top
 
   sys.stderr.flush()
@@ -324,8 +332,9 @@ def _stderr_held(limit: int = 1 << 20):
   try:
     yield
     failed = False
-  except Exception:
+  except Exception as e:
     time.sleep(0.5)  # the writers still pending fail in the next moments: hold their tracebacks too
+    failed = not keep(e)  # `keep(e)`: an error worth every diagnostic (a bug): write what was held after all
     raise
   finally:
     sys.stderr.flush()

@@ -200,7 +200,8 @@ def start_tool(
 
 VERBOSE_ENV = "EMVGAN_VERBOSE"  # set (to anything but 0) to see the traceback behind a one-line error
 HELP_ARGS = ("-h", "-?", "-help", "--help", "--helpshort", "--helpfull")
-VERBOSE_ARGS = ("--verbose", "--verbose=true", "--verbose=1")
+_VERBOSE_ON = {"--verbose", "--verbose=true", "--verbose=1", "--verbose=yes"}
+_VERBOSE_OFF = {"--noverbose", "--verbose=false", "--verbose=0", "--verbose=no"}
 
 
 def verbose() -> bool:
@@ -210,9 +211,14 @@ def verbose() -> bool:
 
 def take_verbose(argv: Sequence[str]) -> list[str]:
   """`argv` without `--verbose`, which every tool takes: it sets $EMVGAN_VERBOSE for the rest of the process."""
-  rest = [arg for arg in argv if arg not in VERBOSE_ARGS]
-  if len(rest) < len(argv):
-    os.environ[VERBOSE_ENV] = "1"
+  rest = []
+  for arg in argv:
+    if arg.lower() in _VERBOSE_ON:
+      os.environ[VERBOSE_ENV] = "1"
+    elif arg.lower() in _VERBOSE_OFF:
+      os.environ[VERBOSE_ENV] = "0"
+    else:
+      rest.append(arg)
   return rest
 
 
@@ -242,14 +248,27 @@ def _parse_global_flags(argv: list[str]) -> list[str]:
   try:
     rest = flags.FLAGS(argv)
   except flags.Error as e:
-    fail(f"error: {one_line(e)} (see --help)", USAGE_STATUS)
+    text = str(e)
+    if "Traceback (most recent call last)" in text:  # a config file whose get_config() raised: its last line
+      fail(f"error: the config file does not load: {text.strip().splitlines()[-1].strip()}", USAGE_STATUS)
+    fail(f"error: {one_line(text)} (see --help)", USAGE_STATUS)
   except (AttributeError, KeyError) as e:  # --config.x.y=... for a field the config does not have
     text = str(e).replace("\\'", "'").replace("\\n", " ")
-    key = (re.findall(r"'(\w+)'", text) or ["?"])[0]
-    given = [a.split("=")[0] for a in argv[1:] if a.startswith("--") and f".{key}." in a.split("=")[0] + "."]
+    overrides = [a.split("=")[0] for a in argv[1:] if a.startswith("--") and "." in a.split("=")[0]]
+    quoted = re.findall(r"'(\w+)'", text)
+    named = [(q, a) for q in quoted for a in overrides if f".{q}." in a + "."]
     hint = re.search(r'Did you mean "(\w+)"', text)
     suggestion = f"; did you mean {hint.group(1)!r}?" if hint else ""
-    fail(f"error: {given[0] if given else key}: the config has no field {key!r}{suggestion}", USAGE_STATUS)
+    if named:
+      key, flag = named[0]
+      fail(f"error: {flag}: the config has no field {key!r}{suggestion}", USAGE_STATUS)
+    fail(f"error: {', '.join(overrides) or 'a --config override'}: no such config field ({one_line(text, 200)})", 2)
+  except (SyntaxError, ImportError) as e:  # the config file itself does not load
+    where = f" ({e.filename}, line {e.lineno})" if isinstance(e, SyntaxError) else ""
+    fail(
+      f"error: the config file does not load: {type(e).__name__}: {e.msg if isinstance(e, SyntaxError) else e}{where}",
+      2,
+    )
   except (TypeError, ValueError) as e:  # an override of the wrong type, a config file that raises
     fail(f"error: {one_line(e, 400)}", USAGE_STATUS)
   error_config = getattr(config_flags, "_ErrorConfig", None)  # a config file that failed to load, kept lazy

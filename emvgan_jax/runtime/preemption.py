@@ -94,6 +94,9 @@ class Interrupts:
 
 def _preemption_service() -> bool:
   """Whether `jax.distributed.initialize` started the coordination service's preemption notice."""
-  from jax._src import distributed  # pylint: disable=g-import-not-at-top  (no public accessor)
+  try:
+    from jax._src import distributed  # pylint: disable=g-import-not-at-top  (no public accessor)
 
-  return getattr(distributed.global_state, "preemption_sync_manager", None) is not None
+    return distributed.global_state.preemption_sync_manager is not None
+  except (ImportError, AttributeError):  # another JAX: its config says whether initialize() starts the service
+    return bool(jax.config.jax_enable_preemption_service)
