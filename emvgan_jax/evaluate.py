@@ -212,21 +212,8 @@ def evaluate_run(
   name = output_name(dataset, checkpoint, split, default) + ("" if gallery == "gallery" else f"-{emomv.TRAIN_GALLERY}")
   out_dir = out_dir or os.path.join(workdir, "eval", name)
   os.makedirs(out_dir, exist_ok=True)
-  results["evaluation"] = {
-    "workdir": os.path.abspath(workdir),
-    "checkpoint": checkpoint,
-    "checkpoint_kind": run.kind,
-    "trained_on": config.data.dataset,
-    "standardization": f"train split of {config.data.dataset} (from the checkpoint)",
-    "pair_split": split,
-    "gallery": results.get("retrieval", {}).get("split"),
-    "default_pair_split": default,
-    "seconds": round(time.time() - t_start, 2),
-  }
-  if run.family.has_retrieval and "retrieval" not in results:  # said in the results, not only in a log line
-    results["evaluation"]["retrieval"] = (
-      f"not computed: {dataset} has no gallery built (a partial build skipped it for its missing files)"
-    )
+  results["evaluation"] = _evaluation_block(results, run, workdir, checkpoint, dataset, split, default)
+  results["evaluation"]["seconds"] = round(time.time() - t_start, 2)
   written = {}
   if jax.process_index() == 0:
     written = _write_outputs(
@@ -244,6 +231,27 @@ def evaluate_run(
   return Evaluation(
     results=results, out_dir=out_dir, embeddings=embeddings, pair_predictions=predictions, plots=written
   )
+
+
+def _evaluation_block(
+  results: dict[str, Any], run: restore.Run, workdir: str, checkpoint: str, dataset: str, split: str, default: str
+) -> dict[str, Any]:
+  """results.json's `evaluation` block: which checkpoint, statistics and splits the numbers come from."""
+  block = {
+    "workdir": os.path.abspath(workdir),
+    "checkpoint": checkpoint,
+    "checkpoint_kind": run.kind,
+    "trained_on": run.config.data.dataset,
+    "standardization": f"train split of {run.config.data.dataset} (from the checkpoint)",
+    "pair_split": split,
+    "gallery": results.get("retrieval", {}).get("split"),
+    "default_pair_split": default,
+  }
+  if run.family.has_retrieval and "retrieval" not in results:  # said in the results, not only in a log line
+    block["retrieval"] = (
+      f"not computed: {dataset} has no gallery built (a partial build skipped it for its missing files)"
+    )
+  return block
 
 
 def _write_outputs(

@@ -610,14 +610,7 @@ def run_sweep(
     raise cli.UsageError("no configs: pass --configs=path/to/config.py[:arg] (repeatable)")
   if reference is not None and reference not in specs:
     raise cli.UsageError(f"--reference={reference!r} is not one of --configs {list(specs)}")
-  if eval_datasets and protocol.name != "published":
-    raise cli.UsageError("--eval_datasets goes with --protocol=published (each fold's model is a different one)")
-  for dataset in eval_datasets:  # before hours of training
-    if dataset not in config_lib.DATASETS:
-      raise cli.UsageError(f"--eval_datasets: {dataset!r} is not one of {', '.join(config_lib.DATASETS)}")
-    trained_on = {make_config(spec, 0, overrides=overrides).data.dataset for spec in specs}
-    if dataset in trained_on:
-      raise cli.UsageError(f"--eval_datasets: {dataset} is what the configs train on; its table is table.md")
+  _check_eval_datasets(eval_datasets, specs, overrides, protocol)  # before hours of training
   cells = protocol.cells()
   for spec in specs:  # fail on a bad config or override before hours of training
     config = make_config(spec, 0, overrides=[*overrides, *protocol.overrides(cells[-1])])
@@ -647,18 +640,38 @@ def run_sweep(
   table = summarize(runs, seeds=seeds, wall_seconds=time.time() - t_start, protocol=protocol, reference=reference)
   _write_table(table, workdir, "table")
   for dataset in eval_datasets:
-    t_other = time.time()
-    elsewhere = []
-    for i, run in enumerate(runs):
-      print(f"[{i + 1}/{len(runs)}] {run.workdir} on {dataset}", flush=True)
-      elsewhere.append(evaluate_elsewhere(run, dataset, data_dir=data_dir, manual_dir=manual_dir, overrides=overrides))
-    trained_on = sorted({r.results["dataset"] for r in runs})
-    other = summarize(
-      elsewhere, seeds=seeds, wall_seconds=time.time() - t_other, protocol=protocol, trained_on=", ".join(trained_on)
+    other = _table_elsewhere(
+      runs, dataset, seeds, protocol, data_dir=data_dir, manual_dir=manual_dir, overrides=overrides
     )
     _write_table(other, workdir, "table_" + dataset.replace("/", "_"))
     table.setdefault("elsewhere", {})[dataset] = other
   return table
+
+
+def _check_eval_datasets(
+  eval_datasets: Sequence[str], specs: Sequence[str], overrides: Sequence[str], protocol: Protocol
+) -> None:
+  if eval_datasets and protocol.name != "published":
+    raise cli.UsageError("--eval_datasets goes with --protocol=published (each fold's model is a different one)")
+  trained_on = {make_config(spec, 0, overrides=overrides).data.dataset for spec in specs} if eval_datasets else set()
+  for dataset in eval_datasets:
+    if dataset not in config_lib.DATASETS:
+      raise cli.UsageError(f"--eval_datasets: {dataset!r} is not one of {', '.join(config_lib.DATASETS)}")
+    if dataset in trained_on:
+      raise cli.UsageError(f"--eval_datasets: {dataset} is what the configs train on; its table is table.md")
+
+
+def _table_elsewhere(
+  runs: Sequence[RunResult], dataset: str, seeds: Sequence[int], protocol: Protocol, **where: Any
+) -> dict[str, Any]:
+  """The table of every run evaluated on `dataset` (`where`: data_dir, manual_dir, overrides)."""
+  t_start = time.time()
+  elsewhere = []
+  for i, run in enumerate(runs):
+    print(f"[{i + 1}/{len(runs)}] {run.workdir} on {dataset}", flush=True)
+    elsewhere.append(evaluate_elsewhere(run, dataset, **where))
+  trained_on = ", ".join(sorted({r.results["dataset"] for r in runs}))
+  return summarize(elsewhere, seeds=seeds, wall_seconds=time.time() - t_start, protocol=protocol, trained_on=trained_on)
 
 
 def _write_table(table: dict[str, Any], workdir: str, stem: str) -> None:
