@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import csv
 import os
-import sys
 from collections.abc import Sequence
 
 import numpy as np
@@ -84,6 +83,9 @@ def media_files(inputs: Sequence[str]) -> list[str]:
   return out
 
 
+_PATCH_BATCH = 64  # VGGish patches per forward pass (a file's last batch is padded: one compiled shape)
+
+
 class Extractor:
   """The two networks with their weights, jitted; `video(path)` and `music(path)` give one row each."""
 
@@ -110,7 +112,11 @@ class Extractor:
       examples = audio.waveform_to_examples(waveform, rate)
     except ValueError as e:
       raise media.MediaError(f"{path}: {e}") from None
-    rows = [np.asarray(self._vggish(self._vggish_vars, examples[i : i + 64])) for i in range(0, len(examples), 64)]
+    rows = []
+    for i in range(0, len(examples), _PATCH_BATCH):
+      batch = examples[i : i + _PATCH_BATCH]
+      padded = np.concatenate([batch, np.zeros((_PATCH_BATCH - len(batch), *batch.shape[1:]), batch.dtype)])
+      rows.append(np.asarray(self._vggish(self._vggish_vars, padded))[: len(batch)])  # one compiled shape
     return np.concatenate(rows).mean(axis=0), len(examples)
 
   def video(self, path: str) -> tuple[np.ndarray, int]:
@@ -203,7 +209,7 @@ def extract(
 
 def main(argv: list[str] | None = None) -> None:
   """The command line: extracts, prints where the files are."""
-  cli.start_tool(_FLAGS, sys.argv if argv is None else argv, HELP)
+  cli.start_tool(_FLAGS, argv, HELP)
 
   def body():
     from emvgan_jax.extraction import media, weights  # pylint: disable=g-import-not-at-top

@@ -13,7 +13,6 @@ one error message on stderr, the others are still built, and the exit status is 
 from __future__ import annotations
 
 import logging as std_logging
-import os
 import sys
 from collections.abc import Sequence
 
@@ -21,6 +20,7 @@ import tensorflow_datasets as tfds
 from absl import app, flags, logging
 
 import tfds_emomv  # noqa: F401  (registers the `emomv` builder)
+from tfds_emomv import commands
 from tfds_emomv.emomv import files
 from tfds_emomv.emomv.prepare import build_one, skipped_splits
 
@@ -72,21 +72,13 @@ def main(argv: Sequence[str]) -> None:
 def _run() -> None:
   """Entry point: quiet logging, then absl's flag parsing and `main`; `--help` prints this tool's flags and exits
   0 (absl's own exits 1 and lists every library's flags)."""
-  verbose_args = ('--verbose', '--verbose=true', '--verbose=1')
-  if any(arg in verbose_args for arg in sys.argv[1:]):  # as every tool of emvgan_jax takes it
-    sys.argv = [arg for arg in sys.argv if arg not in verbose_args]
-    os.environ['EMVGAN_VERBOSE'] = '1'
-  if any(arg in ('-h', '-?', '-help', '--help', '--helpshort', '--helpfull') for arg in sys.argv[1:]):
-    print(__doc__.strip() + '\n')
-    print(flags.FLAGS.module_help('__main__'))
-    print('  --verbose: TFDS progress bars and logs.')
-    sys.exit(0)
-  if os.environ.get('EMVGAN_VERBOSE', '0') in ('', '0'):
+  sys.argv = commands.take_verbose(sys.argv)
+  if not commands.verbose():
     # TFDS logs progress bars and INFO lines; keep the output to the counts and errors.
     logging.set_verbosity(logging.WARNING)
     std_logging.getLogger('tensorflow_datasets').setLevel(std_logging.WARNING)
     tfds.disable_progress_bar()
-  app.run(main)
+  commands.run(main, __doc__, verbose_help='TFDS progress bars and logs.')
 
 
 if __name__ == '__main__':

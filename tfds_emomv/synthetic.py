@@ -35,6 +35,7 @@ from collections.abc import Sequence
 import numpy as np
 from absl import app, flags
 
+from tfds_emomv import commands
 from tfds_emomv.emomv import files
 
 SEGMENTS_PER_VIDEO = 4
@@ -191,8 +192,4 @@ def main(argv: Sequence[str]) -> None:
 
 
 if __name__ == "__main__":
-  if any(arg in ("-h", "-?", "-help", "--help", "--helpshort", "--helpfull") for arg in sys.argv[1:]):
-    print(__doc__.strip() + "\n")
-    print(flags.FLAGS.module_help("__main__"))
-    sys.exit(0)
-  app.run(main)
+  commands.run(main, __doc__)

@@ -117,6 +117,11 @@ class SlowFast(nn.Module):
     return jnp.concatenate([slow.mean(axis=(1, 2, 3)), fast.mean(axis=(1, 2, 3))], axis=-1)
 
 
+def example_inputs() -> tuple[np.ndarray, np.ndarray]:
+  """Inputs of the network's shape (one small clip), for `init` and shape checks: its output pools any size."""
+  return np.zeros((1, SLOW_FRAMES, 32, 32, 3), np.float32), np.zeros((1, FAST_FRAMES, 32, 32, 3), np.float32)
+
+
 _TORCH_NORM = {"weight": ("params", "scale"), "bias": ("params", "bias"), "running_mean": ("batch_stats", "mean")}
 _TORCH_NORM["running_var"] = ("batch_stats", "var")
 
@@ -141,5 +146,5 @@ def convert(state_dict: Mapping[str, Any]) -> dict[str, Any]:
     else:
       collection, name = _TORCH_NORM[leaf]
     variables[collection].setdefault(parent.replace(".", "_"), {}).setdefault(layer, {})[name] = value
-  check_fits(variables, SlowFast(), np.zeros((1, SLOW_FRAMES, 32, 32, 3)), np.zeros((1, FAST_FRAMES, 32, 32, 3)))
+  check_fits(variables, SlowFast(), *example_inputs())
   return variables

@@ -42,6 +42,11 @@ class VGGish(nn.Module):
     return x
 
 
+def example_inputs() -> tuple[np.ndarray]:
+  """Inputs of the network's shape (one patch), for `init` and shape checks."""
+  return (np.zeros((1, 96, 64), np.float32),)
+
+
 def convert(state_dict: Mapping[str, Any]) -> dict[str, Any]:
   """Flax variables of `VGGish` from torchvggish's state dict (arrays or tensors; `pproc.*` is ignored).
 
@@ -58,7 +63,7 @@ def convert(state_dict: Mapping[str, Any]) -> dict[str, Any]:
       value = value.transpose(2, 3, 1, 0) if value.ndim == 4 else value.T  # OIHW -> HWIO; (out, in) -> (in, out)
     params.setdefault(layer.replace(".", "_"), {})["kernel" if leaf == "weight" else "bias"] = value
   variables = {"params": params}
-  check_fits(variables, VGGish(), np.zeros((1, 96, 64), np.float32))
+  check_fits(variables, VGGish(), *example_inputs())
   return variables
 
 

@@ -35,11 +35,17 @@ class WeightsError(RuntimeError):
   """The published weights cannot be had (offline, a damaged download, no PyTorch to read them)."""
 
 
+# Per extractor: its network, inputs of its shape, and the converter of its PyTorch state dict.
+_MODELS = {
+  "vggish": (vggish.VGGish, vggish.example_inputs, vggish.convert),
+  "slowfast": (slowfast.SlowFast, slowfast.example_inputs, slowfast.convert),
+}
+
+
 def random_variables(model: str, seed: int = 0) -> dict[str, Any]:
   """Randomly initialised variables of an extractor (BatchNorm statistics at 0 and 1)."""
-  if model == "vggish":
-    return vggish.VGGish().init(jax.random.key(seed), np.zeros((1, 96, 64), np.float32))
-  return slowfast.SlowFast().init(jax.random.key(seed), *_slowfast_examples())
+  network, examples, _ = _MODELS[model]
+  return network().init(jax.random.key(seed), *examples())
 
 
 def _flat(tree: dict[str, Any], prefix: str = "") -> dict[str, np.ndarray]:
@@ -114,21 +120,16 @@ def published_variables(model: str, directory: str | None = None) -> dict[str, A
   """The published weights of `model` ('vggish' or 'slowfast'), converted to Flax (cached as .npz)."""
   directory = os.path.expanduser(directory or DEFAULT_DIR)
   cached = os.path.join(directory, f"{model}_flax.npz")
+  network, examples, convert = _MODELS[model]
   if os.path.isfile(cached):
     with np.load(cached) as f:
       variables = _unflat({k: f[k] for k in f.files})
+    vggish.check_fits(variables, network(), *examples())  # a cache of another version must not load half-way
   else:
-    state = _torch_state_dict(_download(model, directory))
-    variables = (vggish.convert if model == "vggish" else slowfast.convert)(state)
+    variables = convert(_torch_state_dict(_download(model, directory)))  # checks the shapes itself
     np.savez(cached + ".tmp.npz", **_flat(variables))
     os.replace(cached + ".tmp.npz", cached)
-  check = (np.zeros((1, 96, 64), np.float32),) if model == "vggish" else _slowfast_examples()
-  vggish.check_fits(variables, vggish.VGGish() if model == "vggish" else slowfast.SlowFast(), *check)
   return variables
-
-
-def _slowfast_examples() -> tuple[np.ndarray, np.ndarray]:
-  return np.zeros((1, slowfast.SLOW_FRAMES, 32, 32, 3)), np.zeros((1, slowfast.FAST_FRAMES, 32, 32, 3))
 
 
 def variables_for(model: str, weights: str, directory: str | None = None, seed: int = 0) -> dict[str, Any]:

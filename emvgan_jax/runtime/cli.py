@@ -262,12 +262,13 @@ def _parse_global_flags(argv: list[str]) -> list[str]:
     if named:
       key, flag = named[0]
       fail(f"error: {flag}: the config has no field {key!r}{suggestion}", USAGE_STATUS)
-    fail(f"error: {', '.join(overrides) or 'a --config override'}: no such config field ({one_line(text, 200)})", 2)
+    listed = ", ".join(overrides) or "a --config override"
+    fail(f"error: {listed}: no such config field ({one_line(text, 200)})", USAGE_STATUS)
   except (SyntaxError, ImportError) as e:  # the config file itself does not load
     where = f" ({e.filename}, line {e.lineno})" if isinstance(e, SyntaxError) else ""
     fail(
       f"error: the config file does not load: {type(e).__name__}: {e.msg if isinstance(e, SyntaxError) else e}{where}",
-      2,
+      USAGE_STATUS,
     )
   except (TypeError, ValueError) as e:  # an override of the wrong type, a config file that raises
     fail(f"error: {one_line(e, 400)}", USAGE_STATUS)

@@ -26,6 +26,7 @@ import sys
 import h5py
 import numpy as np
 
+from tfds_emomv import commands
 from tfds_emomv.emomv import files
 
 # Emotion names as the real CSVs spell them: lower case in DS1/DS2, capitalised in DS3.
@@ -204,7 +205,7 @@ def ensure_dummy_data(out_dir: pathlib.Path = DEFAULT_DIR) -> pathlib.Path:
 
 
 def main(argv: list[str]) -> None:
-  if any(arg in ('-h', '-?', '-help', '--help', '--helpshort', '--helpfull') for arg in argv[1:]):
+  if commands.help_asked(argv):
     print(__doc__.strip())
     sys.exit(0)
   if len(argv) > 2 or (len(argv) == 2 and argv[1].startswith('-')):

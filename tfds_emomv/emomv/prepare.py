@@ -11,6 +11,7 @@ import os
 import tensorflow_datasets as tfds
 
 import tfds_emomv.emomv  # noqa: F401  (registers the `emomv` builder)
+from tfds_emomv import commands
 from tfds_emomv.emomv import files
 
 
@@ -78,7 +79,7 @@ def _quiet_tfds():
   """TFDS's progress bars and its two bold lines to stdout ("Downloading and preparing dataset ...", "...
   Subsequent calls will reuse this data") are held back: a build says what it built in one line of its own.
   With --verbose ($EMVGAN_VERBOSE) they are shown."""
-  if os.environ.get('EMVGAN_VERBOSE', '0') not in ('', '0'):
+  if commands.verbose():
     yield
     return
   from tensorflow_datasets.core.utils import tqdm_utils  # pylint: disable=g-import-not-at-top
