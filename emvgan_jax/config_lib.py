@@ -116,6 +116,10 @@ def _loss() -> ml_collections.ConfigDict:
   lc.temperature = 0.3  # InfoNCE temperature T (its initial value when learned)
   lc.learn_temperature = False
   lc.emotion_positives = True  # InfoNCE positives: same-emotion items too, not only the true pair
+  # How InfoNCE is computed: 'blockwise' (emvgan_jax/contrastive.py: no B x B array, no logits between devices)
+  # or 'dense' (losses.info_nce_loss, the reference; the same value to float rounding).
+  lc.nce_impl = "blockwise"
+  lc.nce_block_rows = 512  # 'blockwise': rows of the logits each device holds at a time
   lc.r1_weight = 0.0  # R1 gradient penalty on the discriminator
   return lc
 
@@ -201,6 +205,7 @@ _RANGES = (
   ),
   ("loss.adv_warmup_steps", lambda v: v >= 0, "0 or more"),
   ("loss.r1_weight", lambda v: v >= 0, "0 or more"),
+  ("loss.nce_block_rows", lambda v: v >= 1, "a positive integer"),
   ("data.holdout_fraction", lambda v: 0 <= v < 1, "in [0, 1)"),
   ("data.selection_fraction", lambda v: 0 <= v < 1, "in [0, 1)"),
   ("data.cv_folds", lambda v: v == 0 or v >= 2, "0 (off) or 2 or more"),

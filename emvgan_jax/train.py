@@ -51,9 +51,15 @@ def create_state(
 
 
 def compile_train_step(family: families.Family, mesh: jax.sharding.Mesh, state_shardings: Any) -> Any:
-  """The train step jitted once: explicit shardings, donated state."""
+  """The train step jitted once: explicit shardings, donated state, traced under `mesh` (so that a loss can
+  shard its own work over the mesh, as `contrastive.logsumexps` does)."""
+
+  def step(state: Any, batch: Any, rng: jax.Array) -> Any:
+    with jax.sharding.use_abstract_mesh(mesh.abstract_mesh):
+      return family.train_step(state, batch, rng)
+
   return jax.jit(
-    family.train_step,
+    step,
     in_shardings=(state_shardings, sharding.batch_sharding(mesh), sharding.replicated(mesh)),
     out_shardings=(state_shardings, sharding.replicated(mesh)),
     donate_argnums=(0,),

@@ -17,7 +17,7 @@ import ml_collections
 import numpy as np
 import optax
 
-from emvgan_jax import losses
+from emvgan_jax import contrastive, losses
 from emvgan_jax.data.emomv import VALENCE_AROUSAL
 from emvgan_jax.families.base import Batch, Family, TrainState, dummy_inputs, float32_metrics
 from emvgan_jax.models import discriminator as discriminator_lib
@@ -30,6 +30,30 @@ NUM_EMOTIONS = emvgan_lib.GeneratorSide.num_emotions  # the emotion head's width
 def temperature(params: Any) -> jax.Array:
   """InfoNCE temperature from its parameter (stored as log(1/T), clipped so 1/T stays in [1, 100])."""
   return 1.0 / jnp.exp(jnp.clip(params["temperature"]["log_inv"], 0.0, jnp.log(100.0)))
+
+
+NCE_IMPLS = ("blockwise", "dense")
+
+
+def info_nce(
+  zv: jax.Array, zm: jax.Array, batch: Batch, *, mask: jax.Array, cfg: ml_collections.ConfigDict, temp: jax.Array
+) -> jax.Array:
+  """InfoNCE over the batch, by `loss.nce_impl`: blockwise (and sharded under the step's mesh), or dense."""
+  emotions = {"video_emotion": batch["video_emotion"], "music_emotion": batch["music_emotion"]}
+  if cfg.nce_impl == "dense":
+    return losses.info_nce_loss(
+      zv, zm, temperature=temp, mask=mask, emotion_positives=cfg.emotion_positives, **emotions
+    )
+  return contrastive.info_nce_loss(
+    zv,
+    zm,
+    temperature=temp,
+    mask=mask,
+    emotion_positives=cfg.emotion_positives,
+    num_emotions=NUM_EMOTIONS,
+    block_rows=cfg.nce_block_rows,
+    **emotions,
+  )
 
 
 def generator_losses(
@@ -47,15 +71,7 @@ def generator_losses(
   zv, zm = outputs["video_embedding"], outputs["music_embedding"]
   terms = {
     "pair": losses.margin_contrastive_loss(zv, zm, batch["match"], margin=cfg.margin, mask=mask),
-    "nce": losses.info_nce_loss(
-      zv,
-      zm,
-      temperature=temp,
-      mask=matched,
-      video_emotion=batch["video_emotion"],
-      music_emotion=batch["music_emotion"],
-      emotion_positives=cfg.emotion_positives,
-    ),
+    "nce": info_nce(zv, zm, batch, mask=matched, cfg=cfg, temp=temp),
     "emo": 0.5
     * (
       losses.softmax_cross_entropy(outputs["video_emotion_logits"], batch["video_emotion"], mask=mask)
@@ -265,6 +281,8 @@ def build(config: ml_collections.ConfigDict) -> Family:
     raise ValueError(f"config.loss.adv_mode must be one of {ADV_MODES}, got {lc.adv_mode!r}")
   if lc.adv_inputs not in ("train", "clean"):
     raise ValueError(f"config.loss.adv_inputs must be 'train' or 'clean', got {lc.adv_inputs!r}")
+  if lc.nce_impl not in NCE_IMPLS:
+    raise ValueError(f"config.loss.nce_impl must be one of {NCE_IMPLS}, got {lc.nce_impl!r}")
   if lc.adv_condition not in ADV_CONDITIONS:
     raise ValueError(f"config.loss.adv_condition must be one of {ADV_CONDITIONS}, got {lc.adv_condition!r}")
   if config.optim.n_disc < 1:

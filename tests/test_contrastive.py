@@ -1,0 +1,201 @@
+"""The blockwise, sharded InfoNCE (emvgan_jax/contrastive.py) against the dense reference loss.
+
+The dense `losses.info_nce_loss` is itself checked against a NumPy implementation in test_losses.py. Here the
+blockwise loss must give the same value and the same gradients (embeddings and a traced temperature) for every
+block size, with padding rows, emotion positives on and off, and on 8 devices, where its compiled program must
+move no logits between devices (no all-to-all) and sum the embeddings' gradient with a reduce-scatter.
+"""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
+
+from emvgan_jax import contrastive, losses
+from emvgan_jax.runtime import sharding
+
+K = 5
+
+
+def _inputs(b: int, d: int = 8, seed: int = 0, masked: float = 0.3) -> dict[str, jax.Array]:
+  rng = np.random.default_rng(seed)
+  mask = rng.random(b) >= masked
+  ev = np.where(mask, rng.integers(0, K, b), -1)  # masked rows carry the -1 placeholder label
+  em = np.where(mask, rng.integers(0, K, b), -1)
+  return {
+    "zv": jnp.asarray(rng.normal(size=(b, d)), jnp.float32),
+    "zm": jnp.asarray(rng.normal(size=(b, d)), jnp.float32),
+    "mask": jnp.asarray(mask),
+    "ev": jnp.asarray(ev, jnp.int32),
+    "em": jnp.asarray(em, jnp.int32),
+  }
+
+
+def _loss(impl: str, positives: bool, block_rows: int = 4):
+  def f(zv, zm, log_t, mask, ev, em):
+    kw = dict(temperature=jnp.exp(log_t), mask=mask, video_emotion=ev, music_emotion=em, emotion_positives=positives)
+    if impl == "dense":
+      return losses.info_nce_loss(zv, zm, **kw)
+    return contrastive.info_nce_loss(zv, zm, num_emotions=K, block_rows=block_rows, **kw)
+
+  return jax.jit(jax.value_and_grad(f, argnums=(0, 1, 2)))
+
+
+LOG_T = float(np.log(0.3))
+
+
+def _call(fn, x, log_t=LOG_T):
+  return fn(x["zv"], x["zm"], jnp.float32(log_t), x["mask"], x["ev"], x["em"])
+
+
+def _assert_same(got, want, atol=2e-6):
+  (v1, g1), (v2, g2) = got, want
+  assert float(v1) == pytest.approx(float(v2), rel=1e-6)
+  for a, b in zip(g1, g2):
+    np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=atol)
+
+
+@pytest.mark.parametrize("positives", [False, True])
+@pytest.mark.parametrize("block_rows", [1, 3, 8, 64])  # 3 and 64 do not divide the 30 rows: padding, one block
+def test_blockwise_equals_dense_value_and_gradients(positives, block_rows):
+  x = _inputs(30)
+  _assert_same(_call(_loss("blockwise", positives, block_rows), x), _call(_loss("dense", positives), x))
+
+
+def test_blockwise_equals_an_independent_float64_computation():
+  x = _inputs(12, seed=3)
+  zv, zm = np.asarray(x["zv"], np.float64), np.asarray(x["zm"], np.float64)
+  valid, ev, em = np.asarray(x["mask"]), np.asarray(x["ev"]), np.asarray(x["em"])
+  s = zv @ zm.T / 0.3
+  total = 0.0
+  for scores, anchors, candidates in ((s, ev, em), (s.T, em, ev)):
+    for i in np.flatnonzero(valid):
+      cand = valid.copy()
+      log_p = scores[i] - np.log(np.sum(np.exp(scores[i][cand])))
+      pos = cand & (candidates == anchors[i])
+      pos[i] = True
+      total += -np.mean(log_p[pos]) / valid.sum() / 2
+  value, _ = _call(_loss("blockwise", True, block_rows=5), x)
+  assert float(value) == pytest.approx(total, rel=1e-5)
+
+
+def test_masked_rows_change_nothing_and_get_no_gradient():
+  x = _inputs(16, seed=1)
+  poisoned = dict(x, zv=x["zv"].at[~x["mask"]].set(jnp.nan), zm=x["zm"].at[~x["mask"]].set(1e30))
+  value, grads = _call(_loss("blockwise", True), poisoned)
+  want, _ = _call(_loss("blockwise", True), x)
+  assert float(value) == pytest.approx(float(want), rel=1e-6)
+  for g in grads[:2]:
+    assert np.all(np.asarray(g)[~np.asarray(x["mask"])] == 0)
+
+
+def test_nothing_valid_gives_zero_and_zero_gradients():
+  x = dict(_inputs(8), mask=jnp.zeros(8, bool))
+  value, grads = _call(_loss("blockwise", True), x)
+  assert float(value) == 0.0
+  for g in grads:
+    assert np.isfinite(np.asarray(g)).all() and np.all(np.asarray(g) == 0)
+
+
+def test_large_logits_stay_finite():
+  x = _inputs(16, seed=2)
+  x = dict(x, zv=x["zv"] * 30.0)  # logits of several hundred: a plain exp would overflow
+  got = _call(_loss("blockwise", True), x, log_t=np.log(0.01))
+  want = _call(_loss("dense", True), x, log_t=np.log(0.01))
+  assert np.isfinite(float(got[0]))
+  _assert_same(got, want, atol=1e-3)
+
+
+def test_emotion_positives_need_the_number_of_classes():
+  with pytest.raises(ValueError, match="num_emotions"):
+    contrastive.info_nce_loss(np.eye(2), np.eye(2), temperature=1.0, emotion_positives=True)
+  with pytest.raises(ValueError, match="block_rows"):
+    contrastive.logsumexps(jnp.eye(2), jnp.eye(2), jnp.ones(2), block_rows=0)
+
+
+def _sharded(fn, mesh):
+  def run(*args):
+    with jax.sharding.use_abstract_mesh(mesh.abstract_mesh):
+      return fn(*args)
+
+  batch, rep = sharding.batch_sharding(mesh), sharding.replicated(mesh)
+  return jax.jit(run, in_shardings=(batch, batch, rep, batch, batch, batch))
+
+
+@pytest.mark.parametrize("positives", [False, True])
+def test_sharded_over_8_devices_equals_one_device_and_moves_no_logits(positives):
+  assert jax.device_count() == 8
+  mesh = sharding.make_mesh()
+  x = _inputs(64, seed=4)
+
+  def f(zv, zm, log_t, mask, ev, em):
+    return contrastive.info_nce_loss(
+      zv,
+      zm,
+      temperature=jnp.exp(log_t),
+      mask=mask,
+      video_emotion=ev,
+      music_emotion=em,
+      emotion_positives=positives,
+      num_emotions=K,
+      block_rows=3,
+    )
+
+  step = _sharded(jax.value_and_grad(f, argnums=(0, 1, 2)), mesh)
+  args = (x["zv"], x["zm"], jnp.float32(np.log(0.3)), x["mask"], x["ev"], x["em"])
+  placed = [jax.device_put(a, s) for a, s in zip(args, step.lower(*args).compile().input_shardings[0])]
+  hlo = step.lower(*placed).compile().as_text()
+  assert "all-to-all(" not in hlo
+  assert "reduce-scatter(" in hlo  # the music embeddings' gradient arrives as each device's shard
+  got = step(*placed)
+  assert got[1][0].sharding.spec == P(sharding.DATA_AXIS)  # each device kept its rows of the gradient
+  _assert_same(got, _call(_loss("dense", positives), x))
+
+
+def test_logsumexps_of_each_device_are_its_rows_of_the_full_matrix():
+  mesh = sharding.make_mesh()
+  rng = np.random.default_rng(5)
+  a, b = rng.normal(size=(32, 4)).astype(np.float32), rng.normal(size=(32, 4)).astype(np.float32)
+  valid = rng.random(32) > 0.2
+  row = NamedSharding(mesh, P(sharding.DATA_AXIS))
+  rows, cols = jax.jit(lambda a_, b_, v_: contrastive.logsumexps(a_, b_, v_, block_rows=2, mesh=mesh))(
+    jax.device_put(a, row), jax.device_put(b, row), jax.device_put(valid, row)
+  )
+  s = a.astype(np.float64) @ b.T.astype(np.float64)
+  want_rows = np.log(np.exp(s[:, valid]).sum(1))
+  want_cols = np.log(np.exp(s[valid, :]).sum(0))
+  np.testing.assert_allclose(np.asarray(rows), want_rows, rtol=1e-5)
+  np.testing.assert_allclose(np.asarray(cols), want_cols, rtol=1e-5)
+
+
+def _step_hlo(impl: str) -> str:
+  from emvgan_jax import config_lib, families, train  # pylint: disable=g-import-not-at-top
+
+  config = config_lib.load_config_file("configs/emomv_c.py")
+  config.unlock()
+  config.loss.nce_impl = impl
+  config.loss.learn_temperature = True
+  mesh = sharding.make_mesh(config.sharding.mesh_shape)
+  family = families.build(config)
+  state, abstract = train.create_state(family, config, mesh, 12, 6)
+  step = train.compile_train_step(family, mesh, sharding.shardings_of(abstract))
+  rng = np.random.default_rng(0)
+  b = 64
+  batch = {
+    "video": rng.normal(size=(b, 12)).astype(np.float32),
+    "music": rng.normal(size=(b, 6)).astype(np.float32),
+    "match": rng.integers(0, 2, b).astype(np.int32),
+    "video_emotion": rng.integers(0, K, b).astype(np.int32),
+    "music_emotion": rng.integers(0, K, b).astype(np.int32),
+    "mask": np.ones(b, bool),
+  }
+  batch = {k: jax.device_put(v, sharding.batch_sharding(mesh)) for k, v in batch.items()}
+  return step.lower(state, batch, jax.random.key(0)).compile().as_text()
+
+
+def test_the_compiled_emvgan_step_on_8_devices_has_no_all_to_all():
+  assert "all-to-all(" not in _step_hlo("blockwise")
+  # The dense loss transposes the sharded logits: the same check finds its all-to-alls.
+  assert "all-to-all(" in _step_hlo("dense")
