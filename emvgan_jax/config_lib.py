@@ -90,6 +90,9 @@ def _emvgan() -> ml_collections.ConfigDict:
   e.embed_dim = 64  # common-space width d
   e.dropout_rate = 0.7  # encoder dropout
   e.disc_hidden = 256  # discriminator width h_d (0: a linear discriminator)
+  # The matmuls' dtype: 'float32', or 'bfloat16' (mixed precision: parameters, optimiser state, embeddings and
+  # losses stay float32; the encoders, generators and discriminator compute in bfloat16).
+  e.compute_dtype = "float32"
   return e
 
 
@@ -143,6 +146,9 @@ def _train() -> ml_collections.ConfigDict:
   t = ml_collections.ConfigDict()
   t.batch_size = 256  # global batch, split over the `data` mesh axis
   t.drop_remainder = False  # False: the last short batch is padded and masked (every row every epoch)
+  # EMVGAN: the generators' gradient in this many microbatches (rows m, m + k, ... of every device's shard):
+  # the loss, InfoNCE included, still sees the whole global batch; memory is that of one microbatch.
+  t.accumulation_steps = 1
   t.num_epochs = 1000
   t.max_steps = -1  # > 0 stops after this many steps
   t.eval_every_steps = 0  # 0: evaluate at the end of every epoch
@@ -178,6 +184,7 @@ class ConfigError(ValueError):
 _RANGES = (
   ("train.batch_size", lambda v: v >= 1, "a positive integer"),
   ("train.eval_batch_size", lambda v: v >= 1, "a positive integer"),
+  ("train.accumulation_steps", lambda v: v >= 1, "a positive integer"),
   ("train.num_epochs", lambda v: v >= 0, "0 or more"),
   ("train.max_steps", lambda v: v == -1 or v >= 0, "-1 (no limit) or 0 or more"),
   ("train.eval_every_steps", lambda v: v >= 0, "0 (every epoch) or more"),

@@ -110,6 +110,18 @@ def check_config(config: ml_collections.ConfigDict) -> None:
       f"config.train.batch_size={config.train.batch_size} is not divisible by the {n_data} devices of the mesh's "
       "data axis"
     )
+  accum = config.train.accumulation_steps
+  if accum > 1 and family.name != "emvgan":
+    raise config_lib.ConfigError(
+      f"config.train.accumulation_steps={accum}: gradient accumulation is built for EMVGAN only; use 1 for "
+      f"{family.description}"
+    )
+  if config.train.batch_size % (n_data * accum):
+    raise config_lib.ConfigError(
+      f"config.train.accumulation_steps={accum}: the rows of config.train.batch_size={config.train.batch_size} "
+      f"that each of the {n_data} devices holds must split into {accum} equal microbatches; make the batch a "
+      f"multiple of {n_data * accum}"
+    )
 
 
 def _set_up(config: ml_collections.ConfigDict) -> _Setup:

@@ -199,3 +199,85 @@ def test_the_compiled_emvgan_step_on_8_devices_has_no_all_to_all():
   assert "all-to-all(" not in _step_hlo("blockwise")
   # The dense loss transposes the sharded logits: the same check finds its all-to-alls.
   assert "all-to-all(" in _step_hlo("dense")
+
+
+def _emvgan_steps(*, accum: int = 1, dtype: str = "float32", clean: bool = False, n_devices: int = 8, steps: int = 1):
+  """`steps` EMVGAN steps on one fixed batch of 64 rows (dropout off, so microbatches draw no masks of their own)."""
+  from emvgan_jax import config_lib, families, train  # pylint: disable=g-import-not-at-top
+
+  config = config_lib.load_config_file("configs/emomv_c.py")
+  config.unlock()
+  config.train.accumulation_steps = accum
+  config.emvgan.compute_dtype = dtype
+  config.emvgan.dropout_rate = 0.0
+  config.loss.learn_temperature = True
+  config.loss.adv_inputs = "clean" if clean else "train"
+  mesh = sharding.make_mesh({"data": n_devices}, jax.devices()[:n_devices])
+  family = families.build(config)
+  state, abstract = train.create_state(family, config, mesh, 12, 6)
+  step = train.compile_train_step(family, mesh, sharding.shardings_of(abstract))
+  rng = np.random.default_rng(0)
+  b = 64
+  batch = {
+    "video": rng.normal(size=(b, 12)).astype(np.float32),
+    "music": rng.normal(size=(b, 6)).astype(np.float32),
+    "match": rng.integers(0, 2, b).astype(np.int32),
+    "video_emotion": rng.integers(0, K, b).astype(np.int32),
+    "music_emotion": rng.integers(0, K, b).astype(np.int32),
+    "mask": rng.random(b) > 0.1,
+  }
+  batch = {k: jax.device_put(v, sharding.batch_sharding(mesh)) for k, v in batch.items()}
+  for _ in range(steps):
+    state, metrics = step(state, batch, jax.random.key(0))
+  params = jax.tree.map(np.asarray, state.params)
+  return params, {k: float(v) for k, v in metrics.items()}
+
+
+def _max_difference(a, b) -> float:
+  return max(float(np.max(np.abs(x - y))) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
+
+
+@pytest.mark.parametrize(("accum", "clean", "n_devices"), [(4, False, 8), (2, True, 8), (8, False, 1)])
+def test_accumulated_gradients_equal_one_big_batch(accum, clean, n_devices):
+  want_params, want = _emvgan_steps(clean=clean)
+  got_params, got = _emvgan_steps(accum=accum, clean=clean, n_devices=n_devices)
+  for key in ("loss", "loss_nce", "loss_adv", "loss_disc", "grad_norm"):
+    assert got[key] == pytest.approx(want[key], rel=1e-5), key
+  # Adam's first step moves a parameter by about the learning rate (5e-4) whatever its gradient's size, so a
+  # component whose gradient is at rounding level moves by a visible fraction of that: 2e-5 is 4% of one step.
+  assert _max_difference(got_params, want_params) < 2e-5
+
+
+@pytest.mark.parametrize("clean", [False, True])
+def test_microbatched_pull_back_equals_the_whole_batch_gradient(clean):
+  from emvgan_jax.families import emvgan as emvgan_family  # pylint: disable=g-import-not-at-top
+  from emvgan_jax.models import emvgan as emvgan_model  # pylint: disable=g-import-not-at-top
+
+  generator = emvgan_model.GeneratorSide(hidden=16, embed_dim=8, dropout_rate=0.0)
+  rng = np.random.default_rng(7)
+  batch = {"video": jnp.asarray(rng.normal(size=(24, 10)), jnp.float32)}
+  batch["music"] = jnp.asarray(rng.normal(size=(24, 6)), jnp.float32)
+  params = generator.init(jax.random.key(0), batch["video"], batch["music"], train=False)["params"]
+  grads = {}
+  for accum in (1, 3):
+    out, adv, pull = emvgan_family._generator_pass(  # pylint: disable=protected-access
+      generator, params, batch, jax.random.key(1), clean=clean, accum=accum
+    )
+    cot_rng = np.random.default_rng(8)  # the same cotangents for both
+    cotangents = jax.tree.map(lambda x, r=cot_rng: jnp.asarray(r.normal(size=x.shape), x.dtype), (out, adv))
+    grads[accum] = (out, jax.jit(pull)(cotangents))
+  np.testing.assert_allclose(grads[3][0]["video_embedding"], grads[1][0]["video_embedding"], rtol=1e-6, atol=1e-6)
+  for a, b in zip(jax.tree.leaves(grads[3][1]), jax.tree.leaves(grads[1][1])):
+    # Summed in another order: rounding of about 1e-6 of the leaf's largest entry.
+    np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-5 * float(np.abs(b).max()))
+
+
+def test_bfloat16_compute_keeps_float32_parameters_and_the_loss_within_a_percent():
+  want_params, want = _emvgan_steps()
+  got_params, got = _emvgan_steps(dtype="bfloat16")
+  assert {x.dtype for x in jax.tree.leaves(got_params)} == {np.dtype(np.float32)}
+  for key in ("loss", "loss_nce", "loss_pair", "loss_emo", "loss_disc"):
+    assert got[key] == pytest.approx(want[key], rel=1e-2), key
+  assert got["grad_norm"] == pytest.approx(want["grad_norm"], rel=5e-2)
+  # After one step the parameters differ by about one bf16 rounding of an update, far less than the step itself.
+  assert _max_difference(got_params, want_params) < 2e-4

@@ -433,6 +433,11 @@ def test_unfinished_log_window_travels_in_the_checkpoint(tmp_path):
     ("loss.adv_mode", "wgan", "config.loss.adv_mode must be one of"),
     ("data.cv_folds", 1, "0 \\(off\\) or 2 or more"),
     ("train.batch_size", 3, "not divisible by the 8 devices"),
+    ("train.accumulation_steps", 0, "must be a positive integer"),
+    ("train.accumulation_steps", 3, "must split into 3 equal microbatches; make the batch a multiple of 24"),
+    ("loss.nce_impl", "flash", "config.loss.nce_impl must be one of"),
+    ("loss.nce_block_rows", 0, "must be a positive integer"),
+    ("emvgan.compute_dtype", "float16", "config.emvgan.compute_dtype must be one of"),
   ],
 )
 def test_config_errors_are_found_before_anything_is_read_or_written(tmp_path, field, value, message):
@@ -441,6 +446,15 @@ def test_config_errors_are_found_before_anything_is_read_or_written(tmp_path, fi
   with pytest.raises(config_lib.ConfigError, match=message):
     train.train_and_evaluate(config, str(tmp_path / "w"))
   assert not (tmp_path / "w").exists()
+
+
+def test_accumulation_is_refused_for_the_baselines(tmp_path):
+  config = _config(str(tmp_path / "tfds"), model="baseline")
+  config_lib.set_field(config, "train.selection_metric", "pairs/loss")
+  config_lib.set_field(config, "train.selection_mode", "min")
+  config_lib.set_field(config, "train.accumulation_steps", 2)
+  with pytest.raises(config_lib.ConfigError, match="gradient accumulation is built for EMVGAN only"):
+    train.train_and_evaluate(config, str(tmp_path / "w"))
 
 
 @pytest.mark.slow

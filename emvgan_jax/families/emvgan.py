@@ -33,6 +33,7 @@ def temperature(params: Any) -> jax.Array:
 
 
 NCE_IMPLS = ("blockwise", "dense")
+COMPUTE_DTYPES = ("float32", "bfloat16")
 
 
 def info_nce(
@@ -162,6 +163,60 @@ def _discriminator_updates(
   return d_params, d_opt_state, d_loss, logits
 
 
+def _microbatch(x: jax.Array, m: jax.Array | int, accum: int) -> jax.Array:
+  """Rows `m, m + accum, m + 2 accum, ...` of `x`: every device's shard gives each microbatch its share of
+  rows (a reshape of the leading axis that stays on the device), so microbatching moves no data."""
+  return x.reshape(x.shape[0] // accum, accum, *x.shape[1:])[:, m]
+
+
+def _unmicrobatch(x: jax.Array) -> jax.Array:
+  """Inverse of stacking `_microbatch(x, m)` for m = 0 .. accum - 1: (accum, B / accum, ...) -> (B, ...)."""
+  return jnp.swapaxes(x, 0, 1).reshape(-1, *x.shape[2:])
+
+
+def _generator_pass(
+  generator: nn.Module, gen_params: Any, batch: Batch, key: jax.Array, *, clean: bool, accum: int
+) -> tuple[dict, dict, Any]:
+  """The generators' outputs on the batch, twice over when `clean` (with dropout, for the loss; without, for the
+  adversarial game), and how to pull a gradient on them back to the parameters.
+
+  With `accum == 1` that is one forward pass kept for its backward (`jax.vjp`): the discriminator's inputs and
+  the generator's loss share it. With `accum > 1` the outputs are computed a microbatch at a time and nothing
+  is kept; the pull-back runs each microbatch again and sums the parameters' gradients over them. Its result is
+  the gradient of the one big batch (only dropout's masks differ: each microbatch draws its own), with the
+  memory of one microbatch's activations; InfoNCE still sees the whole batch, since it is taken on the outputs
+  (as GradCache does for contrastive losses).
+  """
+
+  def forward(params: Any, video: jax.Array, music: jax.Array, k: jax.Array) -> tuple[dict, dict]:
+    def run(train: bool) -> dict:
+      return generator.apply({"params": params}, video, music, train=train, rngs={"dropout": k})
+
+    out = run(True)
+    return out, (run(False) if clean else out)
+
+  if accum == 1:
+    (outputs, adv), pull = jax.vjp(lambda p: forward(p, batch["video"], batch["music"], key), gen_params)
+    return outputs, adv, lambda cotangents: pull(cotangents)[0]
+
+  def micro(params: Any, m: jax.Array) -> tuple[dict, dict]:
+    video, music = _microbatch(batch["video"], m, accum), _microbatch(batch["music"], m, accum)
+    return forward(params, video, music, jax.random.fold_in(key, m))
+
+  outputs, adv = jax.tree.map(_unmicrobatch, jax.lax.map(lambda m: micro(gen_params, m), jnp.arange(accum)))
+
+  def pull_back(cotangents: tuple[dict, dict]) -> Any:
+    def one(grads: Any, m: jax.Array) -> tuple[Any, None]:
+      _, pull = jax.vjp(lambda p: micro(p, m), gen_params)
+      (g,) = pull(jax.tree.map(lambda d: _microbatch(d, m, accum), cotangents))
+      return jax.tree.map(jnp.add, grads, g), None
+
+    grads, _ = jax.lax.scan(one, jax.tree.map(jnp.zeros_like, gen_params), jnp.arange(accum))
+    return grads
+
+  return outputs, adv, pull_back
+
+
 def train_step(
   state: TrainState,
   batch: Batch,
@@ -173,26 +228,24 @@ def train_step(
   opt_d: optax.GradientTransformation,
   loss_cfg: ml_collections.ConfigDict,
   n_disc: int,
+  accum: int = 1,
 ) -> tuple[TrainState, dict[str, jax.Array]]:
-  """`n_disc` discriminator updates, then one generator update."""
+  """`n_disc` discriminator updates, then one generator update (its gradient in `accum` microbatches)."""
   rng = jax.random.fold_in(rng, state.step)
   g_rng, d_rng = jax.random.split(rng)
   mask = batch["mask"]
-
-  def generate(gen_params: Any, key: jax.Array, train: bool = True) -> dict[str, jax.Array]:
-    return generator.apply({"params": gen_params}, batch["video"], batch["music"], train=train, rngs={"dropout": key})
-
+  del d_rng  # the discriminator has no dropout; kept split so adding some does not shift the generator's keys
   # What the adversarial game is played on: the embeddings of this step's dropout pass, or of a pass without
   # dropout (`loss.adv_inputs='clean'`), the embeddings that retrieval will use.
-  clean = loss_cfg.adv_inputs == "clean"
+  outputs, adv, pull_back = _generator_pass(
+    generator, state.params["generator"], batch, g_rng, clean=loss_cfg.adv_inputs == "clean", accum=accum
+  )
 
   # --- discriminator: learns to tell video embeddings (1) from music embeddings (0) ---------------------------
   # The embeddings it sees come from the generators before this step's generator update (the stop-gradient of
   # docs/models.md, section 2.4).
-  fake = jax.lax.stop_gradient(generate(state.params["generator"], g_rng, train=not clean))
-
+  fake = jax.lax.stop_gradient(adv)
   condition = functools.partial(_discriminator_input, batch=batch, condition=loss_cfg.adv_condition)
-  del d_rng  # the discriminator has no dropout; kept split so adding some does not shift the generator's keys
   d_params, d_opt_state, d_loss, (lv, lm) = _discriminator_updates(
     state, fake, condition, discriminator=discriminator, opt_d=opt_d, loss_cfg=loss_cfg, n_disc=n_disc, mask=mask
   )
@@ -201,20 +254,21 @@ def train_step(
   # --- generators: fit the pair/emotion structure and fool the (just updated) discriminator ------------------
   adv_weight = adversarial_weight(state.step, loss_cfg)
 
-  def g_loss_fn(g_params: Any) -> tuple[jax.Array, dict[str, jax.Array]]:
-    outputs = generate(g_params["generator"], g_rng)
-    adv = generate(g_params["generator"], g_rng, train=False) if clean else outputs
+  def loss_from_outputs(outs: dict, adv_outs: dict, temp_params: Any) -> tuple[jax.Array, dict[str, jax.Array]]:
     disc_logits = (
-      discriminator.apply({"params": d_params}, _with(adv["video_embedding"], condition(adv, "video"))),
-      discriminator.apply({"params": d_params}, _with(adv["music_embedding"], condition(adv, "music"))),
+      discriminator.apply({"params": d_params}, _with(adv_outs["video_embedding"], condition(adv_outs, "video"))),
+      discriminator.apply({"params": d_params}, _with(adv_outs["music_embedding"], condition(adv_outs, "music"))),
     )
     total, _, terms = generator_losses(
-      outputs, batch, disc_logits=disc_logits, cfg=loss_cfg, temp=temperature(g_params), adv_weight=adv_weight
+      outs, batch, disc_logits=disc_logits, cfg=loss_cfg, temp=temperature(temp_params), adv_weight=adv_weight
     )
     return total, terms
 
-  g_params = {"generator": state.params["generator"], "temperature": state.params["temperature"]}
-  (g_loss, terms), g_grads = jax.value_and_grad(g_loss_fn, has_aux=True)(g_params)
+  temp_params = {"temperature": state.params["temperature"]}
+  g_loss, pull_loss, terms = jax.vjp(loss_from_outputs, outputs, adv, temp_params, has_aux=True)
+  d_outputs, d_adv, d_temp = pull_loss(jnp.ones_like(g_loss))
+  g_grads = {"generator": pull_back((d_outputs, d_adv)), **d_temp}
+  g_params = {"generator": state.params["generator"], **temp_params}
   g_updates, g_opt_state = opt_g.update(g_grads, state.opt_state["generator"], g_params)
   g_params = optax.apply_updates(g_params, g_updates)
 
@@ -273,10 +327,13 @@ def optimizers(config: ml_collections.ConfigDict) -> tuple[optax.GradientTransfo
 def build(config: ml_collections.ConfigDict) -> Family:
   """EMVGAN with the sizes of `config.emvgan`, the losses of `config.loss` and the optimisers of `config.optim`."""
   e, lc = config.emvgan, config.loss
+  if e.compute_dtype not in COMPUTE_DTYPES:
+    raise ValueError(f"config.emvgan.compute_dtype must be one of {COMPUTE_DTYPES}, got {e.compute_dtype!r}")
+  dtype = jnp.dtype(e.compute_dtype)
   generator = emvgan_lib.GeneratorSide(
-    hidden=e.hidden, embed_dim=e.embed_dim, dropout_rate=e.dropout_rate, valence_arousal=lc.w_va > 0
+    hidden=e.hidden, embed_dim=e.embed_dim, dropout_rate=e.dropout_rate, valence_arousal=lc.w_va > 0, dtype=dtype
   )
-  discriminator = discriminator_lib.ModalityDiscriminator(hidden=e.disc_hidden)
+  discriminator = discriminator_lib.ModalityDiscriminator(hidden=e.disc_hidden, dtype=dtype)
   if lc.adv_mode not in ADV_MODES:
     raise ValueError(f"config.loss.adv_mode must be one of {ADV_MODES}, got {lc.adv_mode!r}")
   if lc.adv_inputs not in ("train", "clean"):
@@ -339,6 +396,7 @@ def build(config: ml_collections.ConfigDict) -> Family:
       opt_d=opt_d,
       loss_cfg=lc,
       n_disc=config.optim.n_disc,
+      accum=config.train.accumulation_steps,
     ),
     predict=predict,
     embed_video=embed_video,

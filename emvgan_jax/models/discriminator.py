@@ -6,6 +6,8 @@ the modality probe of `emvgan_jax/alignment.py`. It has its own parameter tree a
 generator side.
 """
 
+from typing import Any
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -16,9 +18,11 @@ class ModalityDiscriminator(nn.Module):
 
   Attributes:
     hidden: Width h_d of the two hidden layers; 0 makes the discriminator linear.
+    dtype: The computation's dtype; the logits are returned in float32.
   """
 
   hidden: int = 256
+  dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, z: jax.Array) -> jax.Array:
@@ -32,6 +36,6 @@ class ModalityDiscriminator(nn.Module):
     """
     h = z
     if self.hidden > 0:
-      h = nn.leaky_relu(nn.Dense(self.hidden, name="dense_0")(h), negative_slope=0.2)
-      h = nn.leaky_relu(nn.Dense(self.hidden, name="dense_1")(h), negative_slope=0.2)
-    return jnp.squeeze(nn.Dense(1, name="logit")(h), axis=-1)
+      h = nn.leaky_relu(nn.Dense(self.hidden, dtype=self.dtype, name="dense_0")(h), negative_slope=0.2)
+      h = nn.leaky_relu(nn.Dense(self.hidden, dtype=self.dtype, name="dense_1")(h), negative_slope=0.2)
+    return jnp.squeeze(nn.Dense(1, dtype=self.dtype, name="logit")(h), axis=-1).astype(jnp.float32)

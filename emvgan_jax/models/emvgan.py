@@ -13,6 +13,8 @@ submodules as `__call__` (retrieval embeds a gallery one modality at a time), an
 compact method per module.
 """
 
+from typing import Any
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -37,6 +39,8 @@ class GeneratorSide(nn.Module):
     match_bias_init: Initial calibration offset b.
     valence_arousal: Adds the shared valence-arousal head (outputs 'video_va', 'music_va'). Off, the
       parameters are exactly those of a model without it.
+    dtype: The encoders' and generators' computation dtype (bfloat16: mixed precision). Parameters are
+      float32 whatever it is, and the embeddings and every head work in float32.
   """
 
   hidden: int = 256
@@ -46,12 +50,13 @@ class GeneratorSide(nn.Module):
   match_scale_init: float = 5.0
   match_bias_init: float = 0.0
   valence_arousal: bool = False
+  dtype: Any = jnp.float32
 
   def setup(self) -> None:
-    self.video_encoder = Encoder(self.hidden, self.dropout_rate)
-    self.music_encoder = Encoder(self.hidden, self.dropout_rate)
-    self.video_generator = Generator(self.embed_dim)
-    self.music_generator = Generator(self.embed_dim)
+    self.video_encoder = Encoder(self.hidden, self.dropout_rate, dtype=self.dtype)
+    self.music_encoder = Encoder(self.hidden, self.dropout_rate, dtype=self.dtype)
+    self.video_generator = Generator(self.embed_dim, dtype=self.dtype)
+    self.music_generator = Generator(self.embed_dim, dtype=self.dtype)
     self.emotion_head = nn.Dense(self.num_emotions)
     self.match_scale = self.param("match_scale", nn.initializers.constant(self.match_scale_init), ())
     self.match_bias = self.param("match_bias", nn.initializers.constant(self.match_bias_init), ())

@@ -4,8 +4,11 @@
 is read from the input, so the same module serves VGGish (128) and SlowFast (2304) features.
 """
 
+from typing import Any
+
 import flax.linen as nn
 import jax
+import jax.numpy as jnp
 
 from emvgan_jax.models.layers import gelu
 
@@ -16,10 +19,12 @@ class Encoder(nn.Module):
   Attributes:
     hidden: Width of both layers (h = 256 by default).
     dropout_rate: Dropout after the first layer (rng stream 'dropout').
+    dtype: The computation's dtype (bfloat16 for mixed precision); parameters stay float32.
   """
 
   hidden: int = 256
   dropout_rate: float = 0.1
+  dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
@@ -32,7 +37,7 @@ class Encoder(nn.Module):
     Returns:
       The `(..., hidden)` hidden features.
     """
-    h = nn.Dense(self.hidden, name="dense_in")(x)
-    h = gelu(nn.LayerNorm(name="layer_norm")(h))
+    h = nn.Dense(self.hidden, dtype=self.dtype, name="dense_in")(x)
+    h = gelu(nn.LayerNorm(dtype=self.dtype, name="layer_norm")(h))
     h = nn.Dropout(self.dropout_rate)(h, deterministic=not train)
-    return gelu(nn.Dense(self.hidden, name="dense_out")(h))
+    return gelu(nn.Dense(self.hidden, dtype=self.dtype, name="dense_out")(h))

@@ -12,8 +12,12 @@ embedding before normalisation so no few dimensions dominate the cosine; unit no
 dot product and bounds the discriminator's input.
 """
 
+import functools
+from typing import Any
+
 import flax.linen as nn
 import jax
+import jax.numpy as jnp
 
 from emvgan_jax.models.layers import gelu
 from emvgan_jax.ops import l2_normalize
@@ -24,9 +28,11 @@ class Generator(nn.Module):
 
   Attributes:
     embed_dim: Width d of the common space (64 by default).
+    dtype: The computation's dtype; the embeddings are returned in float32 whatever it is.
   """
 
   embed_dim: int = 64
+  dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
@@ -38,6 +44,8 @@ class Generator(nn.Module):
     Returns:
       The L2-normalised embedding `z`.
     """
-    p = nn.Dense(self.embed_dim, name="projection")(x)
-    r = nn.Dense(self.embed_dim, name="residual_out")(gelu(nn.Dense(self.embed_dim, name="residual_in")(p)))
-    return l2_normalize(nn.LayerNorm(name="layer_norm")(p + r))
+    dense = functools.partial(nn.Dense, self.embed_dim, dtype=self.dtype)
+    p = dense(name="projection")(x)
+    r = dense(name="residual_out")(gelu(dense(name="residual_in")(p)))
+    h = nn.LayerNorm(dtype=self.dtype, name="layer_norm")(p + r)
+    return l2_normalize(h.astype(jnp.float32))
