@@ -324,16 +324,13 @@ def optimizers(config: ml_collections.ConfigDict) -> tuple[optax.GradientTransfo
   return opt_g, opt_d
 
 
-def build(config: ml_collections.ConfigDict) -> Family:
-  """EMVGAN with the sizes of `config.emvgan`, the losses of `config.loss` and the optimisers of `config.optim`."""
-  e, lc = config.emvgan, config.loss
-  if e.compute_dtype not in COMPUTE_DTYPES:
-    raise ValueError(f"config.emvgan.compute_dtype must be one of {COMPUTE_DTYPES}, got {e.compute_dtype!r}")
-  dtype = jnp.dtype(e.compute_dtype)
-  generator = emvgan_lib.GeneratorSide(
-    hidden=e.hidden, embed_dim=e.embed_dim, dropout_rate=e.dropout_rate, valence_arousal=lc.w_va > 0, dtype=dtype
-  )
-  discriminator = discriminator_lib.ModalityDiscriminator(hidden=e.disc_hidden, dtype=dtype)
+def _check_options(config: ml_collections.ConfigDict) -> None:
+  """The option fields that name a choice (ValueError naming the field and the choices)."""
+  lc = config.loss
+  if config.emvgan.compute_dtype not in COMPUTE_DTYPES:
+    raise ValueError(
+      f"config.emvgan.compute_dtype must be one of {COMPUTE_DTYPES}, got {config.emvgan.compute_dtype!r}"
+    )
   if lc.adv_mode not in ADV_MODES:
     raise ValueError(f"config.loss.adv_mode must be one of {ADV_MODES}, got {lc.adv_mode!r}")
   if lc.adv_inputs not in ("train", "clean"):
@@ -344,6 +341,17 @@ def build(config: ml_collections.ConfigDict) -> Family:
     raise ValueError(f"config.loss.adv_condition must be one of {ADV_CONDITIONS}, got {lc.adv_condition!r}")
   if config.optim.n_disc < 1:
     raise ValueError(f"config.optim.n_disc must be >= 1, got {config.optim.n_disc}")
+
+
+def build(config: ml_collections.ConfigDict) -> Family:
+  """EMVGAN with the sizes of `config.emvgan`, the losses of `config.loss` and the optimisers of `config.optim`."""
+  e, lc = config.emvgan, config.loss
+  _check_options(config)
+  dtype = jnp.dtype(e.compute_dtype)
+  generator = emvgan_lib.GeneratorSide(
+    hidden=e.hidden, embed_dim=e.embed_dim, dropout_rate=e.dropout_rate, valence_arousal=lc.w_va > 0, dtype=dtype
+  )
+  discriminator = discriminator_lib.ModalityDiscriminator(hidden=e.disc_hidden, dtype=dtype)
   opt_g, opt_d = optimizers(config)
 
   def init(rng: jax.Array, video_dim: int, music_dim: int) -> TrainState:
