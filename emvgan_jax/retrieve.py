@@ -9,9 +9,11 @@ The gallery is the run's dataset's `gallery` split (TFDS; `--dataset` picks anot
 in the EmoMV retrieval layout: --gallery_csv=g.csv --gallery_video_h5=v.h5 --gallery_music_h5=m.h5 (a CSV of
 `dir, name, emotion, label_id` or `dir, filename.mp4, label_id` rows; row i of each HDF5 file is CSV row i).
 
-Raw features are standardised with the run's train-split statistics before they are embedded. The search walks
-the gallery in chunks of --chunk_size rows and merges per-chunk top-k (`emvgan_jax.search.top_k_cosine`), so a
-gallery of millions of items never needs a full similarity row per query in memory at once.
+Raw features are standardised with the run's train-split statistics before they are embedded. The search is exact
+(`emvgan_jax.search.GalleryIndex`): the gallery is sharded over the devices, each walks its shard in chunks of
+--chunk_size rows with a running top k, and the devices' top k are merged, so a gallery of millions of items never
+needs a full similarity row per query in memory at once. `--index=DIR` searches a gallery embedded once by
+`python -m emvgan_jax.index` (queries then come from --query_file or --query_h5).
 
 Usage:
   python -m emvgan_jax.retrieve --workdir=runs/emomv_c --direction=video_to_music --query=<gallery name> [--k=10]
@@ -61,6 +63,9 @@ _MANUAL_DIR = flags.DEFINE_string(
   "manual_dir", None, "Local EmoMV copy (default: the run's, then $EMOMV_DIR).", flag_values=_FLAGS
 )
 _BATCH_SIZE = flags.DEFINE_integer("batch_size", 4096, "Rows per embedding call.", lower_bound=1, flag_values=_FLAGS)
+_INDEX = flags.DEFINE_string(
+  "index", None, "A gallery index folder (python -m emvgan_jax.index) to search instead.", flag_values=_FLAGS
+)
 flags.mark_flags_as_required(["workdir", "direction"], flag_values=_FLAGS)
 
 
@@ -70,8 +75,8 @@ class Gallery:
 
   name: np.ndarray
   emotion: np.ndarray
-  video: np.ndarray
-  music: np.ndarray
+  video: np.ndarray | None  # None for a gallery read from an index (`emvgan_jax.index`)
+  music: np.ndarray | None
   source: str  # for messages, e.g. 'emomv/c gallery' or a CSV path
 
   def __len__(self) -> int:
@@ -195,6 +200,7 @@ def retrieve(
   k: int = 10,
   chunk_size: int = search.DEFAULT_CHUNK_SIZE,
   batch_size: int = 4096,
+  gallery_vectors: np.ndarray | None = None,
 ) -> tuple[list[list[Hit]], list[str]]:
   """Top-k gallery items of the target modality for each query.
 
@@ -207,6 +213,8 @@ def retrieve(
     k: items per query.
     chunk_size: gallery rows per search step.
     batch_size: rows per embedding call.
+    gallery_vectors: the gallery's target-modality embeddings, already made (`emvgan_jax.index`); the
+      gallery's features are then not needed.
 
   Returns:
     `(hits, labels)`: per query, its hits best first; and a label per query for printing.
@@ -217,6 +225,11 @@ def retrieve(
   if (query is None) == (query_features is None):
     raise cli.UsageError("give exactly one query: --query=NAME, --query_file=x.npy, or --query_h5 with --query_row")
   if query is not None:
+    if getattr(gallery, q_mod) is None:
+      raise cli.UsageError(
+        f"--query=NAME needs the gallery's {q_mod} features, which an index does not hold; give the query as "
+        "--query_file or --query_h5, or search without --index"
+      )
     row = find_query(gallery, query)
     raw = getattr(gallery, q_mod)[row : row + 1]
     labels = [f"{q_mod} of {query} ({files.EMOTIONS[int(gallery.emotion[row])]})"]
@@ -224,10 +237,12 @@ def retrieve(
     raw = np.asarray(query_features, np.float32)
     labels = [f"{q_mod} features #{i}" for i in range(len(raw))] if len(raw) > 1 else [f"{q_mod} features"]
   q = _standardize(run, q_mod, raw, "the query")
-  g = _standardize(run, g_mod, getattr(gallery, g_mod), f"the {gallery.source}")
   q_emb = search.embed_rows(embed[q_mod], run.state, q, batch_size=batch_size)
-  g_emb = search.embed_rows(embed[g_mod], run.state, g, batch_size=batch_size)
-  scores, indices = search.top_k_cosine(q_emb, g_emb, k, chunk_size=chunk_size)
+  if gallery_vectors is None:
+    g = _standardize(run, g_mod, getattr(gallery, g_mod), f"the {gallery.source}")
+    gallery_vectors = search.embed_rows(embed[g_mod], run.state, g, batch_size=batch_size)
+  index = search.GalleryIndex(gallery_vectors, mesh=run.mesh, chunk_size=chunk_size)
+  scores, indices = index.search(q_emb, k)
   hits = [
     [
       Hit(
@@ -242,6 +257,14 @@ def retrieve(
     for row_scores, row_indices in zip(scores, indices)
   ]
   return hits, labels
+
+
+def gallery_from_index(path: str, run: restore.Run, modality: str) -> tuple[Gallery, np.ndarray]:
+  """The gallery items of an index folder (names and emotions, no features) and its `modality` vectors."""
+  from emvgan_jax import index  # pylint: disable=g-import-not-at-top
+
+  meta, vectors, names, emotions = index.read_index(path, run, modality)
+  return Gallery(name=names, emotion=emotions, video=None, music=None, source=f"index of the {meta['source']}"), vectors
 
 
 def format_hits(hits: list[Hit], label: str, direction: str, source: str, size: int) -> str:
@@ -268,15 +291,19 @@ def main(argv: list[str] | None = None) -> None:
       )
     run = cli.load_run(_WORKDIR.value, _CHECKPOINT.value)
     check_retrieval_model(run)  # before loading any data
-    gallery = load_gallery(
-      run,
-      dataset=_DATASET.value,
-      csv=_GALLERY_CSV.value,
-      video_h5=_GALLERY_VIDEO.value,
-      music_h5=_GALLERY_MUSIC.value,
-      data_dir=_DATA_DIR.value,
-      manual_dir=_MANUAL_DIR.value,
-    )
+    vectors = None
+    if _INDEX.value:
+      gallery, vectors = gallery_from_index(_INDEX.value, run, _modalities(_DIRECTION.value)[1])
+    else:
+      gallery = load_gallery(
+        run,
+        dataset=_DATASET.value,
+        csv=_GALLERY_CSV.value,
+        video_h5=_GALLERY_VIDEO.value,
+        music_h5=_GALLERY_MUSIC.value,
+        data_dir=_DATA_DIR.value,
+        manual_dir=_MANUAL_DIR.value,
+      )
     features = None
     if not _QUERY.value:
       features = read_query_features(query_file=_QUERY_FILE.value, query_h5=_QUERY_H5.value, query_row=_QUERY_ROW.value)
@@ -289,6 +316,7 @@ def main(argv: list[str] | None = None) -> None:
       k=_K.value,
       chunk_size=_CHUNK_SIZE.value,
       batch_size=_BATCH_SIZE.value,
+      gallery_vectors=vectors,
     )
     print(
       "\n\n".join(

@@ -120,6 +120,116 @@ def _check_finite(rows: np.ndarray, what: str, offset: int) -> None:
     )
 
 
+class GalleryIndex:
+  """A gallery normalised once, transposed, cut into equal chunks and sharded over devices, for exact top-k.
+
+  Each device holds `chunks_per_device` chunks of the (D, chunk) transposed gallery (the matmul's natural
+  operand), so a gallery larger than one device's memory fits on several. `search` runs on every device at
+  once (`jax.shard_map`): each walks its own chunks with a running top k, then the devices' top k are
+  all-gathered (k numbers per query each) and merged. Device d holds rows before device d + 1's, and every merge
+  puts lower rows first, so ties are ordered by gallery row as in `top_k_cosine`; the ids equal it.
+
+  Args:
+    gallery: (G, D) vectors (any scale; normalised here, in float32, once).
+    mesh: the devices and their `data` axis to shard over (default: every device on one axis).
+    chunk_size: rows per matmul (per device step): memory is about queries x chunk_size scores per device.
+  """
+
+  def __init__(self, gallery: Any, *, mesh: jax.sharding.Mesh | None = None, chunk_size: int = DEFAULT_CHUNK_SIZE):
+    from emvgan_jax.runtime import sharding  # pylint: disable=g-import-not-at-top
+
+    gallery = np.asarray(gallery)
+    if gallery.ndim != 2 or gallery.shape[0] == 0:
+      raise ValueError(f"gallery must be a non-empty (G, D) array, got shape {gallery.shape}")
+    if chunk_size < 1:
+      raise ValueError(f"chunk_size must be positive, got {chunk_size}")
+    for start in range(0, gallery.shape[0], DEFAULT_CHUNK_SIZE):
+      _check_finite(gallery[start : start + DEFAULT_CHUNK_SIZE], "gallery", start)
+    self.mesh = sharding.make_mesh() if mesh is None else mesh
+    n_dev = self.mesh.shape[sharding.DATA_AXIS]
+    self.size, self.width = gallery.shape
+    self.chunk_size = min(int(chunk_size), -(-self.size // n_dev))
+    per_device = -(-self.size // (n_dev * self.chunk_size))  # chunks per device
+    self.chunks_per_device = per_device
+    n_chunks = n_dev * per_device
+    self._axis = sharding.DATA_AXIS
+    spec = jax.sharding.NamedSharding(self.mesh, jax.sharding.PartitionSpec(self._axis))
+    shards = []
+    for d, device_chunks in enumerate(np.array_split(np.arange(n_chunks), n_dev)):
+      block = np.zeros((len(device_chunks), self.width, self.chunk_size), np.float32)
+      for j, c in enumerate(device_chunks):
+        rows = l2_normalize(gallery[c * self.chunk_size : (c + 1) * self.chunk_size].astype(np.float32))
+        block[j, :, : rows.shape[0]] = rows.T
+      shards.append(jax.device_put(block, self.mesh.devices.flat[d]))
+    self._chunks = jax.make_array_from_single_device_arrays((n_chunks, self.width, self.chunk_size), spec, shards)
+    self._search = {}
+
+  def _program(self, k: int) -> Callable[[jax.Array, jax.Array], tuple[jax.Array, jax.Array]]:
+    if k not in self._search:
+      self._search[k] = jax.jit(self._sharded(k))
+    return self._search[k]
+
+  def _sharded(self, k: int) -> Callable[[jax.Array, jax.Array], tuple[jax.Array, jax.Array]]:
+    axis, size, chunk, per_device = self._axis, self.size, self.chunk_size, self.chunks_per_device
+    local_k = min(k, per_device * chunk)
+    P = jax.sharding.PartitionSpec  # noqa: N806
+
+    def local(queries: jax.Array, chunks: jax.Array) -> tuple[jax.Array, jax.Array]:
+      first_chunk = jax.lax.axis_index(axis) * per_device
+
+      def one(carry: tuple[jax.Array, jax.Array], xs: tuple[jax.Array, jax.Array]) -> tuple:
+        best_scores, best_indices = carry
+        gallery_t, c = xs
+        sims = jnp.matmul(queries, gallery_t, precision=jax.lax.Precision.HIGHEST)  # (Q, chunk)
+        rows = (first_chunk + c) * chunk + jnp.arange(chunk, dtype=jnp.int32)
+        sims = jnp.where(rows[None, :] < size, sims, -jnp.inf)
+        chunk_scores, pos = jax.lax.top_k(sims, min(local_k, chunk))
+        scores = jnp.concatenate([best_scores, chunk_scores], axis=1)
+        indices = jnp.concatenate([best_indices, rows[pos]], axis=1)
+        top, where = jax.lax.top_k(scores, local_k)
+        return (top, jnp.take_along_axis(indices, where, axis=1)), None
+
+      init = (
+        jnp.full((queries.shape[0], local_k), -jnp.inf, jnp.float32),
+        jnp.full((queries.shape[0], local_k), -1, jnp.int32),
+      )
+      (scores, indices), _ = jax.lax.scan(one, init, (chunks, jnp.arange(per_device, dtype=jnp.int32)))
+      # Every device's top k, in device order (lower gallery rows first), then the top k of those.
+      scores = jax.lax.all_gather(scores, axis, axis=1, tiled=True)
+      indices = jax.lax.all_gather(indices, axis, axis=1, tiled=True)
+      top, where = jax.lax.top_k(scores, min(k, scores.shape[1]))
+      return top, jnp.take_along_axis(indices, where, axis=1)
+
+    return jax.shard_map(local, mesh=self.mesh, in_specs=(P(), P(axis)), out_specs=(P(), P()), check_vma=False)
+
+  def search(self, queries: Any, k: int, *, query_block: int = DEFAULT_QUERY_BLOCK) -> tuple[np.ndarray, np.ndarray]:
+    """The `k` rows most cosine-similar to each query, exactly: as `top_k_cosine` returns them."""
+    queries = np.asarray(queries, np.float32)
+    single = queries.ndim == 1
+    queries = queries[None, :] if single else queries
+    if queries.ndim != 2 or queries.shape[1] != self.width or queries.shape[0] == 0:
+      raise ValueError(f"queries must be a non-empty (Q, {self.width}) array, got shape {queries.shape}")
+    if k < 1 or query_block < 1:
+      raise ValueError(f"k and query_block must be positive, got {k}, {query_block}")
+    _check_finite(queries, "query", 0)
+    k = min(int(k), self.size)
+    program = self._program(k)
+    block = min(query_block, queries.shape[0])
+    out_scores, out_indices = [], []
+    for start in range(0, queries.shape[0], block):
+      q = queries[start : start + block]
+      n = q.shape[0]
+      if n < block:  # one compiled shape: pad the last block
+        q = np.concatenate([q, np.zeros((block - n, self.width), np.float32)])
+      scores, indices = program(l2_normalize(jnp.asarray(q)), self._chunks)
+      out_scores.append(np.asarray(scores)[:n])
+      out_indices.append(np.asarray(indices)[:n].astype(np.int64))
+    scores, indices = np.concatenate(out_scores), np.concatenate(out_indices)
+    if np.any(indices < 0) or np.any(indices >= self.size):
+      raise RuntimeError("top-k search returned an index outside the gallery; please report this as a bug")
+    return (scores[0], indices[0]) if single else (scores, indices)
+
+
 def embed_rows(
   embed: Callable[[Any, jax.Array], jax.Array], state: Any, features: np.ndarray, *, batch_size: int = 4096
 ) -> np.ndarray:

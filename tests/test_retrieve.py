@@ -207,3 +207,44 @@ def test_non_finite_query_is_refused_naming_the_row(workdir, own_gallery, tmp_pa
     + own_gallery["flags"],
   )
   assert code.startswith("error: the query has NaN or infinite values in 1 row(s), first row 1") and "\n" not in code
+
+
+def test_an_index_written_once_gives_the_same_hits_and_refuses_what_does_not_fit(
+  run, workdir, own_gallery, tmp_path, capsys
+):
+  from emvgan_jax import index  # pylint: disable=g-import-not-at-top
+
+  out = tmp_path / "index_music"
+  assert run_main(index, [f"--workdir={workdir}", "--modality=music", f"--out={out}"] + own_gallery["flags"]) is None
+  assert f"Wrote {out}: {N_ITEMS} music embeddings" in capsys.readouterr().out
+  assert sorted(p.name for p in out.iterdir()) == ["embeddings.npy", "emotions.npy", "index.json", "names.npy"]
+  rng = np.random.default_rng(4)
+  np.save(tmp_path / "q.npy", (rng.random((3, 2304)) * 4).astype(np.float32))
+  query = [f"--workdir={workdir}", "--direction=video_to_music", f"--query_file={tmp_path / 'q.npy'}", "--k=7"]
+  run_main(retrieve, query + own_gallery["flags"])
+  direct = parse_table(capsys.readouterr().out)
+  assert run_main(retrieve, query + [f"--index={out}"]) is None
+  assert parse_table(capsys.readouterr().out) == direct and len(direct) == 21
+
+  def error(args):
+    code = run_main(retrieve, args)  # the printed line for a one-line error (cli.Exit keeps it)
+    capsys.readouterr()
+    return (1 if code.startswith("error: ") else code), code
+
+  # The other modality; a query by name (an index holds no features); damaged vectors; another model.
+  code, line = error([*query[:1], "--direction=music_to_video", query[2], f"--index={out}"])
+  assert code == 1 and "holds music embeddings, but this direction searches video" in line
+  code, line = error([*query[:2], f"--query={own_gallery['names'][0]}", f"--index={out}"])
+  assert code == 1 and "--query=NAME needs the gallery's video features" in line
+  meta = (out / "index.json").read_text()
+  (out / "index.json").write_text(meta.replace('"params_sha256": "', '"params_sha256": "0'))
+  code, line = error(query + [f"--index={out}"])
+  assert code == 1 and "its vectors would rank wrongly; rebuild it" in line
+  (out / "index.json").write_text(meta)
+  vectors = np.load(out / "embeddings.npy")
+  np.save(out / "embeddings.npy", vectors[::-1])
+  code, line = error(query + [f"--index={out}"])
+  assert code == 1 and "embeddings.npy is missing or damaged" in line
+  # An index is never overwritten.
+  code = run_main(index, [f"--workdir={workdir}", "--modality=music", f"--out={out}"] + own_gallery["flags"])
+  assert "already exists; give a new folder" in code

@@ -98,3 +98,51 @@ def test_non_finite_rows_are_refused_and_no_sentinel_is_ever_an_item():
   # A zero query has no direction: every cosine is 0 and the order is the gallery's.
   _, idx = search.top_k_cosine(np.zeros(queries.shape[1], np.float32), gallery, 4)
   np.testing.assert_array_equal(idx, [0, 1, 2, 3])
+
+
+def _index(gallery, n_devices, chunk_size):
+  import jax  # pylint: disable=g-import-not-at-top
+
+  from emvgan_jax.runtime import sharding  # pylint: disable=g-import-not-at-top
+
+  mesh = sharding.make_mesh({"data": n_devices}, jax.devices()[:n_devices])
+  return search.GalleryIndex(gallery, mesh=mesh, chunk_size=chunk_size)
+
+
+# 37 rows over 8 devices: uneven shards, devices holding only padding, k larger than a device's rows.
+@pytest.mark.parametrize("n_devices", [1, 2, 8])
+@pytest.mark.parametrize("k,chunk_size", [(3, 4), (10, 1), (50, 6), (7, 1000)])
+def test_sharded_index_equals_float64_and_the_chunked_search(n_devices, k, chunk_size):
+  queries, gallery = _data(seed=2)
+  index = _index(gallery, n_devices, chunk_size)
+  scores, indices = index.search(queries, k, query_block=2)  # 5 queries: padded last block
+  ref_scores, ref_indices = _numpy_top_k(queries, gallery, min(k, G))
+  np.testing.assert_array_equal(indices, ref_indices)
+  np.testing.assert_allclose(scores, ref_scores, atol=1e-5)
+  chunked_scores, chunked_indices = search.top_k_cosine(queries, gallery, k, chunk_size=chunk_size)
+  np.testing.assert_array_equal(indices, chunked_indices)
+  assert index.search(queries[0], k)[1].tolist() == ref_indices[0].tolist()  # one query, 1-D
+
+
+def test_sharded_index_orders_ties_by_row_across_devices():
+  queries, base = _data(seed=3, g=6)
+  gallery = np.concatenate([base] * 5)  # equal rows on different devices
+  _, indices = _index(gallery, 8, 2).search(queries, 12)
+  _, ref_indices = _numpy_top_k(queries, gallery, 12)
+  np.testing.assert_array_equal(indices, ref_indices)
+
+
+def test_sharded_index_shards_the_gallery_and_refuses_bad_input():
+  queries, gallery = _data(seed=4)
+  index = _index(gallery, 8, 3)
+  chunks = index._chunks  # pylint: disable=protected-access
+  assert len(chunks.addressable_shards) == 8
+  assert {s.data.shape for s in chunks.addressable_shards} == {(index.chunks_per_device, D, 3)}
+  bad = gallery.copy()
+  bad[11, 2] = np.nan
+  with pytest.raises(ValueError, match="gallery row 11 has a NaN"):
+    _index(bad, 8, 3)
+  with pytest.raises(ValueError, match="query row 0"):
+    index.search(np.full((1, D), np.inf, np.float32), 3)
+  with pytest.raises(ValueError, match=r"queries must be a non-empty \(Q, 7\)"):
+    index.search(np.ones((2, 5), np.float32), 3)

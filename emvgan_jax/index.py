@@ -1,0 +1,174 @@
+"""Embed a gallery once and save it as an index: `python -m emvgan_jax.index --workdir=W --modality=music --out=DIR`.
+
+Embedding a large gallery is the slow part of a search; `retrieve --index=DIR` then loads the saved vectors
+instead of embedding the gallery again. The gallery is the run's dataset's `gallery` split, or your own files
+(`--gallery_csv`, `--gallery_video_h5`, `--gallery_music_h5`, as for `retrieve`). DIR holds:
+
+  embeddings.npy   (N, d) float32, one unit-norm common-space vector per gallery item, in gallery row order
+  names.npy        (N,) item names;  emotions.npy  (N,) emotion ids
+  index.json       the modality, the model (its checkpoint's kind and step, and a SHA-256 of its parameters),
+                   the gallery's source, the sizes, and embeddings.npy's SHA-256
+
+`retrieve` refuses an index made by another checkpoint or of the other modality, and one whose vectors do not
+match their checksum: vectors of another model would rank wrongly without any sign of it. DIR is written
+in a temporary folder beside it and renamed into place, so it is whole or absent.
+
+Usage:
+  python -m emvgan_jax.index --workdir=runs/emomv_c --modality=music --out=runs/emomv_c/index_music
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+
+import numpy as np
+from absl import flags
+
+from emvgan_jax.runtime import cli
+
+HELP = __doc__
+MODALITIES = ("video", "music")
+FORMAT_VERSION = 1
+
+_FLAGS = cli.new_flag_values()
+_WORKDIR = flags.DEFINE_string("workdir", None, "Training workdir.", flag_values=_FLAGS)
+_CHECKPOINT = flags.DEFINE_string("checkpoint", "best", "'best', 'latest' or a step number.", flag_values=_FLAGS)
+_MODALITY = flags.DEFINE_enum("modality", None, MODALITIES, "Which side of the gallery to index.", flag_values=_FLAGS)
+_OUT = flags.DEFINE_string("out", None, "Folder to write the index to (must not exist).", flag_values=_FLAGS)
+_DATASET = flags.DEFINE_string("dataset", None, "EmoMV dataset (default: the run's).", flag_values=_FLAGS)
+_GALLERY_CSV = flags.DEFINE_string("gallery_csv", None, "Your own gallery CSV.", flag_values=_FLAGS)
+_GALLERY_VIDEO = flags.DEFINE_string("gallery_video_h5", None, "Video features of --gallery_csv.", flag_values=_FLAGS)
+_GALLERY_MUSIC = flags.DEFINE_string("gallery_music_h5", None, "Music features of --gallery_csv.", flag_values=_FLAGS)
+_DATA_DIR = flags.DEFINE_string("data_dir", None, "TFDS data dir (default: the run's).", flag_values=_FLAGS)
+_MANUAL_DIR = flags.DEFINE_string("manual_dir", None, "Local EmoMV copy (default: the run's).", flag_values=_FLAGS)
+_BATCH_SIZE = flags.DEFINE_integer("batch_size", 4096, "Rows per embedding call.", lower_bound=1, flag_values=_FLAGS)
+flags.mark_flags_as_required(["workdir", "modality", "out"], flag_values=_FLAGS)
+
+
+def _sha256(path: str) -> str:
+  digest = hashlib.sha256()
+  with open(path, "rb") as f:
+    for block in iter(lambda: f.read(1 << 24), b""):
+      digest.update(block)
+  return digest.hexdigest()
+
+
+def params_fingerprint(run: object) -> str:
+  """SHA-256 of the run's parameters (every leaf's bytes, in tree order): which model made a set of vectors."""
+  import jax  # pylint: disable=g-import-not-at-top
+
+  digest = hashlib.sha256()
+  for leaf in jax.tree.leaves(run.state.params):
+    digest.update(np.ascontiguousarray(np.asarray(leaf)).tobytes())
+  return digest.hexdigest()
+
+
+def write_index(run: object, gallery: object, modality: str, out: str, *, batch_size: int = 4096) -> dict:
+  """Embeds `gallery`'s `modality` with `run` and writes the index folder `out`; returns its index.json."""
+  from emvgan_jax import retrieve, search  # pylint: disable=g-import-not-at-top
+
+  if os.path.exists(out):
+    raise cli.UsageError(f"--out {out} already exists; give a new folder (an index is never overwritten)")
+  retrieve.check_retrieval_model(run)
+  raw = getattr(gallery, modality)
+  x = retrieve._standardize(run, modality, raw, f"the {gallery.source}")  # pylint: disable=protected-access
+  embed = run.family.embed_video if modality == "video" else run.family.embed_music
+  vectors = search.embed_rows(embed, run.state, x, batch_size=batch_size)
+  vectors = vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+  parent = os.path.dirname(os.path.abspath(out))
+  os.makedirs(parent, exist_ok=True)
+  tmp = tempfile.mkdtemp(prefix=".index_", dir=parent)
+  try:
+    np.save(os.path.join(tmp, "embeddings.npy"), vectors.astype(np.float32))
+    np.save(os.path.join(tmp, "names.npy"), np.asarray(gallery.name, str))
+    np.save(os.path.join(tmp, "emotions.npy"), np.asarray(gallery.emotion, np.int64))
+    meta = {
+      "format_version": FORMAT_VERSION,
+      "modality": modality,
+      "count": int(vectors.shape[0]),
+      "dim": int(vectors.shape[1]),
+      "checkpoint_kind": run.kind,
+      "checkpoint_step": int(run.step),
+      "model": run.family.description,
+      "params_sha256": params_fingerprint(run),
+      "source": gallery.source,
+      "embeddings_sha256": _sha256(os.path.join(tmp, "embeddings.npy")),
+    }
+    with open(os.path.join(tmp, "index.json"), "w", encoding="utf-8") as f:
+      json.dump(meta, f, indent=1)
+    os.rename(tmp, out)
+  except BaseException:
+    shutil.rmtree(tmp, ignore_errors=True)
+    raise
+  return meta
+
+
+def read_index(path: str, run: object, modality: str) -> tuple[dict, np.ndarray, np.ndarray, np.ndarray]:
+  """(index.json, embeddings, names, emotions) of the index folder `path`, checked against `run` and `modality`.
+
+  Raises:
+    cli.ToolError: no index there, another modality, another checkpoint, or vectors that fail their checksum.
+  """
+  meta_path = os.path.join(path, "index.json")
+  if not os.path.isfile(meta_path):
+    raise cli.ToolError(f"--index {path} has no index.json; make one with python -m emvgan_jax.index")
+  with open(meta_path, encoding="utf-8") as f:
+    meta = json.load(f)
+  if meta.get("format_version") != FORMAT_VERSION:
+    raise cli.ToolError(f"--index {path}: format version {meta.get('format_version')}, expected {FORMAT_VERSION}")
+  if meta["modality"] != modality:
+    raise cli.ToolError(
+      f"--index {path} holds {meta['modality']} embeddings, but this direction searches {modality}; "
+      "use the other --direction or an index of the other modality"
+    )
+  if meta["params_sha256"] != params_fingerprint(run):
+    raise cli.ToolError(
+      f"--index {path} was made by {meta['model']} at step {meta['checkpoint_step']}, not by this run's "
+      f"{run.family.description} at step {run.step}: its vectors would rank wrongly; rebuild it"
+    )
+  emb_path = os.path.join(path, "embeddings.npy")
+  if not os.path.isfile(emb_path) or _sha256(emb_path) != meta["embeddings_sha256"]:
+    raise cli.ToolError(f"--index {path}: embeddings.npy is missing or damaged (checksum); rebuild the index")
+  vectors = np.load(emb_path, allow_pickle=False)
+  names = np.load(os.path.join(path, "names.npy"), allow_pickle=False)
+  emotions = np.load(os.path.join(path, "emotions.npy"), allow_pickle=False)
+  if vectors.shape != (meta["count"], meta["dim"]) or len(names) != meta["count"] or len(emotions) != meta["count"]:
+    raise cli.ToolError(f"--index {path}: its files disagree on the number of items; rebuild the index")
+  return meta, vectors, names, emotions
+
+
+def main(argv: list[str] | None = None) -> None:
+  """The command line."""
+  cli.start_tool(_FLAGS, argv, HELP)
+
+  def body() -> None:
+    from emvgan_jax import retrieve  # pylint: disable=g-import-not-at-top
+
+    if os.path.exists(_OUT.value):
+      raise cli.UsageError(f"--out {_OUT.value} already exists; give a new folder (an index is never overwritten)")
+    run = cli.load_run(_WORKDIR.value, _CHECKPOINT.value)
+    retrieve.check_retrieval_model(run)
+    gallery = retrieve.load_gallery(
+      run,
+      dataset=_DATASET.value,
+      csv=_GALLERY_CSV.value,
+      video_h5=_GALLERY_VIDEO.value,
+      music_h5=_GALLERY_MUSIC.value,
+      data_dir=_DATA_DIR.value,
+      manual_dir=_MANUAL_DIR.value,
+    )
+    meta = write_index(run, gallery, _MODALITY.value, _OUT.value, batch_size=_BATCH_SIZE.value)
+    print(
+      f"Wrote {_OUT.value}: {meta['count']:,} {meta['modality']} embeddings of width {meta['dim']} from the "
+      f"{meta['source']}, {meta['model']} at step {meta['checkpoint_step']}"
+    )
+
+  cli.run_tool(body)
+
+
+if __name__ == "__main__":
+  main()
