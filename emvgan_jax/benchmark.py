@@ -38,118 +38,13 @@ _DATA_DIR = flags.DEFINE_string("data_dir", None, "TFDS data dir (overrides conf
 _MANUAL_DIR = flags.DEFINE_string("manual_dir", None, "Local EmoMV copy (overrides config.data.manual_dir).")
 _FULL_RUN = flags.DEFINE_bool("full_run", False, "Also time a full training run of the config, end to end.")
 _JSON = flags.DEFINE_string("json", None, "Also write the steady-state figures to this JSON file.")
+_COMPARE = flags.DEFINE_multi_string(
+  "compare",
+  [],
+  "A config override, e.g. loss.nce_impl=dense (repeatable; ';' joins several in one side): each is one more side, "
+  "timed against the config in interleaved rounds at every batch size.",
+)
 flags.mark_flags_as_required(["config"])
-
-
-def matmul_peak_gflops(n: int = 2048, repeats: int = 3) -> float:
-  """The rate of a jitted float32 `n^3` matmul on the first device: the reference for "% of peak"."""
-  import jax  # pylint: disable=g-import-not-at-top
-  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
-
-  x = jax.device_put(jnp.ones((n, n), jnp.float32) / n, jax.devices()[0])
-  mm = jax.jit(lambda a: a @ a)
-  jax.block_until_ready(mm(x))
-  times = []
-  for _ in range(repeats):
-    t0 = time.perf_counter()
-    jax.block_until_ready(mm(x))
-    times.append(time.perf_counter() - t0)
-  return 2 * n**3 / sorted(times)[len(times) // 2] / 1e9  # the median, as for the step it is compared with
-
-
-def _flops(compiled_or_lowered: object) -> float:
-  cost = compiled_or_lowered.cost_analysis()
-  cost = cost[0] if isinstance(cost, (list, tuple)) else cost
-  return float(cost.get("flops", 0.0)) if cost else 0.0
-
-
-def model_flops(config: ml_collections.ConfigDict, state: object, batch: object, rng: object, mesh: object) -> float:
-  """The FLOPs of one step as the plain program does them: EMVGAN with the dense InfoNCE and no accumulation.
-
-  XLA's cost analysis counts a loop's body once, so the blockwise loss and accumulation (both loops) would be
-  undercounted, and their recomputation is extra work rather than useful work. "% of peak" divides these FLOPs,
-  the same whatever the implementation, by the measured time.
-  """
-  import jax  # pylint: disable=g-import-not-at-top
-
-  from emvgan_jax import families, train  # pylint: disable=g-import-not-at-top
-  from emvgan_jax.runtime import sharding  # pylint: disable=g-import-not-at-top
-
-  reference = config.copy_and_resolve_references()
-  with reference.unlocked():
-    if "nce_impl" in reference.loss:
-      reference.loss.nce_impl = "dense"
-    reference.train.accumulation_steps = 1
-  family = families.build(reference)
-  abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), state)
-  step = train.compile_train_step(family, mesh, sharding.shardings_of(abstract))
-  return _flops(step.lower(abstract, batch, rng))
-
-
-def _timed_batches(batch_size: int, data: Split, mesh: object) -> list:
-  import numpy as np  # pylint: disable=g-import-not-at-top
-
-  from emvgan_jax.data import pipeline  # pylint: disable=g-import-not-at-top
-  from emvgan_jax.runtime import sharding  # pylint: disable=g-import-not-at-top
-
-  sampler = np.random.default_rng(0)
-  batches = []
-  for _ in range(4 if batch_size <= 8192 else 2):  # two 65,536-row batches of EmoMV-C are already 1.3 GB
-    rows = sampler.choice(len(data), batch_size, replace=batch_size > len(data))
-    batch = pipeline.gather_batch(data, rows, batch_size)
-    batches.append(pipeline.make_global_batch(batch, sharding.batch_sharding(mesh)))
-  return batches
-
-
-def steady_state(config: ml_collections.ConfigDict, batch_size: int, data: Split) -> dict:
-  """Examples/s of the config's jitted train step at `batch_size`, after compile and warm-up, and its share of
-  the matmul peak, measured in the same rounds (a round of steps, then the matmul, alternately)."""
-  import jax  # pylint: disable=g-import-not-at-top
-  import numpy as np  # pylint: disable=g-import-not-at-top
-
-  from emvgan_jax import families, train  # pylint: disable=g-import-not-at-top
-  from emvgan_jax.runtime import sharding  # pylint: disable=g-import-not-at-top
-
-  mesh = sharding.make_mesh(config.sharding.mesh_shape)
-  family = families.build(config)
-  state, abstract = train.create_state(family, config, mesh, data.video_dim, data.music_dim)
-  step = train.compile_train_step(family, mesh, sharding.shardings_of(abstract))
-  rng = jax.device_put(jax.random.key(0), sharding.replicated(mesh))
-  batches = _timed_batches(batch_size, data, mesh)
-  t0 = time.perf_counter()
-  compiled = step.lower(state, batches[0], rng).compile()
-  compile_s = time.perf_counter() - t0
-  useful = model_flops(config, state, batches[0], rng, mesh)
-  # Large batches take seconds a step: one warm-up step, and rounds of one step.
-  group = 10 if batch_size <= 8192 else 1
-  for i in range(3 if group > 1 else 1):
-    state, metrics = compiled(state, batches[i % len(batches)], rng)
-  jax.block_until_ready(metrics)
-  step_s, peaks, n, start = [], [], 0, time.perf_counter()
-  while not step_s or time.perf_counter() - start < _SECONDS.value:
-    t0 = time.perf_counter()
-    for _ in range(group):
-      state, metrics = compiled(state, batches[n % len(batches)], rng)
-      n += 1
-    jax.block_until_ready(metrics)
-    step_s.append((time.perf_counter() - t0) / group)
-    peaks.append(matmul_peak_gflops())
-  sec = float(np.median(step_s))
-  peak = float(np.median(peaks))
-  return {
-    "batch_size": batch_size,
-    "devices": mesh.size,
-    "examples_per_s": batch_size / sec,
-    "ms_per_step": 1e3 * sec,
-    "ms_per_step_min_max": (1e3 * min(step_s), 1e3 * max(step_s)),
-    "model_gflop_per_s": useful / sec / 1e9,
-    "compiled_gflop": _flops(compiled) / 1e9,
-    "model_gflop": useful / 1e9,
-    "peak_gflop_per_s": peak,
-    "percent_of_peak": 100 * useful / sec / 1e9 / peak,
-    "compile_s": compile_s,
-    "steps": n,
-  }
 
 
 def full_run(config_arg: str, overrides: list[str]) -> dict:
@@ -176,6 +71,34 @@ def full_run(config_arg: str, overrides: list[str]) -> dict:
   return {"wall_s": wall, "checkpoint_step": results["checkpoint_step"], "results": results}
 
 
+def _compare(config: ml_collections.ConfigDict, data: Split) -> list[dict]:
+  """The config against each --compare side, interleaved, at every batch size; prints and returns the figures."""
+  from emvgan_jax import config_lib, train  # pylint: disable=g-import-not-at-top
+  from emvgan_jax.benchmarks import step as step_lib  # pylint: disable=g-import-not-at-top
+
+  configs = {"config": config}
+  for side in _COMPARE.value:
+    other = config.copy_and_resolve_references()
+    with other.unlocked():
+      for assignment in side.split(";"):
+        config_lib.apply_override(other, assignment.strip())
+    train.check_config(other)
+    configs[side] = other
+  out = []
+  for b in _BATCH_SIZES.value:
+    r = step_lib.compare_steps(configs, int(b), data)
+    print(f"  batch {b}, interleaved rounds (median ms/step [min, max]; time / the config's, median [min, max]):")
+    for name, f in r.items():
+      ratio = f["time_ratio_to_first"]
+      print(
+        f"    {name:32s} {f['ms_median']:8.1f} [{f['ms_min']:.1f}, {f['ms_max']:.1f}]  "
+        f"{ratio[0]:.2f}x [{ratio[1]:.2f}, {ratio[2]:.2f}]",
+        flush=True,
+      )
+    out.append({"batch_size": int(b), "sides": r})
+  return out
+
+
 def main(argv: list[str]) -> None:
   del argv
   from emvgan_jax.runtime import cli  # pylint: disable=g-import-not-at-top
@@ -187,6 +110,7 @@ def _benchmark() -> None:
   import jax  # pylint: disable=g-import-not-at-top
 
   from emvgan_jax import benchmarks, config_lib, families, train  # pylint: disable=g-import-not-at-top
+  from emvgan_jax.benchmarks import step as step_lib  # pylint: disable=g-import-not-at-top
   from emvgan_jax.data import emomv  # pylint: disable=g-import-not-at-top
 
   config = config_lib.with_data(_CONFIG.value, data_dir=_DATA_DIR.value, manual_dir=_MANUAL_DIR.value)
@@ -202,7 +126,7 @@ def _benchmark() -> None:
     f"{jax.devices()[0].platform} device(s)"
   )
   for b in _BATCH_SIZES.value:
-    r = steady_state(config, int(b), data)
+    r = step_lib.steady_state(config, int(b), data, seconds=_SECONDS.value)
     lo, hi = r["ms_per_step_min_max"]
     print(
       f"  batch {r['batch_size']:>6}: {r['examples_per_s']:>9,.0f} examples/s  {r['ms_per_step']:8.1f} ms/step "
@@ -211,9 +135,10 @@ def _benchmark() -> None:
       flush=True,
     )
     results.append(r)
+  comparisons = _compare(config, data) if _COMPARE.value else []
   if _JSON.value:
     with open(_JSON.value, "w", encoding="utf-8") as f:
-      json.dump({"machine": benchmarks.machine(), "steady_state": results}, f, indent=1)
+      json.dump({"machine": benchmarks.machine(), "steady_state": results, "compare": comparisons}, f, indent=1)
   if _FULL_RUN.value:
     config_arg = next(a.split("=", 1)[1] for a in sys.argv if a.startswith("--config="))
     overrides = [a for a in sys.argv[1:] if a.startswith("--config.")]

@@ -280,3 +280,34 @@ def test_cv_run_data_trains_selects_and_reports_on_disjoint_videos(tiny_run):
   # Standardised with the training part's statistics: mean 0 there (not on the other parts).
   np.testing.assert_allclose(data.train.video.mean(axis=0), 0.0, atol=1e-5)
   assert emomv.run_split(config) == emomv.CV_SPLIT and emomv.run_split(config, "emomv/a") == "test"
+
+
+def test_standardizer_streams_and_in_place_equals_a_new_copy(monkeypatch):
+  from emvgan_jax.data import standardize  # pylint: disable=g-import-not-at-top
+  from emvgan_jax.data.splits import Split  # pylint: disable=g-import-not-at-top
+
+  rng = np.random.default_rng(0)
+  n = 1000
+  split = Split(
+    name=np.asarray([str(i) for i in range(n)], dtype=object),
+    video=(rng.random((n, 9)) * 5 + 100).astype(np.float32),  # a large mean: a naive sum of squares would drift
+    music=rng.normal(size=(n, 4)).astype(np.float32),
+    match=np.zeros(n, np.int32),
+    video_emotion=np.zeros(n, np.int32),
+    music_emotion=np.zeros(n, np.int32),
+  )
+  split.music[:, 2] = 3.0  # a constant feature keeps std 1
+  monkeypatch.setattr(standardize, "CHUNK_ROWS", 64)  # 16 chunks, the last one short
+  s = standardize.Standardizer.fit(split)
+  x = split.video.astype(np.float64)
+  np.testing.assert_array_equal(s.video_mean, x.mean(0).astype(np.float32))
+  np.testing.assert_allclose(s.video_std, x.std(0), rtol=1e-6)
+  assert s.music_std[2] == 1.0
+  copy = s.apply(split)
+  assert copy.video is not split.video and np.array_equal(split.video, x.astype(np.float32))  # input unchanged
+  np.testing.assert_array_equal(copy.video, (split.video - s.video_mean) / s.video_std)
+  video = split.video
+  same = s.apply(split, in_place=True)
+  assert same.video is video  # the same array, overwritten
+  np.testing.assert_array_equal(same.video, copy.video)
+  np.testing.assert_array_equal(same.music, copy.music)

@@ -585,6 +585,7 @@ TOOLS = (
   "emvgan_jax.benchmark",
   "emvgan_jax.benchmarks.input_pipeline",
   "emvgan_jax.benchmarks.search",
+  "emvgan_jax.benchmarks.accelerator",
   "emvgan_jax.extract",
   "tfds_emomv.build",
   "tfds_emomv.synthetic",

@@ -17,6 +17,7 @@ Two more protocols keep selecting and reporting apart (docs/models.md, section 4
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 from collections.abc import Sequence
 
@@ -258,13 +259,14 @@ def load_run_data(config: ml_collections.ConfigDict, standardizer: Standardizer 
   check_protocol(config)
   d = config.data
   splits = _load(config)
-  train = splits["train"]
+  train = splits.pop("train")  # every split below is this function's own: standardised in place at the end
   if d.cv_folds > 0:
     if "validation" not in splits:
       raise DataError(f"{d.dataset} has no validation split to pool with train for cross-validation")
-    pool = Split.concat([train, splits["validation"]])
+    pool = Split.concat([train, splits.pop("validation")])
     fold = grouped_folds(pool, folds=d.cv_folds, seed=d.cv_repeat)
     train, held = pool.take(fold != d.cv_fold), pool.take(fold == d.cv_fold)
+    del pool
     pairs, gallery = held, gallery_from_pairs(held)
     pairs_name, gallery_name = CV_SPLIT, CV_GALLERY
   elif d.holdout_fraction > 0:
@@ -274,11 +276,14 @@ def load_run_data(config: ml_collections.ConfigDict, standardizer: Standardizer 
   else:
     pairs_name = "validation"
     pairs, gallery, gallery_name = splits["validation"], splits.get("gallery"), "gallery"
-  selection = None
+  selection = selection_gallery = None
   if d.selection_fraction > 0:
     train, selection = holdout_split(train, fraction=d.selection_fraction, seed=d.selection_seed)
+    selection_gallery = gallery_from_pairs(selection)  # from the raw rows, before they are standardised
+  del splits  # the raw splits not used above: gone before the features are standardised
   standardizer = standardizer or Standardizer.fit(train)
-  apply = standardizer.apply
+  # In place: these splits share no arrays (holdouts and galleries are copies), and nothing else holds them.
+  apply = functools.partial(standardizer.apply, in_place=True)
   return RunData(
     train=apply(train),
     pairs=apply(pairs),
@@ -287,7 +292,7 @@ def load_run_data(config: ml_collections.ConfigDict, standardizer: Standardizer 
     pairs_name=pairs_name,
     gallery_name=gallery_name,
     selection=None if selection is None else apply(selection),
-    selection_gallery=None if selection is None else apply(gallery_from_pairs(selection)),
+    selection_gallery=None if selection is None else apply(selection_gallery),
     selection_name=None if selection is None else SELECTION_SPLIT,
   )
 

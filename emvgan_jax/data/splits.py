@@ -212,11 +212,22 @@ def verify_built(folder: str, dataset: str) -> None:
       )
 
 
+READ_CHUNK = 8192  # records decoded at a time: the decoded records never hold more than this many rows
+
+
 def _read_source(source: Any) -> Split:
+  """Every record of a TFDS data source, decoded a chunk at a time into arrays allocated once (the features are
+  never held twice, as decoded records and as their stacked copy)."""
   n = len(source)
-  records = source.__getitems__(list(range(n))) if n else []
-  if not records:
+  if not n:
     raise ValueError("empty split")
-  arrays = {key: np.stack([r[key] for r in records]) for key in ARRAY_KEYS}
-  arrays["name"] = [r["name"] for r in records]
+  first = source.__getitems__([0])[0]
+  arrays = {key: np.empty((n, *np.shape(first[key])), np.asarray(first[key]).dtype) for key in ARRAY_KEYS}
+  names = []
+  for start in range(0, n, READ_CHUNK):
+    records = source.__getitems__(list(range(start, min(n, start + READ_CHUNK))))
+    for key in ARRAY_KEYS:
+      arrays[key][start : start + len(records)] = np.stack([r[key] for r in records])
+    names += [r["name"] for r in records]
+  arrays["name"] = names
   return Split.from_arrays(arrays)

@@ -11,6 +11,7 @@ import numpy as np
 from emvgan_jax.data.splits import Split
 
 MODALITIES = ("video", "music")
+CHUNK_ROWS = 16384  # rows per streaming pass: 16,384 x 2304 float64 values are 300 MB
 
 
 @dataclasses.dataclass(frozen=True)
@@ -28,9 +29,19 @@ class Standardizer:
 
   @classmethod
   def fit(cls, split: Split) -> Standardizer:
+    """Float64 statistics in two streaming passes of `CHUNK_ROWS` rows (the mean, then the squared deviations
+    from it), so fitting holds no float64 copy of a modality: memory is one chunk, whatever the split's size."""
+
     def stats(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-      x = x.astype(np.float64)
-      mean, std = x.mean(axis=0), x.std(axis=0)
+      n = max(len(x), 1)
+      total = np.zeros(x.shape[1], np.float64)
+      for start in range(0, len(x), CHUNK_ROWS):
+        total += x[start : start + CHUNK_ROWS].sum(axis=0, dtype=np.float64)
+      mean = total / n
+      squares = np.zeros(x.shape[1], np.float64)
+      for start in range(0, len(x), CHUNK_ROWS):
+        squares += np.square(x[start : start + CHUNK_ROWS].astype(np.float64) - mean).sum(axis=0)
+      std = np.sqrt(squares / n)
       std = np.where(std < 1e-12, 1.0, std)
       return mean.astype(np.float32), std.astype(np.float32)
 
@@ -42,16 +53,37 @@ class Standardizer:
     """The feature width of `modality` ('video' or 'music') these statistics were fitted on."""
     return len(getattr(self, f"{modality}_mean"))
 
-  def transform(self, modality: str, x: np.ndarray) -> np.ndarray:
-    """Raw (N, D) features of one modality, standardised (float32). The width is the caller's to check."""
-    return ((x - getattr(self, f"{modality}_mean")) / getattr(self, f"{modality}_std")).astype(np.float32)
+  def transform(self, modality: str, x: np.ndarray, *, out: np.ndarray | None = None) -> np.ndarray:
+    """Raw (N, D) features of one modality, standardised (float32). The width is the caller's to check.
 
-  def apply(self, split: Split) -> Split:
-    """Returns the split with both modalities standardised (a new object; the input is unchanged)."""
+    Written chunk by chunk into one float32 array (`out`, which may be `x` itself when it is float32): no
+    temporaries the size of the input."""
+    x = np.asarray(x)
+    mean, std = getattr(self, f"{modality}_mean"), getattr(self, f"{modality}_std")
+    out = np.empty(x.shape, np.float32) if out is None else out
+    for start in range(0, len(x), CHUNK_ROWS):
+      rows = slice(start, start + CHUNK_ROWS)
+      if x.dtype == np.float32:  # in place, in float32, as (x - mean) / std computes it
+        np.subtract(x[rows], mean, out=out[rows])
+        np.divide(out[rows], std, out=out[rows])
+      else:  # in the input's precision, then rounded once to float32
+        out[rows] = (x[rows] - mean) / std
+    return out
+
+  def apply(self, split: Split, *, in_place: bool = False) -> Split:
+    """Returns the split with both modalities standardised: a new object with new arrays, the input unchanged;
+    or, with `in_place` (for a split whose float32 arrays nothing else uses), the same arrays overwritten, so no
+    second copy of the features is ever held."""
     if split.video_dim != self.width("video") or split.music_dim != self.width("music"):
       raise ValueError(
         f"Standardisation statistics are for video width {self.width('video')} and music width "
         f"{self.width('music')}, but the data has widths {split.video_dim} and {split.music_dim}"
+      )
+    if in_place and split.video.dtype == np.float32 and split.music.dtype == np.float32:
+      return dataclasses.replace(
+        split,
+        video=self.transform("video", split.video, out=split.video),
+        music=self.transform("music", split.music, out=split.music),
       )
     return dataclasses.replace(
       split, video=self.transform("video", split.video), music=self.transform("music", split.music)
