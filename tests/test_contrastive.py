@@ -195,6 +195,7 @@ def _step_hlo(impl: str) -> str:
   return step.lower(state, batch, jax.random.key(0)).compile().as_text()
 
 
+@pytest.mark.slow  # compiles EMVGAN train steps
 def test_the_compiled_emvgan_step_on_8_devices_has_no_all_to_all():
   assert "all-to-all(" not in _step_hlo("blockwise")
   # The dense loss transposes the sharded logits: the same check finds its all-to-alls.
@@ -245,6 +246,7 @@ def _update_cosine(a, b, start) -> float:
   return float(da @ db / np.linalg.norm(da) / np.linalg.norm(db))
 
 
+@pytest.mark.slow  # compiles EMVGAN train steps
 @pytest.mark.parametrize(("accum", "clean", "n_devices"), [(4, False, 8), (2, True, 8), (8, False, 1)])
 def test_accumulated_gradients_equal_one_big_batch(accum, clean, n_devices):
   want_params, want = _emvgan_steps(clean=clean)
@@ -255,6 +257,7 @@ def test_accumulated_gradients_equal_one_big_batch(accum, clean, n_devices):
   assert _update_cosine(got_params, want_params, start) > 0.9999
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("clean", [False, True])
 def test_microbatched_pull_back_equals_the_whole_batch_gradient(clean):
   from emvgan_jax.families import emvgan as emvgan_family  # pylint: disable=g-import-not-at-top
@@ -279,6 +282,7 @@ def test_microbatched_pull_back_equals_the_whole_batch_gradient(clean):
     np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-5 * float(np.abs(b).max()))
 
 
+@pytest.mark.slow  # compiles EMVGAN train steps
 def test_bfloat16_compute_keeps_float32_parameters_and_the_loss_within_a_percent():
   want_params, want = _emvgan_steps()
   got_params, got = _emvgan_steps(dtype="bfloat16")

@@ -110,8 +110,8 @@ def _index(gallery, n_devices, chunk_size):
 
 
 # 37 rows over 8 devices: uneven shards, devices holding only padding, k larger than a device's rows.
-@pytest.mark.parametrize("n_devices", [1, 2, 8])
-@pytest.mark.parametrize("k,chunk_size", [(3, 4), (10, 1), (50, 6), (7, 1000)])
+@pytest.mark.parametrize("n_devices", [1, pytest.param(2, marks=pytest.mark.slow), 8])
+@pytest.mark.parametrize("k,chunk_size", [(3, 4), pytest.param(10, 1, marks=pytest.mark.slow), (50, 6), (7, 1000)])
 def test_sharded_index_equals_float64_and_the_chunked_search(n_devices, k, chunk_size):
   queries, gallery = _data(seed=2)
   index = _index(gallery, n_devices, chunk_size)
