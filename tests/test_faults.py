@@ -586,6 +586,7 @@ TOOLS = (
   "emvgan_jax.benchmarks.input_pipeline",
   "emvgan_jax.benchmarks.search",
   "emvgan_jax.benchmarks.accelerator",
+  "emvgan_jax.benchmarks.memory",
   "emvgan_jax.extract",
   "tfds_emomv.build",
   "tfds_emomv.synthetic",
