@@ -7,7 +7,7 @@ instead of embedding the gallery again. The gallery is the run's dataset's `gall
   embeddings.npy   (N, d) float32, one unit-norm common-space vector per gallery item, in gallery row order
   names.npy        (N,) item names;  emotions.npy  (N,) emotion ids
   index.json       the modality, the model (its checkpoint's kind and step, and a SHA-256 of its parameters),
-                   the gallery's source, the sizes, and embeddings.npy's SHA-256
+                   the gallery's source, the sizes, and the SHA-256 of the three files
 
 `retrieve` refuses an index made by another checkpoint or of the other modality, and one whose vectors do not
 match their checksum: vectors of another model would rank wrongly without any sign of it. DIR is written
@@ -32,6 +32,7 @@ from emvgan_jax.runtime import cli
 
 HELP = __doc__
 MODALITIES = ("video", "music")
+FILES = ("embeddings.npy", "names.npy", "emotions.npy")
 FORMAT_VERSION = 1
 
 _FLAGS = cli.new_flag_values()
@@ -96,11 +97,12 @@ def write_index(run: object, gallery: object, modality: str, out: str, *, batch_
       "model": run.family.description,
       "params_sha256": params_fingerprint(run),
       "source": gallery.source,
-      "embeddings_sha256": _sha256(os.path.join(tmp, "embeddings.npy")),
+      "sha256": {name: _sha256(os.path.join(tmp, name)) for name in FILES},
     }
     with open(os.path.join(tmp, "index.json"), "w", encoding="utf-8") as f:
       json.dump(meta, f, indent=1)
-    os.rename(tmp, out)
+    os.chmod(tmp, 0o755)  # mkdtemp's folder is private to its owner
+    os.rename(tmp, out)  # onto a name checked to be free: whole or absent
   except BaseException:
     shutil.rmtree(tmp, ignore_errors=True)
     raise
@@ -116,8 +118,14 @@ def read_index(path: str, run: object, modality: str) -> tuple[dict, np.ndarray,
   meta_path = os.path.join(path, "index.json")
   if not os.path.isfile(meta_path):
     raise cli.ToolError(f"--index {path} has no index.json; make one with python -m emvgan_jax.index")
-  with open(meta_path, encoding="utf-8") as f:
-    meta = json.load(f)
+  try:
+    with open(meta_path, encoding="utf-8") as f:
+      meta = json.load(f)
+    missing = [k for k in ("modality", "count", "dim", "params_sha256", "sha256", "source", "model") if k not in meta]
+  except (OSError, ValueError, TypeError) as e:
+    raise cli.ToolError(f"--index {path}: index.json cannot be read ({e}); rebuild the index") from None
+  if missing:
+    raise cli.ToolError(f"--index {path}: index.json lacks {', '.join(missing)}; rebuild the index")
   if meta.get("format_version") != FORMAT_VERSION:
     raise cli.ToolError(f"--index {path}: format version {meta.get('format_version')}, expected {FORMAT_VERSION}")
   if meta["modality"] != modality:
@@ -130,10 +138,11 @@ def read_index(path: str, run: object, modality: str) -> tuple[dict, np.ndarray,
       f"--index {path} was made by {meta['model']} at step {meta['checkpoint_step']}, not by this run's "
       f"{run.family.description} at step {run.step}: its vectors would rank wrongly; rebuild it"
     )
-  emb_path = os.path.join(path, "embeddings.npy")
-  if not os.path.isfile(emb_path) or _sha256(emb_path) != meta["embeddings_sha256"]:
-    raise cli.ToolError(f"--index {path}: embeddings.npy is missing or damaged (checksum); rebuild the index")
-  vectors = np.load(emb_path, allow_pickle=False)
+  for name in FILES:
+    file = os.path.join(path, name)
+    if not os.path.isfile(file) or _sha256(file) != meta["sha256"].get(name):
+      raise cli.ToolError(f"--index {path}: {name} is missing or damaged (checksum); rebuild the index")
+  vectors = np.load(os.path.join(path, "embeddings.npy"), allow_pickle=False)
   names = np.load(os.path.join(path, "names.npy"), allow_pickle=False)
   emotions = np.load(os.path.join(path, "emotions.npy"), allow_pickle=False)
   if vectors.shape != (meta["count"], meta["dim"]) or len(names) != meta["count"] or len(emotions) != meta["count"]:

@@ -293,6 +293,9 @@ def main(argv: list[str] | None = None) -> None:
     check_retrieval_model(run)  # before loading any data
     vectors = None
     if _INDEX.value:
+      given = [f for f in (_DATASET, _GALLERY_CSV, _GALLERY_VIDEO, _GALLERY_MUSIC, _DATA_DIR, _MANUAL_DIR) if f.value]
+      if given:
+        raise cli.UsageError(f"--index holds its gallery: drop --{given[0].name}, or search without --index")
       gallery, vectors = gallery_from_index(_INDEX.value, run, _modalities(_DIRECTION.value)[1])
     else:
       gallery = load_gallery(

@@ -127,7 +127,8 @@ class GalleryIndex:
   operand), so a gallery larger than one device's memory fits on several. `search` runs on every device at
   once (`jax.shard_map`): each walks its own chunks with a running top k, then the devices' top k are
   all-gathered (k numbers per query each) and merged. Device d holds rows before device d + 1's, and every merge
-  puts lower rows first, so ties are ordered by gallery row as in `top_k_cosine`; the ids equal it.
+  puts lower rows first, so ties are ordered by gallery row as in `top_k_cosine`. Its ids equal that search's,
+  up to rounding: two items within one float32 rounding of each other may swap.
 
   Args:
     gallery: (G, D) vectors (any scale; normalised here, in float32, once).
@@ -143,8 +144,8 @@ class GalleryIndex:
       raise ValueError(f"gallery must be a non-empty (G, D) array, got shape {gallery.shape}")
     if chunk_size < 1:
       raise ValueError(f"chunk_size must be positive, got {chunk_size}")
-    for start in range(0, gallery.shape[0], DEFAULT_CHUNK_SIZE):
-      _check_finite(gallery[start : start + DEFAULT_CHUNK_SIZE], "gallery", start)
+    for start in range(0, gallery.shape[0], DEFAULT_CHUNK_SIZE):  # in float32, what is searched (1e39 is inf)
+      _check_finite(gallery[start : start + DEFAULT_CHUNK_SIZE].astype(np.float32), "gallery", start)
     self.mesh = sharding.make_mesh() if mesh is None else mesh
     n_dev = self.mesh.shape[sharding.DATA_AXIS]
     self.size, self.width = gallery.shape
@@ -154,14 +155,17 @@ class GalleryIndex:
     n_chunks = n_dev * per_device
     self._axis = sharding.DATA_AXIS
     spec = jax.sharding.NamedSharding(self.mesh, jax.sharding.PartitionSpec(self._axis))
-    shards = []
-    for d, device_chunks in enumerate(np.array_split(np.arange(n_chunks), n_dev)):
-      block = np.zeros((len(device_chunks), self.width, self.chunk_size), np.float32)
-      for j, c in enumerate(device_chunks):
+
+    def chunks(index: tuple[slice, ...]) -> np.ndarray:  # the (chunks, D, chunk) block one device holds
+      wanted = range(*index[0].indices(n_chunks))
+      block = np.zeros((len(wanted), self.width, self.chunk_size), np.float32)
+      for j, c in enumerate(wanted):
         rows = l2_normalize(gallery[c * self.chunk_size : (c + 1) * self.chunk_size].astype(np.float32))
         block[j, :, : rows.shape[0]] = rows.T
-      shards.append(jax.device_put(block, self.mesh.devices.flat[d]))
-    self._chunks = jax.make_array_from_single_device_arrays((n_chunks, self.width, self.chunk_size), spec, shards)
+      return block
+
+    # Each device's block is made from the host gallery when placed (any mesh: several processes, a model axis).
+    self._chunks = jax.make_array_from_callback((n_chunks, self.width, self.chunk_size), spec, chunks)
     self._search = {}
 
   def _program(self, k: int) -> Callable[[jax.Array, jax.Array], tuple[jax.Array, jax.Array]]:

@@ -245,6 +245,14 @@ def test_an_index_written_once_gives_the_same_hits_and_refuses_what_does_not_fit
   np.save(out / "embeddings.npy", vectors[::-1])
   code, line = error(query + [f"--index={out}"])
   assert code == 1 and "embeddings.npy is missing or damaged" in line
+  np.save(out / "embeddings.npy", vectors)
+  names = np.load(out / "names.npy")
+  np.save(out / "names.npy", names[::-1])  # names out of order would label every hit wrongly
+  code, line = error(query + [f"--index={out}"])
+  assert code == 1 and "names.npy is missing or damaged" in line
+  # The gallery flags do not go with an index (they would be ignored).
+  code, line = error(query + [f"--index={out}"] + own_gallery["flags"][:1])
+  assert code == 1 and "--index holds its gallery: drop --gallery_csv" in line
   # An index is never overwritten.
   code = run_main(index, [f"--workdir={workdir}", "--modality=music", f"--out={out}"] + own_gallery["flags"])
   assert "already exists; give a new folder" in code

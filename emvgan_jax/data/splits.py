@@ -227,7 +227,12 @@ def _read_source(source: Any) -> Split:
   for start in range(0, n, READ_CHUNK):
     records = source.__getitems__(list(range(start, min(n, start + READ_CHUNK))))
     for key in ARRAY_KEYS:
-      arrays[key][start : start + len(records)] = np.stack([r[key] for r in records])
+      stacked = np.stack([r[key] for r in records])
+      if stacked.shape[1:] != arrays[key].shape[1:]:  # a shape that would merely broadcast is still wrong
+        raise ValueError(
+          f"record {start}+ has {key} of shape {stacked.shape[1:]}, the first had {arrays[key].shape[1:]}"
+        )
+      arrays[key][start : start + len(records)] = stacked
     names += [r["name"] for r in records]
   arrays["name"] = names
   return Split.from_arrays(arrays)
