@@ -292,3 +292,47 @@ def test_bfloat16_compute_keeps_float32_parameters_and_the_loss_within_a_percent
   assert got["grad_norm"] == pytest.approx(want["grad_norm"], rel=5e-2)
   start, _ = _emvgan_steps(steps=0)
   assert _update_cosine(got_params, want_params, start) > 0.99
+
+
+@pytest.mark.slow
+def test_microbatches_draw_their_own_dropout_masks_the_same_in_both_passes():
+  """With dropout on: pass one's outputs and pass two's gradient are those of microbatch m = rows m::k run with the
+  key fold_in(key, m), built here by hand (so a pass two that drew other masks than pass one would fail)."""
+  from emvgan_jax.families import emvgan as emvgan_family  # pylint: disable=g-import-not-at-top
+  from emvgan_jax.models import emvgan as emvgan_model  # pylint: disable=g-import-not-at-top
+
+  generator = emvgan_model.GeneratorSide(hidden=16, embed_dim=8, dropout_rate=0.5)
+  rng = np.random.default_rng(9)
+  batch = {"video": jnp.asarray(rng.normal(size=(24, 10)), jnp.float32)}
+  batch["music"] = jnp.asarray(rng.normal(size=(24, 6)), jnp.float32)
+  params = generator.init(jax.random.key(0), batch["video"], batch["music"], train=False)["params"]
+  key, k = jax.random.key(1), 3
+  out, _, pull = emvgan_family._generator_pass(  # pylint: disable=protected-access
+    generator, params, batch, key, clean=False, accum=k
+  )
+  cot = jax.tree.map(lambda x: jnp.asarray(rng.normal(size=x.shape), x.dtype), out)
+  (grads,) = [jax.jit(pull)((cot, jax.tree.map(jnp.zeros_like, cot)))]
+
+  def by_hand(p):
+    total, outs = 0.0, {}
+    for m in range(k):
+      o = generator.apply(
+        {"params": p},
+        batch["video"][m::k],
+        batch["music"][m::k],
+        train=True,
+        rngs={"dropout": jax.random.fold_in(key, m)},
+      )
+      total += sum(jnp.sum(cot[name][m::k] * o[name]) for name in o)
+      outs[m] = o
+    return total, outs
+
+  (_, outs), want = jax.value_and_grad(by_hand, has_aux=True)(params)
+  for m in range(k):
+    np.testing.assert_allclose(out["video_embedding"][m::k], outs[m]["video_embedding"], rtol=1e-6, atol=1e-6)
+  # The check can fail: microbatch 0 run with microbatch 1's key (other masks) gives other embeddings.
+  keys = {"dropout": jax.random.fold_in(key, 1)}
+  other = generator.apply({"params": params}, batch["video"][0::k], batch["music"][0::k], train=True, rngs=keys)
+  assert not np.allclose(out["video_embedding"][0::k], other["video_embedding"], atol=1e-3)
+  for a, b in zip(jax.tree.leaves(grads), jax.tree.leaves(want)):
+    np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-5 * float(np.abs(b).max()))
