@@ -115,9 +115,7 @@ def _benchmark() -> None:
 
   config = config_lib.with_data(_CONFIG.value, data_dir=_DATA_DIR.value, manual_dir=_MANUAL_DIR.value)
   train.check_config(config)
-  for b in _BATCH_SIZES.value:
-    if not b.isdigit() or int(b) < 1:
-      raise config_lib.ConfigError(f"--batch_sizes must be positive integers, got {','.join(_BATCH_SIZES.value)}")
+  benchmarks.positive_ints("batch_sizes", _BATCH_SIZES.value)
   data = emomv.load_run_data(config).train
   results: list[dict] = []
   print(benchmarks.machine())

@@ -28,7 +28,9 @@ import tempfile
 import numpy as np
 from absl import flags
 
-from emvgan_jax.runtime import cli
+from emvgan_jax import retrieve
+from emvgan_jax.ops import l2_normalize
+from emvgan_jax.runtime import cli, digest
 
 HELP = __doc__
 MODALITIES = ("video", "music")
@@ -40,37 +42,24 @@ _WORKDIR = flags.DEFINE_string("workdir", None, "Training workdir.", flag_values
 _CHECKPOINT = flags.DEFINE_string("checkpoint", "best", "'best', 'latest' or a step number.", flag_values=_FLAGS)
 _MODALITY = flags.DEFINE_enum("modality", None, MODALITIES, "Which side of the gallery to index.", flag_values=_FLAGS)
 _OUT = flags.DEFINE_string("out", None, "Folder to write the index to (must not exist).", flag_values=_FLAGS)
-_DATASET = flags.DEFINE_string("dataset", None, "EmoMV dataset (default: the run's).", flag_values=_FLAGS)
-_GALLERY_CSV = flags.DEFINE_string("gallery_csv", None, "Your own gallery CSV.", flag_values=_FLAGS)
-_GALLERY_VIDEO = flags.DEFINE_string("gallery_video_h5", None, "Video features of --gallery_csv.", flag_values=_FLAGS)
-_GALLERY_MUSIC = flags.DEFINE_string("gallery_music_h5", None, "Music features of --gallery_csv.", flag_values=_FLAGS)
-_DATA_DIR = flags.DEFINE_string("data_dir", None, "TFDS data dir (default: the run's).", flag_values=_FLAGS)
-_MANUAL_DIR = flags.DEFINE_string("manual_dir", None, "Local EmoMV copy (default: the run's).", flag_values=_FLAGS)
+_GALLERY = retrieve.define_gallery_flags(_FLAGS)
 _BATCH_SIZE = flags.DEFINE_integer("batch_size", 4096, "Rows per embedding call.", lower_bound=1, flag_values=_FLAGS)
 flags.mark_flags_as_required(["workdir", "modality", "out"], flag_values=_FLAGS)
-
-
-def _sha256(path: str) -> str:
-  digest = hashlib.sha256()
-  with open(path, "rb") as f:
-    for block in iter(lambda: f.read(1 << 24), b""):
-      digest.update(block)
-  return digest.hexdigest()
 
 
 def params_fingerprint(run: object) -> str:
   """SHA-256 of the run's parameters (every leaf's bytes, in tree order): which model made a set of vectors."""
   import jax  # pylint: disable=g-import-not-at-top
 
-  digest = hashlib.sha256()
+  h = hashlib.sha256()
   for leaf in jax.tree.leaves(run.state.params):
-    digest.update(np.ascontiguousarray(np.asarray(leaf)).tobytes())
-  return digest.hexdigest()
+    h.update(np.ascontiguousarray(np.asarray(leaf)).tobytes())
+  return h.hexdigest()
 
 
 def write_index(run: object, gallery: object, modality: str, out: str, *, batch_size: int = 4096) -> dict:
   """Embeds `gallery`'s `modality` with `run` and writes the index folder `out`; returns its index.json."""
-  from emvgan_jax import retrieve, search  # pylint: disable=g-import-not-at-top
+  from emvgan_jax import search  # pylint: disable=g-import-not-at-top
 
   if os.path.exists(out):
     raise cli.UsageError(f"--out {out} already exists; give a new folder (an index is never overwritten)")
@@ -79,7 +68,7 @@ def write_index(run: object, gallery: object, modality: str, out: str, *, batch_
   x = retrieve._standardize(run, modality, raw, f"the {gallery.source}")  # pylint: disable=protected-access
   embed = run.family.embed_video if modality == "video" else run.family.embed_music
   vectors = search.embed_rows(embed, run.state, x, batch_size=batch_size)
-  vectors = vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+  vectors = l2_normalize(vectors)  # the models' embeddings are unit-norm already: this only makes it a guarantee
   parent = os.path.dirname(os.path.abspath(out))
   os.makedirs(parent, exist_ok=True)
   tmp = tempfile.mkdtemp(prefix=".index_", dir=parent)
@@ -97,7 +86,7 @@ def write_index(run: object, gallery: object, modality: str, out: str, *, batch_
       "model": run.family.description,
       "params_sha256": params_fingerprint(run),
       "source": gallery.source,
-      "sha256": {name: _sha256(os.path.join(tmp, name)) for name in FILES},
+      "sha256": {name: digest.file_sha256(os.path.join(tmp, name)) for name in FILES},
     }
     with open(os.path.join(tmp, "index.json"), "w", encoding="utf-8") as f:
       json.dump(meta, f, indent=1)
@@ -140,7 +129,7 @@ def read_index(path: str, run: object, modality: str) -> tuple[dict, np.ndarray,
     )
   for name in FILES:
     file = os.path.join(path, name)
-    if not os.path.isfile(file) or _sha256(file) != meta["sha256"].get(name):
+    if not os.path.isfile(file) or digest.file_sha256(file) != meta["sha256"].get(name):
       raise cli.ToolError(f"--index {path}: {name} is missing or damaged (checksum); rebuild the index")
   vectors = np.load(os.path.join(path, "embeddings.npy"), allow_pickle=False)
   names = np.load(os.path.join(path, "names.npy"), allow_pickle=False)
@@ -155,21 +144,11 @@ def main(argv: list[str] | None = None) -> None:
   cli.start_tool(_FLAGS, argv, HELP)
 
   def body() -> None:
-    from emvgan_jax import retrieve  # pylint: disable=g-import-not-at-top
-
     if os.path.exists(_OUT.value):
       raise cli.UsageError(f"--out {_OUT.value} already exists; give a new folder (an index is never overwritten)")
     run = cli.load_run(_WORKDIR.value, _CHECKPOINT.value)
     retrieve.check_retrieval_model(run)
-    gallery = retrieve.load_gallery(
-      run,
-      dataset=_DATASET.value,
-      csv=_GALLERY_CSV.value,
-      video_h5=_GALLERY_VIDEO.value,
-      music_h5=_GALLERY_MUSIC.value,
-      data_dir=_DATA_DIR.value,
-      manual_dir=_MANUAL_DIR.value,
-    )
+    gallery = retrieve.load_gallery(run, **{arg: f.value for arg, f in _GALLERY.items()})
     meta = write_index(run, gallery, _MODALITY.value, _OUT.value, batch_size=_BATCH_SIZE.value)
     print(
       f"Wrote {_OUT.value}: {meta['count']:,} {meta['modality']} embeddings of width {meta['dim']} from the "

@@ -50,18 +50,25 @@ _K = flags.DEFINE_integer("k", 10, "How many items to list.", lower_bound=1, fla
 _CHUNK_SIZE = flags.DEFINE_integer(
   "chunk_size", search.DEFAULT_CHUNK_SIZE, "Gallery rows per search step.", lower_bound=1, flag_values=_FLAGS
 )
-_DATASET = flags.DEFINE_string(
-  "dataset", None, "EmoMV set whose gallery to search (default: the run's).", flag_values=_FLAGS
-)
-_GALLERY_CSV = flags.DEFINE_string(
-  "gallery_csv", None, "Your own gallery CSV (EmoMV retrieval layout).", flag_values=_FLAGS
-)
-_GALLERY_VIDEO = flags.DEFINE_string("gallery_video_h5", None, "Video features of --gallery_csv.", flag_values=_FLAGS)
-_GALLERY_MUSIC = flags.DEFINE_string("gallery_music_h5", None, "Music features of --gallery_csv.", flag_values=_FLAGS)
-_DATA_DIR = flags.DEFINE_string("data_dir", None, "TFDS data dir (default: the run's).", flag_values=_FLAGS)
-_MANUAL_DIR = flags.DEFINE_string(
-  "manual_dir", None, "Local EmoMV copy (default: the run's, then $EMOMV_DIR).", flag_values=_FLAGS
-)
+
+
+def define_gallery_flags(flag_values: flags.FlagValues) -> dict[str, flags.FlagHolder]:
+  """The flags that name a gallery (`retrieve` and `index` take the same), keyed by `load_gallery`'s arguments."""
+
+  def string(name: str, help_text: str) -> flags.FlagHolder:
+    return flags.DEFINE_string(name, None, help_text, flag_values=flag_values)
+
+  return {
+    "dataset": string("dataset", "EmoMV set whose gallery to use (default: the run's)."),
+    "csv": string("gallery_csv", "Your own gallery CSV (EmoMV retrieval layout)."),
+    "video_h5": string("gallery_video_h5", "Video features of --gallery_csv."),
+    "music_h5": string("gallery_music_h5", "Music features of --gallery_csv."),
+    "data_dir": string("data_dir", "TFDS data dir (default: the run's)."),
+    "manual_dir": string("manual_dir", "Local EmoMV copy (default: the run's, then $EMOMV_DIR)."),
+  }
+
+
+_GALLERY = define_gallery_flags(_FLAGS)
 _BATCH_SIZE = flags.DEFINE_integer("batch_size", 4096, "Rows per embedding call.", lower_bound=1, flag_values=_FLAGS)
 _INDEX = flags.DEFINE_string(
   "index", None, "A gallery index folder (python -m emvgan_jax.index) to search instead.", flag_values=_FLAGS
@@ -293,20 +300,12 @@ def main(argv: list[str] | None = None) -> None:
     check_retrieval_model(run)  # before loading any data
     vectors = None
     if _INDEX.value:
-      given = [f for f in (_DATASET, _GALLERY_CSV, _GALLERY_VIDEO, _GALLERY_MUSIC, _DATA_DIR, _MANUAL_DIR) if f.value]
+      given = [f for f in _GALLERY.values() if f.value]
       if given:
         raise cli.UsageError(f"--index holds its gallery: drop --{given[0].name}, or search without --index")
       gallery, vectors = gallery_from_index(_INDEX.value, run, _modalities(_DIRECTION.value)[1])
     else:
-      gallery = load_gallery(
-        run,
-        dataset=_DATASET.value,
-        csv=_GALLERY_CSV.value,
-        video_h5=_GALLERY_VIDEO.value,
-        music_h5=_GALLERY_MUSIC.value,
-        data_dir=_DATA_DIR.value,
-        manual_dir=_MANUAL_DIR.value,
-      )
+      gallery = load_gallery(run, **{arg: f.value for arg, f in _GALLERY.items()})
     features = None
     if not _QUERY.value:
       features = read_query_features(query_file=_QUERY_FILE.value, query_h5=_QUERY_H5.value, query_row=_QUERY_ROW.value)

@@ -170,49 +170,10 @@ def test_logsumexps_of_each_device_are_its_rows_of_the_full_matrix():
   np.testing.assert_allclose(np.asarray(cols), want_cols, rtol=1e-5)
 
 
-def _step_hlo(impl: str) -> str:
-  from emvgan_jax import config_lib, families, train  # pylint: disable=g-import-not-at-top
+def _emvgan_step(config, n_devices: int = 8, *, all_valid: bool = True):
+  """(state, compiled step, a fixed global batch of 64 rows of widths 12 and 6) of `config` on `n_devices`."""
+  from emvgan_jax import families, train  # pylint: disable=g-import-not-at-top
 
-  config = config_lib.load_config_file("configs/emomv_c.py")
-  config.unlock()
-  config.loss.nce_impl = impl
-  config.loss.learn_temperature = True
-  mesh = sharding.make_mesh(config.sharding.mesh_shape)
-  family = families.build(config)
-  state, abstract = train.create_state(family, config, mesh, 12, 6)
-  step = train.compile_train_step(family, mesh, sharding.shardings_of(abstract))
-  rng = np.random.default_rng(0)
-  b = 64
-  batch = {
-    "video": rng.normal(size=(b, 12)).astype(np.float32),
-    "music": rng.normal(size=(b, 6)).astype(np.float32),
-    "match": rng.integers(0, 2, b).astype(np.int32),
-    "video_emotion": rng.integers(0, K, b).astype(np.int32),
-    "music_emotion": rng.integers(0, K, b).astype(np.int32),
-    "mask": np.ones(b, bool),
-  }
-  batch = {k: jax.device_put(v, sharding.batch_sharding(mesh)) for k, v in batch.items()}
-  return step.lower(state, batch, jax.random.key(0)).compile().as_text()
-
-
-@pytest.mark.slow  # compiles EMVGAN train steps
-def test_the_compiled_emvgan_step_on_8_devices_has_no_all_to_all():
-  assert "all-to-all(" not in _step_hlo("blockwise")
-  # The dense loss transposes the sharded logits: the same check finds its all-to-alls.
-  assert "all-to-all(" in _step_hlo("dense")
-
-
-def _emvgan_steps(*, accum: int = 1, dtype: str = "float32", clean: bool = False, n_devices: int = 8, steps: int = 1):
-  """`steps` EMVGAN steps on one fixed batch of 64 rows (dropout off, so microbatches draw no masks of their own)."""
-  from emvgan_jax import config_lib, families, train  # pylint: disable=g-import-not-at-top
-
-  config = config_lib.load_config_file("configs/emomv_c.py")
-  config.unlock()
-  config.train.accumulation_steps = accum
-  config.emvgan.compute_dtype = dtype
-  config.emvgan.dropout_rate = 0.0
-  config.loss.learn_temperature = True
-  config.loss.adv_inputs = "clean" if clean else "train"
   mesh = sharding.make_mesh({"data": n_devices}, jax.devices()[:n_devices])
   family = families.build(config)
   state, abstract = train.create_state(family, config, mesh, 12, 6)
@@ -225,9 +186,45 @@ def _emvgan_steps(*, accum: int = 1, dtype: str = "float32", clean: bool = False
     "match": rng.integers(0, 2, b).astype(np.int32),
     "video_emotion": rng.integers(0, K, b).astype(np.int32),
     "music_emotion": rng.integers(0, K, b).astype(np.int32),
-    "mask": rng.random(b) > 0.1,
   }
-  batch = {k: jax.device_put(v, sharding.batch_sharding(mesh)) for k, v in batch.items()}
+  batch["mask"] = np.ones(b, bool) if all_valid else rng.random(b) > 0.1
+  return state, step, {k: jax.device_put(v, sharding.batch_sharding(mesh)) for k, v in batch.items()}
+
+
+def _config(**fields):
+  from emvgan_jax import config_lib  # pylint: disable=g-import-not-at-top
+
+  config = config_lib.load_config_file("configs/emomv_c.py")
+  config.unlock()
+  for key, value in fields.items():
+    config_lib.set_field(config, key, value)
+  return config
+
+
+def _step_hlo(impl: str) -> str:
+  state, step, batch = _emvgan_step(_config(**{"loss.nce_impl": impl, "loss.learn_temperature": True}))
+  return step.lower(state, batch, jax.random.key(0)).compile().as_text()
+
+
+@pytest.mark.slow  # compiles EMVGAN train steps
+def test_the_compiled_emvgan_step_on_8_devices_has_no_all_to_all():
+  assert "all-to-all(" not in _step_hlo("blockwise")
+  # The dense loss transposes the sharded logits: the same check finds its all-to-alls.
+  assert "all-to-all(" in _step_hlo("dense")
+
+
+def _emvgan_steps(*, accum: int = 1, dtype: str = "float32", clean: bool = False, n_devices: int = 8, steps: int = 1):
+  """`steps` EMVGAN steps on one fixed batch of 64 rows (dropout off, so microbatches draw no masks of their own)."""
+  config = _config(
+    **{
+      "train.accumulation_steps": accum,
+      "emvgan.compute_dtype": dtype,
+      "emvgan.dropout_rate": 0.0,
+      "loss.learn_temperature": True,
+      "loss.adv_inputs": "clean" if clean else "train",
+    }
+  )
+  state, step, batch = _emvgan_step(config, n_devices, all_valid=False)
   metrics = {}
   for _ in range(steps):
     state, metrics = step(state, batch, jax.random.key(0))

@@ -24,3 +24,17 @@ def machine() -> str:
     f"{model}; {os.cpu_count()} cores; load average {load} (1, 5, 15 min) at the start; "
     f"JAX {jax.__version__}, {len(devices)} {devices[0].platform} device(s) ({devices[0].device_kind})"
   )
+
+
+def positive_ints(flag: str, values: list[str], *, also: tuple[str, ...] = ()) -> list[int | str]:
+  """A list flag's values as positive integers (words in `also` pass through), or a usage error naming the flag.
+
+  Raises:
+    emvgan_jax.runtime.cli.UsageError: a value that is neither.
+  """
+  from emvgan_jax.runtime import cli  # pylint: disable=g-import-not-at-top
+
+  if not all(v in also or (v.isdigit() and int(v) >= 1) for v in values):
+    extra = "".join(f" or {w!r}" for w in also)
+    raise cli.UsageError(f"--{flag} must be positive integers{extra}, got {','.join(values)}")
+  return [v if v in also else int(v) for v in values]

@@ -153,12 +153,10 @@ def main(argv: list[str]) -> None:
   from emvgan_jax.runtime import cli  # pylint: disable=g-import-not-at-top
 
   def body() -> None:
-    for b in _BATCHES.value:
-      if not b.isdigit() or int(b) < 1:
-        raise cli.UsageError(f"--batch_sizes must be positive integers, got {','.join(_BATCHES.value)}")
-    for c in _DEVICES.value:
-      if c != "all" and (not c.isdigit() or int(c) < 1):
-        raise cli.UsageError(f"--device_counts must be positive integers or 'all', got {','.join(_DEVICES.value)}")
+    from emvgan_jax import benchmarks  # pylint: disable=g-import-not-at-top
+
+    benchmarks.positive_ints("batch_sizes", _BATCHES.value)
+    benchmarks.positive_ints("device_counts", _DEVICES.value, also=("all",))
     report = _run()
     if _JSON.value:
       with open(_JSON.value, "w", encoding="utf-8") as f:

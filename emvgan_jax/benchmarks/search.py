@@ -151,9 +151,7 @@ def main(argv: list[str]) -> None:
   from emvgan_jax.runtime import cli  # pylint: disable=g-import-not-at-top
 
   def body() -> None:
-    for s in _SIZES.value:
-      if not s.isdigit() or int(s) < 1:
-        raise cli.UsageError(f"--sizes must be positive integers, got {','.join(_SIZES.value)}")
+    benchmarks.positive_ints("sizes", _SIZES.value)
     print(benchmarks.machine())
     results = []
     for s in _SIZES.value:

@@ -57,19 +57,30 @@ def model_flops(config: ml_collections.ConfigDict, state: object, batch: object,
   return _flops(step.lower(abstract, batch, rng))
 
 
-def _timed_batches(batch_size: int, data: Split, mesh: object) -> list:
+def _training_step(
+  config: ml_collections.ConfigDict, batch_size: int, data: Split, *, devices: list | None = None, batches: int = 0
+) -> tuple:
+  """(mesh, state, jitted step, rng, batches) of `config`: `batches` global batches of `batch_size` rows sampled
+  from `data` (0: 4, or 2 above 8,192 rows, since two 65,536-row batches of EmoMV-C are already 1.3 GB)."""
+  import jax  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
 
+  from emvgan_jax import families, train  # pylint: disable=g-import-not-at-top
   from emvgan_jax.data import pipeline  # pylint: disable=g-import-not-at-top
   from emvgan_jax.runtime import sharding  # pylint: disable=g-import-not-at-top
 
+  mesh = sharding.make_mesh(config.sharding.mesh_shape, devices)
+  family = families.build(config)
+  state, abstract = train.create_state(family, config, mesh, data.video_dim, data.music_dim)
+  step = train.compile_train_step(family, mesh, sharding.shardings_of(abstract))
+  rng = jax.device_put(jax.random.key(0), sharding.replicated(mesh))
   sampler = np.random.default_rng(0)
-  batches = []
-  for _ in range(4 if batch_size <= 8192 else 2):  # two 65,536-row batches of EmoMV-C are already 1.3 GB
+  out = []
+  for _ in range(batches or (4 if batch_size <= 8192 else 2)):
     rows = sampler.choice(len(data), batch_size, replace=batch_size > len(data))
     batch = pipeline.gather_batch(data, rows, batch_size)
-    batches.append(pipeline.make_global_batch(batch, sharding.batch_sharding(mesh)))
-  return batches
+    out.append(pipeline.make_global_batch(batch, sharding.batch_sharding(mesh)))
+  return mesh, state, step, rng, out
 
 
 def steady_state(
@@ -86,15 +97,7 @@ def steady_state(
   import jax  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
 
-  from emvgan_jax import families, train  # pylint: disable=g-import-not-at-top
-  from emvgan_jax.runtime import sharding  # pylint: disable=g-import-not-at-top
-
-  mesh = sharding.make_mesh(config.sharding.mesh_shape, devices)
-  family = families.build(config)
-  state, abstract = train.create_state(family, config, mesh, data.video_dim, data.music_dim)
-  step = train.compile_train_step(family, mesh, sharding.shardings_of(abstract))
-  rng = jax.device_put(jax.random.key(0), sharding.replicated(mesh))
-  batches = _timed_batches(batch_size, data, mesh)
+  mesh, state, step, rng, batches = _training_step(config, batch_size, data, devices=devices)
   t0 = time.perf_counter()
   compiled = step.lower(state, batches[0], rng).compile()
   compile_s = time.perf_counter() - t0
@@ -140,17 +143,9 @@ def compare_steps(
   import jax  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
 
-  from emvgan_jax import families, train  # pylint: disable=g-import-not-at-top
-  from emvgan_jax.runtime import sharding  # pylint: disable=g-import-not-at-top
-
   sides = {}
   for name, config in configs.items():
-    mesh = sharding.make_mesh(config.sharding.mesh_shape)
-    family = families.build(config)
-    state, abstract = train.create_state(family, config, mesh, data.video_dim, data.music_dim)
-    step = train.compile_train_step(family, mesh, sharding.shardings_of(abstract))
-    batch = _timed_batches(batch_size, data, mesh)[0]
-    rng = jax.device_put(jax.random.key(0), sharding.replicated(mesh))
+    _, state, step, rng, (batch,) = _training_step(config, batch_size, data, batches=1)
     for _ in range(2):  # compile and warm up
       state, metrics = step(state, batch, rng)
     jax.block_until_ready(metrics)

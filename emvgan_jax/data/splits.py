@@ -180,17 +180,14 @@ def verify_built(folder: str, dataset: str) -> None:
   Raises:
     DataError: a record file differs from (or is missing since) its first use, naming it.
   """
-  import hashlib  # pylint: disable=g-import-not-at-top
   import json  # pylint: disable=g-import-not-at-top
   import os  # pylint: disable=g-import-not-at-top
 
+  from emvgan_jax.runtime import digest  # pylint: disable=g-import-not-at-top
+
   def digests() -> dict[str, str]:
-    out = {}
-    for name in sorted(os.listdir(folder)):
-      if ".array_record" in name:
-        with open(os.path.join(folder, name), "rb") as f:
-          out[name] = hashlib.sha256(f.read()).hexdigest()
-    return out
+    names = sorted(n for n in os.listdir(folder) if ".array_record" in n)
+    return {name: digest.file_sha256(os.path.join(folder, name)) for name in names}
 
   path = os.path.join(folder, BUILT_CHECKSUMS)
   now = digests()
@@ -203,8 +200,8 @@ def verify_built(folder: str, dataset: str) -> None:
     return
   with open(path, encoding="utf-8") as f:
     recorded = json.load(f)
-  for name, digest in recorded.items():
-    if now.get(name) != digest:
+  for name, want in recorded.items():
+    if now.get(name) != want:
       state = "is missing" if name not in now else "is damaged (it differs from the file first read)"
       raise DataError(
         f"{os.path.join(folder, name)} {state}: the built dataset {dataset} cannot be trusted; delete {folder} to "

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import contextlib
 import glob
-import hashlib
 import json
 import logging
 import os
@@ -32,6 +31,8 @@ from typing import Any
 
 import numpy as np
 import orbax.checkpoint as ocp
+
+from emvgan_jax.runtime import digest
 
 KINDS = ("latest", "best")
 
@@ -99,11 +100,7 @@ def _file_digests(directory: str) -> dict[str, str]:
   for base, _, names in os.walk(directory):
     for name in sorted(names):
       path = os.path.join(base, name)
-      h = hashlib.sha256()
-      with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-          h.update(block)
-      out[os.path.relpath(path, directory)] = h.hexdigest()
+      out[os.path.relpath(path, directory)] = digest.file_sha256(path)
   return out
 
 
@@ -239,11 +236,11 @@ class Checkpoints:
       return
     directory = self._step_dir(kind, step)
     on_disk = _file_digests(directory) if os.path.isdir(directory) else {}
-    for rel, digest in sorted(record["files"].items()):
+    for rel, want in sorted(record["files"].items()):
       path = os.path.join(directory, rel)
       if rel not in on_disk:
         raise CheckpointCorruptError(f"{path} is missing from the '{kind}' checkpoint; {self._advice(kind)}")
-      if on_disk[rel] != digest:
+      if on_disk[rel] != want:
         raise CheckpointCorruptError(
           f"{path} is damaged (its checksum differs from the one written with it); {self._advice(kind)}"
         )
