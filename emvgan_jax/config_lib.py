@@ -42,7 +42,14 @@ def base_config() -> ml_collections.ConfigDict:
 
 def _data() -> ml_collections.ConfigDict:
   d = ml_collections.ConfigDict()
-  d.dataset = "emomv/c"  # emomv/a, emomv/b or emomv/c
+  d.dataset = "emomv/c"  # emomv/a, emomv/b, emomv/c, or 'features' (any folder in EmoMV's layout: manual_dir)
+  # dataset='features': which dataset folder of manual_dir ('a', 'b', 'c'; '': the only one there), and the
+  # size above which a split's features stay on disk and are read a batch at a time (0: every split).
+  d.layout = ""
+  d.stream_above_mb = 256.0
+  # > 0: a retrieval gallery of more items is cut to a seeded sample of this many (its metrics are O(items^2);
+  # results.json then gives the gallery's full size beside the sample's). 0: every item.
+  d.max_gallery_items = 0
   d.data_dir = ml_collections.FieldReference(None, field_type=str)  # TFDS data dir (None: TFDS default)
   # A local copy of the EmoMV repository (None: $EMOMV_DIR if set, else download from the public URLs).
   d.manual_dir = ml_collections.FieldReference(None, field_type=str)
@@ -216,8 +223,10 @@ _RANGES = (
   ("data.holdout_fraction", lambda v: 0 <= v < 1, "in [0, 1)"),
   ("data.selection_fraction", lambda v: 0 <= v < 1, "in [0, 1)"),
   ("data.cv_folds", lambda v: v == 0 or v >= 2, "0 (off) or 2 or more"),
+  ("data.stream_above_mb", lambda v: v >= 0, "0 (every split on disk) or more"),
+  ("data.max_gallery_items", lambda v: v >= 0, "0 (every item) or more"),
 )
-DATASETS = ("emomv/a", "emomv/b", "emomv/c")
+DATASETS = ("emomv/a", "emomv/b", "emomv/c", "features")
 
 
 def _get(config: ml_collections.ConfigDict, dotted: str) -> Any:
@@ -239,6 +248,8 @@ def validate(config: ml_collections.ConfigDict) -> None:
       raise ConfigError(f"config.{key}={value!r} must be {what}")
   if config.data.dataset not in DATASETS:
     raise ConfigError(f"config.data.dataset={config.data.dataset!r} is not one of {list(DATASETS)}")
+  if config.data.layout not in ("", "a", "b", "c"):
+    raise ConfigError(f"config.data.layout={config.data.layout!r} must be '', 'a', 'b' or 'c'")
   if config.train.selection_mode not in ("min", "max"):
     raise ConfigError(f"config.train.selection_mode={config.train.selection_mode!r} must be 'min' or 'max'")
 

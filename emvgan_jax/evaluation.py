@@ -8,7 +8,7 @@ pair-identity Recall@K and ranks. Chance levels are computed for the very labels
 from __future__ import annotations
 
 import copy
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import jax
@@ -64,6 +64,9 @@ def _to_host(x: jax.Array) -> np.ndarray:
   return np.asarray(jax.device_get(x))
 
 
+PREDICT_KEYS = ("video_embedding", "music_embedding", "score")
+
+
 class Evaluator:
   """Runs a family's jitted predict step over whole splits (compiled once per batch shape)."""
 
@@ -74,18 +77,18 @@ class Evaluator:
     self._predict = jax.jit(family.predict)
     self._batch_sharding = sharding.batch_sharding(mesh)
 
-  def predict(self, state: Any, split: Split) -> dict[str, Any]:
-    """Per-row outputs of the model on `split` (padding removed) and its mean selection loss."""
+  def predict(self, state: Any, split: Split, keys: Sequence[str] = PREDICT_KEYS) -> dict[str, Any]:
+    """Per-row outputs `keys` of the model on `split` (padding removed) and its mean selection loss."""
     n_dev = self.mesh.shape[sharding.DATA_AXIS] * self.mesh.shape[sharding.MODEL_AXIS]
     # A batch no larger than the split (rounded up to the device count) avoids computing on pure padding.
     size = min(self.batch_size, -(-len(split) // n_dev) * n_dev)
     size = -(-size // n_dev) * n_dev
     outs, loss_sum, count = {}, 0.0, 0
-    for batch in pipeline.iterate(pipeline.eval_dataset(split, global_batch_size=size)):
+    for batch in pipeline.iterate(pipeline.eval_dataset(split, global_batch_size=size), prefetch=split.on_disk):
       valid = int(batch["mask"].sum())
       out = self._predict(state, pipeline.make_global_batch(batch, self._batch_sharding))
       mask = _to_host(pipeline.make_global_batch({"m": batch["mask"]}, self._batch_sharding)["m"])
-      for k in ("video_embedding", "music_embedding", "score"):
+      for k in keys:
         outs.setdefault(k, []).append(_to_host(out[k])[mask])
       loss_sum += float(np.asarray(out["loss"].addressable_data(0))) * valid
       count += valid
@@ -114,7 +117,7 @@ class Evaluator:
       alignment_probe: fit the modality probe of the alignment block (~0.2 s on a 96-item gallery; the other
         alignment numbers cost well under a millisecond).
     """
-    pred = self.predict(state, pair_split)
+    pred = self.predict(state, pair_split, keys=("score",))  # a pair split's embeddings are not needed
     threshold = 0.5 if threshold is None else threshold
     cls = metrics.classification_metrics(pred["score"], pair_split.match, threshold=threshold)
     keys = ("roc_auc",) if threshold_free_only else CLASSIFICATION_KEYS
@@ -252,7 +255,7 @@ def format_table(results: Mapping[str, Any]) -> str:
 
 def train_threshold(evaluator: Evaluator, state: Any, data: RunData) -> float:
   """For cosine-scored models: the threshold with the best accuracy on the train split."""
-  pred = evaluator.predict(state, data.train)
+  pred = evaluator.predict(state, data.train, keys=("score",))
   return choose_threshold(pred["score"], data.train.match)
 
 
@@ -321,6 +324,8 @@ def results(
   }
   if "retrieval" in structured:
     out["retrieval"] = {"split": data.gallery_name, **structured["retrieval"]}
+    if getattr(data, "gallery_population", None):  # a seeded sample of the gallery (data.max_gallery_items)
+      out["retrieval"]["sampled_from"] = int(data.gallery_population)
     out["alignment"] = {"split": data.gallery_name, **structured["alignment"]}
   out["chance"] = chance_levels(data.pairs, data.gallery if "retrieval" in structured else None)
   if selection is not None:

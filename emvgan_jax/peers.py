@@ -190,6 +190,20 @@ def _results(
 GRID_NAMES = {"logreg": "C", "knn": "k", "cca": "components"}
 
 
+def _in_memory(data: emomv.RunData) -> emomv.RunData:
+  """`data`, if its splits are in memory: scikit-learn fits on whole arrays.
+
+  Raises:
+    DataError: a split stays on disk (`data.stream_above_mb`).
+  """
+  if any(s is not None and s.on_disk for s in (data.train, data.pairs, data.gallery, data.selection)):
+    raise emomv.DataError(
+      "the peers fit scikit-learn on whole splits in memory, and this run's splits stay on disk: raise "
+      "config.data.stream_above_mb above their size to hold them"
+    )
+  return data
+
+
 def evaluate_on(
   config: ml_collections.ConfigDict,
   results: dict[str, Any],
@@ -210,7 +224,7 @@ def evaluate_on(
 
   kind = config.peer.kind
   hyper = results["selection"]["chosen"][GRID_NAMES[kind]]
-  own = emomv.load_run_data(config)
+  own = _in_memory(emomv.load_run_data(config))
   if own.selects_apart:
     own = dataclasses.replace(own, train=Split.concat([own.train, own.selection]), selection=None)
   other = emomv.load_eval_data(
@@ -254,7 +268,7 @@ def _fit_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[s
   import sklearn.linear_model  # noqa: F401  pylint: disable=g-import-not-at-top,unused-import
   from threadpoolctl import threadpool_limits  # pylint: disable=g-import-not-at-top  (scikit-learn's own)
 
-  data = emomv.load_run_data(config)
+  data = _in_memory(emomv.load_run_data(config))
   if data.selects_apart:  # a peer selects on its own holdouts: it fits on every row the networks may use
     data = dataclasses.replace(data, train=Split.concat([data.train, data.selection]), selection=None)
   # A few hundred rows: multithreaded BLAS spends more time starting threads than multiplying (one thread fits

@@ -241,8 +241,9 @@ class _Loop:
         epoch=0 if self.s.family.fixed_data_order else epoch,
         drop_remainder=train.drop_remainder,
       )
-      for i in range(offset, len(ds)):
-        state, metrics = self.s.train_step(state, pipeline.make_global_batch(ds[i], batch_shard), self.s.rng)
+      batches = pipeline.iterate(ds, offset, prefetch=self.s.data.train.on_disk)
+      for i, batch in zip(range(offset, len(ds)), batches):
+        state, metrics = self.s.train_step(state, pipeline.make_global_batch(batch, batch_shard), self.s.rng)
         step += 1
         self.logger.record_step(step, metrics, epoch=epoch)
         if train.eval_every_steps and step % train.eval_every_steps == 0:

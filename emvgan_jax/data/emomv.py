@@ -25,7 +25,8 @@ import ml_collections
 import numpy as np
 
 from emvgan_jax import config_lib
-from emvgan_jax.data.splits import DataError, Split, load_dataset
+from emvgan_jax.data import records
+from emvgan_jax.data.splits import DataError, Split, load_dataset, take_rows
 from emvgan_jax.data.standardize import Standardizer
 from tfds_emomv.emomv.files import EMOTIONS  # noqa: F401  (the class names, in id order, re-exported)
 
@@ -40,6 +41,7 @@ VALENCE_AROUSAL = np.stack(
   [np.cos(np.radians(VALENCE_AROUSAL_DEGREES)), np.sin(np.radians(VALENCE_AROUSAL_DEGREES))], axis=1
 ).astype(np.float32)
 
+FEATURES = "features"  # the dataset of any folder in EmoMV's layout (tfds_emomv/features.py)
 HOLDOUT_SPLIT = "train-holdout"
 HOLDOUT_GALLERY = "train-holdout-gallery"
 TRAIN_GALLERY = "train-gallery"  # a gallery rebuilt from the segments a run trained on
@@ -147,8 +149,8 @@ def gallery_from_pairs(split: Split) -> Split:
   labels = np.asarray([emotion[s] for s in names], dtype=np.int32)
   return Split(
     name=np.asarray(names, dtype=object),
-    video=split.video[v_rows],
-    music=split.music[m_rows],
+    video=take_rows(split.video, v_rows),
+    music=take_rows(split.music, m_rows),
     match=np.ones(len(names), np.int32),
     video_emotion=labels,
     music_emotion=labels.copy(),
@@ -173,6 +175,7 @@ class RunData:
   selection: Split | None = None
   selection_gallery: Split | None = None
   selection_name: str | None = None
+  gallery_population: int | None = None  # the full gallery's size when `gallery` is a sample of it
 
   def __post_init__(self):
     if self.selection is None:
@@ -241,6 +244,14 @@ def check_protocol(config: ml_collections.ConfigDict) -> None:
 
 def _load(config: ml_collections.ConfigDict, need: Sequence[str] | None = None) -> dict[str, Split]:
   """The dataset's splits; with `need`, a first build from an incomplete EmoMV copy may skip the others."""
+  if config.data.dataset == FEATURES:
+    return records.load_features(
+      manual_dir_from(config),
+      data_dir=config.data.data_dir,
+      layout=config.data.layout,
+      stream_above_mb=config.data.stream_above_mb,
+      need=need,
+    )
   return load_dataset(
     config.data.dataset,
     data_dir=config.data.data_dir,
@@ -263,6 +274,11 @@ def load_run_data(config: ml_collections.ConfigDict, standardizer: Standardizer 
   if d.cv_folds > 0:
     if "validation" not in splits:
       raise DataError(f"{d.dataset} has no validation split to pool with train for cross-validation")
+    if train.on_disk or splits["validation"].on_disk:
+      raise DataError(
+        "config.data.cv_folds > 0 pools train and validation in memory, and these splits stay on disk: raise "
+        f"config.data.stream_above_mb (now {d.stream_above_mb}) or use data.selection_fraction without cv_folds"
+      )
     pool = Split.concat([train, splits.pop("validation")])
     fold = grouped_folds(pool, folds=d.cv_folds, seed=d.cv_repeat)
     train, held = pool.take(fold != d.cv_fold), pool.take(fold == d.cv_fold)
@@ -281,6 +297,8 @@ def load_run_data(config: ml_collections.ConfigDict, standardizer: Standardizer 
     train, selection = holdout_split(train, fraction=d.selection_fraction, seed=d.selection_seed)
     selection_gallery = gallery_from_pairs(selection)  # from the raw rows, before they are standardised
   del splits  # the raw splits not used above: gone before the features are standardised
+  gallery, population = sample_gallery(gallery, d.max_gallery_items)
+  selection_gallery, _ = sample_gallery(selection_gallery, d.max_gallery_items)
   standardizer = standardizer or Standardizer.fit(train)
   # In place: these splits share no arrays (holdouts and galleries are copies), and nothing else holds them.
   apply = functools.partial(standardizer.apply, in_place=True)
@@ -294,7 +312,17 @@ def load_run_data(config: ml_collections.ConfigDict, standardizer: Standardizer 
     selection=None if selection is None else apply(selection),
     selection_gallery=None if selection is None else apply(selection_gallery),
     selection_name=None if selection is None else SELECTION_SPLIT,
+    gallery_population=population,
   )
+
+
+def sample_gallery(gallery: Split | None, max_items: int) -> tuple[Split | None, int | None]:
+  """(gallery, None), or with `max_items` > 0 and a larger gallery (a seeded sample of `max_items` items in
+  gallery order, the full gallery's size)."""
+  if gallery is None or not max_items or len(gallery) <= max_items:
+    return gallery, None
+  keep = np.sort(np.random.default_rng(0).choice(len(gallery), max_items, replace=False))
+  return gallery.take(keep), len(gallery)
 
 
 def load_eval_data(
@@ -345,7 +373,8 @@ def load_eval_data(
   apply = standardizer.apply
   try:
     pairs = apply(splits[split])
-    gallery = apply(splits["gallery"]) if "gallery" in splits else None
+    gallery, population = sample_gallery(splits.get("gallery"), run_config.data.max_gallery_items)  # as training
+    gallery = apply(gallery) if gallery is not None else None
   except ValueError as e:  # the other set's features have other widths than the model's
     raise DataError(f"{dataset} cannot be fed to this model: {e}") from e
   train_split = pairs  # placeholder: only cosine-scored models read RunData.train
@@ -362,6 +391,7 @@ def load_eval_data(
     standardizer=standardizer,
     pairs_name=split,
     gallery_name="gallery" if gallery is not None else None,
+    gallery_population=population,
   )
 
 
@@ -378,7 +408,8 @@ def train_gallery(
   training clips (it holds on this one only).
   """
   own = config_lib.with_data(run_config, data_dir=data_dir, manual_dir=manual_dir)
-  return gallery_from_pairs(load_run_data(own, standardizer).train)
+  gallery, _ = sample_gallery(gallery_from_pairs(load_run_data(own, standardizer).train), own.data.max_gallery_items)
+  return gallery
 
 
 def load_gallery(config: ml_collections.ConfigDict) -> Split:
@@ -387,7 +418,11 @@ def load_gallery(config: ml_collections.ConfigDict) -> Split:
   Raises:
     DataError: the dataset has no gallery split.
   """
-  splits = _load(config)
+  splits = _load(config, need=["gallery"]) if config.data.dataset == FEATURES else _load(config)
   if "gallery" not in splits:
     raise DataError(f"{config.data.dataset} has no gallery split")
-  return splits["gallery"]
+  gallery = splits["gallery"]
+  if gallery.on_disk:  # the tools embed a whole gallery: read it once
+    video, music = gallery.features(slice(None))
+    gallery = dataclasses.replace(gallery, video=np.array(video), music=np.array(music))
+  return gallery

@@ -41,7 +41,9 @@ def gather_batch(split: Split, indices: np.ndarray, size: int) -> dict[str, np.n
   n = len(indices)
   if n < size:
     indices = np.concatenate([indices, np.zeros(size - n, indices.dtype)])
-  batch = {key: getattr(split, key)[indices] for key in ARRAY_KEYS}
+  video, music = split.features(indices)  # a split on disk reads just these rows, here
+  batch = {key: getattr(split, key)[indices] for key in ARRAY_KEYS if key not in ("video", "music")}
+  batch.update(video=video, music=music)
   mask = np.zeros(size, bool)
   mask[:n] = True
   batch["mask"] = mask
@@ -111,10 +113,22 @@ def eval_dataset(
   return _batches(split, np.arange(len(split)), global_batch_size, False, process_index, process_count)
 
 
-def iterate(ds: grain.MapDataset) -> Iterator[dict[str, np.ndarray]]:
-  """Iterates a `MapDataset` in order (a plain loop: indices are cheap, and order must be exact)."""
-  for i in range(len(ds)):
-    yield ds[i]
+PREFETCH_THREADS = 2  # batches of a split on disk read ahead of the step, in grain's threads
+
+
+def iterate(ds: grain.MapDataset, start: int = 0, *, prefetch: bool = False) -> Iterator[dict[str, np.ndarray]]:
+  """Elements `start`, `start + 1`, ... of a `MapDataset`, in order.
+
+  With `prefetch` (for a split on disk, whose batches are read from its records) grain reads the next batches
+  in `PREFETCH_THREADS` threads while the caller works on this one; the elements are the same either way. In
+  memory a plain loop is faster (a batch is one numpy gather).
+  """
+  if not prefetch:
+    for i in range(start, len(ds)):
+      yield ds[i]
+    return
+  options = grain.ReadOptions(num_threads=PREFETCH_THREADS, prefetch_buffer_size=PREFETCH_THREADS)
+  yield from ds[start:].to_iter_dataset(options)
 
 
 # ------------------------------------------------------------------------------------------------------------

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Protocol
 
 import jax
 import numpy as np
@@ -53,9 +53,25 @@ class Split:
   def music_dim(self) -> int:
     return int(self.music.shape[1])
 
+  @property
+  def on_disk(self) -> bool:
+    """Whether the features stay on disk (`RecordRows`) and are read a batch at a time."""
+    return isinstance(self.video, RecordRows) or isinstance(self.music, RecordRows)
+
   def take(self, rows: np.ndarray) -> Split:
-    """The split restricted to `rows` (indices or a boolean mask), in that order."""
-    return Split(**{f.name: getattr(self, f.name)[rows] for f in dataclasses.fields(self)})
+    """The split restricted to `rows` (indices or a boolean mask), in that order (on disk: no row is read)."""
+    fields = {f.name: take_rows(getattr(self, f.name), rows) for f in dataclasses.fields(self)}
+    if isinstance(self.video, RecordRows) and self.video.rows is getattr(self.music, "rows", None):
+      fields["music"] = dataclasses.replace(self.music, rows=fields["video"].rows)  # still one read per batch
+    return Split(**fields)
+
+  def features(self, rows: np.ndarray | slice) -> tuple[np.ndarray, np.ndarray]:
+    """(video, music) of `rows` as float32 arrays; a split on disk reads each record once for both."""
+    v, m = self.video, self.music
+    if isinstance(v, RecordRows) and isinstance(m, RecordRows) and v.source is m.source and v.rows is m.rows:
+      video, music = v.source.read(v.rows[rows])
+      return v.finish(video), m.finish(music)
+    return np.asarray(v[rows]), np.asarray(m[rows])
 
   @classmethod
   def concat(cls, splits: list[Split]) -> Split:
@@ -64,6 +80,8 @@ class Split:
     Raises:
       ValueError: two splits share a pair name, or their features have different widths.
     """
+    if any(s.on_disk for s in splits):
+      raise ValueError("splits whose features stay on disk cannot be pooled: raise config.data.stream_above_mb")
     names = np.concatenate([s.name for s in splits])
     unique, counts = np.unique(names.astype(str), return_counts=True)
     if np.any(counts > 1):
@@ -81,6 +99,58 @@ class Split:
       music=np.ascontiguousarray(arrays["music"], dtype=np.float32),
       **{k: np.asarray(arrays[k], dtype=np.int32) for k in _INT_KEYS},
     )
+
+
+class RowSource(Protocol):
+  """Where the rows of a split on disk come from (`emvgan_jax/data/records.py`)."""
+
+  def __len__(self) -> int: ...
+
+  def width(self, modality: str) -> int: ...
+
+  def read(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]: ...
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class RecordRows:
+  """A feature column whose rows stay on disk: row i is record `rows[i]` of `source`.
+
+  Indexing reads those records (`Split.features` reads both modalities at once) and applies `transform` (the
+  standardisation, set by `Standardizer.apply`); `take` only maps indices. So a split of any size costs its
+  row map (8 bytes a row) and its labels in memory, and a batch costs its own rows.
+  """
+
+  source: RowSource
+  modality: str
+  rows: np.ndarray  # (n,) int64 record indices
+  transform: Callable[[np.ndarray], np.ndarray] | None = None
+
+  @property
+  def shape(self) -> tuple[int, int]:
+    return (len(self.rows), self.source.width(self.modality))
+
+  dtype = np.dtype(np.float32)
+  ndim = 2
+
+  def __len__(self) -> int:
+    return len(self.rows)
+
+  def take(self, rows: np.ndarray) -> RecordRows:
+    return dataclasses.replace(self, rows=self.rows[rows])
+
+  def finish(self, x: np.ndarray) -> np.ndarray:
+    """Freshly read raw rows of this column, transformed: a new float32 array, or without a transform the
+    read-only view of the read buffer (nothing else holds it)."""
+    return self.transform(x) if self.transform is not None else x
+
+  def __getitem__(self, rows: np.ndarray | slice) -> np.ndarray:
+    video, music = self.source.read(self.rows[rows])
+    return self.finish(video if self.modality == "video" else music)
+
+
+def take_rows(column: Any, rows: np.ndarray) -> Any:
+  """Rows `rows` of a field of a `Split` (an array, or `RecordRows`, which maps them without reading)."""
+  return column.take(rows) if isinstance(column, RecordRows) else column[rows]
 
 
 def _to_str(x: Any) -> str:

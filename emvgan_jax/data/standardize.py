@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Mapping
 from typing import Any
 
@@ -11,7 +12,8 @@ import numpy as np
 from emvgan_jax.data.splits import Split
 
 MODALITIES = ("video", "music")
-CHUNK_ROWS = 16384  # rows per streaming pass: 16,384 x 2304 float64 values are 300 MB
+CHUNK_ROWS = 16384  # rows per streaming pass
+COLUMN_BLOCK = 256  # columns per float64 temporary: 16,384 x 256 float64 values are 34 MB
 
 
 @dataclasses.dataclass(frozen=True)
@@ -30,23 +32,31 @@ class Standardizer:
   @classmethod
   def fit(cls, split: Split) -> Standardizer:
     """Float64 statistics in two streaming passes of `CHUNK_ROWS` rows (the mean, then the squared deviations
-    from it), so fitting holds no float64 copy of a modality: memory is one chunk, whatever the split's size."""
+    from it), so fitting holds no float64 copy of a modality: memory is one chunk, whatever the split's size.
+    A split on disk is read twice, a chunk at a time (each record once per pass for both modalities)."""
+    n = max(len(split), 1)
 
-    def stats(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-      n = max(len(x), 1)
-      total = np.zeros(x.shape[1], np.float64)
-      for start in range(0, len(x), CHUNK_ROWS):
-        total += x[start : start + CHUNK_ROWS].sum(axis=0, dtype=np.float64)
-      mean = total / n
-      squares = np.zeros(x.shape[1], np.float64)
-      for start in range(0, len(x), CHUNK_ROWS):
-        squares += np.square(x[start : start + CHUNK_ROWS].astype(np.float64) - mean).sum(axis=0)
-      std = np.sqrt(squares / n)
-      std = np.where(std < 1e-12, 1.0, std)
-      return mean.astype(np.float32), std.astype(np.float32)
+    def chunks():
+      for start in range(0, len(split), CHUNK_ROWS):
+        yield split.features(slice(start, start + CHUNK_ROWS))
 
-    vm, vs = stats(split.video)
-    mm, ms = stats(split.music)
+    totals = [np.zeros(split.video_dim, np.float64), np.zeros(split.music_dim, np.float64)]
+    for chunk in chunks():
+      for total, x in zip(totals, chunk):
+        total += x.sum(axis=0, dtype=np.float64)
+    means = [total / n for total in totals]
+    squares = [np.zeros_like(total) for total in totals]
+    for chunk in chunks():
+      for square, x, mean in zip(squares, chunk, means):
+        # Column blocks bound the float64 temporary (each column's sum runs over the rows in the same order).
+        for c in range(0, x.shape[1], COLUMN_BLOCK):
+          deviation = x[:, c : c + COLUMN_BLOCK].astype(np.float64)
+          deviation -= mean[c : c + COLUMN_BLOCK]
+          deviation *= deviation
+          square[c : c + COLUMN_BLOCK] += deviation.sum(axis=0)
+    stds = [np.sqrt(square / n) for square in squares]
+    stds = [np.where(std < 1e-12, 1.0, std) for std in stds]
+    (vm, mm), (vs, ms) = [m.astype(np.float32) for m in means], [s.astype(np.float32) for s in stds]
     return cls(video_mean=vm, video_std=vs, music_mean=mm, music_std=ms)
 
   def width(self, modality: str) -> int:
@@ -78,6 +88,14 @@ class Standardizer:
       raise ValueError(
         f"Standardisation statistics are for video width {self.width('video')} and music width "
         f"{self.width('music')}, but the data has widths {split.video_dim} and {split.music_dim}"
+      )
+    if split.on_disk:  # rows are standardised as they are read (a new array per batch)
+      if split.video.transform is not None or split.music.transform is not None:
+        raise ValueError("this split on disk is standardised already")
+      return dataclasses.replace(
+        split,
+        video=dataclasses.replace(split.video, transform=functools.partial(self.transform, "video")),
+        music=dataclasses.replace(split.music, transform=functools.partial(self.transform, "music")),
       )
     if in_place and split.video.dtype == np.float32 and split.music.dtype == np.float32:
       return dataclasses.replace(

@@ -247,37 +247,87 @@ def read_features(h5_path: PathLike, *, dim: int | None = None) -> np.ndarray:
       2-D numeric array, has another width than `dim`, or holds a non-finite value (also after the float32
       conversion, which would turn a huge float64 into inf).
   """
-  _require_file(h5_path)
-  name = os.fspath(h5_path)
-  try:
-    with h5py.File(h5_path, 'r') as f:
-      found: list[str] = []
-      f.visititems(lambda key, obj: found.append(key) if isinstance(obj, h5py.Dataset) else None)
-      if len(found) != 1:
-        raise EmoMVFormatError(
-          f'{name}: expected exactly one HDF5 dataset (key "default" or "data"), found {len(found)}: {found}'
-        )
-      key = found[0]
-      dataset = f[key]
-      if dataset.ndim != 2:
-        raise EmoMVFormatError(f'{name}: dataset "{key}" has shape {dataset.shape}, expected (rows, width)')
-      if dataset.dtype.kind not in 'fiu':
-        raise EmoMVFormatError(f'{name}: dataset "{key}" has dtype {dataset.dtype}, expected floating point')
-      raw = dataset[()]
-  except OSError as e:
-    raise EmoMVFormatError(f'{name}: not a readable HDF5 file ({e})') from e
-  if dim is not None and raw.shape[1] != dim:
-    raise EmoMVFormatError(f'{name}: features are {raw.shape[1]} wide, expected {dim}')
-  with np.errstate(over='ignore'):  # an overflow to inf is reported below, with its row
-    features = raw.astype(np.float32)
-  bad = ~np.isfinite(features)
-  if bad.any():
-    row, col = np.argwhere(bad)[0]
-    raise EmoMVFormatError(
-      f'{name}: row {row + 1}, column {col + 1}: non-finite value {raw[row, col]!r} '
-      f'({int(bad.any(axis=1).sum())} row(s) affected); expected finite features'
-    )
-  return features
+  with FeatureFile(h5_path, dim=dim) as f:
+    return f.read(0, f.rows)
+
+
+class FeatureFile:
+  """An EmoMV feature file opened for reading in row ranges (for files larger than memory), with every check of
+  `read_features`: the file's layout when opened, finiteness on each range read (naming the file's row).
+
+  Use as a context manager: `with FeatureFile(path, dim=128) as f: f.read(start, stop)`.
+  """
+
+  def __init__(self, h5_path: PathLike, *, dim: int | None = None):
+    _require_file(h5_path)
+    self.name = os.fspath(h5_path)
+    try:
+      self._file = h5py.File(h5_path, 'r')
+    except OSError as e:
+      raise EmoMVFormatError(f'{self.name}: not a readable HDF5 file ({e})') from e
+    try:
+      self._dataset = self._open_dataset(dim)
+    except BaseException:
+      self._file.close()
+      raise
+
+  def _open_dataset(self, dim: int | None) -> h5py.Dataset:
+    found: list[str] = []
+    self._file.visititems(lambda key, obj: found.append(key) if isinstance(obj, h5py.Dataset) else None)
+    if len(found) != 1:
+      raise EmoMVFormatError(
+        f'{self.name}: expected exactly one HDF5 dataset (key "default" or "data"), found {len(found)}: {found}'
+      )
+    key = found[0]
+    dataset = self._file[key]
+    if dataset.ndim != 2:
+      raise EmoMVFormatError(f'{self.name}: dataset "{key}" has shape {dataset.shape}, expected (rows, width)')
+    if dataset.dtype.kind not in 'fiu':
+      raise EmoMVFormatError(f'{self.name}: dataset "{key}" has dtype {dataset.dtype}, expected floating point')
+    if dim is not None and dataset.shape[1] != dim:
+      raise EmoMVFormatError(f'{self.name}: features are {dataset.shape[1]} wide, expected {dim}')
+    return dataset
+
+  @property
+  def rows(self) -> int:
+    return int(self._dataset.shape[0])
+
+  @property
+  def width(self) -> int:
+    return int(self._dataset.shape[1])
+
+  def read(self, start: int, stop: int) -> np.ndarray:
+    """Rows [start, stop) as float32.
+
+    Raises:
+      EmoMVFormatError: a non-finite value (also after the float32 conversion), naming its 1-based row of the
+        file and its column.
+    """
+    try:
+      raw = self._dataset[start:stop]
+    except OSError as e:  # a truncated or damaged file fails here rather than when opened
+      raise EmoMVFormatError(f'{self.name}: rows {start + 1}-{stop} cannot be read ({e})') from e
+    with np.errstate(over='ignore'):  # an overflow to inf is reported below, with its row
+      features = raw.astype(np.float32)
+    bad = ~np.isfinite(features)
+    if bad.any():
+      row, col = np.argwhere(bad)[0]
+      raise EmoMVFormatError(
+        f'{self.name}: row {start + row + 1}, column {col + 1}: non-finite value {raw[row, col]!r} '
+        f'({int(bad.any(axis=1).sum())} row(s) affected'
+        + ('' if start == 0 and stop >= self.rows else f' in rows {start + 1}-{min(stop, self.rows)}')
+        + '); expected finite features'
+      )
+    return features
+
+  def close(self) -> None:
+    self._file.close()
+
+  def __enter__(self) -> FeatureFile:
+    return self
+
+  def __exit__(self, *exc) -> None:  # noqa: ANN002
+    self.close()
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -381,6 +431,33 @@ def read_pairs(
   Raises:
     EmoMVFormatError: on any missing file or malformed content (the message names the file and row).
   """
+  labels = _parse_pair_rows(csv_path)
+  video, music = _features_for(csv_path, len(labels['name']), video_h5, music_h5, video_dim, music_dim)
+  _check_pairs(os.fspath(csv_path), *(labels[k] for k in _LABEL_KEYS))
+  return _label_arrays(labels, video=video, music=music)
+
+
+_LABEL_KEYS = ('name', 'match', 'video_emotion', 'music_emotion')
+
+
+def _label_arrays(labels: Mapping[str, list], **features: np.ndarray) -> dict[str, np.ndarray]:
+  out = {'name': np.asarray(labels['name'], dtype=np.str_), **features}
+  out.update({k: np.asarray(labels[k], dtype=np.int64) for k in _LABEL_KEYS[1:]})
+  return out
+
+
+def read_pair_labels(csv_path: PathLike) -> dict[str, np.ndarray]:
+  """The CSV half of `read_pairs`, with all its checks: `name`, `match`, `video_emotion`, `music_emotion`.
+
+  Raises:
+    EmoMVFormatError: on a missing file or malformed content (the message names the file and row).
+  """
+  labels = _parse_pair_rows(csv_path)
+  _check_pairs(os.fspath(csv_path), *(labels[k] for k in _LABEL_KEYS))
+  return _label_arrays(labels)
+
+
+def _parse_pair_rows(csv_path: PathLike) -> dict[str, list]:
   rows = _read_csv_rows(csv_path)
   name = os.fspath(csv_path)
   names, match, video_emotion, music_emotion = [], [], [], []
@@ -401,16 +478,7 @@ def read_pairs(
     match.append(m)
     video_emotion.append(v)
     music_emotion.append(a)
-  video, music = _features_for(csv_path, len(rows), video_h5, music_h5, video_dim, music_dim)
-  _check_pairs(name, names, match, video_emotion, music_emotion)
-  return {
-    'name': np.asarray(names, dtype=np.str_),
-    'video': video,
-    'music': music,
-    'match': np.asarray(match, dtype=np.int64),
-    'video_emotion': np.asarray(video_emotion, dtype=np.int64),
-    'music_emotion': np.asarray(music_emotion, dtype=np.int64),
-  }
+  return {'name': names, 'match': match, 'video_emotion': video_emotion, 'music_emotion': music_emotion}
 
 
 def _check_pairs(
@@ -519,6 +587,17 @@ def read_gallery(
   Raises:
     EmoMVFormatError: on any missing file or malformed content (the message names the file and row).
   """
+  labels = read_gallery_labels(csv_path)
+  video, music = _features_for(csv_path, len(labels['name']), video_h5, music_h5, video_dim, music_dim)
+  return {**labels, 'video': video, 'music': music}
+
+
+def read_gallery_labels(csv_path: PathLike) -> dict[str, np.ndarray]:
+  """The CSV half of `read_gallery`, with all its checks: `name`, `match` (all 1), both emotions (the label).
+
+  Raises:
+    EmoMVFormatError: on a missing file or malformed content (the message names the file and row).
+  """
   rows = _read_csv_rows(csv_path)
   name = os.fspath(csv_path)
   n_columns = len(rows[0])
@@ -548,16 +627,7 @@ def read_gallery(
     first_row_of[item] = i
     names.append(item)
     labels.append(label)
-  video, music = _features_for(csv_path, len(rows), video_h5, music_h5, video_dim, music_dim)
-  labels_array = np.asarray(labels, dtype=np.int64)
-  return {
-    'name': np.asarray(names, dtype=np.str_),
-    'video': video,
-    'music': music,
-    'match': np.ones(len(rows), dtype=np.int64),
-    'video_emotion': labels_array,
-    'music_emotion': labels_array.copy(),
-  }
+  return _label_arrays({'name': names, 'match': [1] * len(rows), 'video_emotion': labels, 'music_emotion': labels})
 
 
 def read_split(
