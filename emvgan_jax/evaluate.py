@@ -133,8 +133,8 @@ def _evaluate(
     need_train_split=not family.score_is_probability,
   )
   if gallery == "train":
-    own = emomv.train_gallery(config, run.standardizer, data_dir=data_dir, manual_dir=manual_dir)
-    data = dataclasses.replace(data, gallery=own, gallery_name=emomv.TRAIN_GALLERY)
+    own, population = emomv.train_gallery(config, run.standardizer, data_dir=data_dir, manual_dir=manual_dir)
+    data = dataclasses.replace(data, gallery=own, gallery_name=emomv.TRAIN_GALLERY, gallery_population=population)
   logging.info(
     "Evaluating %s (%s checkpoint, step %d) on %s: %s %d pairs, gallery %s",
     family.description,

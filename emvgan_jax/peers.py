@@ -236,7 +236,7 @@ def evaluate_on(
     manual_dir=manual_dir,
     need_train_split=False,
   )
-  data = dataclasses.replace(other, train=own.train)
+  data = dataclasses.replace(_in_memory(other), train=own.train)
   with threadpool_limits(1):
     peer = fit(kind, own.train, hyper)
     out = _results(config_lib.with_data(config, dataset=dataset), peer, data, hyper, results["selection"]["grid"])

@@ -92,7 +92,8 @@ def _write_h5(path, key, data):
 
 def _assert_nothing_built(data_dir):
   base = pathlib.Path(data_dir) / "emvgan_features"
-  assert not base.exists() or not any(base.iterdir()), list(base.iterdir())
+  left = [p for p in base.iterdir() if not p.name.endswith(".lock")] if base.exists() else []  # the build's lock
+  assert not left, left
 
 
 def test_bad_input_is_refused_in_one_line_and_nothing_is_left(folder, tmp_path):
@@ -280,3 +281,63 @@ def test_evaluate_and_retrieve_read_a_run_whose_splits_stay_on_disk(folder, tmp_
   cv = _features_config(folder, tmp_path / "f", **{"data.stream_above_mb": 0.0, "data.cv_folds": 3})
   with pytest.raises(emomv.DataError, match="pools train and validation in memory"):
     emomv.load_run_data(cv)
+
+
+def test_concurrent_builds_build_once_and_another_folder_is_another_dataset(folder, tmp_path):
+  import threading  # pylint: disable=g-import-not-at-top
+
+  from emvgan_jax import config_lib  # pylint: disable=g-import-not-at-top
+  from emvgan_jax.data import emomv  # pylint: disable=g-import-not-at-top
+
+  stale = tmp_path / "d" / "emvgan_features" / f".{features.build_dir(str(tmp_path / 'd'), str(folder), 'c').name}"
+  (stale.parent / (stale.name + ".incomplete-1")).mkdir(parents=True)  # a killed build's leftovers
+  outs, errors = [], []
+
+  def build():
+    try:
+      outs.append(features.build_features(str(folder), str(tmp_path / "d")))
+    except Exception as e:  # pylint: disable=broad-except
+      errors.append(e)
+
+  threads = [threading.Thread(target=build) for _ in range(3)]
+  for t in threads:
+    t.start()
+  for t in threads:
+    t.join()
+  assert not errors and len(set(outs)) == 1
+  assert sorted(p.name for p in outs[0].parent.iterdir() if not p.name.endswith(".lock")) == [outs[0].name]
+  # Asking for one split of another folder (evaluate on it) brings its gallery too.
+  assert set(_load(folder, tmp_path / "d", need=["validation"])) == {"validation", "gallery"}
+  run = config_lib.base_config()
+  run.data.dataset, run.data.manual_dir = "features", str(folder)
+  other = config_lib.with_data(run, manual_dir=str(tmp_path / "elsewhere"))
+  assert emomv.same_data(run, config_lib.with_data(run, manual_dir=str(folder) + "/."))
+  assert not emomv.same_data(run, other)
+  assert emomv.own_data(run, None, str(tmp_path / "elsewhere")).data.manual_dir == str(folder)
+
+
+@pytest.mark.slow
+def test_a_failed_build_on_process_0_stops_both_processes(folder, tmp_path):
+  import socket  # pylint: disable=g-import-not-at-top
+
+  broken = tmp_path / "broken"
+  shutil.copytree(folder, broken)
+  csv_path = broken / files.split_files("c", "train").csv
+  csv_path.write_text(csv_path.read_text().replace(",1,", ",7,", 1))
+  with socket.socket() as s:
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+  env = {**os.environ, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": "--xla_force_host_platform_device_count=1"}
+  args = [
+    sys.executable, "-m", "emvgan_jax.main", "--config=configs/features.py", f"--workdir={tmp_path / 'w'}",
+    f"--config.data.manual_dir={broken}", f"--config.data.data_dir={tmp_path / 'd'}", "--distributed",
+    f"--coordinator_address=127.0.0.1:{port}", "--num_processes=2",
+  ]  # fmt: skip
+  procs = [
+    subprocess.Popen([*args, f"--process_id={i}"], cwd=REPO, env=env, stderr=subprocess.PIPE, text=True)
+    for i in range(2)
+  ]
+  errs = [p.communicate(timeout=180)[1] for p in procs]
+  assert [p.returncode for p in procs] != [0, 0]
+  assert "row 1, column 3 (match): 7" in errs[0], errs[0][-2000:]
+  assert "process 0 could not build the features of" in errs[1], errs[1][-2000:]

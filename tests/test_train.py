@@ -355,8 +355,13 @@ def test_short_emvgan_run_on_real_emomv_c_beats_chance(tmp_path, emomv_dir):
 # --- multi-host ------------------------------------------------------------------------------------------------
 
 
+# Every split left on disk: each process reads only its share of each batch from the array_record shards.
+_ON_DISK = ["--config.data.dataset=features", "--config.data.layout=c", "--config.data.stream_above_mb=0"]
+
+
 @pytest.mark.slow
-def test_two_processes_on_loopback_equal_one_process(tmp_path, dummy_data_dir):
+@pytest.mark.parametrize("data", ["in_memory", "on_disk"])
+def test_two_processes_on_loopback_equal_one_process(tmp_path, dummy_data_dir, data):
   """Two processes of 2 devices each (the code path of a multi-host pod) == one process of 4 devices."""
   import socket  # pylint: disable=g-import-not-at-top
 
@@ -368,6 +373,7 @@ def test_two_processes_on_loopback_equal_one_process(tmp_path, dummy_data_dir):
     f"--config.data.data_dir={dummy_data_dir}",
     "--config.train.num_epochs=2",
     "--compilation_cache_dir=",
+    *(_ON_DISK if data == "on_disk" else []),
   ]
   env = {**os.environ, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": "--xla_force_host_platform_device_count=2"}
   env.pop("JAX_COMPILATION_CACHE_DIR", None)

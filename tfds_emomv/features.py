@@ -28,6 +28,7 @@ copy; `python -m emvgan_jax.benchmarks.input_pipeline --compare_tfds` measures t
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import json
 import math
@@ -193,13 +194,27 @@ def build_features(
   if (out / INFO).is_file() and not overwrite:
     check_source(load_info(out), out)
     return out
+  out.parent.mkdir(parents=True, exist_ok=True)
+  with open(out.parent / f".{out.name}.lock", "w", encoding="utf-8") as lock:
+    fcntl.flock(lock, fcntl.LOCK_EX)  # two runs building one folder: the second waits, then finds it built
+    if (out / INFO).is_file() and not overwrite:
+      check_source(load_info(out), out)
+      return out
+    for stale in os.listdir(out.parent):  # of a killed build (the lock is ours)
+      if stale.startswith(f".{out.name}.incomplete-"):
+        shutil.rmtree(out.parent / stale, ignore_errors=True)
+    _build(root, layout, out, shard_mb, progress)
+  return out
+
+
+def _build(root: pathlib.Path, layout: str, out: pathlib.Path, shard_mb: int, progress: Callable[[str], None]) -> None:
+  """Validates the source, then writes the folder under a temporary name and renames it to `out`."""
   missing = files.find_missing(root, layout)
   if missing:
     raise files.EmoMVMissingFileError(files.missing_files_message(root, missing))
   stamp = source_stamp(root, layout)
   labels = _read_labels(root, layout)
   tmp = out.parent / f".{out.name}.incomplete-{os.getpid()}"
-  shutil.rmtree(tmp, ignore_errors=True)
   tmp.mkdir(parents=True)
   try:
     with contextlib.ExitStack() as stack:
@@ -229,7 +244,6 @@ def build_features(
   except BaseException:
     shutil.rmtree(tmp, ignore_errors=True)
     raise
-  return out
 
 
 def load_info(folder: pathlib.Path) -> dict:
@@ -318,6 +332,9 @@ def main(argv: Sequence[str]) -> None:
     )
   except files.EmoMVFormatError as e:
     print(f"error: {e}", file=sys.stderr)
+    sys.exit(1)
+  except OSError as e:  # e.g. a --data_dir that cannot be written
+    print(f"error: {e.filename or _DATA_DIR.value}: {e.strerror or e}", file=sys.stderr)
     sys.exit(1)
   info = load_info(out)
   counts = ", ".join(f"{s}={v['rows']}" for s, v in info["splits"].items())

@@ -354,8 +354,8 @@ def load_eval_data(
     DataError: the dataset has no such split, or `train-holdout` asked of a run without a held-out part.
       Also when the dataset's features have other widths than the model's.
   """
-  same = dataset == run_config.data.dataset
   config = config_lib.with_data(run_config, dataset=dataset, data_dir=data_dir, manual_dir=manual_dir)
+  same = same_data(run_config, config)
   if split in (HOLDOUT_SPLIT, CV_SPLIT):
     if not same or split != run_split(run_config):
       raise DataError(
@@ -382,8 +382,7 @@ def load_eval_data(
     if same and run_split(run_config) in ("validation", "test") and run_config.data.selection_fraction <= 0:
       train_split = apply(splits["train"])
     else:  # the threshold belongs to the model: choose it where the model was trained
-      own = config_lib.with_data(run_config, data_dir=data_dir, manual_dir=manual_dir)
-      train_split = load_run_data(own, standardizer).train
+      train_split = load_run_data(own_data(run_config, data_dir, manual_dir), standardizer).train
   return RunData(
     train=train_split,
     pairs=pairs,
@@ -395,21 +394,42 @@ def load_eval_data(
   )
 
 
+def same_data(run_config: ml_collections.ConfigDict, config: ml_collections.ConfigDict) -> bool:
+  """Whether `config` reads the data the run was trained on: the same EmoMV set (wherever its copy is), or for
+  `features` the same folder and layout."""
+  if config.data.dataset != run_config.data.dataset:
+    return False
+  if config.data.dataset != FEATURES:
+    return True
+  folders = [os.path.realpath(os.path.expanduser(manual_dir_from(c) or "")) for c in (run_config, config)]
+  return folders[0] == folders[1] and run_config.data.layout == config.data.layout
+
+
+def own_data(
+  run_config: ml_collections.ConfigDict, data_dir: str | None, manual_dir: str | None
+) -> ml_collections.ConfigDict:
+  """The run's config, to read its own training data: an EmoMV set from the copy at `manual_dir` (if given);
+  a `features` run from its own folder (another folder is another dataset)."""
+  if run_config.data.dataset == FEATURES:
+    manual_dir = None
+  return config_lib.with_data(run_config, data_dir=data_dir, manual_dir=manual_dir)
+
+
 def train_gallery(
   run_config: ml_collections.ConfigDict,
   standardizer: Standardizer,
   *,
   data_dir: str | None = None,
   manual_dir: str | None = None,
-) -> Split:
-  """A gallery rebuilt (`gallery_from_pairs`) from the very rows a run trained on, standardised like them.
+) -> tuple[Split, int | None]:
+  """A gallery rebuilt (`gallery_from_pairs`) from the very rows a run trained on, standardised like them, cut
+  as the run's galleries are (`data.max_gallery_items`); and its full size when it is a sample.
 
   Set beside the real gallery, it tells a property learnt in general (it holds on both) from one fitted to the
   training clips (it holds on this one only).
   """
-  own = config_lib.with_data(run_config, data_dir=data_dir, manual_dir=manual_dir)
-  gallery, _ = sample_gallery(gallery_from_pairs(load_run_data(own, standardizer).train), own.data.max_gallery_items)
-  return gallery
+  own = own_data(run_config, data_dir, manual_dir)
+  return sample_gallery(gallery_from_pairs(load_run_data(own, standardizer).train), own.data.max_gallery_items)
 
 
 def load_gallery(config: ml_collections.ConfigDict) -> Split:

@@ -15,10 +15,9 @@ import pathlib
 from collections.abc import Sequence
 
 import grain
-import jax
 import numpy as np
 
-from emvgan_jax.data.splits import DataError, RecordRows, Split
+from emvgan_jax.data.splits import DataError, RecordRows, Split, built_by_process_0
 
 READ_CHUNK = 8192  # records read at a time into a split held in memory
 READ_RECORDS = 4096  # records fetched per call to the array_record source
@@ -67,7 +66,8 @@ class ArrayRecordSource:
 
 def _split_from(folder: pathlib.Path, info: dict, split: str, stream_above_mb: float) -> Split:
   entry = info["splits"][split]
-  labels = np.load(folder / entry["labels"]["file"])
+  with np.load(folder / entry["labels"]["file"]) as npz:
+    labels = {key: npz[key] for key in npz.files}
   names = np.asarray([n.decode("utf-8") for n in labels["name"]], dtype=object)
   n, dv, dm = entry["rows"], info["video_dim"], info["music_dim"]
   source = ArrayRecordSource([str(folder / s["file"]) for s in entry["shards"]], dv, dm)
@@ -123,17 +123,17 @@ def load_features(
     root = pathlib.Path(os.path.expanduser(manual_dir)).resolve()
     layout = features.detect_layout(root, layout or None)
     folder = features.build_dir(data_dir, manual_dir, layout)
-    if jax.process_index() == 0:
+
+    def build() -> None:
       if not (folder / features.INFO).is_file():
         logging.info("Building the features of %s into %s (first use)", root, folder)
       features.build_features(manual_dir, data_dir, layout=layout, progress=logging.info)
-    if jax.process_count() > 1:
-      from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
 
-      multihost_utils.sync_global_devices(f"built features {folder}")
+    built_by_process_0(build, f"the features of {root}")
     info = features.load_info(folder)
     features.check_source(info, folder)
-    wanted = list(info["splits"]) if need is None else [s for s in need if s in info["splits"]]
+    # The gallery comes with any split asked for, as the TFDS datasets give every split.
+    wanted = list(info["splits"]) if need is None else [s for s in info["splits"] if s in need or s == "gallery"]
     for split in wanted:
       features.verify(info, folder, split)
   except files.EmoMVFormatError as e:

@@ -1,8 +1,10 @@
-"""A split held in host memory (`Split`), and reading one from the TFDS builder (`load_dataset`).
+"""A split (`Split`), and reading one from the TFDS builder (`load_dataset`).
 
 Data flows one way: the TFDS builder (`tfds_emomv`) writes array_record files; `load_dataset` reads each split
 once through `tfds.data_source` into host memory (EmoMV's largest split, A/train, is 4,110 x 2,432 float32 =
-40 MB). The grain pipeline (`pipeline.py`) then batches indices into that cache.
+40 MB). The grain pipeline (`pipeline.py`) then batches indices into that cache. A split of the `features`
+dataset that is too large for memory keeps its features on disk: its `video` and `music` are `RecordRows`,
+which `Split.take` maps without reading and `Split.features` reads a batch of rows at a time (`records.py`).
 """
 
 from __future__ import annotations
@@ -181,15 +183,36 @@ def prepare_dataset(dataset: str, *, data_dir: str | None, manual_dir: str | Non
 
   builder = tfds.builder(dataset, data_dir=data_dir, file_format="array_record")
   if not builder.is_prepared():
-    if jax.process_index() == 0:
+
+    def build() -> None:
       logging.info("Building %s into %s (first use)", dataset, builder.data_dir)
       prepare.build_one(dataset, data_dir, manual_dir, partial=partial)
-    if jax.process_count() > 1:  # the others wait, then read what process 0 wrote
-      from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
 
-      multihost_utils.sync_global_devices(f"built {dataset}")
+    built_by_process_0(build, f"{dataset} in {builder.data_dir}")
     builder = tfds.builder(dataset, data_dir=data_dir, file_format="array_record")
   return builder
+
+
+def built_by_process_0(build: Callable[[], None], what: str) -> None:
+  """Runs `build` on process 0 while the other processes wait; if it fails there, every process fails.
+
+  Raises:
+    The error of `build` on process 0; `DataError` on the others (process 0's own message says why).
+  """
+  error = None
+  if jax.process_index() == 0:
+    try:
+      build()
+    except Exception as e:  # pylint: disable=broad-except  (re-raised below, after the others have heard)
+      error = e
+  if jax.process_count() > 1:  # the others wait, then read what process 0 wrote
+    from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+
+    ok = int(multihost_utils.broadcast_one_to_all(np.int32(error is None)))
+    if not ok and error is None:
+      raise DataError(f"process 0 could not build {what}: its error message says why")
+  if error is not None:
+    raise error
 
 
 def load_dataset(
