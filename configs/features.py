@@ -20,7 +20,7 @@ def get_config():
   config = config_lib.base_config()
   config.data.dataset = "features"
   config.train.batch_size = 1024
-  config.train.eval_batch_size = 4096
+  config.train.eval_batch_size = 1024
   config.train.eval_every_steps = 2000
   config.data.max_gallery_items = 4096
   return config

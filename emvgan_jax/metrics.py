@@ -240,23 +240,25 @@ def average_precision_per_query(
   return _average_precision(rel_sorted, n_rel, rel_at_cut, n_at_cut)
 
 
-def counterpart_ranks(similarity: np.ndarray) -> np.ndarray:
+def counterpart_ranks(similarity: np.ndarray, offset: int = 0) -> np.ndarray:
   """1-based rank of gallery item i in query i's ranking (stable: ties go to the lower gallery index).
 
   `rank_i = 1 + #{j : s_ij > s_ii} + #{j < i : s_ij == s_ii}`.
 
   Args:
     similarity: (Q, G) similarities with Q <= G; query i's counterpart is gallery item i.
+    offset: the rows are queries `offset`, `offset + 1`, ... of a larger query set (a block of it).
 
   Returns:
     (Q,) int ranks in [1, G].
   """
   similarity = np.asarray(similarity, np.float64)
   q, g = similarity.shape
-  if q > g:
+  if offset + q > g:
     raise ValueError(f"pair-identity metrics need Q <= G (query i's counterpart is gallery item i), got {q} > {g}")
-  own = similarity[np.arange(q), np.arange(q)][:, None]
-  before = np.arange(g)[None, :] < np.arange(q)[:, None]
+  index = offset + np.arange(q)
+  own = similarity[np.arange(q), index][:, None]
+  before = np.arange(g)[None, :] < index[:, None]
   ahead = (similarity > own) | ((similarity == own) & before)
   return 1 + ahead.sum(axis=1)
 
@@ -289,14 +291,24 @@ def retrieval_metrics(
   """
   similarity, query_labels, gallery_labels = _check_retrieval_inputs(similarity, query_labels, gallery_labels)
   q, g = similarity.shape
-  _, rel_sorted, cum_rel, n_rel, rel_at_cut, n_at_cut, _ = _ranked(similarity, query_labels, gallery_labels)
-  ap = _average_precision(rel_sorted, n_rel, rel_at_cut, n_at_cut)
-  has_rel = n_rel > 0
+  if q > g:
+    raise ValueError(f"pair-identity metrics need Q <= G (query i's counterpart is gallery item i), got {q} > {g}")
+  # Per query, in blocks of queries: memory is O(block x G), and every query's numbers are what one pass gives.
+  ap, has_rel, ranks, hits = [], [], [], {k: [] for k in ks}
+  for start in range(0, q, QUERY_BLOCK):
+    block = similarity[start : start + QUERY_BLOCK]
+    _, rel_sorted, cum_rel, n_rel, rel_at_cut, n_at_cut, _ = _ranked(
+      block, query_labels[start : start + QUERY_BLOCK], gallery_labels
+    )
+    ap.append(_average_precision(rel_sorted, n_rel, rel_at_cut, n_at_cut))
+    has_rel.append(n_rel > 0)
+    for k in ks:
+      hits[k].append(cum_rel[:, min(int(k), g) - 1] > 0)
+    ranks.append(counterpart_ranks(block, offset=start))
+  ap, has_rel, ranks = np.concatenate(ap), np.concatenate(has_rel), np.concatenate(ranks)
   out = {"map": float(np.mean(ap[has_rel])) if has_rel.any() else float("nan")}
   for k in ks:
-    kk = min(int(k), g)
-    out[f"hit@{k}"] = float(np.mean(cum_rel[:, kk - 1] > 0))
-  ranks = counterpart_ranks(similarity)
+    out[f"hit@{k}"] = float(np.mean(np.concatenate(hits[k])))
   for k in recall_ks:
     out[f"recall@{k}"] = float(np.mean(ranks <= k))
   out["median_rank"] = float(np.median(ranks))
@@ -304,6 +316,9 @@ def retrieval_metrics(
   out["num_queries"] = int(q)
   out["num_queries_with_relevant"] = int(has_rel.sum())
   return out
+
+
+QUERY_BLOCK = 512  # queries ranked at a time by `retrieval_metrics`
 
 
 def expected_average_precision(num_relevant: int, num_items: int) -> float:

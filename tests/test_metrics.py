@@ -340,3 +340,12 @@ def test_summarize_retrieval():
   for key in v2m:
     assert got["video_to_music"][key] == pytest.approx(v2m[key]), key
     assert got["music_to_video"][key] == pytest.approx(m2v[key]), key
+
+
+def test_retrieval_metrics_in_query_blocks_equal_one_pass(monkeypatch):
+  rng = np.random.default_rng(4)
+  sim = np.round(rng.normal(size=(37, 41)), 1)  # ties, and a gallery larger than the queries
+  q_labels, g_labels = rng.integers(0, 5, 37), rng.integers(0, 5, 41)
+  one_pass = metrics.retrieval_metrics(sim, q_labels, g_labels)
+  monkeypatch.setattr(metrics, "QUERY_BLOCK", 5)
+  assert metrics.retrieval_metrics(sim, q_labels, g_labels) == one_pass

@@ -97,12 +97,13 @@ def holdout_split(split: Split, *, fraction: float, seed: int) -> tuple[Split, S
   groups = sorted(set(roots))
   rng = np.random.default_rng(seed)
   rng.shuffle(groups)
+  sizes = dict(zip(*np.unique(roots, return_counts=True)))  # rows per group, counted once (not per group)
   held, count, target = set(), 0, fraction * len(split)
   for g in groups:
     if count >= target:
       break
     held.add(g)
-    count += int(np.sum(roots == g))
+    count += int(sizes[g])
   is_held = np.asarray([r in held for r in roots])
   return split.take(~is_held), split.take(is_held)
 
