@@ -81,6 +81,7 @@ def test_blockwise_equals_an_independent_float64_computation():
   assert float(value) == pytest.approx(total, rel=1e-5)
 
 
+@pytest.mark.slow
 def test_masked_rows_change_nothing_and_get_no_gradient():
   x = _inputs(16, seed=1)
   poisoned = dict(x, zv=x["zv"].at[~x["mask"]].set(jnp.nan), zm=x["zm"].at[~x["mask"]].set(1e30))
@@ -124,6 +125,7 @@ def _sharded(fn, mesh):
   return jax.jit(run, in_shardings=(batch, batch, rep, batch, batch, batch))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("positives", [False, True])
 def test_sharded_over_8_devices_equals_one_device_and_moves_no_logits(positives):
   assert jax.device_count() == 8

@@ -51,6 +51,7 @@ def test_decay_mask_selects_dense_kernels_only():
     emvgan_family.decay_mask(params, "biases")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("which", ["kernels", "all"])
 def test_masked_adamw_shrinks_only_what_the_mask_says(which):
   config = _config(**{"optim.decay_mask": which, "optim.weight_decay": 10.0})
@@ -135,6 +136,7 @@ def test_runs_saved_before_the_decay_mask_restore_with_decay_on_everything():
   assert new.optim.decay_mask == "kernels"
 
 
+@pytest.mark.slow
 def test_centroid_gap_loss_by_hand_and_ignores_padding():
   zv = jnp.array([[1.0, 0.0], [0.0, 1.0], [np.nan, 5.0]])
   zm = jnp.array([[0.0, 0.0], [0.0, 0.0], [7.0, 7.0]])
@@ -147,6 +149,7 @@ def test_centroid_gap_loss_by_hand_and_ignores_padding():
   assert bool(jnp.all(jnp.isfinite(grad)))
 
 
+@pytest.mark.slow
 def test_gap_term_is_off_by_default_and_added_when_weighted():
   batch = {k: jnp.asarray(v) for k, v in random_batch(16).items()}
   outputs = {

@@ -67,6 +67,7 @@ def write_media(path, *, seconds, fps=25, size=(96, 64), tone=440.0, rate=22050,
 # --- the front end and the converters -----------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_log_mel_patches_equal_torchvggish_at_16khz():
   _reference("torchvggish")
   from torchvggish import vggish_input  # pylint: disable=g-import-not-at-top
@@ -95,6 +96,7 @@ def test_log_mel_patches_by_hand():
   )
 
 
+@pytest.mark.slow
 def test_vggish_converter_reproduces_torchvggish():
   torch = _reference("torch")
   _reference("torchvggish")
@@ -173,6 +175,7 @@ def test_converted_weights_are_read_back_from_the_cache(tmp_path):
 # --- media ----------------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_decoding_and_clip_sampling(tmp_path):
   from emvgan_jax.extraction import media  # pylint: disable=g-import-not-at-top
 

@@ -6,6 +6,8 @@ import pathlib
 import subprocess
 import sys
 
+import pytest
+
 import emvgan_jax
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -19,6 +21,7 @@ def _modules():
         yield path.relative_to(ROOT)
 
 
+@pytest.mark.slow
 def test_evaluate_and_retrieve_do_not_import_the_training_loop():
   code = "import emvgan_jax.evaluate, emvgan_jax.retrieve, sys; print('emvgan_jax.train' in sys.modules)"
   out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)

@@ -364,6 +364,7 @@ def _evaluate_all(fns, x, masks):
   return {name: [float(v) for v in values] for name, values in run(x, np.stack(masks)).items()}
 
 
+@pytest.mark.slow
 def test_padding_changes_nothing_and_all_masked_is_zero():
   rng = np.random.default_rng(7)
   b, pad = 6, 3
@@ -387,6 +388,7 @@ def test_padding_changes_nothing_and_all_masked_is_zero():
   assert got == pytest.approx(small["margin"][0], rel=1e-5)
 
 
+@pytest.mark.slow
 def test_gradients_finite():
   rng = np.random.default_rng(8)
   fns, x = _all_losses(rng, 5)

@@ -53,6 +53,7 @@ def _assert_unit_norm(x):
 # EmoMV baseline
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("task,multitask", VARIANTS)
 def test_baseline_shapes_and_unit_norm(task, multitask):
   model, variables = _baseline(task, multitask)
@@ -172,6 +173,7 @@ def test_torch_dense_computes_affine_map():
   )
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("task", ["classification", "retrieval"])
 def test_baseline_jit(task):
   model, variables = _baseline(task, True)
@@ -245,6 +247,7 @@ def test_cbp_equals_direct_circular_convolution():
   np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.slow
 def test_cbp_is_count_sketch_of_outer_product():
   # Tensor Sketch: conv(CS_x(x), CS_y(y)) = CS(x y^T) with hash (h_x[i] + h_y[j]) mod d, sign s_x[i] s_y[j].
   dim, n, m = 7, 5, 3
@@ -302,6 +305,7 @@ def test_gelu_is_tanh_approximation():
 # EMVGAN
 
 
+@pytest.mark.slow
 def test_encoder_and_generator_shapes():
   video, _ = _inputs()
   # The same widths as the cached EMVGAN model, so the initialisers' compiled draws are reused.
@@ -413,6 +417,7 @@ def test_emvgan_dropout():
   assert not np.allclose(train_a["music_embedding"], train_b["music_embedding"])
 
 
+@pytest.mark.slow
 def test_emvgan_jit_and_grad():
   model, variables, video, music = _emvgan()
 

@@ -64,6 +64,7 @@ def _write_metrics(path, steps=12):
     f.write('{"step": 13, "train/lo')  # a run killed mid-line leaves a truncated last line
 
 
+@pytest.mark.slow
 def test_write_training_plots_writes_every_plot(tmp_path):
   _write_metrics(tmp_path / "metrics.jsonl")
   rng = np.random.default_rng(1)

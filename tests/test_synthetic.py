@@ -38,6 +38,7 @@ def test_the_same_flags_write_the_same_bytes(tmp_path):
   del other
 
 
+@pytest.mark.slow
 def test_a_larger_folder_starts_with_the_same_segments(tmp_path):
   synthetic.write_synthetic(str(tmp_path / "small"), 8000)  # 4,448 segments: block 0 full, block 1 partial
   synthetic.write_synthetic(str(tmp_path / "large"), 12000)
@@ -48,6 +49,7 @@ def test_a_larger_folder_starts_with_the_same_segments(tmp_path):
   np.testing.assert_array_equal(small[2][:n], large[2][:n])
 
 
+@pytest.mark.slow
 def test_the_builder_accepts_it_and_videos_stay_on_one_side(tmp_path):
   synthetic.write_synthetic(str(tmp_path / "syn"), 2000)
   counts = prepare.build_one("emomv/c", str(tmp_path / "tfds"), str(tmp_path / "syn"))  # every check of the builder

@@ -315,6 +315,7 @@ def test_a_config_file_that_does_not_load_is_one_line(tmp_path, text, line):
   assert proc.stderr.startswith(line)
 
 
+@pytest.mark.slow
 def test_missing_config_file_is_one_line(tmp_path):
   proc = run_main("--config=configs/nope.py", f"--workdir={tmp_path}")
   assert proc.returncode == 2
