@@ -42,9 +42,11 @@ sys.argv = ["emvgan_jax.main", *sys.argv[1:]]
 runpy.run_module("emvgan_jax.main", run_name="__main__")
 """
 
-# What the measured process runs: one load_run_data, then its own peak and the features' bytes, as JSON.
+# What the measured process runs: one load_run_data, then its own peak and the bytes of the features it holds in
+# memory (a split left on disk counts none), as JSON.
 _CHILD = """
 import json, resource, sys, time
+import numpy as np
 from emvgan_jax import config_lib
 from emvgan_jax.data import emomv
 config = config_lib.with_data(config_lib.load_config_file(sys.argv[1]), data_dir=sys.argv[2] or None,
@@ -53,7 +55,8 @@ t0 = time.perf_counter()
 data = emomv.load_run_data(config)
 seconds = time.perf_counter() - t0
 splits = [s for s in (data.train, data.pairs, data.gallery, data.selection, data.selection_gallery) if s]
-print(json.dumps({"rows": len(data.train), "features": sum(s.video.nbytes + s.music.nbytes for s in splits),
+held = sum(x.nbytes for s in splits for x in (s.video, s.music) if isinstance(x, np.ndarray))
+print(json.dumps({"rows": len(data.train), "features": held,
                   "peak": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, "seconds": seconds,
                   "dataset": config.data.dataset}))
 """

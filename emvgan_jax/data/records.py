@@ -19,7 +19,6 @@ import numpy as np
 
 from emvgan_jax.data.splits import DataError, RecordRows, Split, built_by_process_0
 
-READ_CHUNK = 8192  # records read at a time into a split held in memory
 READ_RECORDS = 4096  # records fetched per call to the array_record source
 
 
@@ -57,12 +56,6 @@ class ArrayRecordSource:
       raise DataError(f"records of {self._paths[0]} and its siblings are not {width} float32 values each")
     return flat.reshape(len(rows), width)
 
-  def __getstate__(self) -> dict:  # grain's worker processes get the paths, and open their own reader
-    return {"paths": self._paths, "dims": self._dims}
-
-  def __setstate__(self, state: dict) -> None:
-    self.__init__(state["paths"], state["dims"]["video"], state["dims"]["music"])
-
 
 def _split_from(folder: pathlib.Path, info: dict, split: str, stream_above_mb: float) -> Split:
   entry = info["splits"][split]
@@ -78,12 +71,11 @@ def _split_from(folder: pathlib.Path, info: dict, split: str, stream_above_mb: f
   if features_mb > stream_above_mb:
     video, music = RecordRows(source, "video", rows), RecordRows(source, "music", rows)
     logging.info("%s: %d rows (%.0f MB of features) read from disk a batch at a time", split, n, features_mb)
-  else:  # read once into arrays allocated once, a chunk of records at a time
+  else:  # read once into arrays allocated once, one fetch of records at a time
     video, music = np.empty((n, dv), np.float32), np.empty((n, dm), np.float32)
-    for start in range(0, n, READ_CHUNK):
-      video[start : start + READ_CHUNK], music[start : start + READ_CHUNK] = source.read(
-        rows[start : start + READ_CHUNK]
-      )
+    for start in range(0, n, READ_RECORDS):
+      chunk = slice(start, start + READ_RECORDS)
+      video[chunk], music[chunk] = source.read(rows[chunk])
   return Split(
     name=names,
     video=video,

@@ -396,12 +396,21 @@ def _features_for(
   video = read_features(video_h5, dim=video_dim)
   music = read_features(music_h5, dim=music_dim)
   for path, features in ((video_h5, video), (music_h5, music)):
-    if features.shape[0] != n_rows:
-      raise EmoMVFormatError(
-        f'{os.fspath(path)}: {features.shape[0]} feature rows, but {os.fspath(csv_path)} has {n_rows} rows; '
-        'expected one feature row per CSV row'
-      )
+    check_feature_rows(path, features.shape[0], csv_path, n_rows)
   return video, music
+
+
+def check_feature_rows(h5_path: PathLike, rows: int, csv_path: PathLike, csv_rows: int) -> None:
+  """One feature row per CSV row.
+
+  Raises:
+    EmoMVFormatError: naming both files and both counts.
+  """
+  if rows != csv_rows:
+    raise EmoMVFormatError(
+      f'{os.fspath(h5_path)}: {rows} feature rows, but {os.fspath(csv_path)} has {csv_rows} rows; '
+      'expected one feature row per CSV row'
+    )
 
 
 def read_pairs(
