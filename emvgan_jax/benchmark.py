@@ -17,10 +17,7 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
-import tempfile
-import time
 from typing import TYPE_CHECKING
 
 from absl import flags
@@ -48,27 +45,11 @@ flags.mark_flags_as_required(["config"])
 
 
 def full_run(config_arg: str, overrides: list[str]) -> dict:
-  """Wall time of `python -m emvgan_jax.main` on the config, from process start to results.json."""
-  with tempfile.TemporaryDirectory(prefix="emvgan_bench_") as workdir:
-    env = {k: v for k, v in os.environ.items() if k != "JAX_COMPILATION_CACHE_DIR"}
-    cmd = [
-      sys.executable,
-      "-m",
-      "emvgan_jax.main",
-      f"--config={config_arg}",
-      f"--workdir={workdir}",
-      "--config.train.progress_bar=False",
-      "--compilation_cache_dir=",
-      *overrides,
-    ]
-    t0 = time.perf_counter()
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
-    wall = time.perf_counter() - t0
-    if proc.returncode:
-      raise RuntimeError(f"full run failed ({' '.join(cmd)}):\n{proc.stderr[-3000:]}")
-    with open(os.path.join(workdir, "results.json"), encoding="utf-8") as f:
-      results = json.load(f)
-  return {"wall_s": wall, "checkpoint_step": results["checkpoint_step"], "results": results}
+  """Wall time of `python -m emvgan_jax.main` on the config, from process start to results.json, with no
+  compilation cache (`benchmarks.startup` times it also with a warm cache, and against other revisions)."""
+  from emvgan_jax.benchmarks import startup  # pylint: disable=g-import-not-at-top
+
+  return startup.run_main(os.getcwd(), config_arg, overrides)
 
 
 def _compare(config: ml_collections.ConfigDict, data: Split) -> list[dict]:

@@ -77,13 +77,19 @@ class Evaluator:
     self._predict = jax.jit(family.predict)
     self._batch_sharding = sharding.batch_sharding(mesh)
 
+  def global_batch_rows(self, num_rows: int) -> int:
+    """The global batch for a split of `num_rows` rows: the power of two at or above it, at most `batch_size`,
+    rounded up to the device count. A batch near the split's size computes little padding, and splits of
+    similar sizes (EmoMV-C's 72 to 96 evaluation rows) share one compiled program instead of one each (0.8 s of
+    compilation per shape on 2 cores)."""
+    n_dev = self.mesh.shape[sharding.DATA_AXIS] * self.mesh.shape[sharding.MODEL_AXIS]
+    size = min(self.batch_size, 1 << max(num_rows - 1, 0).bit_length())
+    return -(-size // n_dev) * n_dev
+
   def predict(self, state: Any, split: Split, keys: Sequence[str] = PREDICT_KEYS) -> dict[str, Any]:
     """Per-row outputs `keys` of the model on `split` (padding removed) and its mean selection loss."""
-    n_dev = self.mesh.shape[sharding.DATA_AXIS] * self.mesh.shape[sharding.MODEL_AXIS]
-    # A batch no larger than the split (rounded up to the device count) avoids computing on pure padding.
-    size = min(self.batch_size, -(-len(split) // n_dev) * n_dev)
-    size = -(-size // n_dev) * n_dev
     outs, loss_sum, count = {}, 0.0, 0
+    size = self.global_batch_rows(len(split))
     for batch in pipeline.iterate(pipeline.eval_dataset(split, global_batch_size=size), prefetch=split.on_disk):
       valid = int(batch["mask"].sum())
       out = self._predict(state, pipeline.make_global_batch(batch, self._batch_sharding))

@@ -4,7 +4,7 @@ scikit-learn."""
 import numpy as np
 import pytest
 from sklearn.linear_model import LogisticRegression
-from sklearn.model_selection import GroupKFold, cross_val_score
+from sklearn.model_selection import GroupKFold, cross_val_predict
 
 from emvgan_jax import alignment
 
@@ -31,9 +31,9 @@ def test_per_emotion_gaps_by_hand():
   assert gaps == {"exciting": pytest.approx(np.sqrt(0.5)), "sad": pytest.approx(2.0)}
 
 
-def test_probe_equals_scikit_learn_cross_validation():
-  rng = np.random.default_rng(0)
-  n = 100
+@pytest.mark.parametrize("n", [100, 96, 23])
+def test_probe_equals_scikit_learn_cross_validation(n):
+  rng = np.random.default_rng(n)
   video = rng.normal(size=(n, 8)) + 0.4
   music = rng.normal(size=(n, 8))
   x = np.concatenate(
@@ -41,8 +41,19 @@ def test_probe_equals_scikit_learn_cross_validation():
   )
   y = np.r_[np.ones(n), np.zeros(n)]
   groups = np.r_[np.arange(n), np.arange(n)]
-  want = cross_val_score(LogisticRegression(max_iter=1000), x, y, groups=groups, cv=GroupKFold(5)).mean()
-  assert alignment.modality_probe_accuracy(video, music) == pytest.approx(want, abs=1e-12)
+  # Pooled over the folds (folds of unequal size are not averaged as equals).
+  predicted = cross_val_predict(LogisticRegression(max_iter=1000), x, y, groups=groups, cv=GroupKFold(5))
+  assert alignment.modality_probe_accuracy(video, music) == pytest.approx(np.mean(predicted == y), abs=1e-12)
+
+
+def test_logistic_fit_equals_scikit_learn():
+  rng = np.random.default_rng(3)
+  x = rng.normal(size=(60, 5))
+  y = (x[:, 0] + 0.5 * rng.normal(size=60) > 0.3).astype(int)
+  want = LogisticRegression(C=0.7, tol=1e-12, max_iter=10_000).fit(x, y)
+  w = alignment.fit_logistic(x, y, c=0.7)
+  np.testing.assert_allclose(w[:-1], want.coef_[0], atol=1e-6)
+  np.testing.assert_allclose(w[-1], want.intercept_[0], atol=1e-6)
 
 
 def test_probe_at_the_extremes():

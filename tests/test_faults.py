@@ -587,6 +587,7 @@ TOOLS = (
   "emvgan_jax.benchmarks.search",
   "emvgan_jax.benchmarks.accelerator",
   "emvgan_jax.benchmarks.memory",
+  "emvgan_jax.benchmarks.startup",
   "emvgan_jax.extract",
   "tfds_emomv.build",
   "tfds_emomv.synthetic",

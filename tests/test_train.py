@@ -211,6 +211,32 @@ def test_train_step_compiles_once(dummy_data_dir):
   assert int(state.step) == 3
 
 
+@pytest.mark.slow
+def test_evaluation_splits_of_similar_sizes_share_one_program(dummy_data_dir):
+  from emvgan_jax import evaluation  # pylint: disable=g-import-not-at-top
+  from emvgan_jax.data.splits import Split  # pylint: disable=g-import-not-at-top
+
+  config = tiny_config(dummy_data_dir)
+  family = families.build(config)
+  mesh = sharding.make_mesh()
+  state, _ = train.create_state(family, config, mesh, 12, 7)
+  evaluator = evaluation.Evaluator(family, mesh, batch_size=64)
+  assert [evaluator.global_batch_rows(n) for n in (1, 9, 16, 17, 40, 200)] == [8, 16, 16, 32, 64, 64]
+  b = random_batch(40)
+  split = Split(
+    np.asarray([f"r{i}" for i in range(40)]),
+    *(b[k] for k in ("video", "music", "match")),
+    b["video_emotion"],
+    b["music_emotion"],
+  )
+  whole = evaluator.predict(state, split)
+  for n in (40, 35, 33):  # three sizes, one batch shape (64 rows, 8 devices)
+    part = evaluator.predict(state, split.take(np.arange(n)))
+    for k in evaluation.PREDICT_KEYS:
+      np.testing.assert_allclose(part[k], whole[k][:n], rtol=1e-6, atol=1e-7, err_msg=k)
+  assert evaluator._predict._cache_size() == 1  # pylint: disable=protected-access
+
+
 # --- resume == uninterrupted -----------------------------------------------------------------------------------
 
 
@@ -494,6 +520,28 @@ def test_progress_bar_of_an_early_stopping_run_shows_the_selection_and_no_eta(tm
   err = capsys.readouterr().err
   assert "train: 3 steps (at most 2000)" in err and "best@2, 1/20 evals since" in err
   assert "%" not in err and "<" not in err  # no percentage, no remaining time
+
+
+def test_the_logger_and_the_alignment_block_import_neither_torch_nor_scikit_learn(tmp_path):
+  """Both would add seconds to every run's start (tensorboardX imports torch where it is installed)."""
+  code = f"""
+import importlib.util, sys
+import numpy as np
+from emvgan_jax import alignment
+from emvgan_jax.runtime import logger
+log = logger.MetricLogger({str(tmp_path)!r}, enabled=True, log_every=1, total_steps=1, initial_step=0,
+                          progress_bar=False)
+log.write(1, {{"gallery/hit@1": 0.5}})
+log.close()
+rng = np.random.default_rng(0)
+block = alignment.alignment_metrics(rng.normal(size=(20, 4)) + 1, rng.normal(size=(20, 4)), np.arange(20) % 5,
+                                    class_names="abcde")
+print(sorted(m for m in ("torch", "sklearn") if m in sys.modules), 0.5 <= block["modality_probe_accuracy"] <= 1)
+if importlib.util.find_spec("torch") is not None:
+    import torch  # hidden only during tensorboardX's import
+"""
+  out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=REPO)
+  assert out.stdout.split() == ["[]", "True"]
 
 
 # --- TensorBoard ------------------------------------------------------------------------------------------------

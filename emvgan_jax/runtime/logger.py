@@ -55,6 +55,25 @@ def check_finite(step_metrics: list[tuple[int, dict[str, float]]]) -> None:
       )
 
 
+def _summary_writer_class() -> Any:
+  """tensorboardX's `SummaryWriter`, imported without PyTorch.
+
+  tensorboardX's writer imports torch wherever it is installed (the `extract` extra installs it), only to accept
+  torch tensors, which this project never passes; that import was 1.5 s of every run's start on 2 cores. Unless
+  torch is already loaded, it is hidden while tensorboardX is first imported (an absent torch is a case
+  tensorboardX handles).
+  """
+  if "tensorboardX" not in sys.modules and "torch" not in sys.modules:
+    sys.modules["torch"] = None  # type: ignore[assignment]  # `import torch` raises ImportError meanwhile
+    try:
+      import tensorboardX  # noqa: F401  pylint: disable=g-import-not-at-top,unused-import
+    finally:
+      del sys.modules["torch"]
+  from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
+
+  return SummaryWriter
+
+
 class MetricLogger:
   """Owns `metrics.jsonl`, the TensorBoard writer, the progress bar and the window of pending step metrics."""
 
@@ -82,13 +101,12 @@ class MetricLogger:
     self._last_mean: dict[str, float] | None = None
     self._progress = None
     if enabled:
-      from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
-
+      summary_writer = _summary_writer_class()
       path = os.path.join(workdir, "metrics.jsonl")
       _cut_jsonl(path, initial_step)
       self._jsonl = open(path, "a", encoding="utf-8")
       # Events of a step after the restored one (written before an interruption) are purged from the views.
-      self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"), purge_step=initial_step + 1)
+      self._tb = summary_writer(os.path.join(workdir, "tensorboard"), purge_step=initial_step + 1)
       if progress_bar:
         from tqdm import tqdm  # pylint: disable=g-import-not-at-top
 
