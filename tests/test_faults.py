@@ -588,6 +588,7 @@ TOOLS = (
   "emvgan_jax.benchmarks.accelerator",
   "emvgan_jax.benchmarks.memory",
   "emvgan_jax.benchmarks.startup",
+  "emvgan_jax.benchmarks.against",
   "emvgan_jax.extract",
   "tfds_emomv.build",
   "tfds_emomv.synthetic",

@@ -162,9 +162,9 @@ class _Counting:
   def width(self, modality):
     return self.source.width(modality)
 
-  def read(self, rows):
+  def read(self, rows, transforms=(None, None)):
     self.read_rows.append(np.asarray(rows).copy())
-    return self.source.read(rows)
+    return self.source.read(rows, transforms)
 
 
 def test_streamed_batches_equal_in_memory_and_each_process_reads_only_its_share(folder, tmp_path):

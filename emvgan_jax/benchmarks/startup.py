@@ -27,7 +27,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from absl import flags
@@ -81,8 +81,10 @@ def run_main(
   time, phases and checkpoint step. `cache_dir=""`: no compilation cache.
 
   Raises:
-    RuntimeError: the run failed (its last output is in the message).
+    emvgan_jax.runtime.cli.ToolError: the run failed (its last line is in the message).
   """
+  from emvgan_jax.runtime import cli  # pylint: disable=g-import-not-at-top
+
   with tempfile.TemporaryDirectory(prefix="emvgan_bench_") as workdir:
     env = {k: v for k, v in os.environ.items() if k != "JAX_COMPILATION_CACHE_DIR"}
     cmd = [
@@ -100,7 +102,8 @@ def run_main(
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=cwd, check=False)
     wall = time.perf_counter() - t0
     if proc.returncode:
-      raise RuntimeError(f"run failed in {cwd} ({' '.join(cmd)}):\n{proc.stderr[-3000:]}")
+      last = proc.stderr.strip().splitlines()[-1:] or ["no output"]
+      raise cli.ToolError(f"the run in {cwd} failed ({' '.join(cmd)}): {last[0]}")
     with open(os.path.join(workdir, "results.json"), encoding="utf-8") as f:
       results = json.load(f)
   return {
@@ -111,40 +114,20 @@ def run_main(
   }
 
 
-@contextlib.contextmanager
-def checkout(revision: str) -> Iterator[str]:
-  """A detached git worktree of `revision` in a temporary folder (removed afterwards)."""
-  folder = tempfile.mkdtemp(prefix="emvgan_against_")
-  os.rmdir(folder)
-  git = ["git", "-C", REPO]
-  subprocess.run([*git, "worktree", "add", "--detach", "--quiet", folder, revision], check=True)
-  try:
-    yield folder
-  finally:
-    subprocess.run([*git, "worktree", "remove", "--force", folder], check=False)
-
-
-def _imported_from(cwd: str) -> str:
-  """Where `import emvgan_jax` resolves when run in `cwd` (the side's own package, not the installed one)."""
-  code = "import emvgan_jax, os; print(os.path.dirname(os.path.abspath(emvgan_jax.__file__)))"
-  return subprocess.run([sys.executable, "-c", code], cwd=cwd, capture_output=True, text=True, check=True).stdout
-
-
-def _ratio_line(mode: str, mine: list[float], theirs: list[float], against: str) -> str:
-  ratios = sorted(a / b for a, b in zip(mine, theirs))
-  return (
-    f"  {mode}: this code / {against}: {statistics.median(ratios):.2f}x [{ratios[0]:.2f}, {ratios[-1]:.2f}] "
-    f"(median [min, max] of {len(ratios)} interleaved rounds)"
-  )
-
-
 def _show(side: str, mode: str, r: dict[str, Any]) -> None:
   ph = ", ".join(f"{k} {v:.1f}" for k, v in r["phases"].items())
   print(f"    {side:>10} {mode}: {r['wall_s']:5.1f} s  ({ph}; checkpoint step {r['checkpoint_step']})", flush=True)
 
 
 def main(argv: Sequence[str]) -> None:
+  from emvgan_jax.runtime import cli  # pylint: disable=g-import-not-at-top
+
+  cli.run_tool(lambda: _run(argv))
+
+
+def _run(argv: Sequence[str]) -> None:
   from emvgan_jax import benchmarks  # pylint: disable=g-import-not-at-top
+  from emvgan_jax.benchmarks import against  # pylint: disable=g-import-not-at-top
   from emvgan_jax.runtime import cli  # pylint: disable=g-import-not-at-top
 
   if len(argv) > 1:
@@ -158,10 +141,7 @@ def main(argv: Sequence[str]) -> None:
   with contextlib.ExitStack() as stack:
     sides = {"this code": REPO}
     if _AGAINST.value:
-      sides[_AGAINST.value] = stack.enter_context(checkout(_AGAINST.value))
-      where = _imported_from(sides[_AGAINST.value]).strip()
-      if not where.startswith(sides[_AGAINST.value]):
-        raise RuntimeError(f"the checkout of {_AGAINST.value} imports emvgan_jax from {where}, not its own copy")
+      sides[_AGAINST.value] = stack.enter_context(against.checkout(_AGAINST.value))
     caches = {side: stack.enter_context(tempfile.TemporaryDirectory(prefix="emvgan_xla_")) for side in sides}
     if "warm" in modes:  # fill each side's cache (and any TFDS build) untimed
       for side, cwd in sides.items():
@@ -183,7 +163,7 @@ def main(argv: Sequence[str]) -> None:
   if _AGAINST.value:
     for mode in modes:
       mine = [r["wall_s"] for r in runs["this code"][mode]]
-      print(_ratio_line(mode, mine, [r["wall_s"] for r in runs[_AGAINST.value][mode]], _AGAINST.value))
+      print("  " + against.ratio_line(mode, mine, [r["wall_s"] for r in runs[_AGAINST.value][mode]], _AGAINST.value))
   if len(steps) > 1:
     print(f"  note: the runs stopped at different checkpoint steps {sorted(steps)}: they did not train alike")
   if _JSON.value:

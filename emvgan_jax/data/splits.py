@@ -71,8 +71,7 @@ class Split:
     """(video, music) of `rows` as float32 arrays; a split on disk reads each record once for both."""
     v, m = self.video, self.music
     if isinstance(v, RecordRows) and isinstance(m, RecordRows) and v.source is m.source and v.rows is m.rows:
-      video, music = v.source.read(v.rows[rows])
-      return v.finish(video), m.finish(music)
+      return v.source.read(v.rows[rows], (v.transform, m.transform))
     return np.asarray(v[rows]), np.asarray(m[rows])
 
   @classmethod
@@ -110,7 +109,10 @@ class RowSource(Protocol):
 
   def width(self, modality: str) -> int: ...
 
-  def read(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]: ...
+  def read(
+    self, rows: np.ndarray, transforms: tuple[Callable[..., np.ndarray] | None, Callable[..., np.ndarray] | None]
+  ) -> tuple[np.ndarray, np.ndarray]:
+    """(video, music) of records `rows`, new float32 arrays, each through its transform `f(x, out=)` (or None)."""
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -125,7 +127,7 @@ class RecordRows:
   source: RowSource
   modality: str
   rows: np.ndarray  # (n,) int64 record indices
-  transform: Callable[[np.ndarray], np.ndarray] | None = None
+  transform: Callable[..., np.ndarray] | None = None  # f(x, out=), writing the transformed rows into `out`
 
   @property
   def shape(self) -> tuple[int, int]:
@@ -140,14 +142,10 @@ class RecordRows:
   def take(self, rows: np.ndarray) -> RecordRows:
     return dataclasses.replace(self, rows=self.rows[rows])
 
-  def finish(self, x: np.ndarray) -> np.ndarray:
-    """Freshly read raw rows of this column, transformed: a new float32 array, or without a transform the
-    read-only view of the read buffer (nothing else holds it)."""
-    return self.transform(x) if self.transform is not None else x
-
   def __getitem__(self, rows: np.ndarray | slice) -> np.ndarray:
-    video, music = self.source.read(self.rows[rows])
-    return self.finish(video if self.modality == "video" else music)
+    video = self.modality == "video"
+    transforms = (self.transform, None) if video else (None, self.transform)
+    return self.source.read(self.rows[rows], transforms)[0 if video else 1]
 
 
 def take_rows(column: Any, rows: np.ndarray) -> Any:
