@@ -28,6 +28,7 @@ Why not a TFDS builder: a raw row is read with one copy, a TFDS example is decod
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import fcntl
 import hashlib
@@ -289,13 +290,19 @@ def verify(info: dict, folder: pathlib.Path, split: str) -> None:
     FeaturesError: a file is missing or differs, naming it.
   """
   entry = info["splits"][split]
-  for item in [*entry["shards"], entry["labels"]]:
-    path = pathlib.Path(folder) / item["file"]
-    state = "is missing" if not path.is_file() else None
-    if state is None and _sha256(path) != item["sha256"]:
-      state = "is damaged (it differs from the file built)"
-    if state:
-      raise FeaturesError(f"{path} {state}: delete {folder} to rebuild it from {info['source']}")
+  items = [*entry["shards"], entry["labels"]]
+  paths = [pathlib.Path(folder) / item["file"] for item in items]
+  for path in paths:
+    if not path.is_file():
+      raise FeaturesError(f"{path} is missing: delete {folder} to rebuild it from {info['source']}")
+  # hashlib releases the GIL while it hashes, so the files are hashed on every core at once.
+  with concurrent.futures.ThreadPoolExecutor(max_workers=min(len(paths), os.cpu_count() or 1)) as pool:
+    digests = list(pool.map(_sha256, paths))
+  for path, item, digest in zip(paths, items, digests):
+    if digest != item["sha256"]:
+      raise FeaturesError(
+        f"{path} is damaged (it differs from the file built): delete {folder} to rebuild it from {info['source']}"
+      )
 
 
 def _define_flags() -> None:
