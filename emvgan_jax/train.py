@@ -44,8 +44,10 @@ def init_compiler_options(platform: str) -> dict[str, Any]:
   """XLA options for the one-shot program that creates the initial state.
 
   It runs once, in milliseconds, so the backend's optimisations cost more than they could save: on this
-  project's 2-core CPU, EMVGAN's init compiled in 3.2 s at the default level and 1.5 s at level 0 (the same
-  random draws; floating-point results may differ in the last bit). Measured on CPU only, so only set there.
+  project's 2-core CPU, EMVGAN's init compiled in 2.9 s at the default level and 1.6 s at level 0 (the compile
+  log of `JAX_LOG_COMPILES=1 python -m emvgan_jax.main --config=configs/emomv_c.py --compilation_cache_dir=`;
+  the same random draws, floating-point results may differ in the last bit). Measured on CPU only, so only
+  set there.
   """
   return {"xla_backend_optimization_level": 0} if platform == "cpu" else {}
 

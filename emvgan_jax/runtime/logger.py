@@ -59,7 +59,8 @@ def _summary_writer_class() -> Any:
   """tensorboardX's `SummaryWriter`, imported without PyTorch.
 
   tensorboardX's writer imports torch wherever it is installed (the `extract` extra installs it), only to accept
-  torch tensors, which this project never passes; that import was 1.5 s of every run's start on 2 cores. Unless
+  torch tensors, which this project never passes; that import was about 2 s of every run's start on 2 cores
+  (`python -X importtime -m emvgan_jax.main ...`). Unless
   torch is already loaded, it is hidden while tensorboardX is first imported (an absent torch is a case
   tensorboardX handles).
   """
