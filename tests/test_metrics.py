@@ -349,3 +349,24 @@ def test_retrieval_metrics_in_query_blocks_equal_one_pass(monkeypatch):
   one_pass = metrics.retrieval_metrics(sim, q_labels, g_labels)
   monkeypatch.setattr(metrics, "QUERY_BLOCK", 5)
   assert metrics.retrieval_metrics(sim, q_labels, g_labels) == one_pass
+
+
+def _threshold_by_every_candidate(scores, labels):
+  """The threshold search compared score by score with every candidate (O(n x candidates))."""
+  order = np.unique(scores)
+  candidates = np.concatenate([[order[0] - 1e-6], (order[1:] + order[:-1]) / 2, [order[-1] + 1e-6]])
+  acc = [np.mean((scores >= t) == (labels == 1)) for t in candidates]
+  return float(candidates[int(np.argmax(acc))])
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_threshold_equals_trying_every_candidate(seed):
+  from emvgan_jax import evaluation  # pylint: disable=g-import-not-at-top
+
+  rng = np.random.default_rng(seed)
+  n = int(rng.integers(1, 400))
+  labels = (rng.random(n) < [0.5, 0.2, 1.0, 0.0, 0.5, 0.7][seed]).astype(np.int32)
+  scores = rng.normal(size=n) + labels
+  if seed % 2:  # ties, in float32 (midpoints rounded like the scores)
+    scores = np.round(scores, 1).astype(np.float32)
+  assert evaluation.choose_threshold(scores, labels) == _threshold_by_every_candidate(scores, labels)
