@@ -1,7 +1,15 @@
 """Benchmarks: scripts that print figures (speed is measured here, never in tests)."""
 
+import contextlib
 import os
 import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator, Sequence
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def machine() -> str:
@@ -38,3 +46,41 @@ def positive_ints(flag: str, values: list[str], *, also: tuple[str, ...] = ()) -
     extra = "".join(f" or {w!r}" for w in also)
     raise cli.UsageError(f"--{flag} must be positive integers{extra}, got {','.join(values)}")
   return [v if v in also else int(v) for v in values]
+
+
+@contextlib.contextmanager
+def checkout(revision: str) -> Iterator[str]:
+  """A detached git worktree of `revision` in a temporary folder (removed afterwards), checked to import its own
+  copy of the package.
+
+  Raises:
+    emvgan_jax.runtime.cli.UsageError: git cannot check `revision` out.
+    emvgan_jax.runtime.cli.ToolError: the checkout would import the package from elsewhere.
+  """
+  from emvgan_jax.runtime import cli  # pylint: disable=g-import-not-at-top
+
+  folder = tempfile.mkdtemp(prefix="emvgan_against_")
+  os.rmdir(folder)
+  git = ["git", "-C", REPO]
+  added = subprocess.run(
+    [*git, "worktree", "add", "--detach", "--quiet", folder, revision], capture_output=True, text=True
+  )
+  if added.returncode:
+    raise cli.UsageError(f"--revision={revision}: git cannot check it out ({added.stderr.strip().splitlines()[-1]})")
+  try:
+    code = "import emvgan_jax, os; print(os.path.dirname(os.path.abspath(emvgan_jax.__file__)))"
+    where = subprocess.run([sys.executable, "-c", code], cwd=folder, capture_output=True, text=True, check=True)
+    if not where.stdout.strip().startswith(folder):
+      raise cli.ToolError(f"the checkout of {revision} imports emvgan_jax from {where.stdout.strip()}, not its own")
+    yield folder
+  finally:
+    subprocess.run([*git, "worktree", "remove", "--force", folder], check=False)
+
+
+def ratio_line(name: str, mine: Sequence[float], theirs: Sequence[float], against: str) -> str:
+  """'name: this code / REV: 0.73x [0.71, 0.83] (...)' from the paired figures of interleaved rounds."""
+  ratios = sorted(a / b for a, b in zip(mine, theirs))
+  return (
+    f"{name}: this code / {against}: {statistics.median(ratios):.2f}x [{ratios[0]:.2f}, {ratios[-1]:.2f}] "
+    f"(median [min, max] of {len(ratios)} interleaved rounds)"
+  )

@@ -14,60 +14,18 @@ from the directory the script is started in.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import re
 import statistics
 import subprocess
 import sys
-import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 
 from absl import flags
-
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 _REVISION = flags.DEFINE_string("revision", None, "The git revision to time against this code.")
 _ROUNDS = flags.DEFINE_integer("rounds", 5, "Interleaved rounds (each runs both sides once).")
 _FIGURE = flags.DEFINE_string("figure", None, "A regular expression; its first group is the figure of a run.")
-
-
-@contextlib.contextmanager
-def checkout(revision: str) -> Iterator[str]:
-  """A detached git worktree of `revision` in a temporary folder (removed afterwards), checked to import its own
-  copy of the package.
-
-  Raises:
-    emvgan_jax.runtime.cli.UsageError: git cannot check `revision` out.
-    emvgan_jax.runtime.cli.ToolError: the checkout would import the package from elsewhere.
-  """
-  from emvgan_jax.runtime import cli  # pylint: disable=g-import-not-at-top
-
-  folder = tempfile.mkdtemp(prefix="emvgan_against_")
-  os.rmdir(folder)
-  git = ["git", "-C", REPO]
-  added = subprocess.run(
-    [*git, "worktree", "add", "--detach", "--quiet", folder, revision], capture_output=True, text=True
-  )
-  if added.returncode:
-    raise cli.UsageError(f"--revision={revision}: git cannot check it out ({added.stderr.strip().splitlines()[-1]})")
-  try:
-    code = "import emvgan_jax, os; print(os.path.dirname(os.path.abspath(emvgan_jax.__file__)))"
-    where = subprocess.run([sys.executable, "-c", code], cwd=folder, capture_output=True, text=True, check=True)
-    if not where.stdout.strip().startswith(folder):
-      raise cli.ToolError(f"the checkout of {revision} imports emvgan_jax from {where.stdout.strip()}, not its own")
-    yield folder
-  finally:
-    subprocess.run([*git, "worktree", "remove", "--force", folder], check=False)
-
-
-def ratio_line(name: str, mine: Sequence[float], theirs: Sequence[float], against: str) -> str:
-  """'name: this code / REV: 0.73x [0.71, 0.83] (...)' from the paired figures of interleaved rounds."""
-  ratios = sorted(a / b for a, b in zip(mine, theirs))
-  return (
-    f"{name}: this code / {against}: {statistics.median(ratios):.2f}x [{ratios[0]:.2f}, {ratios[-1]:.2f}] "
-    f"(median [min, max] of {len(ratios)} interleaved rounds)"
-  )
 
 
 def _absolute(args: Sequence[str]) -> list[str]:
@@ -113,9 +71,9 @@ def _run(argv: Sequence[str]) -> None:
   print(benchmarks.machine(), flush=True)
   print(f"  command: python {' '.join(command)}", flush=True)
   figures: dict[str, list[float]] = {"this code": [], _REVISION.value: []}
-  with checkout(_REVISION.value) as other:
+  with benchmarks.checkout(_REVISION.value) as other:
     for k in range(_ROUNDS.value):
-      for side, cwd in (("this code", REPO), (_REVISION.value, other)):
+      for side, cwd in (("this code", benchmarks.REPO), (_REVISION.value, other)):
         proc = subprocess.run([sys.executable, *command], cwd=cwd, capture_output=True, text=True, check=False)
         if proc.returncode:
           raise cli.ToolError(f"the run of {side} failed: {proc.stderr.strip().splitlines()[-1:]}")
@@ -124,7 +82,7 @@ def _run(argv: Sequence[str]) -> None:
   for side, values in figures.items():
     v = sorted(values)
     print(f"  {side:>10}: median {statistics.median(v):,.6g} [{v[0]:,.6g}, {v[-1]:,.6g}]")
-  print("  " + ratio_line("figure", figures["this code"], figures[_REVISION.value], _REVISION.value))
+  print("  " + benchmarks.ratio_line("figure", figures["this code"], figures[_REVISION.value], _REVISION.value))
 
 
 if __name__ == "__main__":

@@ -32,14 +32,18 @@ from typing import Any
 
 from absl import flags
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+FLAGS = flags.FLAGS
 
-_CONFIG = flags.DEFINE_string("config", "configs/emomv_c.py", "Config file, relative to the repository root.")
-_ROUNDS = flags.DEFINE_integer("rounds", 3, "Timed rounds (each runs every side and mode once).")
-_AGAINST = flags.DEFINE_string("against", None, "A git revision to time in alternation with this code.")
-_MODES = flags.DEFINE_list("modes", ["cold", "warm"], "cold (no compilation cache) and/or warm (a filled one).")
-_JSON = flags.DEFINE_string("json", None, "Also write every run's figures to this JSON file.")
-_OVERRIDES = flags.DEFINE_multi_string("override", [], "A config override for every run, e.g. data.data_dir=D.")
+
+def _define_flags() -> None:
+  """The script's flags, defined only when it runs (`benchmark --full_run` and the tests import this module)."""
+  flags.DEFINE_string("config", "configs/emomv_c.py", "Config file, relative to the repository root.")
+  flags.DEFINE_integer("rounds", 3, "Timed rounds (each runs every side and mode once).")
+  flags.DEFINE_string("against", None, "A git revision to time in alternation with this code.")
+  flags.DEFINE_list("modes", ["cold", "warm"], "cold (no compilation cache) and/or warm (a filled one).")
+  flags.DEFINE_string("json", None, "Also write every run's figures to this JSON file.")
+  flags.DEFINE_multi_string("override", [], "A config override for every run, e.g. data.data_dir=D.")
+
 
 MODES = ("cold", "warm")
 # absl's log prefix: I1201 23:56:15.670300 <thread> file.py:line]
@@ -127,55 +131,55 @@ def main(argv: Sequence[str]) -> None:
 
 def _run(argv: Sequence[str]) -> None:
   from emvgan_jax import benchmarks  # pylint: disable=g-import-not-at-top
-  from emvgan_jax.benchmarks import against  # pylint: disable=g-import-not-at-top
   from emvgan_jax.runtime import cli  # pylint: disable=g-import-not-at-top
 
   if len(argv) > 1:
     raise cli.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
-  modes = [m for m in _MODES.value if m in MODES]
-  if not modes or len(modes) != len(_MODES.value):
-    raise cli.UsageError(f"--modes must name cold and/or warm, got {','.join(_MODES.value)}")
-  if _ROUNDS.value < 1:
-    raise cli.UsageError(f"--rounds must be a positive integer, got {_ROUNDS.value}")
+  modes = [m for m in FLAGS.modes if m in MODES]
+  if not modes or len(modes) != len(FLAGS.modes):
+    raise cli.UsageError(f"--modes must name cold and/or warm, got {','.join(FLAGS.modes)}")
+  if FLAGS.rounds < 1:
+    raise cli.UsageError(f"--rounds must be a positive integer, got {FLAGS.rounds}")
   print(benchmarks.machine(), flush=True)
   with contextlib.ExitStack() as stack:
-    sides = {"this code": REPO}
-    if _AGAINST.value:
-      sides[_AGAINST.value] = stack.enter_context(against.checkout(_AGAINST.value))
+    sides = {"this code": benchmarks.REPO}
+    if FLAGS.against:
+      sides[FLAGS.against] = stack.enter_context(benchmarks.checkout(FLAGS.against))
     caches = {side: stack.enter_context(tempfile.TemporaryDirectory(prefix="emvgan_xla_")) for side in sides}
     if "warm" in modes:  # fill each side's cache (and any TFDS build) untimed
       for side, cwd in sides.items():
-        run_main(cwd, _CONFIG.value, _OVERRIDES.value, cache_dir=caches[side])
+        run_main(cwd, FLAGS.config, FLAGS.override, cache_dir=caches[side])
     runs: dict[str, dict[str, list[dict[str, Any]]]] = {s: {m: [] for m in modes} for s in sides}
-    for k in range(_ROUNDS.value):
-      print(f"  round {k + 1}/{_ROUNDS.value}", flush=True)
+    for k in range(FLAGS.rounds):
+      print(f"  round {k + 1}/{FLAGS.rounds}", flush=True)
       for mode in modes:
         for side, cwd in sides.items():
-          r = run_main(cwd, _CONFIG.value, _OVERRIDES.value, cache_dir=caches[side] if mode == "warm" else "")
+          r = run_main(cwd, FLAGS.config, FLAGS.override, cache_dir=caches[side] if mode == "warm" else "")
           _show(side, mode, r)
           runs[side][mode].append(r)
   steps = {r["checkpoint_step"] for s in runs.values() for m in s.values() for r in m}
-  print(f"{_CONFIG.value}, whole runs (seconds, median [min, max] of {_ROUNDS.value}):")
+  print(f"{FLAGS.config}, whole runs (seconds, median [min, max] of {FLAGS.rounds}):")
   for side in sides:
     for mode in modes:
       w = sorted(r["wall_s"] for r in runs[side][mode])
       print(f"  {side:>10} {mode}: {statistics.median(w):5.1f} s [{w[0]:.1f}, {w[-1]:.1f}]")
-  if _AGAINST.value:
+  if FLAGS.against:
     for mode in modes:
       mine = [r["wall_s"] for r in runs["this code"][mode]]
-      print("  " + against.ratio_line(mode, mine, [r["wall_s"] for r in runs[_AGAINST.value][mode]], _AGAINST.value))
+      print("  " + benchmarks.ratio_line(mode, mine, [r["wall_s"] for r in runs[FLAGS.against][mode]], FLAGS.against))
   if len(steps) > 1:
     print(f"  note: the runs stopped at different checkpoint steps {sorted(steps)}: they did not train alike")
-  if _JSON.value:
+  if FLAGS.json:
     slim = {
       s: {m: [{k: v for k, v in r.items() if k != "results"} for r in rs] for m, rs in d.items()}
       for s, d in runs.items()
     }
-    with open(_JSON.value, "w", encoding="utf-8") as f:
-      json.dump({"machine": benchmarks.machine(), "config": _CONFIG.value, "runs": slim}, f, indent=1)
+    with open(FLAGS.json, "w", encoding="utf-8") as f:
+      json.dump({"machine": benchmarks.machine(), "config": FLAGS.config, "runs": slim}, f, indent=1)
 
 
 if __name__ == "__main__":
   from emvgan_jax.runtime import cli  # pylint: disable=g-import-not-at-top
 
+  _define_flags()
   cli.run_app(main, __doc__)
