@@ -31,18 +31,19 @@ def test_per_emotion_gaps_by_hand():
   assert gaps == {"exciting": pytest.approx(np.sqrt(0.5)), "sad": pytest.approx(2.0)}
 
 
-@pytest.mark.parametrize("n", [100, 96, 23])
-def test_probe_equals_scikit_learn_cross_validation(n):
+@pytest.mark.parametrize("n, d", [(100, 8), (96, 8), (23, 8), (300, 64)])
+def test_probe_equals_scikit_learn_cross_validation(n, d):
   rng = np.random.default_rng(n)
-  video = rng.normal(size=(n, 8)) + 0.4
-  music = rng.normal(size=(n, 8))
+  video = rng.normal(size=(n, d)) + 0.4 / np.sqrt(d / 8)
+  music = rng.normal(size=(n, d))
   x = np.concatenate(
     [video / np.linalg.norm(video, axis=1, keepdims=True), music / np.linalg.norm(music, axis=1, keepdims=True)]
   )
   y = np.r_[np.ones(n), np.zeros(n)]
   groups = np.r_[np.arange(n), np.arange(n)]
   # Pooled over the folds (folds of unequal size are not averaged as equals).
-  predicted = cross_val_predict(LogisticRegression(max_iter=1000), x, y, groups=groups, cv=GroupKFold(5))
+  probe = LogisticRegression(tol=1e-10, max_iter=10_000)  # to the minimum, as fit_logistic solves it
+  predicted = cross_val_predict(probe, x, y, groups=groups, cv=GroupKFold(5))
   assert alignment.modality_probe_accuracy(video, music) == pytest.approx(np.mean(predicted == y), abs=1e-12)
 
 
@@ -54,6 +55,13 @@ def test_logistic_fit_equals_scikit_learn():
   w = alignment.fit_logistic(x, y, c=0.7)
   np.testing.assert_allclose(w[:-1], want.coef_[0], atol=1e-6)
   np.testing.assert_allclose(w[-1], want.intercept_[0], atol=1e-6)
+
+
+def test_probe_refuses_non_finite_embeddings():
+  video = np.ones((10, 4))
+  video[3, 2] = np.nan
+  with pytest.raises(ValueError, match="NaN or infinite"):
+    alignment.modality_probe_accuracy(video, np.zeros((10, 4)) + 0.5)
 
 
 def test_probe_at_the_extremes():

@@ -35,3 +35,17 @@ def test_phases_of_a_run_that_trained_to_its_last_step():
   assert startup.phases(stderr, start, wall=12.0) == pytest.approx(
     {"imports": 2.0, "state": 1.0, "train": 6.0, "results": 3.0}
   )
+
+
+def test_the_log_lines_that_end_the_phases_are_the_trainers():
+  """The phases are read from the training loop's log lines: rewording one would silently merge two phases."""
+  import inspect  # pylint: disable=g-import-not-at-top
+  import re  # pylint: disable=g-import-not-at-top
+
+  from emvgan_jax import train  # pylint: disable=g-import-not-at-top
+
+  source = inspect.getsource(train)
+  for name, pattern in startup._PHASE_ENDS:  # pylint: disable=protected-access
+    if pattern is not None:
+      for alternative in pattern.split("|"):
+        assert re.search(re.escape(alternative), source), (name, alternative)

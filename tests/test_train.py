@@ -219,18 +219,22 @@ def test_evaluation_splits_of_similar_sizes_share_one_program(dummy_data_dir):
   config = tiny_config(dummy_data_dir)
   family = families.build(config)
   mesh = sharding.make_mesh()
+  n_dev = mesh.devices.size
   state, _ = train.create_state(family, config, mesh, 12, 7)
-  evaluator = evaluation.Evaluator(family, mesh, batch_size=64)
-  assert [evaluator.global_batch_rows(n) for n in (1, 9, 16, 17, 40, 200)] == [8, 16, 16, 32, 64, 64]
-  b = random_batch(40)
+  evaluator = evaluation.Evaluator(family, mesh, batch_size=64 * n_dev)
+  want = [max(n_dev, min(64 * n_dev, 1 << (n - 1).bit_length())) for n in (1, 9, 16, 17, 40, 10_000)]
+  assert [evaluator.global_batch_rows(n) for n in (1, 9, 16, 17, 40, 10_000)] == want
+  size = 64 * n_dev
+  b = random_batch(size)
   split = Split(
-    np.asarray([f"r{i}" for i in range(40)]),
+    np.asarray([f"r{i}" for i in range(size)]),
     *(b[k] for k in ("video", "music", "match")),
     b["video_emotion"],
     b["music_emotion"],
   )
   whole = evaluator.predict(state, split)
-  for n in (40, 35, 33):  # three sizes, one batch shape (64 rows, 8 devices)
+  # Three sizes that a batch of the split's own size (rounded to the devices) would compile three programs for.
+  for n in (size // 2 + n_dev + 1, size - n_dev, size):
     part = evaluator.predict(state, split.take(np.arange(n)))
     for k in evaluation.PREDICT_KEYS:
       np.testing.assert_allclose(part[k], whole[k][:n], rtol=1e-6, atol=1e-7, err_msg=k)

@@ -84,3 +84,8 @@ def ratio_line(name: str, mine: Sequence[float], theirs: Sequence[float], agains
     f"{name}: this code / {against}: {statistics.median(ratios):.2f}x [{ratios[0]:.2f}, {ratios[-1]:.2f}] "
     f"(median [min, max] of {len(ratios)} interleaved rounds)"
   )
+
+
+def show_failure(stderr: str, lines: int = 40) -> None:
+  """Prints the last `lines` lines of a failed run's stderr (to stderr), before the one-line error."""
+  print("\n".join(stderr.rstrip().splitlines()[-lines:]), file=sys.stderr)

@@ -28,13 +28,15 @@ _ROUNDS = flags.DEFINE_integer("rounds", 5, "Interleaved rounds (each runs both 
 _FIGURE = flags.DEFINE_string("figure", None, "A regular expression; its first group is the figure of a run.")
 
 
-def _absolute(args: Sequence[str]) -> list[str]:
-  """The command with every flag value or argument that names an existing relative path made absolute (the
-  runs start in other directories)."""
+def _absolute(args: Sequence[str], repo: str) -> list[str]:
+  """The command with every flag value or argument that names an existing relative path outside the repository
+  made absolute (the runs start in other directories); a path inside it (configs/x.py) stays relative, so each
+  side runs its own copy."""
   out = []
   for arg in args:
     head, eq, value = arg.partition("=") if arg.startswith("--") else ("", "", arg)
-    if value and not os.path.isabs(value) and os.path.exists(value):
+    inside = os.path.abspath(value).startswith(repo + os.sep) if value else True
+    if value and not os.path.isabs(value) and os.path.exists(value) and not inside:
       value = os.path.abspath(value)
     out.append(f"{head}{eq}{value}" if eq else value)
   return out
@@ -59,7 +61,7 @@ def _run(argv: Sequence[str]) -> None:
   from emvgan_jax import benchmarks  # pylint: disable=g-import-not-at-top
   from emvgan_jax.runtime import cli  # pylint: disable=g-import-not-at-top
 
-  command = _absolute(argv[1:])
+  command = _absolute(argv[1:], benchmarks.REPO)
   if not command or not _REVISION.value or not _FIGURE.value:
     raise cli.UsageError("give --revision, --figure and the command to run after --")
   if _ROUNDS.value < 1:
@@ -72,11 +74,13 @@ def _run(argv: Sequence[str]) -> None:
   print(f"  command: python {' '.join(command)}", flush=True)
   figures: dict[str, list[float]] = {"this code": [], _REVISION.value: []}
   with benchmarks.checkout(_REVISION.value) as other:
+    sides = [("this code", benchmarks.REPO), (_REVISION.value, other)]
     for k in range(_ROUNDS.value):
-      for side, cwd in (("this code", benchmarks.REPO), (_REVISION.value, other)):
+      for side, cwd in sides if k % 2 == 0 else sides[::-1]:  # who goes first alternates by round
         proc = subprocess.run([sys.executable, *command], cwd=cwd, capture_output=True, text=True, check=False)
         if proc.returncode:
-          raise cli.ToolError(f"the run of {side} failed: {proc.stderr.strip().splitlines()[-1:]}")
+          benchmarks.show_failure(proc.stderr)
+          raise cli.ToolError(f"the run of {side} failed (its last output is above)")
         figures[side].append(_figure(proc.stdout + proc.stderr, pattern, side))
         print(f"  round {k + 1}/{_ROUNDS.value} {side:>10}: {figures[side][-1]:,.6g}", flush=True)
   for side, values in figures.items():

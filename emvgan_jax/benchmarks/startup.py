@@ -8,12 +8,14 @@ process's exit (imports, data, compilation, training with early stopping, checkp
   cold  no compilation cache;
   warm  a compilation cache that one untimed run of the same side filled first.
 The phases come from the run's own log lines (absl's timestamps): `imports` until its first line, `state` until
-the parameter count (data loaded, initial state created), `train` until the last step, `results` to the end.
+the parameter count (data loaded, initial state created), `train` until the line that ends training, `results`
+to the end. (Revisions older than the "Trained to step" line merge `train` into `results` for a run that does
+not stop early.)
 
-With `--against=REV` a checkout of REV (a git worktree in a temporary folder, whose package the runs import
-instead of this one) alternates with this code in every round, and the script prints the ratio this code /
-REV per mode: the median of the rounds, with min and max (and a note if the runs did not all stop at the same
-checkpoint step, i.e. did not train alike).
+With `--against=REV` a checkout of REV (a git worktree in a temporary folder, whose package and config files
+the runs use instead of this one's) alternates with this code in every round, who goes first alternating too.
+The script prints the ratio this code / REV per mode: the median of the rounds, with min and max (and a note if
+the runs did not all stop at the same checkpoint step, i.e. did not train alike).
 """
 
 from __future__ import annotations
@@ -106,8 +108,10 @@ def run_main(
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=cwd, check=False)
     wall = time.perf_counter() - t0
     if proc.returncode:
-      last = proc.stderr.strip().splitlines()[-1:] or ["no output"]
-      raise cli.ToolError(f"the run in {cwd} failed ({' '.join(cmd)}): {last[0]}")
+      from emvgan_jax import benchmarks  # pylint: disable=g-import-not-at-top
+
+      benchmarks.show_failure(proc.stderr)
+      raise cli.ToolError(f"the run in {cwd} failed ({' '.join(cmd)}; its last output is above)")
     with open(os.path.join(workdir, "results.json"), encoding="utf-8") as f:
       results = json.load(f)
   return {
@@ -146,14 +150,14 @@ def _run(argv: Sequence[str]) -> None:
     if FLAGS.against:
       sides[FLAGS.against] = stack.enter_context(benchmarks.checkout(FLAGS.against))
     caches = {side: stack.enter_context(tempfile.TemporaryDirectory(prefix="emvgan_xla_")) for side in sides}
-    if "warm" in modes:  # fill each side's cache (and any TFDS build) untimed
-      for side, cwd in sides.items():
-        run_main(cwd, FLAGS.config, FLAGS.override, cache_dir=caches[side])
+    for side, cwd in sides.items():  # untimed: fills each side's cache (and builds any TFDS dataset first)
+      run_main(cwd, FLAGS.config, FLAGS.override, cache_dir=caches[side])
     runs: dict[str, dict[str, list[dict[str, Any]]]] = {s: {m: [] for m in modes} for s in sides}
+    order = list(sides.items())
     for k in range(FLAGS.rounds):
       print(f"  round {k + 1}/{FLAGS.rounds}", flush=True)
       for mode in modes:
-        for side, cwd in sides.items():
+        for side, cwd in order if k % 2 == 0 else order[::-1]:  # who goes first alternates by round
           r = run_main(cwd, FLAGS.config, FLAGS.override, cache_dir=caches[side] if mode == "warm" else "")
           _show(side, mode, r)
           runs[side][mode].append(r)

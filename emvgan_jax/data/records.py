@@ -63,8 +63,11 @@ class ArrayRecordSource:
         for array, part, transform in zip(out, (block[:, :dv], block[:, dv:]), transforms):
           if transform is None:
             array[at] = part
-          else:
-            transform(part, out=array[at])
+            continue
+          rows = array[at]
+          written = transform(part, out=rows)
+          if written is not rows and not np.may_share_memory(written, rows):
+            rows[...] = written  # a transform that returned new rows instead of writing into `out`
     return out
 
   def _block(self, records: list[bytes]) -> np.ndarray:
