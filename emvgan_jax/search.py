@@ -1,8 +1,8 @@
 """Exact cosine top-k search over galleries of any size, and batched embedding of raw feature rows.
 
 `top_k_cosine` never builds the full (queries x gallery) similarity matrix: it walks the gallery in chunks of a
-fixed size, takes each chunk's top k with a jitted matrix product and `jax.lax.top_k`, and merges that into a
-running top k. Memory is O(queries x chunk); a million-item gallery costs a million-wide matrix at no point.
+fixed size, takes each chunk's top k with a jitted matrix product and `top_k_columns` (`jax.lax.top_k`'s
+answer, through block maxima), and merges that into a running top k. Memory is O(queries x chunk); a million-item gallery costs a million-wide matrix at no point.
 Every chunk has the same shape (the last one is padded and masked), so the search compiles once.
 
 Order among equal scores is by gallery index (lowest first): `lax.top_k` breaks ties towards the lower index, and
@@ -24,6 +24,35 @@ from emvgan_jax.ops import l2_normalize, non_finite_rows
 
 DEFAULT_CHUNK_SIZE = 65536
 DEFAULT_QUERY_BLOCK = 1024
+TOP_K_BLOCK = 128  # columns per block of `top_k_columns`
+
+
+def top_k_columns(sims: jax.Array, k: int, *, block: int = TOP_K_BLOCK) -> tuple[jax.Array, jax.Array]:
+  """`jax.lax.top_k(sims, k)` of (Q, C) scores, the same scores and columns (ties to the lower column), found
+  through the maxima of blocks of `block` columns.
+
+  The k best columns of a row lie in at most k blocks, and those blocks are the row's k best by their maxima
+  (a block ranked behind k others holds nothing that ranks ahead of their k maxima; equal maxima go to the lower
+  block, as equal scores go to the lower column). So each row takes the top k of its C / block maxima, then the
+  top k of those k blocks' k x block columns, in column order. `lax.top_k` over every column is what the search
+  spent most of a chunk's time on besides the matmul; a block's maximum is one cheap pass. Where C is not a
+  multiple of `block`, or the k blocks would be more than half the columns, it is `lax.top_k` itself.
+  """
+  q, c = sims.shape
+  if block < 2 or c % block or 2 * k * block > c:
+    return jax.lax.top_k(sims, k)
+  blocks = sims.reshape(q, c // block, block)
+  _, best = jax.lax.top_k(blocks.max(axis=2), k)
+  best = jnp.sort(best, axis=1)  # the candidates in column order, so that ties still go to the lower column
+  candidates = jnp.take_along_axis(blocks, best[:, :, None], axis=1).reshape(q, k * block)
+  scores, pos = jax.lax.top_k(candidates, k)
+  columns = (best[:, :, None] * block + jnp.arange(block, dtype=best.dtype)).reshape(q, k * block)
+  return scores, jnp.take_along_axis(columns, pos, axis=1)
+
+
+def _chunk_rows(rows: int) -> int:
+  """A chunk of at least `rows` rows, rounded up to whole `top_k_columns` blocks when it spans several."""
+  return -(-rows // TOP_K_BLOCK) * TOP_K_BLOCK if rows > TOP_K_BLOCK else rows
 
 
 @functools.partial(jax.jit, static_argnames=("k",))
@@ -43,7 +72,7 @@ def _merge_chunk(
   sims = jnp.matmul(queries, l2_normalize(chunk).T, precision=jax.lax.Precision.HIGHEST)
   valid = jnp.arange(chunk.shape[0]) < num_valid
   sims = jnp.where(valid[None, :], sims, -jnp.inf)
-  chunk_scores, chunk_indices = jax.lax.top_k(sims, min(k, chunk.shape[0]))
+  chunk_scores, chunk_indices = top_k_columns(sims, min(k, chunk.shape[0]))
   scores = jnp.concatenate([best_scores, chunk_scores], axis=1)
   indices = jnp.concatenate([best_indices, chunk_indices.astype(jnp.int32) + offset], axis=1)
   top_scores, pos = jax.lax.top_k(scores, k)
@@ -86,7 +115,7 @@ def top_k_cosine(
     raise ValueError(f"k, chunk_size and query_block must be positive, got {k}, {chunk_size}, {query_block}")
   _check_finite(queries, "query", 0)
   k = min(int(k), num_items)
-  chunk_size = min(int(chunk_size), num_items)  # no padding beyond a gallery smaller than one chunk
+  chunk_size = _chunk_rows(min(int(chunk_size), num_items))  # little padding beyond a gallery under one chunk
   all_scores, all_indices = [], []
   for q_start in range(0, queries.shape[0], query_block):
     q = l2_normalize(jnp.asarray(queries[q_start : q_start + query_block]))
@@ -149,7 +178,7 @@ class GalleryIndex:
     self.mesh = sharding.make_mesh() if mesh is None else mesh
     n_dev = self.mesh.shape[sharding.DATA_AXIS]
     self.size, self.width = gallery.shape
-    self.chunk_size = min(int(chunk_size), -(-self.size // n_dev))
+    self.chunk_size = _chunk_rows(min(int(chunk_size), -(-self.size // n_dev)))
     per_device = -(-self.size // (n_dev * self.chunk_size))  # chunks per device
     self.chunks_per_device = per_device
     n_chunks = n_dev * per_device
@@ -187,7 +216,7 @@ class GalleryIndex:
         sims = jnp.matmul(queries, gallery_t, precision=jax.lax.Precision.HIGHEST)  # (Q, chunk)
         rows = (first_chunk + c) * chunk + jnp.arange(chunk, dtype=jnp.int32)
         sims = jnp.where(rows[None, :] < size, sims, -jnp.inf)
-        chunk_scores, pos = jax.lax.top_k(sims, min(local_k, chunk))
+        chunk_scores, pos = top_k_columns(sims, min(local_k, chunk))
         scores = jnp.concatenate([best_scores, chunk_scores], axis=1)
         indices = jnp.concatenate([best_indices, rows[pos]], axis=1)
         top, where = jax.lax.top_k(scores, local_k)

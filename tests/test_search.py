@@ -146,3 +146,37 @@ def test_sharded_index_shards_the_gallery_and_refuses_bad_input():
     index.search(np.full((1, D), np.inf, np.float32), 3)
   with pytest.raises(ValueError, match=r"queries must be a non-empty \(Q, 7\)"):
     index.search(np.ones((2, 5), np.float32), 3)
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_top_k_through_block_maxima_equals_lax_top_k(seed):
+  import jax  # pylint: disable=g-import-not-at-top
+
+  rng = np.random.default_rng(seed)
+  q, c = int(rng.integers(1, 6)), int(rng.choice([64, 96, 256]))
+  # Few distinct values: many equal scores, within and across blocks; some -inf (masked) columns.
+  sims = rng.integers(0, [3, 5, 40, 1000][seed % 4], size=(q, c)).astype(np.float32)
+  sims[rng.random((q, c)) < 0.2] = -np.inf
+  for k in (1, 2, 3, 7):
+    for block in (2, 4, 8):
+      want = jax.lax.top_k(jnp.asarray(sims), k)
+      got = search.top_k_columns(jnp.asarray(sims), k, block=block)
+      np.testing.assert_array_equal(np.asarray(got[0]), np.asarray(want[0]))
+      np.testing.assert_array_equal(np.asarray(got[1]), np.asarray(want[1]), err_msg=f"k={k} block={block}")
+
+
+def test_searches_through_block_maxima_equal_float64_with_ties():
+  """Chunks of 512 rows, 4 blocks, so that k = 1 and 2 take `top_k_columns`' path through block maxima; equal
+  rows across blocks, chunks and devices."""
+  rng = np.random.default_rng(4)
+  queries = rng.standard_normal((6, 5)).astype(np.float32)
+  base = rng.standard_normal((1700, 5)).astype(np.float32)
+  gallery = np.concatenate([base, base[::-1], base[:1600]])  # 5,000 rows, each two or three times
+  for k in (1, 2):
+    assert 2 * k * search.TOP_K_BLOCK <= 512  # the block path, not lax.top_k
+    _, ref = _numpy_top_k(queries, gallery, k)
+    _, indices = search.top_k_cosine(queries, gallery, k, chunk_size=512)
+    np.testing.assert_array_equal(indices, ref)
+    for n_devices in (1, 8):  # 8 devices: 625 rows each, chunks of 512
+      _, indices = _index(gallery, n_devices, 512).search(queries, k)
+      np.testing.assert_array_equal(indices, ref)
