@@ -2,8 +2,9 @@
 
 `top_k_cosine` never builds the full (queries x gallery) similarity matrix: it walks the gallery in chunks of a
 fixed size, takes each chunk's top k with a jitted matrix product and `top_k_columns` (`jax.lax.top_k`'s
-answer, through block maxima), and merges that into a running top k. Memory is O(queries x chunk); a million-item gallery costs a million-wide matrix at no point.
-Every chunk has the same shape (the last one is padded and masked), so the search compiles once.
+answer, through block maxima), and merges that into a running top k. Memory is O(queries x chunk); a
+million-item gallery costs a million-wide matrix at no point. Every chunk has the same shape (the last one is
+padded and masked), so the search compiles once.
 
 Order among equal scores is by gallery index (lowest first): `lax.top_k` breaks ties towards the lower index, and
 the running top k (earlier, lower indices) is placed before each new chunk when merging. That is the order of a
