@@ -526,6 +526,7 @@ def test_progress_bar_of_an_early_stopping_run_shows_the_selection_and_no_eta(tm
   assert "%" not in err and "<" not in err  # no percentage, no remaining time
 
 
+@pytest.mark.slow  # a fresh process
 def test_the_logger_and_the_alignment_block_import_neither_torch_nor_scikit_learn(tmp_path):
   """Both would add seconds to every run's start (tensorboardX imports torch where it is installed)."""
   code = f"""
