@@ -53,12 +53,12 @@ def fit_logistic(x: np.ndarray, y: np.ndarray, *, c: float = PROBE_C, tol: float
   sign = np.where(np.asarray(y) == 1, 1.0, -1.0)
   penalty = np.ones(xb.shape[1])
   penalty[-1] = 0.0  # the intercept
+  if not np.all(np.isfinite(xb)):
+    raise ValueError("the probe's inputs hold NaN or infinite values")
 
   def objective(w: np.ndarray) -> float:
     return float(0.5 * np.sum(penalty * w * w) + c * np.sum(np.logaddexp(0.0, -sign * (xb @ w))))
 
-  if not np.all(np.isfinite(xb)):
-    raise ValueError("the probe's inputs hold NaN or infinite values")
   w = np.zeros(xb.shape[1])
   value = objective(w)
   limit = tol * (1.0 + c * len(xb))  # the gradient is a sum over rows: its scale grows with them

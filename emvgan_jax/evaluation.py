@@ -120,8 +120,8 @@ class Evaluator:
       gallery: the retrieval gallery, or None.
       threshold: on the matched score (None: 0.5, right for probabilities).
       threshold_free_only: report only ROC-AUC of the classification metrics (no threshold at hand).
-      alignment_probe: fit the modality probe of the alignment block (~0.2 s on a 96-item gallery; the other
-        alignment numbers cost well under a millisecond).
+      alignment_probe: fit the modality probe of the alignment block (several logistic regressions; the other
+        alignment numbers are a few matrix products).
     """
     pred = self.predict(state, pair_split, keys=("score",))  # a pair split's embeddings are not needed
     threshold = 0.5 if threshold is None else threshold

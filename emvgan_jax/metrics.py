@@ -240,6 +240,13 @@ def average_precision_per_query(
   return _average_precision(rel_sorted, n_rel, rel_at_cut, n_at_cut)
 
 
+def _check_counterparts(num_queries: int, num_items: int) -> None:
+  if num_queries > num_items:
+    raise ValueError(
+      f"pair-identity metrics need Q <= G (query i's counterpart is gallery item i), got {num_queries} > {num_items}"
+    )
+
+
 def counterpart_ranks(similarity: np.ndarray, offset: int = 0) -> np.ndarray:
   """1-based rank of gallery item i in query i's ranking (stable: ties go to the lower gallery index).
 
@@ -254,8 +261,7 @@ def counterpart_ranks(similarity: np.ndarray, offset: int = 0) -> np.ndarray:
   """
   similarity = np.asarray(similarity, np.float64)
   q, g = similarity.shape
-  if offset + q > g:
-    raise ValueError(f"pair-identity metrics need Q <= G (query i's counterpart is gallery item i), got {q} > {g}")
+  _check_counterparts(offset + q, g)
   index = offset + np.arange(q)
   own = similarity[np.arange(q), index][:, None]
   before = np.arange(g)[None, :] < index[:, None]
@@ -291,8 +297,7 @@ def retrieval_metrics(
   """
   similarity, query_labels, gallery_labels = _check_retrieval_inputs(similarity, query_labels, gallery_labels)
   q, g = similarity.shape
-  if q > g:
-    raise ValueError(f"pair-identity metrics need Q <= G (query i's counterpart is gallery item i), got {q} > {g}")
+  _check_counterparts(q, g)  # before any block is ranked
   # Per query, in blocks of queries: memory is O(block x G), and every query's numbers are what one pass gives.
   ap, has_rel, ranks, hits = [], [], [], {k: [] for k in ks}
   for start in range(0, q, QUERY_BLOCK):

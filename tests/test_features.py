@@ -167,6 +167,22 @@ class _Counting:
     return self.source.read(rows, transforms)
 
 
+def test_reads_of_several_fetches_and_blocks_equal_the_split_in_memory(folder, tmp_path, monkeypatch):
+  """A read of more rows than one fetch, standardised as read, equals the in-memory rows standardised: every
+  fetch reads its own records (small fetches and blocks, so that a few hundred rows cross several of each)."""
+  monkeypatch.setattr(records, "READ_RECORDS", 64)
+  monkeypatch.setattr(records, "BLOCK_RECORDS", 16)
+  in_memory = _load(folder, tmp_path / "f")["train"]
+  on_disk = _load(folder, tmp_path / "f", stream_above_mb=0)["train"]
+  standardizer = Standardizer.fit(in_memory)
+  mem, disk = standardizer.apply(in_memory), standardizer.apply(on_disk)
+  rows = np.random.default_rng(0).permutation(len(mem))[:200]
+  video, music = disk.features(rows)
+  np.testing.assert_array_equal(video, mem.video[rows])
+  np.testing.assert_array_equal(music, mem.music[rows])
+  np.testing.assert_array_equal(disk.video[rows], mem.video[rows])  # one column at a time too
+
+
 def test_streamed_batches_equal_in_memory_and_each_process_reads_only_its_share(folder, tmp_path):
   in_memory = _load(folder, tmp_path / "f")["train"]
   on_disk = _load(folder, tmp_path / "f", stream_above_mb=0)["train"]

@@ -8,8 +8,9 @@ Everything after `--` is a Python command line, run in a fresh process in this r
 REV (a git worktree in a temporary folder, whose package the command imports instead of this one), one after
 the other in every round. `--figure` is a regular expression whose first group is the figure each run prints
 (commas are dropped); the script prints every run's figure, each side's median [min, max], and the ratio
-this code / REV: the median of the rounds' ratios, with min and max. Relative paths in the command are taken
-from the directory the script is started in.
+this code / REV: the median of the rounds' ratios, with min and max. Paths in the command are taken from the
+directory the script is started in: one outside the repository is passed as an absolute path, one inside it
+relative to the repository's root, so that each side reads its own copy (configs/x.py).
 """
 
 from __future__ import annotations
@@ -29,25 +30,26 @@ _FIGURE = flags.DEFINE_string("figure", None, "A regular expression; its first g
 
 
 def _absolute(args: Sequence[str], repo: str) -> list[str]:
-  """The command with every flag value or argument that names an existing relative path outside the repository
-  made absolute (the runs start in other directories); a path inside it (configs/x.py) stays relative, so each
-  side runs its own copy."""
+  """The command with every flag value or argument that names an existing relative path rewritten for runs
+  started in each side's root: absolute outside the repository, relative to its root inside it."""
   out = []
   for arg in args:
     head, eq, value = arg.partition("=") if arg.startswith("--") else ("", "", arg)
-    inside = os.path.abspath(value).startswith(repo + os.sep) if value else True
-    if value and not os.path.isabs(value) and os.path.exists(value) and not inside:
-      value = os.path.abspath(value)
+    if value and not os.path.isabs(value) and os.path.exists(value):
+      path = os.path.abspath(value)
+      value = os.path.relpath(path, repo) if path.startswith(repo + os.sep) else path
     out.append(f"{head}{eq}{value}" if eq else value)
   return out
 
 
 def _figure(output: str, pattern: re.Pattern[str], side: str) -> float:
+  from emvgan_jax import benchmarks  # pylint: disable=g-import-not-at-top
   from emvgan_jax.runtime import cli  # pylint: disable=g-import-not-at-top
 
   m = pattern.search(output)
   if not m:
-    raise cli.ToolError(f"the run of {side} printed nothing matching --figure; its last output:\n{output[-2000:]}")
+    benchmarks.show_failure(output)
+    raise cli.ToolError(f"the run of {side} printed nothing matching --figure (its last output is above)")
   return float(m.group(1).replace(",", ""))
 
 

@@ -80,14 +80,12 @@ def phases(stderr: str, start: float, wall: float) -> dict[str, float]:
   return out
 
 
-def run_main(
-  cwd: str, config: str, overrides: Sequence[str], *, cache_dir: str = "", progress_bar: bool = False
-) -> dict[str, Any]:
+def run_main(cwd: str, config: str, overrides: Sequence[str], *, cache_dir: str = "") -> dict[str, Any]:
   """Runs `python -m emvgan_jax.main` in `cwd` (whose package it imports) in a fresh workdir; returns its wall
   time, phases and checkpoint step. `cache_dir=""`: no compilation cache.
 
   Raises:
-    emvgan_jax.runtime.cli.ToolError: the run failed (its last line is in the message).
+    emvgan_jax.runtime.cli.ToolError: the run failed (its last output is printed first).
   """
   from emvgan_jax.runtime import cli  # pylint: disable=g-import-not-at-top
 
@@ -99,7 +97,7 @@ def run_main(
       "emvgan_jax.main",
       f"--config={config}",
       f"--workdir={workdir}",
-      f"--config.train.progress_bar={progress_bar}",
+      "--config.train.progress_bar=False",
       f"--compilation_cache_dir={cache_dir}",
       *(f"--config.{o}" if not o.startswith("--") else o for o in overrides),
     ]

@@ -443,7 +443,7 @@ def load_gallery(config: ml_collections.ConfigDict) -> Split:
   if "gallery" not in splits:
     raise DataError(f"{config.data.dataset} has no gallery split")
   gallery = splits["gallery"]
-  if gallery.on_disk:  # the tools embed a whole gallery: read it once
+  if gallery.on_disk:  # the tools embed a whole gallery: read it once (into new arrays)
     video, music = gallery.features(slice(None))
-    gallery = dataclasses.replace(gallery, video=np.array(video), music=np.array(music))
+    gallery = dataclasses.replace(gallery, video=video, music=music)
   return gallery

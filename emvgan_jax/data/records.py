@@ -64,10 +64,10 @@ class ArrayRecordSource:
           if transform is None:
             array[at] = part
             continue
-          rows = array[at]
-          written = transform(part, out=rows)
-          if written is not rows and not np.may_share_memory(written, rows):
-            rows[...] = written  # a transform that returned new rows instead of writing into `out`
+          dst = array[at]
+          written = transform(part, out=dst)
+          if written is not dst and not np.may_share_memory(written, dst):
+            dst[...] = written  # a transform that returned new rows instead of writing into `out`
     return out
 
   def _block(self, records: list[bytes]) -> np.ndarray:

@@ -60,10 +60,9 @@ def _summary_writer_class() -> Any:
 
   tensorboardX's writer imports torch wherever it is installed (the `extract` extra installs it), only to accept
   torch tensors, which this project never passes; that import was about 2 s of every run's start on 2 cores
-  (`python -X importtime -m emvgan_jax.main ...`). Unless
-  torch is already loaded, it is hidden while tensorboardX is first imported (an absent torch is a case
-  tensorboardX handles). This happens once, as the run's logger is made, before any thread of the run could be
-  importing torch itself.
+  (`python -X importtime -m emvgan_jax.main ...`). Unless torch is already loaded, it is hidden while
+  tensorboardX is first imported (an absent torch is a case tensorboardX handles). This happens once, as the
+  run's logger is made, before any thread of the run could be importing torch itself.
   """
   if "tensorboardX" not in sys.modules and "torch" not in sys.modules:
     sys.modules["torch"] = None  # type: ignore[assignment]  # `import torch` raises ImportError meanwhile
