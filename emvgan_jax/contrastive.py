@@ -15,10 +15,14 @@ column statistics (a maximum and a sum of exponentials, combined as flash attent
 
 `logsumexps` is the only part with B^2 work. It walks the anchors in blocks of `block_rows` rows, so a device holds
 `block_rows x B` logits at a time, and has its own backward pass, which recomputes each block's logits rather
-than storing them (4 matmuls per block in all, against 3 for the dense loss). Under a mesh with a `data` axis
-it runs inside `jax.shard_map`: each device keeps its own rows of the video embeddings, all-gathers the music
-embeddings (B x D, not B x B), finishes its rows' log-sum-exps locally and combines the column statistics with
-one `pmax` and one `psum` of B numbers. Its backward pass sums the music embeddings' gradient with a
+than storing them (4 matmuls per block in all, against 3 for the dense loss). The logits are shifted by an
+upper bound `c` on all of them (the largest row norm of `a` times that of `b`), so one `exp(S - c)` per logit
+gives both the row and the column sums, with no maximum taken; where some sum of `exp(S - c)` falls below 2^-80
+(logits far below the bound: not with unit-norm embeddings), the exact two-pass form with running maxima is
+taken instead, by `lax.cond`, and the backward pass follows. Under a mesh with a `data` axis it runs inside
+`jax.shard_map`: each device keeps its own rows of the video embeddings, all-gathers the music embeddings
+(B x D, not B x B), finishes its rows' log-sum-exps locally and combines the column sums with one `psum` of B
+numbers (a `pmax` too on the exact path). Its backward pass sums the music embeddings' gradient with a
 reduce-scatter, so each device receives only its shard. No logits cross a device boundary.
 """
 
@@ -59,12 +63,44 @@ def _local_rows(x_all: Array, n_local: int, axis_name: str | None) -> Array:
   return jax.lax.dynamic_slice_in_dim(x_all, start, n_local)
 
 
-def _forward(a: Array, b: Array, valid: Array, block: int, axis_name: str | None) -> tuple[Array, ...]:
-  """Row and column log-sum-exps of `a @ b_all.T` (this device's rows `a`, everyone's `b`), and what the backward
-  pass needs."""
-  n_local = a.shape[0]
-  b_all, valid_all = _gather(b, axis_name), _gather(valid, axis_name) > 0
-  a_blocks, valid_blocks = _blocks(a, block), _blocks(valid, block) > 0
+# The one-exponential pass is used when every row's and column's sum of exp(S - c) is at least this (2^-80):
+# the terms lost by flushing to zero (each below 2^-126) are then below 2^-46 of the sum, even over 2^20 of them.
+_MIN_SHIFTED_SUM = 2.0**-80
+
+
+def _shift(a: Array, b_all: Array, axis_name: str | None) -> Array:
+  """An upper bound on every logit, `max_i |a_i| * max_j |b_j|` (Cauchy-Schwarz), the same on every device."""
+  a_max = jnp.max(jnp.sum(a * a, axis=1), initial=0.0)
+  if axis_name is not None:
+    a_max = jax.lax.pmax(a_max, axis_name)
+  return jnp.sqrt(a_max) * jnp.sqrt(jnp.max(jnp.sum(b_all * b_all, axis=1), initial=0.0))
+
+
+def _lse(shift: Array | float, total: Array) -> Array:
+  """`shift + log(total)`, 0 where the total is 0 (nothing valid)."""
+  return jnp.where(total > 0, shift + jnp.log(jnp.where(total > 0, total, 1.0)), 0.0)
+
+
+def _shifted_sums(a: Array, b_all: Array, valid: Array, valid_all: Array, c: Array, block: int) -> tuple[Array, Array]:
+  """Row and column sums of `exp(S - c)` over the valid columns and rows: one exponential per logit serves
+  both directions, and no maximum is taken, since `c` bounds every logit."""
+
+  def one_block(col_sum: Array, xs: tuple[Array, Array]) -> tuple[Array, Array]:
+    a_blk, valid_blk = xs
+    e = jnp.exp(a_blk @ b_all.T - c)  # (block, B), each in [0, 1]
+    return col_sum + jnp.sum(jnp.where(valid_blk[:, None], e, 0.0), axis=0), jnp.sum(
+      jnp.where(valid_all[None, :], e, 0.0), axis=1
+    )
+
+  col_sum, row_sum = jax.lax.scan(one_block, jnp.zeros((b_all.shape[0],), a.dtype), (_blocks(a, block), valid))
+  return row_sum.reshape(-1)[: a.shape[0]], col_sum
+
+
+def _exact_lses(
+  a: Array, b_all: Array, valid: Array, valid_all: Array, block: int, axis_name: str | None
+) -> tuple[Array, Array]:
+  """Row and column log-sum-exps with a maximum per row and a running maximum per column (flash attention's
+  two-pass form): exact for any logits, at two exponentials per logit. `valid` is in blocks."""
   neg = jnp.asarray(-jnp.inf, a.dtype)
 
   def one_block(carry: tuple[Array, Array], xs: tuple[Array, Array]) -> tuple[tuple[Array, Array], Array]:
@@ -75,8 +111,7 @@ def _forward(a: Array, b: Array, valid: Array, block: int, axis_name: str | None
     s_rows = jnp.where(valid_all[None, :], s, neg)
     row_max = jnp.max(s_rows, axis=1, keepdims=True)
     row_max = jnp.where(jnp.isfinite(row_max), row_max, 0.0)
-    row_sum = jnp.sum(jnp.exp(s_rows - row_max), axis=1)
-    row_lse = jnp.where(row_sum > 0, row_max[:, 0] + jnp.log(jnp.where(row_sum > 0, row_sum, 1.0)), 0.0)
+    row_lse = _lse(row_max[:, 0], jnp.sum(jnp.exp(s_rows - row_max), axis=1))
     # Columns: running maximum and sum of exponentials over the valid rows seen so far.
     s_cols = jnp.where(valid_blk[:, None], s, neg)
     new_max = jnp.maximum(col_max, jnp.max(s_cols, axis=0))
@@ -86,16 +121,44 @@ def _forward(a: Array, b: Array, valid: Array, block: int, axis_name: str | None
     return (new_max, col_sum), row_lse
 
   init = (jnp.full((b_all.shape[0],), -jnp.inf, a.dtype), jnp.zeros((b_all.shape[0],), a.dtype))
-  (col_max, col_sum), row_lse = jax.lax.scan(one_block, init, (a_blocks, valid_blocks))
-  row_lse = row_lse.reshape(-1)[:n_local]
+  (col_max, col_sum), row_lse = jax.lax.scan(one_block, init, (_blocks(a, block), valid))
   if axis_name is not None:  # combine the column statistics of every device's rows
     global_max = jax.lax.pmax(col_max, axis_name)
     safe = jnp.where(jnp.isfinite(global_max), global_max, 0.0)
     col_sum = jax.lax.psum(col_sum * jnp.exp(jnp.where(jnp.isfinite(col_max), col_max - safe, -jnp.inf)), axis_name)
     col_max = global_max
-  safe_max = jnp.where(jnp.isfinite(col_max), col_max, 0.0)
-  col_lse_all = jnp.where(col_sum > 0, safe_max + jnp.log(jnp.where(col_sum > 0, col_sum, 1.0)), 0.0)
-  return row_lse, _local_rows(col_lse_all, n_local, axis_name), (a, b_all, valid, valid_all, row_lse, col_lse_all)
+  return row_lse.reshape(-1)[: a.shape[0]], _lse(jnp.where(jnp.isfinite(col_max), col_max, 0.0), col_sum)
+
+
+def _forward(a: Array, b: Array, valid: Array, block: int, axis_name: str | None) -> tuple[Array, ...]:
+  """Row and column log-sum-exps of `a @ b_all.T` (this device's rows `a`, everyone's `b`), and what the backward
+  pass needs.
+
+  The sums of `exp(S - c)`, with `c` an upper bound on the logits, give both directions at one exponential per
+  logit. Where some row or column is so far below the bound that its sum could lose precision (logits more than
+  55 below `c`: very low temperatures with embeddings far from unit norm), every device takes the exact two-pass
+  form instead, and the backward pass follows the same choice.
+  """
+  b_all, valid_all = _gather(b, axis_name), _gather(valid, axis_name) > 0
+  valid_blocks = _blocks(valid, block) > 0
+  c = _shift(a, b_all, axis_name)
+  row_sum, col_sum = _shifted_sums(a, b_all, valid_blocks, valid_all, c, block)
+  if axis_name is not None:
+    col_sum = jax.lax.psum(col_sum, axis_name)
+  # Nothing valid: every sum is 0, and both forms give 0.
+  fast = jnp.logical_or(
+    jnp.logical_not(jnp.any(valid_all)),
+    jnp.logical_and(jnp.min(row_sum) >= _MIN_SHIFTED_SUM, jnp.min(col_sum) >= _MIN_SHIFTED_SUM),
+  )
+  if axis_name is not None:
+    fast = jax.lax.pmin(fast.astype(jnp.int32), axis_name) > 0
+  row_lse, col_lse_all = jax.lax.cond(
+    fast,
+    lambda: (_lse(c, row_sum), _lse(c, col_sum)),
+    lambda: _exact_lses(a, b_all, valid_blocks, valid_all, block, axis_name),
+  )
+  residuals = (a, b_all, valid, valid_all, row_lse, col_lse_all, c, fast)
+  return row_lse, _local_rows(col_lse_all, n_local=a.shape[0], axis_name=axis_name), residuals
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4))
@@ -110,23 +173,38 @@ def _lse_pair_fwd(a: Array, b: Array, valid: Array, block: int, axis_name: str |
 
 
 def _lse_pair_bwd(block: int, axis_name: str | None, residuals: tuple, cotangents: tuple[Array, Array]) -> tuple:
-  """Recomputes each block's logits; d S = g_row * softmax_rows + g_col * softmax_cols, then two matmuls."""
-  a, b_all, valid, valid_all, row_lse, col_lse_all = residuals
+  """Recomputes each block's logits; d S = g_row * softmax_rows + g_col * softmax_cols, then two matmuls.
+
+  On the forward pass's one-exponential path the two softmaxes share `exp(S - c)`: `exp(S_ij - lse_i) =
+  exp(S_ij - c) * exp(c - lse_i)`, whose second factor is at most e^55 there."""
+  a, b_all, valid, valid_all, row_lse, col_lse_all, c, fast = residuals
   g_row, g_col = cotangents
   n_local = a.shape[0]
   g_col_all = _gather(g_col, axis_name)
   valid_blk = _blocks(valid, block) > 0
 
-  def one_block(db_all: Array, xs: tuple[Array, ...]) -> tuple[Array, Array]:
-    a_blk, v_blk, lse_blk, g_blk = xs
-    s = a_blk @ b_all.T
+  def exact_ds(s: Array, v_blk: Array, lse_blk: Array, g_blk: Array) -> Array:
     p_rows = jnp.where(valid_all[None, :] & v_blk[:, None], jnp.exp(s - lse_blk[:, None]), 0.0)
     p_cols = jnp.where(v_blk[:, None] & valid_all[None, :], jnp.exp(s - col_lse_all[None, :]), 0.0)
-    ds = g_blk[:, None] * p_rows + g_col_all[None, :] * p_cols
-    return db_all + ds.T @ a_blk, ds @ b_all
+    return g_blk[:, None] * p_rows + g_col_all[None, :] * p_cols
 
-  xs = (_blocks(a, block), valid_blk, _blocks(row_lse, block), _blocks(g_row, block))
-  db_all, da = jax.lax.scan(one_block, jnp.zeros_like(b_all), xs)
+  col_scale = jnp.where(valid_all, g_col_all * jnp.exp(jnp.where(valid_all, c - col_lse_all, 0.0)), 0.0)
+
+  def shared_ds(s: Array, v_blk: Array, lse_blk: Array, g_blk: Array) -> Array:
+    row_scale = jnp.where(v_blk, g_blk * jnp.exp(jnp.where(v_blk, c - lse_blk, 0.0)), 0.0)
+    mask = v_blk[:, None] & valid_all[None, :]
+    return jnp.where(mask, jnp.exp(s - c) * (row_scale[:, None] + col_scale[None, :]), 0.0)
+
+  def pass_over_blocks(ds_of: object) -> tuple[Array, Array]:
+    def one_block(db_all: Array, xs: tuple[Array, ...]) -> tuple[Array, Array]:
+      a_blk, v_blk, lse_blk, g_blk = xs
+      ds = ds_of(a_blk @ b_all.T, v_blk, lse_blk, g_blk)
+      return db_all + ds.T @ a_blk, ds @ b_all
+
+    xs = (_blocks(a, block), valid_blk, _blocks(row_lse, block), _blocks(g_row, block))
+    return jax.lax.scan(one_block, jnp.zeros_like(b_all), xs)
+
+  db_all, da = jax.lax.cond(fast, lambda: pass_over_blocks(shared_ds), lambda: pass_over_blocks(exact_ds))
   da = da.reshape(-1, a.shape[1])[:n_local]
   db = db_all if axis_name is None else jax.lax.psum_scatter(db_all, axis_name, tiled=True)
   return da, db, jnp.zeros_like(valid)

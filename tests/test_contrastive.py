@@ -109,6 +109,36 @@ def test_large_logits_stay_finite():
   _assert_same(got, want, atol=1e-3)
 
 
+@pytest.mark.parametrize("positives", [False, True])
+def test_the_one_exponential_path_equals_the_exact_path(positives, monkeypatch):
+  x = _inputs(30, seed=6)
+  # Unit-norm embeddings, as the generators make: every logit lies within 2 / T of the bound 1 / T.
+  x = dict(x, zv=x["zv"] / jnp.linalg.norm(x["zv"], axis=1, keepdims=True))
+  x = dict(x, zm=x["zm"] / jnp.linalg.norm(x["zm"], axis=1, keepdims=True))
+  results = []
+  for threshold in (0.0, contrastive._MIN_SHIFTED_SUM, float("inf")):  # forced shared, the default, forced exact
+    monkeypatch.setattr(contrastive, "_MIN_SHIFTED_SUM", threshold)
+    results.append(_call(_loss("blockwise", positives, block_rows=8), x))
+  _assert_same(results[0], results[2])
+  _assert_same(results[1], results[2])
+  _assert_same(results[1], _call(_loss("dense", positives), x))
+
+
+def test_logits_far_below_the_bound_take_the_exact_path(monkeypatch):
+  # Row 0's logits are -100, 100 below the bound |a_0| |b_j| = 100: exp(S - c) = exp(-200) is 0 in float32.
+  a = jnp.asarray([[100.0, 0.0], [0.0, 1.0]])
+  b = jnp.asarray([[-1.0, 0.0], [-1.0, 0.0]])
+  valid = jnp.ones(2)
+  s = np.asarray(a, np.float64) @ np.asarray(b, np.float64).T
+  want_rows, want_cols = np.log(np.exp(s).sum(1)), np.log(np.exp(s).sum(0))
+  rows, cols = jax.jit(lambda a_, b_: contrastive.logsumexps(a_, b_, valid))(a, b)
+  np.testing.assert_allclose(np.asarray(rows), want_rows, rtol=1e-6)
+  np.testing.assert_allclose(np.asarray(cols), want_cols, rtol=1e-6)
+  monkeypatch.setattr(contrastive, "_MIN_SHIFTED_SUM", 0.0)  # forced onto the shared path, it would be wrong
+  rows, _ = jax.jit(lambda a_, b_: contrastive.logsumexps(a_, b_, valid))(a, b)
+  assert abs(float(rows[0]) - want_rows[0]) > 50
+
+
 def test_emotion_positives_need_the_number_of_classes():
   with pytest.raises(ValueError, match="num_emotions"):
     contrastive.info_nce_loss(np.eye(2), np.eye(2), temperature=1.0, emotion_positives=True)
