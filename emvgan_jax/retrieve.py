@@ -13,7 +13,9 @@ Raw features are standardised with the run's train-split statistics before they 
 (`emvgan_jax.search.GalleryIndex`): the gallery is sharded over the devices, each walks its shard in chunks of
 --chunk_size rows with a running top k, and the devices' top k are merged, so a gallery of millions of items never
 needs a full similarity row per query in memory at once. `--index=DIR` searches a gallery embedded once by
-`python -m emvgan_jax.index` (queries then come from --query_file or --query_h5).
+`python -m emvgan_jax.index` (queries then come from --query_file or --query_h5). `--scores=bfloat16` holds and
+scores the gallery in bfloat16 on the devices and re-ranks the candidates exactly in float32, with the same
+result (a query it cannot vouch for is searched again exactly); it pays on GPUs and TPUs, not on CPUs.
 
 Usage:
   python -m emvgan_jax.retrieve --workdir=runs/emomv_c --direction=video_to_music --query=<gallery name> [--k=10]
@@ -72,6 +74,13 @@ _GALLERY = define_gallery_flags(_FLAGS)
 _BATCH_SIZE = flags.DEFINE_integer("batch_size", 4096, "Rows per embedding call.", lower_bound=1, flag_values=_FLAGS)
 _INDEX = flags.DEFINE_string(
   "index", None, "A gallery index folder (python -m emvgan_jax.index) to search instead.", flag_values=_FLAGS
+)
+_SCORES = flags.DEFINE_enum(
+  "scores",
+  "float32",
+  search.SCORE_DTYPES,
+  "Score dtype on the devices: float32, or bfloat16 with an exact float32 re-rank (for GPUs and TPUs).",
+  flag_values=_FLAGS,
 )
 flags.mark_flags_as_required(["workdir", "direction"], flag_values=_FLAGS)
 
@@ -208,6 +217,7 @@ def retrieve(
   chunk_size: int = search.DEFAULT_CHUNK_SIZE,
   batch_size: int = 4096,
   gallery_vectors: np.ndarray | None = None,
+  scores: str = "float32",
 ) -> tuple[list[list[Hit]], list[str]]:
   """Top-k gallery items of the target modality for each query.
 
@@ -222,6 +232,7 @@ def retrieve(
     batch_size: rows per embedding call.
     gallery_vectors: the gallery's target-modality embeddings, already made (`emvgan_jax.index`); the
       gallery's features are then not needed.
+    scores: the index's score dtype, 'float32' or 'bfloat16' (`search.GalleryIndex`).
 
   Returns:
     `(hits, labels)`: per query, its hits best first; and a label per query for printing.
@@ -248,7 +259,7 @@ def retrieve(
   if gallery_vectors is None:
     g = _standardize(run, g_mod, getattr(gallery, g_mod), f"the {gallery.source}")
     gallery_vectors = search.embed_rows(embed[g_mod], run.state, g, batch_size=batch_size)
-  index = search.GalleryIndex(gallery_vectors, mesh=run.mesh, chunk_size=chunk_size)
+  index = search.GalleryIndex(gallery_vectors, mesh=run.mesh, chunk_size=chunk_size, scores=scores)
   scores, indices = index.search(q_emb, k)
   hits = [
     [
@@ -319,6 +330,7 @@ def main(argv: list[str] | None = None) -> None:
       chunk_size=_CHUNK_SIZE.value,
       batch_size=_BATCH_SIZE.value,
       gallery_vectors=vectors,
+      scores=_SCORES.value,
     )
     print(
       "\n\n".join(

@@ -26,6 +26,20 @@ from emvgan_jax.ops import l2_normalize, non_finite_rows
 DEFAULT_CHUNK_SIZE = 65536
 DEFAULT_QUERY_BLOCK = 1024
 TOP_K_BLOCK = 128  # columns per block of `top_k_columns`
+SCORE_DTYPES = ("float32", "bfloat16")
+
+
+def rerank_candidates(k: int) -> int:
+  """How many candidates a bfloat16 index keeps per query for its exact re-rank of the top `k` (4k + 64)."""
+  return 4 * k + 64
+
+
+def bfloat16_score_error(width: int) -> float:
+  """A bound on |bfloat16 score - float32 cosine| for unit vectors of `width` values: rounding each vector to
+  bfloat16 (unit roundoff u = 2^-8) moves it by at most u of its norm, so the product moves by at most u (2 + u);
+  a float32 sum of `width` terms adds at most `width` * 2^-23 (a generous bound on its rounding)."""
+  u = 2.0**-8
+  return u * (2 + u) + width * 2.0**-23
 
 
 def top_k_columns(sims: jax.Array, k: int, *, block: int = TOP_K_BLOCK) -> tuple[jax.Array, jax.Array]:
@@ -160,13 +174,31 @@ class GalleryIndex:
   puts lower rows first, so ties are ordered by gallery row as in `top_k_cosine`. Its ids equal that search's,
   up to rounding: two items within one float32 rounding of each other may swap.
 
+  With `scores='bfloat16'` the devices hold the gallery in bfloat16 (half the memory; the matrix units of GPUs
+  and TPUs run bfloat16 products at several times their float32 rate) and score in bfloat16 with float32 sums.
+  Each query keeps its `rerank_candidates(k)` best by those scores, which are re-scored exactly in float32 from
+  the host's gallery, and the top k of the exact scores is returned. The result is the float32 search's
+  whenever every item that could belong in the top k is among the candidates: a bfloat16 score is within
+  `e = bfloat16_score_error(D)` of the exact one, so an item of the exact top k scores at least `t - 2e` in
+  bfloat16, `t` being the k-th best bfloat16 score. A query whose last candidate scores `t - 2e` or more
+  (too many near-ties) is searched again exactly on the host (`top_k_cosine`); `fallbacks` counts them.
+
   Args:
-    gallery: (G, D) vectors (any scale; normalised here, in float32, once).
+    gallery: (G, D) vectors (any scale; normalised here, in float32, once). The bfloat16 index keeps a
+      reference to it for the re-rank (a memory-mapped array stays on disk).
     mesh: the devices and their `data` axis to shard over (default: every device on one axis).
     chunk_size: rows per matmul (per device step): memory is about queries x chunk_size scores per device.
+    scores: 'float32' (exact on the devices) or 'bfloat16' (with the exact re-rank).
   """
 
-  def __init__(self, gallery: Any, *, mesh: jax.sharding.Mesh | None = None, chunk_size: int = DEFAULT_CHUNK_SIZE):
+  def __init__(
+    self,
+    gallery: Any,
+    *,
+    mesh: jax.sharding.Mesh | None = None,
+    chunk_size: int = DEFAULT_CHUNK_SIZE,
+    scores: str = "float32",
+  ):
     from emvgan_jax.runtime import sharding  # pylint: disable=g-import-not-at-top
 
     gallery = np.asarray(gallery)
@@ -174,6 +206,12 @@ class GalleryIndex:
       raise ValueError(f"gallery must be a non-empty (G, D) array, got shape {gallery.shape}")
     if chunk_size < 1:
       raise ValueError(f"chunk_size must be positive, got {chunk_size}")
+    if scores not in SCORE_DTYPES:
+      raise ValueError(f"scores must be one of {SCORE_DTYPES}, got {scores!r}")
+    self.scores = scores
+    self.fallbacks = 0  # queries the bfloat16 index searched again on the host
+    self._host = gallery if scores == "bfloat16" else None
+    dtype = np.float32 if scores == "float32" else jnp.bfloat16
     for start in range(0, gallery.shape[0], DEFAULT_CHUNK_SIZE):  # in float32, what is searched (1e39 is inf)
       _check_finite(gallery[start : start + DEFAULT_CHUNK_SIZE].astype(np.float32), "gallery", start)
     self.mesh = sharding.make_mesh() if mesh is None else mesh
@@ -188,10 +226,10 @@ class GalleryIndex:
 
     def chunks(index: tuple[slice, ...]) -> np.ndarray:  # the (chunks, D, chunk) block one device holds
       wanted = range(*index[0].indices(n_chunks))
-      block = np.zeros((len(wanted), self.width, self.chunk_size), np.float32)
+      block = np.zeros((len(wanted), self.width, self.chunk_size), dtype)
       for j, c in enumerate(wanted):
         rows = l2_normalize(gallery[c * self.chunk_size : (c + 1) * self.chunk_size].astype(np.float32))
-        block[j, :, : rows.shape[0]] = rows.T
+        block[j, :, : rows.shape[0]] = rows.T.astype(dtype)
       return block
 
     # Each device's block is made from the host gallery when placed (any mesh: several processes, a model axis).
@@ -214,7 +252,10 @@ class GalleryIndex:
       def one(carry: tuple[jax.Array, jax.Array], xs: tuple[jax.Array, jax.Array]) -> tuple:
         best_scores, best_indices = carry
         gallery_t, c = xs
-        sims = jnp.matmul(queries, gallery_t, precision=jax.lax.Precision.HIGHEST)  # (Q, chunk)
+        if gallery_t.dtype == jnp.float32:
+          sims = jnp.matmul(queries, gallery_t, precision=jax.lax.Precision.HIGHEST)  # (Q, chunk)
+        else:  # bfloat16 products, float32 sums
+          sims = jnp.matmul(queries.astype(gallery_t.dtype), gallery_t, preferred_element_type=jnp.float32)
         rows = (first_chunk + c) * chunk + jnp.arange(chunk, dtype=jnp.int32)
         sims = jnp.where(rows[None, :] < size, sims, -jnp.inf)
         chunk_scores, pos = top_k_columns(sims, min(local_k, chunk))
@@ -247,7 +288,8 @@ class GalleryIndex:
       raise ValueError(f"k and query_block must be positive, got {k}, {query_block}")
     _check_finite(queries, "query", 0)
     k = min(int(k), self.size)
-    program = self._program(k)
+    kept = k if self.scores == "float32" else min(rerank_candidates(k), self.size)
+    program = self._program(kept)
     block = min(query_block, queries.shape[0])
     out_scores, out_indices = [], []
     for start in range(0, queries.shape[0], block):
@@ -261,7 +303,26 @@ class GalleryIndex:
     scores, indices = np.concatenate(out_scores), np.concatenate(out_indices)
     if np.any(indices < 0) or np.any(indices >= self.size):
       raise RuntimeError("top-k search returned an index outside the gallery; please report this as a bug")
+    if self.scores == "bfloat16":
+      scores, indices = self._rerank(queries, scores, indices, k)
     return (scores[0], indices[0]) if single else (scores, indices)
+
+  def _rerank(
+    self, queries: np.ndarray, approx: np.ndarray, candidates: np.ndarray, k: int
+  ) -> tuple[np.ndarray, np.ndarray]:
+    """The exact float32 top k among each query's candidates (ties to the lower row); queries whose candidates
+    might miss an item of the top k are searched again exactly."""
+    q = l2_normalize(queries.astype(np.float32))
+    rows = l2_normalize(self._host[candidates.reshape(-1)].astype(np.float32)).reshape(*candidates.shape, -1)
+    exact = np.einsum("qd,qmd->qm", q, rows).astype(np.float32)
+    order = np.lexsort((candidates, -exact), axis=1)[:, :k]
+    scores, indices = np.take_along_axis(exact, order, 1), np.take_along_axis(candidates, order, 1)
+    margin = 2 * bfloat16_score_error(self.width)
+    unsure = np.flatnonzero(approx[:, -1] >= approx[:, k - 1] - margin) if candidates.shape[1] < self.size else []
+    if len(unsure):
+      scores[unsure], indices[unsure] = top_k_cosine(queries[unsure], self._host, k)
+    self.fallbacks += len(unsure)
+    return scores, indices
 
 
 def embed_rows(

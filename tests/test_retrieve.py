@@ -225,6 +225,8 @@ def test_an_index_written_once_gives_the_same_hits_and_refuses_what_does_not_fit
   direct = parse_table(capsys.readouterr().out)
   assert run_main(retrieve, query + [f"--index={out}"]) is None
   assert parse_table(capsys.readouterr().out) == direct and len(direct) == 21
+  assert run_main(retrieve, query + [f"--index={out}", "--scores=bfloat16"]) is None  # the exact re-rank
+  assert parse_table(capsys.readouterr().out) == direct
 
   def error(args):
     code = run_main(retrieve, args)  # the printed line for a one-line error (cli.Exit keeps it)

@@ -182,3 +182,38 @@ def test_searches_through_block_maxima_equal_float64_with_ties():
     for n_devices in (1, 8):  # 8 devices: 625 rows each, chunks of 512
       _, indices = _index(gallery, n_devices, 512).search(queries, k)
       np.testing.assert_array_equal(indices, ref)
+
+
+@pytest.mark.parametrize("n_devices", [1, 8])
+def test_bfloat16_index_with_its_exact_rerank_equals_float64(n_devices):
+  import jax  # pylint: disable=g-import-not-at-top
+
+  from emvgan_jax.runtime import sharding  # pylint: disable=g-import-not-at-top
+
+  queries, gallery = _data(seed=5, q=9, g=3000)
+  mesh = sharding.make_mesh({"data": n_devices}, jax.devices()[:n_devices])
+  index = search.GalleryIndex(gallery, mesh=mesh, chunk_size=256, scores="bfloat16")
+  assert {s.data.dtype for s in index._chunks.addressable_shards} == {np.dtype(jnp.bfloat16)}  # pylint: disable=protected-access
+  for k in (1, 5):
+    assert search.rerank_candidates(k) < len(gallery)  # the re-rank sees a part of the gallery, not all of it
+    scores, indices = index.search(queries, k, query_block=4)
+    ref_scores, ref_indices = _numpy_top_k(queries, gallery, k)
+    np.testing.assert_array_equal(indices, ref_indices)
+    np.testing.assert_allclose(scores, ref_scores, atol=1e-5)  # exact float32 cosines, not bfloat16 ones
+  assert index.fallbacks == 0  # random vectors: no near-ties around the k-th score
+
+
+def test_bfloat16_index_searches_near_ties_again_exactly():
+  rng = np.random.default_rng(6)
+  base = rng.standard_normal(D).astype(np.float32)
+  # 400 rows close to one direction: their cosines differ by 1e-5, which float32 resolves and bfloat16 cannot.
+  near = base + 1e-2 * rng.standard_normal((400, D)).astype(np.float32)
+  gallery = np.concatenate([rng.standard_normal((600, D)).astype(np.float32), near])
+  queries = np.stack([base, rng.standard_normal(D).astype(np.float32)])
+  index = search.GalleryIndex(gallery, chunk_size=256, scores="bfloat16")
+  _, indices = index.search(queries, 5)
+  _, ref = _numpy_top_k(queries, gallery, 5)
+  np.testing.assert_array_equal(indices, ref)
+  assert index.fallbacks == 1  # the first query, whose 84 candidates all lie within the error of the 5th
+  with pytest.raises(ValueError, match="scores must be one of"):
+    search.GalleryIndex(gallery, scores="float16")

@@ -7,6 +7,7 @@ round runs each side once, in turn, and the figure of a side is the median of it
 so that the machine's load moves every side alike. Ratios are the median of the per-round ratios. Sides:
 
   index        `search.GalleryIndex`: gallery normalised, transposed and sharded once; one jitted search
+  index_bf16   the same index with bfloat16 scores and its exact float32 re-rank (`scores='bfloat16'`)
   chunked      `search.top_k_cosine`: the chunked search that `retrieve` used before the index
   numpy        a float32 BLAS matmul per 65,536-row chunk, `argpartition`, merged (what one would write by hand)
   faiss        `faiss.IndexFlatIP` (exact inner product; `pip install faiss-cpu`), skipped if not installed
@@ -79,6 +80,10 @@ def _sides(gallery: np.ndarray, k: int) -> dict:
     t0 = time.perf_counter()
     index = search.GalleryIndex(gallery)
     sides["index"] = (time.perf_counter() - t0, lambda q: index.search(q, k)[1])
+  if "index_bf16" in wanted:
+    t0 = time.perf_counter()
+    bf16 = search.GalleryIndex(gallery, scores="bfloat16")
+    sides["index_bf16"] = (time.perf_counter() - t0, lambda q: bf16.search(q, k)[1])
   if "chunked" in wanted:
     sides["chunked"] = (0.0, lambda q: search.top_k_cosine(q, gallery, k)[1])
   if "numpy" in wanted:
