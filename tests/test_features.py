@@ -213,6 +213,9 @@ def test_streamed_batches_equal_in_memory_and_each_process_reads_only_its_share(
       for b, batch in enumerate(got):
         for key, value in want[b].items():
           np.testing.assert_array_equal(batch[key], value, err_msg=key)
+        for key in ("video", "music"):  # both paths' features start where a CPU device can take them uncopied
+          assert batch[key].ctypes.data % splits.HOST_ALIGNMENT == 0
+          assert want[b][key].ctypes.data % splits.HOST_ALIGNMENT == 0
       read = np.concatenate(counting.read_rows)
       assert len(read) == len(got) * 32  # one read per batch of this process's 32 rows, both modalities at once
       shares.append(read)

@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 import grain
 import numpy as np
 
-from emvgan_jax.data.splits import DataError, RecordRows, Split, built_by_process_0
+from emvgan_jax.data.splits import DataError, RecordRows, Split, aligned_empty, built_by_process_0
 
 READ_RECORDS = 4096  # records fetched per call to the array_record source
 BLOCK_RECORDS = 256  # records split and transformed at a time (2.5 MB at EmoMV-C's widths: in cache)
@@ -54,7 +54,7 @@ class ArrayRecordSource:
     rows = np.asarray(rows, np.int64)
     dv, dm = self._dims["video"], self._dims["music"]
     if out is None:
-      out = (np.empty((len(rows), dv), np.float32), np.empty((len(rows), dm), np.float32))
+      out = (aligned_empty((len(rows), dv)), aligned_empty((len(rows), dm)))
     for start in range(0, len(rows), READ_RECORDS):
       records = self._source.__getitems__(rows[start : start + READ_RECORDS].tolist())
       for first in range(0, len(records), BLOCK_RECORDS):

