@@ -16,10 +16,11 @@ column statistics (a maximum and a sum of exponentials, combined as flash attent
 `logsumexps` is the only part with B^2 work. It walks the anchors in blocks of `block_rows` rows, so a device holds
 `block_rows x B` logits at a time, and has its own backward pass, which recomputes each block's logits rather
 than storing them (4 matmuls per block in all, against 3 for the dense loss). The logits are shifted by an
-upper bound `c` on all of them (the largest row norm of `a` times that of `b`), so one `exp(S - c)` per logit
-gives both the row and the column sums, with no maximum taken; where some sum of `exp(S - c)` falls below 2^-80
-(logits far below the bound: not with unit-norm embeddings), the exact two-pass form with running maxima is
-taken instead, by `lax.cond`, and the backward pass follows. Under a mesh with a `data` axis it runs inside
+upper bound `c` on all of them (the largest valid row norm of `a` times that of `b`), so one `exp(S - c)` per
+logit gives both the row and the column sums, with no maximum taken; where a valid row's or column's sum of
+`exp(S - c)` falls below 2^-80 (logits far below the bound), the exact two-pass form with running maxima is
+taken instead, by `lax.cond`, and the backward pass follows. (On a GPU a `lax.cond` reads its predicate back
+to the host; this has not been measured on one.) Under a mesh with a `data` axis it runs inside
 `jax.shard_map`: each device keeps its own rows of the video embeddings, all-gathers the music embeddings
 (B x D, not B x B), finishes its rows' log-sum-exps locally and combines the column sums with one `psum` of B
 numbers (a `pmax` too on the exact path). Its backward pass sums the music embeddings' gradient with a
@@ -63,17 +64,25 @@ def _local_rows(x_all: Array, n_local: int, axis_name: str | None) -> Array:
   return jax.lax.dynamic_slice_in_dim(x_all, start, n_local)
 
 
-# The one-exponential pass is used when every row's and column's sum of exp(S - c) is at least this (2^-80):
-# the terms lost by flushing to zero (each below 2^-126) are then below 2^-46 of the sum, even over 2^20 of them.
+# The one-exponential pass is used when every valid row's and column's sum of exp(S - c) is at least this
+# (2^-80): each term lost by flushing to zero (below 2^-126) is then below 2^-46 of its sum, and 2^20 of them
+# together below 2^-26, under float32's rounding of the sum.
 _MIN_SHIFTED_SUM = 2.0**-80
 
 
-def _shift(a: Array, b_all: Array, axis_name: str | None) -> Array:
-  """An upper bound on every logit, `max_i |a_i| * max_j |b_j|` (Cauchy-Schwarz), the same on every device."""
-  a_max = jnp.max(jnp.sum(a * a, axis=1), initial=0.0)
+def _shift(a: Array, b_all: Array, valid: Array, valid_all: Array, axis_name: str | None) -> Array:
+  """An upper bound on every logit of a valid row and column, `max_i |a_i| * max_j |b_j|` over the valid ones
+  (Cauchy-Schwarz), the same on every device. Invalid rows take no part, whatever they hold."""
+  a_max = jnp.max(jnp.where(valid, jnp.sum(a * a, axis=1), 0.0), initial=0.0)
   if axis_name is not None:
     a_max = jax.lax.pmax(a_max, axis_name)
-  return jnp.sqrt(a_max) * jnp.sqrt(jnp.max(jnp.sum(b_all * b_all, axis=1), initial=0.0))
+  b_max = jnp.max(jnp.where(valid_all, jnp.sum(b_all * b_all, axis=1), 0.0), initial=0.0)
+  return jnp.sqrt(a_max) * jnp.sqrt(b_max)
+
+
+def _smallest(sums: Array, valid: Array) -> Array:
+  """The least of the valid entries' sums (infinity when none is valid; NaN if one is NaN)."""
+  return jnp.min(jnp.where(valid, sums, jnp.inf), initial=jnp.inf)
 
 
 def _lse(shift: Array | float, total: Array) -> Array:
@@ -141,14 +150,13 @@ def _forward(a: Array, b: Array, valid: Array, block: int, axis_name: str | None
   """
   b_all, valid_all = _gather(b, axis_name), _gather(valid, axis_name) > 0
   valid_blocks = _blocks(valid, block) > 0
-  c = _shift(a, b_all, axis_name)
+  c = _shift(a, b_all, valid > 0, valid_all, axis_name)
   row_sum, col_sum = _shifted_sums(a, b_all, valid_blocks, valid_all, c, block)
   if axis_name is not None:
     col_sum = jax.lax.psum(col_sum, axis_name)
-  # Nothing valid: every sum is 0, and both forms give 0.
-  fast = jnp.logical_or(
-    jnp.logical_not(jnp.any(valid_all)),
-    jnp.logical_and(jnp.min(row_sum) >= _MIN_SHIFTED_SUM, jnp.min(col_sum) >= _MIN_SHIFTED_SUM),
+  # Only valid rows and columns are checked: masked rows (zeroed by the loss) must not force the exact path.
+  fast = jnp.logical_and(
+    _smallest(row_sum, valid > 0) >= _MIN_SHIFTED_SUM, _smallest(col_sum, valid_all) >= _MIN_SHIFTED_SUM
   )
   if axis_name is not None:
     fast = jax.lax.pmin(fast.astype(jnp.int32), axis_name) > 0
@@ -157,6 +165,7 @@ def _forward(a: Array, b: Array, valid: Array, block: int, axis_name: str | None
     lambda: (_lse(c, row_sum), _lse(c, col_sum)),
     lambda: _exact_lses(a, b_all, valid_blocks, valid_all, block, axis_name),
   )
+  row_lse, col_lse_all = jnp.where(valid > 0, row_lse, 0.0), jnp.where(valid_all, col_lse_all, 0.0)
   residuals = (a, b_all, valid, valid_all, row_lse, col_lse_all, c, fast)
   return row_lse, _local_rows(col_lse_all, n_local=a.shape[0], axis_name=axis_name), residuals
 
@@ -232,12 +241,15 @@ def logsumexps(
       sharding when there is none or its `data` axis has one device.
 
   Returns:
-    `(lse_rows, lse_cols)`, each (B,): `lse_rows[i] = log sum_{j valid} exp S[i, j]`, `lse_cols[j] =
-    log sum_{i valid} exp S[i, j]`; 0 where nothing is valid.
+    `(lse_rows, lse_cols)`, each (B,) and at least float32: `lse_rows[i] = log sum_{j valid} exp S[i, j]` for a
+    valid row i, `lse_cols[j] = log sum_{i valid} exp S[i, j]` for a valid column j; 0 for invalid rows and
+    columns, whatever they hold.
   """
   if block_rows < 1:
     raise ValueError(f"block_rows must be >= 1, got {block_rows}")
-  valid = jnp.asarray(valid).astype(a.dtype)
+  dtype = jnp.promote_types(jnp.result_type(a, b), jnp.float32)  # the 2^-80 test needs float32's range
+  a, b = jnp.asarray(a, dtype), jnp.asarray(b, dtype)
+  valid = jnp.asarray(valid).astype(dtype)
   mesh = jax.sharding.get_abstract_mesh() if mesh is None else mesh
   n_shards = 1 if mesh is None or mesh.empty or DATA_AXIS not in mesh.axis_names else mesh.shape[DATA_AXIS]
   if n_shards == 1:

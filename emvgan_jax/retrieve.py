@@ -28,7 +28,7 @@ import difflib
 import os
 
 import numpy as np
-from absl import flags
+from absl import flags, logging
 
 from emvgan_jax import api, config_lib, metrics, search
 from emvgan_jax.data import emomv
@@ -260,7 +260,9 @@ def retrieve(
     g = _standardize(run, g_mod, getattr(gallery, g_mod), f"the {gallery.source}")
     gallery_vectors = search.embed_rows(embed[g_mod], run.state, g, batch_size=batch_size)
   index = search.GalleryIndex(gallery_vectors, mesh=run.mesh, chunk_size=chunk_size, scores=scores)
-  scores, indices = index.search(q_emb, k)
+  cosines, indices = index.search(q_emb, k)
+  if index.fallbacks:
+    logging.info("bfloat16 search: %d of %d queries had near-ties, searched exactly", index.fallbacks, len(q_emb))
   hits = [
     [
       Hit(
@@ -272,7 +274,7 @@ def retrieve(
       )
       for r, (s, i) in enumerate(zip(row_scores, row_indices))
     ]
-    for row_scores, row_indices in zip(scores, indices)
+    for row_scores, row_indices in zip(cosines, indices)
   ]
   return hits, labels
 

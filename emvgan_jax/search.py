@@ -181,7 +181,9 @@ class GalleryIndex:
   whenever every item that could belong in the top k is among the candidates: a bfloat16 score is within
   `e = bfloat16_score_error(D)` of the exact one, so an item of the exact top k scores at least `t - 2e` in
   bfloat16, `t` being the k-th best bfloat16 score. A query whose last candidate scores `t - 2e` or more
-  (too many near-ties) is searched again exactly on the host (`top_k_cosine`); `fallbacks` counts them.
+  (too many near-ties) is scored again from four times as many candidates; one that those do not cover either
+  is searched exactly on the host (`top_k_cosine`), and `fallbacks` counts those. The re-rank reads the
+  gallery passed in, which must not change while the index is used.
 
   Args:
     gallery: (G, D) vectors (any scale; normalised here, in float32, once). The bfloat16 index keeps a
@@ -288,41 +290,65 @@ class GalleryIndex:
       raise ValueError(f"k and query_block must be positive, got {k}, {query_block}")
     _check_finite(queries, "query", 0)
     k = min(int(k), self.size)
-    kept = k if self.scores == "float32" else min(rerank_candidates(k), self.size)
-    program = self._program(kept)
     block = min(query_block, queries.shape[0])
     out_scores, out_indices = [], []
-    for start in range(0, queries.shape[0], block):
+    for start in range(0, queries.shape[0], block):  # the re-rank too, so host memory stays a block's
       q = queries[start : start + block]
-      n = q.shape[0]
-      if n < block:  # one compiled shape: pad the last block
-        q = np.concatenate([q, np.zeros((block - n, self.width), np.float32)])
-      scores, indices = program(l2_normalize(jnp.asarray(q)), self._chunks)
-      out_scores.append(np.asarray(scores)[:n])
-      out_indices.append(np.asarray(indices)[:n].astype(np.int64))
+      if self.scores == "float32":
+        scores, indices = self._device_top(q, k, block)
+      else:
+        scores, indices = self._bfloat16_top(q, k, block)
+      out_scores.append(scores)
+      out_indices.append(indices)
     scores, indices = np.concatenate(out_scores), np.concatenate(out_indices)
+    return (scores[0], indices[0]) if single else (scores, indices)
+
+  def _device_top(self, queries: np.ndarray, kept: int, block: int) -> tuple[np.ndarray, np.ndarray]:
+    """The devices' top `kept` of up to `block` queries (padded to `block`: one compiled shape per `kept`)."""
+    n = queries.shape[0]
+    if n < block:
+      queries = np.concatenate([queries, np.zeros((block - n, self.width), np.float32)])
+    scores, indices = self._program(kept)(l2_normalize(jnp.asarray(queries)), self._chunks)
+    scores, indices = np.asarray(scores)[:n], np.asarray(indices)[:n].astype(np.int64)
     if np.any(indices < 0) or np.any(indices >= self.size):
       raise RuntimeError("top-k search returned an index outside the gallery; please report this as a bug")
-    if self.scores == "bfloat16":
-      scores, indices = self._rerank(queries, scores, indices, k)
-    return (scores[0], indices[0]) if single else (scores, indices)
+    return scores, indices
+
+  def _bfloat16_top(self, queries: np.ndarray, k: int, block: int) -> tuple[np.ndarray, np.ndarray]:
+    """The exact top k through bfloat16 candidates: `rerank_candidates(k)` of them, then 4 times as many for the
+    queries those might not cover, then an exact search on the host for any still uncovered."""
+    scores = np.zeros((len(queries), k), np.float32)
+    indices = np.zeros((len(queries), k), np.int64)
+    todo = np.arange(len(queries))
+    for kept in (rerank_candidates(k), 4 * rerank_candidates(k)):
+      kept = min(kept, self.size)
+      approx, candidates = self._device_top(queries[todo], kept, block)
+      got_scores, got_indices, covered = self._rerank(queries[todo], approx, candidates, k)
+      scores[todo[covered]], indices[todo[covered]] = got_scores[covered], got_indices[covered]
+      todo = todo[~covered]
+      if not len(todo) or kept == self.size:
+        break
+    if len(todo):
+      scores[todo], indices[todo] = top_k_cosine(queries[todo], self._host, k)
+      self.fallbacks += len(todo)
+    return scores, indices
 
   def _rerank(
     self, queries: np.ndarray, approx: np.ndarray, candidates: np.ndarray, k: int
-  ) -> tuple[np.ndarray, np.ndarray]:
-    """The exact float32 top k among each query's candidates (ties to the lower row); queries whose candidates
-    might miss an item of the top k are searched again exactly."""
+  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The exact float32 top k among each query's candidates (ties to the lower row), and whether the candidates
+    surely hold every item of the query's exact top k: all of them, or a last candidate more than twice the
+    bfloat16 error below the k-th."""
     q = l2_normalize(queries.astype(np.float32))
     rows = l2_normalize(self._host[candidates.reshape(-1)].astype(np.float32)).reshape(*candidates.shape, -1)
     exact = np.einsum("qd,qmd->qm", q, rows).astype(np.float32)
     order = np.lexsort((candidates, -exact), axis=1)[:, :k]
     scores, indices = np.take_along_axis(exact, order, 1), np.take_along_axis(candidates, order, 1)
     margin = 2 * bfloat16_score_error(self.width)
-    unsure = np.flatnonzero(approx[:, -1] >= approx[:, k - 1] - margin) if candidates.shape[1] < self.size else []
-    if len(unsure):
-      scores[unsure], indices[unsure] = top_k_cosine(queries[unsure], self._host, k)
-    self.fallbacks += len(unsure)
-    return scores, indices
+    covered = approx[:, -1] < approx[:, k - 1] - margin
+    if candidates.shape[1] >= self.size:
+      covered[:] = True
+    return scores, indices, covered
 
 
 def embed_rows(

@@ -156,11 +156,15 @@ def _sharded(fn, mesh):
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("threshold", [0.0, float("inf")])  # forced onto the shared path; onto the exact one
 @pytest.mark.parametrize("positives", [False, True])
-def test_sharded_over_8_devices_equals_one_device_and_moves_no_logits(positives):
+def test_sharded_over_8_devices_equals_one_device_and_moves_no_logits(positives, threshold, monkeypatch):
   assert jax.device_count() == 8
   mesh = sharding.make_mesh()
   x = _inputs(64, seed=4)
+  x = dict(x, zv=x["zv"] / jnp.linalg.norm(x["zv"], axis=1, keepdims=True))  # unit norm: the shared path is exact
+  x = dict(x, zm=x["zm"] / jnp.linalg.norm(x["zm"], axis=1, keepdims=True))
+  monkeypatch.setattr(contrastive, "_MIN_SHIFTED_SUM", threshold)
 
   def f(zv, zm, log_t, mask, ev, em):
     return contrastive.info_nce_loss(
@@ -196,8 +200,8 @@ def test_logsumexps_of_each_device_are_its_rows_of_the_full_matrix():
     jax.device_put(a, row), jax.device_put(b, row), jax.device_put(valid, row)
   )
   s = a.astype(np.float64) @ b.T.astype(np.float64)
-  want_rows = np.log(np.exp(s[:, valid]).sum(1))
-  want_cols = np.log(np.exp(s[valid, :]).sum(0))
+  want_rows = np.where(valid, np.log(np.exp(s[:, valid]).sum(1)), 0.0)  # 0 for an invalid row or column
+  want_cols = np.where(valid, np.log(np.exp(s[valid, :]).sum(0)), 0.0)
   np.testing.assert_allclose(np.asarray(rows), want_rows, rtol=1e-5)
   np.testing.assert_allclose(np.asarray(cols), want_cols, rtol=1e-5)
 
@@ -365,3 +369,35 @@ def test_microbatches_draw_their_own_dropout_masks_the_same_in_both_passes():
   assert not np.allclose(out["video_embedding"][0::k], other["video_embedding"], atol=1e-3)
   for a, b in zip(jax.tree.leaves(grads), jax.tree.leaves(want)):
     np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-5 * float(np.abs(b).max()))
+
+
+def test_masked_rows_do_not_force_the_exact_path():
+  rng = np.random.default_rng(7)
+  e = np.eye(8, dtype=np.float32)[0]
+  b = e + 0.1 * rng.standard_normal((64, 8)).astype(np.float32)
+  b /= np.linalg.norm(b, axis=1, keepdims=True)
+  a = 100 * b[::-1]  # unit embeddings at 1/T = 100, the clip's limit; every valid logit close to 100
+  valid = (np.arange(64) % 2).astype(np.float32)
+  zeroed = a * valid[:, None]  # masked rows as the loss passes them: zero, so each of their logits is 100 below c
+  fast = jax.jit(lambda a_, b_: contrastive._forward(a_, b_, jnp.asarray(valid), 16, None)[2][-1])  # pylint: disable=protected-access
+  assert bool(fast(zeroed, b * valid[:, None]))
+  far = zeroed.copy()
+  far[1] = -far[1]  # a valid row whose logits are all about 200 below the bound: now the exact path
+  assert not bool(fast(far, b * valid[:, None]))
+
+
+def test_one_devices_rows_far_below_the_bound_take_every_device_to_the_exact_path():
+  mesh = sharding.make_mesh()
+  rng = np.random.default_rng(8)
+  e = np.eye(4, dtype=np.float32)[0]
+  b = e + 0.01 * rng.standard_normal((32, 4)).astype(np.float32)
+  a = 30 * (e + 0.01 * rng.standard_normal((32, 4)).astype(np.float32))
+  a[2] = -30 * e  # on device 0 only (4 rows a device): its logits are about 60 below the bound
+  valid = np.ones(32, bool)
+  row = NamedSharding(mesh, P(sharding.DATA_AXIS))
+  rows, cols = jax.jit(lambda a_, b_, v_: contrastive.logsumexps(a_, b_, v_, block_rows=2, mesh=mesh))(
+    jax.device_put(a, row), jax.device_put(b, row), jax.device_put(valid, row)
+  )
+  s = a.astype(np.float64) @ b.T.astype(np.float64)
+  np.testing.assert_allclose(np.asarray(rows), np.log(np.exp(s).sum(1)), rtol=1e-6)
+  np.testing.assert_allclose(np.asarray(cols), np.log(np.exp(s).sum(0)), rtol=1e-6)

@@ -214,6 +214,12 @@ def test_bfloat16_index_searches_near_ties_again_exactly():
   _, indices = index.search(queries, 5)
   _, ref = _numpy_top_k(queries, gallery, 5)
   np.testing.assert_array_equal(indices, ref)
-  assert index.fallbacks == 1  # the first query, whose 84 candidates all lie within the error of the 5th
+  assert index.fallbacks == 1  # the first query: its 84 candidates, then 336, all lie within the error of the 5th
+  # 150 near-ties: more than the first 84 candidates, fewer than the 336 of the second pass, which covers them.
+  fewer = np.concatenate([gallery[:600], near[:150]])
+  index = search.GalleryIndex(fewer, chunk_size=256, scores="bfloat16")
+  _, indices = index.search(queries, 5)
+  np.testing.assert_array_equal(indices, _numpy_top_k(queries, fewer, 5)[1])
+  assert index.fallbacks == 0
   with pytest.raises(ValueError, match="scores must be one of"):
     search.GalleryIndex(gallery, scores="float16")

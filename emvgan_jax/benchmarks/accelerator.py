@@ -81,7 +81,8 @@ def search_rate(size: int, rounds: int = 3, scores: str = "float32") -> dict:
   t0 = time.perf_counter()
   index = search.GalleryIndex(gallery, scores=scores)
   build = time.perf_counter() - t0
-  index.search(queries[:8], 10)
+  index.search(queries, 10)  # compiles the programs of the timed shape
+  index.fallbacks = 0
   times = []
   for _ in range(rounds):
     t0 = time.perf_counter()
@@ -94,7 +95,7 @@ def search_rate(size: int, rounds: int = 3, scores: str = "float32") -> dict:
     "build_s": build,
     "min_s": min(times),
     "max_s": max(times),
-    "searched_again": index.fallbacks,
+    "searched_again_per_round": index.fallbacks / rounds,  # of the 1,024 queries
   }
 
 
@@ -149,7 +150,9 @@ def _run() -> dict:
     for scores in ("float32", "bfloat16"):
       r = search_rate(size, scores=scores)
       report["search"].append(r)
-      again = f", {r['searched_again']} searched again on the host" if scores == "bfloat16" else ""
+      again = ""
+      if scores == "bfloat16":
+        again = f", {r['searched_again_per_round']:g} of 1,024 searched exactly on the host"
       print(
         f"search  {size:,} x 64 over {jax.device_count()} device(s), {scores} scores: {r['qps']:,.0f} queries/s "
         f"(top 10{again})"

@@ -168,7 +168,7 @@ def _gather(column: Any, rows: np.ndarray | slice) -> np.ndarray:
   """Rows of an in-memory feature column, gathered into an aligned array (a slice stays a view)."""
   if isinstance(column, np.ndarray) and column.ndim == 2 and not isinstance(rows, slice):
     rows = np.asarray(rows)
-    if rows.dtype.kind in "iu" and (not len(rows) or (rows.min() >= 0 and rows.max() < len(column))):
+    if rows.ndim == 1 and rows.dtype.kind in "iu" and (not len(rows) or (rows.min() >= 0 and rows.max() < len(column))):
       # mode='clip' is unbuffered (the default mode copies through a temporary); the bounds are checked above.
       out = aligned_empty((len(rows), column.shape[1]), column.dtype)
       return np.take(column, rows, axis=0, out=out, mode="clip")
