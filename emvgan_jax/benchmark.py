@@ -109,8 +109,7 @@ def _benchmark() -> None:
     lo, hi = r["ms_per_step_min_max"]
     print(
       f"  batch {r['batch_size']:>6}: {r['examples_per_s']:>9,.0f} examples/s  {r['ms_per_step']:8.1f} ms/step "
-      f"[{lo:.1f}, {hi:.1f}]  {r['model_gflop_per_s']:6.1f} GFLOP/s; {r['percent_of_peak']:4.1f}% "
-      f"[{r['percent_of_peak_min_max'][0]:.1f}, {r['percent_of_peak_min_max'][1]:.1f}] of the matmul peak "
+      f"[{lo:.1f}, {hi:.1f}]  {r['model_gflop_per_s']:6.1f} GFLOP/s; {step_lib.share_text(r)} of the matmul peak "
       f"({r['peak_gflop_per_s']:.0f} GFLOP/s, median)  (compile {r['compile_s']:.1f} s, {r['steps']} steps)",
       flush=True,
     )

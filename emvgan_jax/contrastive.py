@@ -144,9 +144,9 @@ def _forward(a: Array, b: Array, valid: Array, block: int, axis_name: str | None
   pass needs.
 
   The sums of `exp(S - c)`, with `c` an upper bound on the logits, give both directions at one exponential per
-  logit. Where some row or column is so far below the bound that its sum could lose precision (logits more than
-  55 below `c`: very low temperatures with embeddings far from unit norm), every device takes the exact two-pass
-  form instead, and the backward pass follows the same choice.
+  logit. Where some valid row or column is so far below the bound that its sum could lose precision (all its
+  logits more than about 55 below `c`: low temperatures, or embeddings far from unit norm), every device takes
+  the exact two-pass form instead, and the backward pass follows the same choice.
   """
   b_all, valid_all = _gather(b, axis_name), _gather(valid, axis_name) > 0
   valid_blocks = _blocks(valid, block) > 0
@@ -185,7 +185,7 @@ def _lse_pair_bwd(block: int, axis_name: str | None, residuals: tuple, cotangent
   """Recomputes each block's logits; d S = g_row * softmax_rows + g_col * softmax_cols, then two matmuls.
 
   On the forward pass's one-exponential path the two softmaxes share `exp(S - c)`: `exp(S_ij - lse_i) =
-  exp(S_ij - c) * exp(c - lse_i)`, whose second factor is at most e^55 there."""
+  exp(S_ij - c) * exp(c - lse_i)`, whose second factor is at most 2^80 there (every valid sum passed the test)."""
   a, b_all, valid, valid_all, row_lse, col_lse_all, c, fast = residuals
   g_row, g_col = cotangents
   n_local = a.shape[0]

@@ -134,8 +134,7 @@ def _run() -> dict:
       lo, hi = r["ms_per_step_min_max"]
       print(
         f"step    {n} device(s), batch {b:>6}: {r['examples_per_s']:>10,.0f} examples/s  {r['ms_per_step']:8.1f} ms "
-        f"[{lo:.1f}, {hi:.1f}]  {r['percent_of_peak']:5.1f}% [{r['percent_of_peak_min_max'][0]:.1f}, "
-        f"{r['percent_of_peak_min_max'][1]:.1f}] of peak  compile {r['compile_s']:.1f} s"
+        f"[{lo:.1f}, {hi:.1f}]  {benchmark.share_text(r)} of peak  compile {r['compile_s']:.1f} s"
       )
   biggest = max(int(x) for x in _BATCHES.value)
   report["loader"] = {

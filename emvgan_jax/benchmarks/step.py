@@ -137,6 +137,12 @@ def steady_state(
   }
 
 
+def share_text(r: dict) -> str:
+  """A `steady_state` result's share of the peak as printed: 'median% [min, max]'."""
+  lo, hi = r["percent_of_peak_min_max"]
+  return f"{r['percent_of_peak']:4.1f}% [{lo:.1f}, {hi:.1f}]"
+
+
 def compare_steps(
   configs: dict[str, ml_collections.ConfigDict], batch_size: int, data: Split, *, rounds: int = 7, steps: int = 3
 ) -> dict[str, dict]:
