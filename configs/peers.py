@@ -1,4 +1,4 @@
-"""The simple peers of EMVGAN (emvgan_jax/peers.py), fitted with scikit-learn on EmoMV-C's train split.
+"""The simple peers of EMVGAN (emvgan_jax/evaluation/peers.py), fitted with scikit-learn on EmoMV-C's train split.
 
 The config argument is the peer, `logreg`, `knn` or `cca`, optionally followed by `,<a|b|c>`. Run, for example:
   python -m emvgan_jax.main --config=configs/peers.py:logreg --workdir=runs/peer_logreg \

@@ -11,7 +11,7 @@ __version__ = "0.2.0"
 def __getattr__(name: str) -> Any:
   # Lazy, so that `import emvgan_jax` (and reading the version) does not import JAX.
   if name in ("load_run", "TrainedRun"):
-    from emvgan_jax import api  # pylint: disable=g-import-not-at-top
+    from emvgan_jax import api  # deferred: `import emvgan_jax` (and its version) loads no JAX
 
     return getattr(api, name)
   raise AttributeError(f"module 'emvgan_jax' has no attribute {name!r}")

@@ -18,40 +18,12 @@ import os
 
 import numpy as np
 
-from emvgan_jax import search as search_lib
 from emvgan_jax.data.splits import Split
-from emvgan_jax.ops import non_finite_rows
+from emvgan_jax.evaluation import protocol
+from emvgan_jax.evaluation import search as search_lib
 from emvgan_jax.runtime import restore
 
 MODALITIES = ("video", "music")
-
-
-def check_features(
-  run: restore.Run, modality: str, x: np.ndarray, what: str, *, other_modality_hint: str = ""
-) -> np.ndarray:
-  """`x` as (N, width) float32 rows of `modality` that this run can read.
-
-  `other_modality_hint` is appended to the message when `x` has the other modality's width (a tool says which
-  flag swaps them).
-
-  Raises:
-    ValueError: another width (saying if it is the other modality's), or a NaN / infinite value (row named).
-  """
-  x = np.asarray(x, np.float32)
-  x = x[None, :] if x.ndim == 1 else x
-  s = run.standardizer
-  width, other = s.width(modality), "music" if modality == "video" else "video"
-  if x.ndim != 2 or x.shape[1] != width:
-    got = x.shape[-1] if x.ndim else 0
-    hint = f"; width {got} is this run's {other} width{other_modality_hint}" if got == s.width(other) else ""
-    raise ValueError(
-      f"{what} has {modality} features of shape {x.shape}, but this run's {modality} features are {width} wide "
-      f"(pass vectors of width {width}){hint}"
-    )
-  rows = non_finite_rows(x)
-  if len(rows):
-    raise ValueError(f"{what} has NaN or infinite values in {len(rows)} row(s), first row {int(rows[0])}")
-  return x
 
 
 class TrainedRun:
@@ -75,7 +47,7 @@ class TrainedRun:
       raise ValueError(f"modality must be one of {MODALITIES}, got {modality!r}")
     if not self.has_retrieval:
       raise ValueError(f"{self.description} has no common embedding space (a classification model)")
-    x = check_features(self.run, modality, raw, what)
+    x = restore.check_features(self.run, modality, raw, what)
     embed = self.run.family.embed_video if modality == "video" else self.run.family.embed_music
     standardised = self.run.standardizer.transform(modality, x)
     return search_lib.embed_rows(embed, self.run.state, standardised, batch_size=batch_size)
@@ -100,14 +72,13 @@ class TrainedRun:
         f"{self.description} scores a pair by cosine similarity, not a probability; use embed_video / "
         "embed_music and their cosine, with the threshold in the run's results.json"
       )
-    v = check_features(self.run, "video", video, "the video input")
-    m = check_features(self.run, "music", music, "the music input")
+    v = restore.check_features(self.run, "video", video, "the video input")
+    m = restore.check_features(self.run, "music", music, "the music input")
     if len(v) != len(m):
       raise ValueError(f"{len(v)} video rows but {len(m)} music rows: pass one music row per video row")
-    from emvgan_jax import evaluation  # pylint: disable=g-import-not-at-top  (jit set-up only when scoring)
 
     if self._evaluator is None:
-      self._evaluator = evaluation.Evaluator(self.run.family, self.run.mesh, batch_size=1024)
+      self._evaluator = protocol.Evaluator(self.run.family, self.run.mesh, batch_size=1024)
     n = len(v)
     split = self.run.standardizer.apply(
       Split(

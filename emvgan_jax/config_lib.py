@@ -16,18 +16,20 @@ from typing import Any
 
 import ml_collections
 
+from emvgan_jax import errors
+
 
 def base_config() -> ml_collections.ConfigDict:
   """EMVGAN on EmoMV-C with this project's defaults.
 
   EMVGAN's defaults were chosen without looking at validation: on held-out parts of the train split (20%,
   grouped by YouTube id, `data.holdout_fraction`), against the EmoMV baselines trained on the same holdouts;
-  `python -m emvgan_jax.tune` reproduces the search and docs/models.md reports what was tried.
+  `emvgan-tune` reproduces the search and docs/models.md reports what was tried.
   """
   c = ml_collections.ConfigDict()
   c.seed = 0
   # A key of `families.FAMILIES`: 'emvgan', or 'baseline' (the EmoMV benchmark models; `baseline.*` picks one);
-  # or 'peer', a scikit-learn peer fitted by emvgan_jax/peers.py (`peer.*`).
+  # or 'peer', a scikit-learn peer fitted by emvgan_jax/evaluation/peers.py (`peer.*`).
   c.model = "emvgan"
   c.data = _data()
   c.baseline = _baseline()
@@ -85,7 +87,7 @@ def _baseline() -> ml_collections.ConfigDict:
 
 def _peer() -> ml_collections.ConfigDict:
   p = ml_collections.ConfigDict()
-  p.kind = "logreg"  # with model='peer': 'logreg', 'knn' or 'cca' (emvgan_jax/peers.py)
+  p.kind = "logreg"  # with model='peer': 'logreg', 'knn' or 'cca' (emvgan_jax/evaluation/peers.py)
   p.selection_holdouts = 3  # grouped holdouts of train its hyper-parameter is chosen on
   p.selection_fraction = 0.2
   return p
@@ -183,7 +185,7 @@ def _sharding() -> ml_collections.ConfigDict:
   return s
 
 
-class ConfigError(ValueError):
+class ConfigError(errors.UsageError, ValueError):
   """A config file, override or field that cannot be used; the message names it and says what to do."""
 
 
@@ -254,18 +256,38 @@ def validate(config: ml_collections.ConfigDict) -> None:
     raise ConfigError(f"config.train.selection_mode={config.train.selection_mode!r} must be 'min' or 'max'")
 
 
+# The repository this package was installed from in editable mode (`pip install -e .`): its `configs/` folder is
+# where a config path is looked up when it does not exist from the working directory.
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def resolve_config_path(path: str) -> str:
+  """`path` with `~` expanded, as given if it exists; else the same path inside the repository this package runs
+  from (so `configs/emomv_c.py` works from any folder of an editable install); else `path` unchanged."""
+  path = os.path.expanduser(path)
+  if os.path.exists(path) or os.path.isabs(path):
+    return path
+  in_repo = os.path.join(REPO_ROOT, path)
+  return in_repo if os.path.exists(in_repo) else path
+
+
 def load_config_file(spec: str) -> ml_collections.ConfigDict:
   """Loads `path/to/config.py[:arg]` as `--config=` does: the module's `get_config(arg)`, locked.
 
   Args:
-    spec: a config file path, optionally followed by `:arg` passed to its `get_config(arg)`.
+    spec: a config file path (`resolve_config_path`), optionally followed by `:arg` passed to its
+      `get_config(arg)`.
 
   Raises:
     ConfigError: the file does not exist, or its `get_config` rejects the argument.
   """
-  path, _, arg = spec.partition(":")
+  given, _, arg = spec.partition(":")
+  path = resolve_config_path(given)
   if not os.path.isfile(path):
-    raise ConfigError(f"config file {path!r} (from {spec!r}) does not exist; paths are relative to {os.getcwd()}")
+    raise ConfigError(
+      f"config file {given!r} (from {spec!r}) does not exist in {os.getcwd()} nor in {REPO_ROOT}; give the path "
+      "of a config file, e.g. configs/emomv_c.py"
+    )
   module_spec = importlib.util.spec_from_file_location(f"_emvgan_config_{abs(hash(path))}", path)
   module = importlib.util.module_from_spec(module_spec)
   module_spec.loader.exec_module(module)

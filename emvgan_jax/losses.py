@@ -263,7 +263,7 @@ def centroid_gap_loss(z_video: Array, z_music: Array, *, mask: Array | None = No
   """Squared distance between the batch means of the video and of the music embeddings (valid rows only).
 
   A moment-matching alignment term: it is zero exactly when the two modalities share a centre in the batch,
-  which is what the `centroid_gap` of `emvgan_jax.alignment` measures on a gallery.
+  which is what the `centroid_gap` of `emvgan_jax.evaluation.alignment` measures on a gallery.
   """
   w = _weights(mask, z_video.shape[0])[:, None]
   total = jnp.maximum(jnp.sum(w), 1.0)

@@ -10,7 +10,7 @@ import sys
 from absl import app, flags
 from ml_collections import config_flags
 
-from emvgan_jax.runtime import cli
+from emvgan_jax.tools import cli
 
 _CONFIG = config_flags.DEFINE_config_file(
   "config",
@@ -52,7 +52,7 @@ def main(argv: list[str]) -> None:
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
   cli.setup_logging()  # quiets Orbax, TFDS and JAX INFO chatter on absl's handler
-  import jax  # pylint: disable=g-import-not-at-top  (after flags, so XLA/JAX env flags can be set first)
+  import jax  # deferred: JAX loads once the flags are parsed (and XLA's environment flags are set)
 
   cli.enable_compilation_cache(_CACHE.value)
   if _DISTRIBUTED.value:
@@ -61,9 +61,10 @@ def main(argv: list[str]) -> None:
     jax.distributed.initialize(
       coordinator_address=_COORDINATOR.value, num_processes=_NUM_PROCESSES.value, process_id=_PROCESS_ID.value
     )
-  from emvgan_jax import train  # pylint: disable=g-import-not-at-top
-  from emvgan_jax.runtime import experiments  # pylint: disable=g-import-not-at-top
-  from tfds_emomv.emomv import files  # pylint: disable=g-import-not-at-top
+  # Deferred past the distributed start, which must come before anything touches a device.
+  from emvgan_jax import train  # deferred: see the line above
+  from emvgan_jax.runtime import preemption  # deferred: see above
+  from tfds_emomv.emomv import files  # deferred: see above (TFDS)
 
   logging.info(
     "JAX process %d of %d; %d local / %d global devices: %s",
@@ -73,11 +74,9 @@ def main(argv: list[str]) -> None:
     jax.device_count(),
     jax.devices(),
   )
-  from emvgan_jax.runtime import preemption  # pylint: disable=g-import-not-at-top
-
   verbose = cli.verbose()
   try:
-    experiments.runner(_CONFIG.value)(_CONFIG.value, _WORKDIR.value, restart=_RESTART.value)
+    train.run(_CONFIG.value, _WORKDIR.value, restart=_RESTART.value)
   except preemption.Interrupted as e:
     print(f"interrupted: {e}", file=sys.stderr, flush=True)
     sys.exit(e.exit_code)
@@ -93,5 +92,10 @@ def main(argv: list[str]) -> None:
     cli.fail(f"error: {cli.os_error_line(e)}")
 
 
-if __name__ == "__main__":
+def run() -> None:
+  """The console script `emvgan-train` (the same as `python -m emvgan_jax.main`)."""
   cli.run_app(main, __doc__)
+
+
+if __name__ == "__main__":
+  run()

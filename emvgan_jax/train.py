@@ -26,9 +26,11 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
+from jax.experimental import multihost_utils
 
-from emvgan_jax import config_lib, evaluation, families
+from emvgan_jax import config_lib, families
 from emvgan_jax.data import emomv, pipeline
+from emvgan_jax.evaluation import peers, protocol
 from emvgan_jax.models import count_params
 from emvgan_jax.runtime import sharding
 from emvgan_jax.runtime import workdir as workdir_lib
@@ -37,7 +39,7 @@ from emvgan_jax.runtime.logger import MetricLogger, NonFiniteLossError, flat_hpa
 from emvgan_jax.runtime.preemption import Interrupted, Interrupts
 from emvgan_jax.runtime.selection import Selection
 
-__all__ = ["NonFiniteLossError", "compile_train_step", "create_state", "train_and_evaluate"]
+__all__ = ["NonFiniteLossError", "compile_train_step", "create_state", "run", "train_and_evaluate"]
 
 
 def init_compiler_options(platform: str) -> dict[str, Any]:
@@ -90,7 +92,7 @@ class _Setup:
   state: Any
   abstract_state: Any
   train_step: Any
-  evaluator: evaluation.Evaluator
+  evaluator: protocol.Evaluator
   rng: jax.Array
   steps_per_epoch: int
   max_steps: int
@@ -111,7 +113,7 @@ def check_config(config: ml_collections.ConfigDict) -> None:
     mesh = sharding.make_mesh(config.sharding.mesh_shape)
   except ValueError as e:  # the model's own option checks, the protocol's, the mesh's
     raise config_lib.ConfigError(str(e)) from None
-  names = evaluation.selection_metric_names(family.has_retrieval)
+  names = protocol.selection_metric_names(family.has_retrieval)
   if config.train.selection_metric not in names:
     raise config_lib.ConfigError(
       f"config.train.selection_metric={config.train.selection_metric!r} is not computed for {family.description}; "
@@ -177,7 +179,7 @@ def _set_up(config: ml_collections.ConfigDict) -> _Setup:
     state=state,
     abstract_state=abstract,
     train_step=compile_train_step(family, mesh, sharding.shardings_of(abstract)),
-    evaluator=evaluation.Evaluator(family, mesh, batch_size=config.train.eval_batch_size),
+    evaluator=protocol.Evaluator(family, mesh, batch_size=config.train.eval_batch_size),
     rng=rng,
     steps_per_epoch=steps_per_epoch,
     max_steps=max_steps,
@@ -203,7 +205,7 @@ class _Loop:
   def evaluate(self, state: Any, step: int) -> bool:
     """Evaluates, logs and updates the selection (and its best copy); returns whether to stop early."""
     self.logger.flush()
-    flat = evaluation.evaluate_for_selection(self.s.evaluator, state, self.s.data, self.selection.metric)
+    flat = protocol.evaluate_for_selection(self.s.evaluator, state, self.s.data, self.selection.metric)
     self.selection.update(flat[self.selection.metric], step, state)
     self.logger.write(step, {**flat, "selection/best": self.selection.best_value})
     sel = self.selection
@@ -225,7 +227,6 @@ class _Loop:
       return time.time() - self._last_save >= seconds
     if step % self.logger.log_every:  # on several processes, only where they agree cheaply: log boundaries
       return False
-    from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
 
     due = np.int32(time.time() - self._last_save >= seconds)
     return bool(multihost_utils.broadcast_one_to_all(due))
@@ -290,6 +291,15 @@ def _run_meta(setup: _Setup) -> dict[str, Any]:
   }
 
 
+def run(config: ml_collections.ConfigDict, workdir: str, *, restart: bool = False) -> dict[str, Any]:
+  """Makes the run `config` describes in `workdir` and returns its results: the training loop below for a model
+  that is trained, one fit for a peer (`evaluation/peers.py`). The one place that tells the two apart
+  (`families.MODELS`)."""
+  if families.model(config).trained:
+    return train_and_evaluate(config, workdir, restart=restart)
+  return peers.fit_and_evaluate(config, workdir, restart=restart)
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, restart: bool = False) -> dict[str, Any]:
   """Trains the configured model with early stopping, then evaluates the best checkpoint.
 
@@ -317,8 +327,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, resta
     with open(os.path.join(workdir, "config.json"), "w", encoding="utf-8") as f:
       f.write(config.to_json_best_effort(indent=2, sort_keys=True))
   if jax.process_count() > 1:  # the others read the workdir once process 0 has checked (or cleared) it
-    from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
-
     multihost_utils.sync_global_devices("workdir claimed")
   try:
     return _train_and_evaluate(config, workdir)
@@ -387,7 +395,7 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict
   checkpointer.close()
 
   # --- results ---------------------------------------------------------------------------------------------------
-  results = evaluation.results(
+  results = protocol.results(
     config,
     s.evaluator,
     best_state,
@@ -399,7 +407,7 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict
   if is_lead:
     with open(os.path.join(workdir, "results.json"), "w", encoding="utf-8") as f:
       json.dump(results, f, indent=2)
-    print(evaluation.format_table(results), flush=True)
+    print(protocol.format_table(results), flush=True)
   if config.train.plots:
     _write_plots(s, best_state, results, workdir)
   return results
@@ -408,12 +416,12 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict
 def _write_plots(s: _Setup, state: Any, results: dict[str, Any], workdir: str) -> None:
   """Training curves, precision-recall, the PCA map of the common space and the confusion matrix (W/plots), and
   W/report.html, the page that shows them with the results."""
-  from emvgan_jax import plots, report  # pylint: disable=g-import-not-at-top  (matplotlib only when plotting)
+  from emvgan_jax.evaluation import plots, report  # deferred: matplotlib, only when plotting
 
   emb = None
   if s.family.has_retrieval and s.data.gallery is not None:
-    emb = evaluation.gallery_embeddings(s.evaluator, state, s.data.gallery)
-  pairs = evaluation.pair_predictions(s.evaluator, state, s.data.pairs, results["classification"]["threshold"])
+    emb = protocol.gallery_embeddings(s.evaluator, state, s.data.gallery)
+  pairs = protocol.pair_predictions(s.evaluator, state, s.data.pairs, results["classification"]["threshold"])
   if jax.process_index() == 0:
     written = plots.write_training_plots(
       workdir,

@@ -4,18 +4,19 @@ import os
 import subprocess
 import sys
 
+import helpers
 import numpy as np
 import pytest
 
 import emvgan_jax
-from emvgan_jax import evaluation, retrieve
 from emvgan_jax.data.splits import Split
+from emvgan_jax.evaluation import protocol, retrieval
 from emvgan_jax.runtime import restore
 from tfds_emomv.emomv import files
 
 pytestmark = pytest.mark.slow  # the shared tiny run trains first (~15 s)
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO = str(helpers.REPO_ROOT)
 DUMMY = os.path.join(REPO, "tfds_emomv", "emomv", "dummy_data")
 
 
@@ -32,8 +33,8 @@ def raw_gallery():
 def test_embeddings_and_scores_equal_the_evaluation_path(api_run, raw_gallery):
   run = api_run.run
   split = run.standardizer.apply(Split.from_arrays(raw_gallery))
-  evaluator = evaluation.Evaluator(run.family, run.mesh, batch_size=16)
-  want = evaluation.gallery_embeddings(evaluator, run.state, split)
+  evaluator = protocol.Evaluator(run.family, run.mesh, batch_size=16)
+  want = protocol.gallery_embeddings(evaluator, run.state, split)
   np.testing.assert_allclose(api_run.embed_video(raw_gallery["video"]), want["video"], rtol=1e-5, atol=1e-6)
   np.testing.assert_allclose(api_run.embed_music(raw_gallery["music"]), want["music"], rtol=1e-5, atol=1e-6)
   p = api_run.match_probability(raw_gallery["video"], raw_gallery["music"])
@@ -43,14 +44,14 @@ def test_embeddings_and_scores_equal_the_evaluation_path(api_run, raw_gallery):
 
 def test_search_equals_the_retrieve_tool(api_run, raw_gallery, tiny_run):
   run = restore.load_run(str(tiny_run.workdir))
-  gallery = retrieve.Gallery(
+  gallery = retrieval.Gallery(
     name=raw_gallery["name"],
     video=raw_gallery["video"],
     music=raw_gallery["music"],
     emotion=raw_gallery["video_emotion"],
     source="dummy gallery",
   )
-  hits, _ = retrieve.retrieve(run, gallery, "video_to_music", query_features=raw_gallery["video"][:2], k=3)
+  hits, _ = retrieval.retrieve(run, gallery, "video_to_music", query_features=raw_gallery["video"][:2], k=3)
   scores, indices = api_run.search(raw_gallery["video"][:2], raw_gallery["music"], k=3)
   assert indices.tolist() == [[h.index for h in row] for row in hits]
   np.testing.assert_allclose(scores, [[h.cosine for h in row] for row in hits], rtol=1e-6)

@@ -8,10 +8,12 @@ import pathlib
 import subprocess
 import sys
 
+import helpers
 import jax
 import numpy as np
 import optax
 import pytest
+from helpers import random_batch
 
 from emvgan_jax import config_lib, families, train
 from emvgan_jax.data import pipeline
@@ -23,7 +25,7 @@ from emvgan_jax.models import emvgan as emvgan_lib
 from emvgan_jax.runtime import checkpoint as ckpt_lib
 from emvgan_jax.runtime import sharding
 
-REPO = pathlib.Path(__file__).resolve().parents[1]
+REPO = helpers.REPO_ROOT
 
 
 @pytest.fixture(scope="session")
@@ -103,20 +105,6 @@ def test_classification_baseline_has_no_retrieval_block(tmp_path, dummy_data_dir
 
 
 # --- sharded == single device; one compilation -----------------------------------------------------------------
-
-
-def random_batch(n: int, dv: int = 12, dm: int = 7, seed: int = 0):
-  rng = np.random.default_rng(seed)
-  mask = np.ones(n, bool)
-  mask[-3:] = False  # padding rows must count for nothing, sharded or not
-  return {
-    "video": rng.normal(size=(n, dv)).astype(np.float32),
-    "music": rng.normal(size=(n, dm)).astype(np.float32),
-    "match": (np.arange(n) % 2).astype(np.int32),
-    "video_emotion": rng.integers(0, 5, n).astype(np.int32),
-    "music_emotion": rng.integers(0, 5, n).astype(np.int32),
-    "mask": mask,
-  }
 
 
 def run_sharded(step_fn, state, batch, devices):
@@ -213,15 +201,15 @@ def test_train_step_compiles_once(dummy_data_dir):
 
 @pytest.mark.slow
 def test_evaluation_splits_of_similar_sizes_share_one_program(dummy_data_dir):
-  from emvgan_jax import evaluation  # pylint: disable=g-import-not-at-top
   from emvgan_jax.data.splits import Split  # pylint: disable=g-import-not-at-top
+  from emvgan_jax.evaluation import protocol  # pylint: disable=g-import-not-at-top
 
   config = tiny_config(dummy_data_dir)
   family = families.build(config)
   mesh = sharding.make_mesh()
   n_dev = mesh.devices.size
   state, _ = train.create_state(family, config, mesh, 12, 7)
-  evaluator = evaluation.Evaluator(family, mesh, batch_size=64 * n_dev)
+  evaluator = protocol.Evaluator(family, mesh, batch_size=64 * n_dev)
   want = [max(n_dev, min(64 * n_dev, 1 << (n - 1).bit_length())) for n in (1, 9, 16, 17, 40, 10_000)]
   assert [evaluator.global_batch_rows(n) for n in (1, 9, 16, 17, 40, 10_000)] == want
   size = 64 * n_dev
@@ -236,7 +224,7 @@ def test_evaluation_splits_of_similar_sizes_share_one_program(dummy_data_dir):
   # Three sizes that a batch of the split's own size (rounded to the devices) would compile three programs for.
   for n in (size // 2 + n_dev + 1, size - n_dev, size):
     part = evaluator.predict(state, split.take(np.arange(n)))
-    for k in evaluation.PREDICT_KEYS:
+    for k in protocol.PREDICT_KEYS:
       np.testing.assert_allclose(part[k], whole[k][:n], rtol=1e-6, atol=1e-7, err_msg=k)
   assert evaluator._predict._cache_size() == 1  # pylint: disable=protected-access
 
@@ -357,7 +345,9 @@ def test_missing_config_file_is_one_line(tmp_path):
 
 def test_unknown_model_fails_clearly(tmp_path, dummy_data_dir):
   config = tiny_config(dummy_data_dir, **{"model": "transformer"})
-  with pytest.raises(ValueError, match=r"config.model must be one of \['baseline', 'emvgan'\], got 'transformer'"):
+  with pytest.raises(
+    ValueError, match=r"config.model must be one of \['baseline', 'emvgan', 'peer'\], got 'transformer'"
+  ):
     train.train_and_evaluate(config, str(tmp_path))
 
 
@@ -532,7 +522,7 @@ def test_the_logger_and_the_alignment_block_import_neither_torch_nor_scikit_lear
   code = f"""
 import importlib.util, sys
 import numpy as np
-from emvgan_jax import alignment
+from emvgan_jax.evaluation import alignment
 from emvgan_jax.runtime import logger
 log = logger.MetricLogger({str(tmp_path)!r}, enabled=True, log_every=1, total_steps=1, initial_step=0,
                           progress_bar=False)

@@ -69,9 +69,10 @@ def main(argv: Sequence[str]) -> None:
     sys.exit(1)
 
 
-def _run() -> None:
-  """Entry point: quiet logging, then absl's flag parsing and `main`; `--help` prints this tool's flags and exits
-  0 (absl's own exits 1 and lists every library's flags)."""
+def run() -> None:
+  """Entry point (`python -m tfds_emomv.build`, the console script `emomv-build`): quiet logging, then absl's flag
+  parsing and `main`; `--help` prints this tool's flags and exits 0 (absl's own exits 1 and lists every library's
+  flags)."""
   sys.argv = commands.take_verbose(sys.argv)
   if not commands.verbose():
     # TFDS logs progress bars and INFO lines; keep the output to the counts and errors.
@@ -82,4 +83,4 @@ def _run() -> None:
 
 
 if __name__ == '__main__':
-  _run()
+  run()

@@ -1,7 +1,7 @@
 """What the commands of this package (`build`, `synthetic`, `emomv.make_dummy_data`) share: `--help` in any
 spelling prints the command's description and its own flags and exits 0 (absl's own exits 1 and lists every
 library's flags), and `--verbose` sets $EMVGAN_VERBOSE as `emvgan_jax`'s tools take it (this package does not
-import `emvgan_jax`; `emvgan_jax/runtime/cli.py` holds the same spellings for its tools).
+import `emvgan_jax`; `emvgan_jax/tools/cli.py` holds the same spellings for its tools).
 """
 
 from __future__ import annotations
@@ -9,6 +9,8 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Callable, Sequence
+
+from absl import app, flags
 
 HELP_ARGS = ("-h", "-?", "-help", "--help", "--helpshort", "--helpfull")
 VERBOSE_ENV = "EMVGAN_VERBOSE"
@@ -39,12 +41,11 @@ def take_verbose(argv: Sequence[str]) -> list[str]:
 
 def run(main: Callable[[list[str]], None], doc: str, verbose_help: str | None = None) -> None:
   """absl's `app.run(main)` for a command of absl's global flags, with the help and `--verbose` above."""
-  from absl import app, flags  # pylint: disable=g-import-not-at-top
 
   sys.argv = take_verbose(sys.argv)
   if help_asked(sys.argv):
     print(doc.strip() + "\n")
-    print(flags.FLAGS.module_help("__main__"))
+    print(flags.FLAGS.module_help(main.__module__))  # `__main__`, or the module of a console script
     if verbose_help:
       print(f"  --verbose: {verbose_help}")
     sys.exit(0)

@@ -22,7 +22,7 @@ read:
     source file, so that a later run refuses a built folder its source no longer matches.
 
 Why not a TFDS builder: a raw row is read with one copy, a TFDS example is decoded field by field.
-`python -m emvgan_jax.benchmarks.input_pipeline --compare_tfds` measures the two, interleaved: on 2 cores,
+`python -m benchmarks.input_pipeline --compare_tfds` measures the two, interleaved: on 2 cores,
 40,902 raw rows/s against 4,733 TFDS examples/s (README, Benchmarks).
 """
 
@@ -43,6 +43,7 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 from absl import app, flags
+from array_record.python import array_record_module
 
 from tfds_emomv import commands
 from tfds_emomv.emomv import files
@@ -145,7 +146,6 @@ def _write_split(
   progress: Callable[[str], None],
 ) -> list[dict]:
   """Writes one split's shards; returns [{file, rows, sha256}] in row order."""
-  from array_record.python import array_record_module  # pylint: disable=g-import-not-at-top
 
   n, row_bytes = video.rows, 4 * (video.width + music.width)
   num_shards = max(1, math.ceil(n * row_bytes / (shard_mb << 20)))
@@ -347,6 +347,11 @@ def main(argv: Sequence[str]) -> None:
   )
 
 
-if __name__ == "__main__":
+def run() -> None:
+  """Entry point (`python -m tfds_emomv.features`, the console script `emomv-features`)."""
   _define_flags()
   commands.run(main, __doc__)
+
+
+if __name__ == "__main__":
+  run()

@@ -32,6 +32,7 @@ import pathlib
 import sys
 from collections.abc import Sequence
 
+import h5py
 import numpy as np
 from absl import app, flags
 
@@ -82,8 +83,6 @@ class _Writer:
   """A split's CSV and its two growing HDF5 datasets."""
 
   def __init__(self, root: pathlib.Path, paths: files.SplitFiles, gallery: bool = False):
-    import h5py  # pylint: disable=g-import-not-at-top
-
     self.gallery = gallery
     for rel in paths.paths:
       (root / rel).parent.mkdir(parents=True, exist_ok=True)
@@ -191,5 +190,10 @@ def main(argv: Sequence[str]) -> None:
   print(f"wrote {_OUT_DIR.value}/DS3_EmoMV_C: " + ", ".join(f"{k}={v}" for k, v in counts.items()))
 
 
-if __name__ == "__main__":
+def run() -> None:
+  """Entry point (`python -m tfds_emomv.synthetic`, the console script `emomv-synthetic`)."""
   commands.run(main, __doc__)
+
+
+if __name__ == "__main__":
+  run()

@@ -30,17 +30,6 @@ from emvgan_jax.data.splits import DataError, Split, load_dataset, take_rows
 from emvgan_jax.data.standardize import Standardizer
 from tfds_emomv.emomv.files import EMOTIONS  # noqa: F401  (the class names, in id order, re-exported)
 
-# Valence-arousal coordinates of EmoMV's five classes (EmoMV itself has none), for `loss.w_va`: each class is put
-# at the angle of one of the eight anchor concepts of Russell's circumplex (J. A. Russell, "A circumplex model of
-# affect", J. Pers. Soc. Psychol. 39(6), 1980: pleasure 0, excitement 45, arousal 90, distress 135, displeasure
-# 180, depression 225, sleepiness 270, relaxation 315 degrees) on the unit circle, (valence, arousal) =
-# (cos, sin). The angles are Russell's; which anchor each class gets is this project's reading:
-# exciting -> excitement, tense -> arousal, fear -> distress, sad -> depression, relax -> relaxation.
-VALENCE_AROUSAL_DEGREES = (45.0, 135.0, 90.0, 225.0, 315.0)  # in EMOTIONS order: exciting, fear, tense, sad, relax
-VALENCE_AROUSAL = np.stack(
-  [np.cos(np.radians(VALENCE_AROUSAL_DEGREES)), np.sin(np.radians(VALENCE_AROUSAL_DEGREES))], axis=1
-).astype(np.float32)
-
 FEATURES = "features"  # the dataset of any folder in EmoMV's layout (tfds_emomv/features.py)
 HOLDOUT_SPLIT = "train-holdout"
 HOLDOUT_GALLERY = "train-holdout-gallery"

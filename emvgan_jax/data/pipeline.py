@@ -2,7 +2,7 @@
 
 grain `MapDataset`s shuffle and batch *indices* into a split (`splits.Split`). In host memory a batch costs one
 numpy gather, and the loader is never what a training step waits for (see
-`emvgan_jax/benchmarks/input_pipeline.py`); a split left on disk (`data/records.py`) reads each batch's rows from
+`benchmarks/input_pipeline.py`); a split left on disk (`data/records.py`) reads each batch's rows from
 its array_record shards, in grain's prefetch threads (`iterate(..., prefetch=True)`). Every process knows the
 same global order and takes its own contiguous slice of each global batch, so it reads (or gathers) only those
 rows; `make_global_batch` is the one seam where a per-process numpy batch becomes a global `jax.Array`.

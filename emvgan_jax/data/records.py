@@ -18,6 +18,8 @@ import grain
 import numpy as np
 
 from emvgan_jax.data.splits import DataError, RecordRows, Split, aligned_empty, built_by_process_0
+from tfds_emomv import features
+from tfds_emomv.emomv import files
 
 READ_RECORDS = 4096  # records fetched per call to the array_record source
 BLOCK_RECORDS = 256  # records split and transformed at a time (2.5 MB at EmoMV-C's widths: in cache)
@@ -124,8 +126,6 @@ def load_features(
   Raises:
     DataError: no `manual_dir`, a malformed source (named), or a built folder that is damaged or out of date.
   """
-  from tfds_emomv import features  # pylint: disable=g-import-not-at-top
-  from tfds_emomv.emomv import files  # pylint: disable=g-import-not-at-top
 
   if not manual_dir:
     raise DataError("config.data.dataset='features' reads a folder in EmoMV's layout: set --config.data.manual_dir=DIR")

@@ -10,12 +10,18 @@ which `Split.take` maps without reading and `Split.features` reads a batch of ro
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
+import os
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol
 
 import jax
 import numpy as np
+from jax.experimental import multihost_utils
+
+from emvgan_jax import errors
+from emvgan_jax.data import digest
 
 # Keys of a batch that go to the device. `name` stays on the host.
 ARRAY_KEYS = ("video", "music", "match", "video_emotion", "music_emotion")
@@ -38,7 +44,7 @@ def aligned_empty(shape: tuple[int, ...], dtype: Any = np.float32) -> np.ndarray
   return raw[skip : skip + nbytes].view(dtype).reshape(shape)
 
 
-class DataError(ValueError):
+class DataError(errors.Error, ValueError):
   """The data asked for does not exist (a split the dataset lacks), cannot be read, or does not fit the model; the
   message says what to do."""
 
@@ -197,11 +203,10 @@ def prepare_dataset(dataset: str, *, data_dir: str | None, manual_dir: str | Non
   Raises:
     tfds_emomv.emomv.EmoMVFormatError: a source file is missing (named, with its URL) or malformed.
   """
-  import os  # pylint: disable=g-import-not-at-top
 
-  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  import tensorflow_datasets as tfds  # deferred: TFDS, only when a dataset is built or read
 
-  from tfds_emomv.emomv import prepare  # pylint: disable=g-import-not-at-top  (registers `emomv`)
+  from tfds_emomv.emomv import prepare  # deferred: TFDS, only when a dataset is built or read
 
   data_dir = os.path.expanduser(data_dir) if data_dir else data_dir  # '~/...' from a flag or a config
   manual_dir = os.path.expanduser(manual_dir) if manual_dir else manual_dir
@@ -231,8 +236,6 @@ def built_by_process_0(build: Callable[[], None], what: str) -> None:
     except Exception as e:  # pylint: disable=broad-except  (re-raised below, after the others have heard)
       error = e
   if jax.process_count() > 1:  # the others wait, then read what process 0 wrote
-    from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
-
     ok = int(multihost_utils.broadcast_one_to_all(np.int32(error is None)))
     if not ok and error is None:
       raise DataError(f"process 0 could not build {what}: its error message says why")
@@ -261,7 +264,7 @@ def load_dataset(
     DataError: a needed split was skipped by a partial build (naming the files it lacked), or the built files
       are damaged.
   """
-  from tfds_emomv.emomv import files, prepare  # pylint: disable=g-import-not-at-top
+  from tfds_emomv.emomv import files, prepare  # deferred: TFDS, only when a dataset is built or read
 
   builder = prepare_dataset(dataset, data_dir=data_dir, manual_dir=manual_dir, partial=partial)
   verify_built(str(builder.data_dir), dataset)
@@ -298,10 +301,6 @@ def verify_built(folder: str, dataset: str) -> None:
   Raises:
     DataError: a record file differs from (or is missing since) its first use, naming it.
   """
-  import json  # pylint: disable=g-import-not-at-top
-  import os  # pylint: disable=g-import-not-at-top
-
-  from emvgan_jax.runtime import digest  # pylint: disable=g-import-not-at-top
 
   def digests() -> dict[str, str]:
     names = sorted(n for n in os.listdir(folder) if ".array_record" in n)

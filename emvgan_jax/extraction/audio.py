@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+from scipy import signal
 
 SAMPLE_RATE = 16000
 STFT_WINDOW_SECONDS = 0.025
@@ -68,7 +69,6 @@ def resample(waveform: np.ndarray, rate: int) -> np.ndarray:
   """`waveform` at 16 kHz (unchanged when it already is)."""
   if rate == SAMPLE_RATE:
     return np.asarray(waveform, np.float64)
-  from scipy import signal  # pylint: disable=g-import-not-at-top
 
   g = math.gcd(int(rate), SAMPLE_RATE)
   return signal.resample_poly(np.asarray(waveform, np.float64), SAMPLE_RATE // g, int(rate) // g)

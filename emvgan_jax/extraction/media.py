@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from emvgan_jax import errors
+
 FPS = 30.0
 SHORT_SIDE = 256
 CROP = 256
@@ -20,12 +22,12 @@ FAST_FRAMES, FRAME_STRIDE, ALPHA = 32, 2, 4
 WINDOW = FAST_FRAMES * FRAME_STRIDE  # frames at FPS per clip
 
 
-class MediaError(ValueError):
+class MediaError(errors.Error, ValueError):
   """A file that cannot be read as the media asked for (no such stream, undecodable, too short)."""
 
 
 def _open(path: str):  # noqa: ANN202
-  import av  # pylint: disable=g-import-not-at-top  (the [extract] extra)
+  import av  # deferred: PyAV, the [extract] extra, only to decode media
 
   try:
     return av.open(path)
@@ -35,7 +37,7 @@ def _open(path: str):  # noqa: ANN202
 
 def read_audio(path: str) -> tuple[np.ndarray, int]:
   """(mono float32 waveform in [-1, 1], sample rate) of the first audio stream; channels are averaged."""
-  import av  # pylint: disable=g-import-not-at-top
+  import av  # deferred: PyAV, the [extract] extra, only to decode media
 
   with _open(path) as container:
     if not container.streams.audio:
@@ -65,7 +67,7 @@ def _scaled_size(width: int, height: int) -> tuple[int, int]:
 
 def _video_stream(container, path: str):  # noqa: ANN001, ANN202
   """The first real video stream: embedded cover art (an mp3's or m4a's picture) is not a video."""
-  from av.stream import Disposition  # pylint: disable=g-import-not-at-top
+  from av.stream import Disposition  # deferred: PyAV, the [extract] extra, only to decode media
 
   streams = [s for s in container.streams.video if not s.disposition & Disposition.attached_pic]
   if not streams:
@@ -81,7 +83,7 @@ def read_frames(path: str) -> np.ndarray:
   Raises:
     MediaError: no video stream (or only cover art), a stream that does not decode, or fewer than 2 frames.
   """
-  import av  # pylint: disable=g-import-not-at-top
+  import av  # deferred: PyAV, the [extract] extra, only to decode media
 
   with _open(path) as container:
     stream = _video_stream(container, path)

@@ -17,6 +17,7 @@ from typing import Any
 import flax.linen as nn
 import jax
 import numpy as np
+from flax import traverse_util
 
 _LAYERS = (64, "M", 128, "M", 256, 256, "M", 512, 512, "M")  # torchvggish's make_layers, in order
 EMBEDDING_DIM = 128
@@ -70,7 +71,6 @@ def convert(state_dict: Mapping[str, Any]) -> dict[str, Any]:
 def check_fits(variables: Mapping[str, Any], model: nn.Module, *example_inputs: np.ndarray) -> None:
   """Raises ValueError, naming the first differences, unless `variables` has exactly the model's leaves and
   shapes (a converted state dict of another architecture must not load half-way)."""
-  from flax import traverse_util  # pylint: disable=g-import-not-at-top
 
   expected = jax.eval_shape(model.init, jax.random.key(0), *example_inputs)
   want = {"/".join(k): tuple(v.shape) for k, v in traverse_util.flatten_dict(dict(expected)).items()}

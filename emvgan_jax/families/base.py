@@ -54,8 +54,6 @@ class Family:
     has_retrieval: whether the model is trained to embed for retrieval.
     score_is_probability: whether 'score' is p(matched) (threshold 0.5) or a cosine (threshold chosen on train).
     fixed_data_order: every epoch uses the data order of epoch 0 (the published baselines' RNG quirk).
-    config_keys: the dotted config prefixes that define this family's model and optimiser (what two runs must
-      share to be the same run; fields of other families are ignored).
   """
 
   name: str
@@ -69,7 +67,6 @@ class Family:
   has_retrieval: bool
   score_is_probability: bool
   fixed_data_order: bool = False
-  config_keys: tuple[str, ...] = ()
 
 
 def dummy_inputs(video_dim: int, music_dim: int) -> tuple[jax.Array, jax.Array]:

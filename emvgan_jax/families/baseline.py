@@ -22,6 +22,8 @@ from emvgan_jax.models import baseline as baseline_lib
 from emvgan_jax.ops import cosine_rows
 
 TASKS = ("retrieval", "classification")
+# The config fields that define a baseline run (with data and seed); the other families' sections do not.
+CONFIG_KEYS = ("baseline", "loss.margin", "optim.learning_rate", "optim.weight_decay", "optim.b1", "optim.b2")
 
 
 def baseline_losses(
@@ -160,5 +162,4 @@ def build(config: ml_collections.ConfigDict) -> Family:
     score_is_probability=b.task == "classification",
     # The published code's RNG quirk also repeats one data order every epoch.
     fixed_data_order=b.published_rng_quirk,
-    config_keys=("baseline", "loss.margin", "optim.learning_rate", "optim.weight_decay", "optim.b1", "optim.b2"),
   )

@@ -18,13 +18,24 @@ import numpy as np
 import optax
 
 from emvgan_jax import contrastive, losses
-from emvgan_jax.data.emomv import VALENCE_AROUSAL
 from emvgan_jax.families.base import Batch, Family, TrainState, dummy_inputs, float32_metrics
 from emvgan_jax.models import discriminator as discriminator_lib
 from emvgan_jax.models import emvgan as emvgan_lib
 
 ADV_MODES = ("flip", "confusion", "reversal")
 NUM_EMOTIONS = emvgan_lib.GeneratorSide.num_emotions  # the emotion head's width (EmoMV's five classes)
+CONFIG_KEYS = ("emvgan", "loss", "optim")  # the config sections that define an EMVGAN run (with data and seed)
+
+# Valence-arousal coordinates of EmoMV's five classes (EmoMV itself has none), for `loss.w_va`: each class is put
+# at the angle of one of the eight anchor concepts of Russell's circumplex (J. A. Russell, "A circumplex model of
+# affect", J. Pers. Soc. Psychol. 39(6), 1980: pleasure 0, excitement 45, arousal 90, distress 135, displeasure
+# 180, depression 225, sleepiness 270, relaxation 315 degrees) on the unit circle, (valence, arousal) =
+# (cos, sin). The angles are Russell's; which anchor each class gets is this project's reading:
+# exciting -> excitement, tense -> arousal, fear -> distress, sad -> depression, relax -> relaxation.
+VALENCE_AROUSAL_DEGREES = (45.0, 135.0, 90.0, 225.0, 315.0)  # by class id: exciting, fear, tense, sad, relax
+VALENCE_AROUSAL = np.stack(
+  [np.cos(np.radians(VALENCE_AROUSAL_DEGREES)), np.sin(np.radians(VALENCE_AROUSAL_DEGREES))], axis=1
+).astype(np.float32)
 
 
 def temperature(params: Any) -> jax.Array:
@@ -411,5 +422,4 @@ def build(config: ml_collections.ConfigDict) -> Family:
     embed_music=embed_music,
     has_retrieval=True,
     score_is_probability=True,
-    config_keys=("emvgan", "loss", "optim"),
   )

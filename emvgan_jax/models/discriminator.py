@@ -2,7 +2,7 @@
 
 `Dense(h_d) -> LeakyReLU(0.2)` twice, then `Dense(1)`; the output is the logit that `z` is a video embedding
 (docs/models.md, section 2). With `h_d = 0` it is `Dense(1)` alone: a linear discriminator, the model class of
-the modality probe of `emvgan_jax/alignment.py`. It has its own parameter tree and optimizer, separate from the
+the modality probe of `evaluation/alignment.py`. It has its own parameter tree and optimizer, separate from the
 generator side.
 """
 

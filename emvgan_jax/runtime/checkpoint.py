@@ -25,19 +25,22 @@ import os
 import re
 import shutil
 import sys
+import threading
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
+import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
-from emvgan_jax.runtime import digest
+from emvgan_jax import errors
+from emvgan_jax.data import digest
 
 KINDS = ("latest", "best")
 
 
-class CheckpointError(Exception):
+class CheckpointError(errors.Error):
   """A checkpoint cannot be used; the message names it and says what to do."""
 
 
@@ -171,7 +174,6 @@ class Checkpoints:
     """Refuses, before anything is written, a save of `nbytes` that the disk cannot hold (a full disk found in
     the middle of a save leaves TensorStore's writers failing one by one). Only where the answer is the same on
     every process: on several, a process that refused alone would leave the others waiting in the save."""
-    import jax  # pylint: disable=g-import-not-at-top
 
     if jax.process_count() > 1:
       return
@@ -309,7 +311,6 @@ def _stderr_held(limit: int = 1 << 20, keep: Callable[[BaseException], bool] = l
   TensorStore's pending writers print its own traceback from C++ (hundreds of lines, past any Python hook),
   which would bury the one line that says why; for any other error (a bug) every diagnostic is shown. Held in
   memory through a pipe (a full disk cannot hold it), at most `limit` bytes."""
-  import threading  # pylint: disable=g-import-not-at-top
 
   sys.stderr.flush()
   read_end, write_end = os.pipe()
@@ -366,7 +367,6 @@ def _resume_point(step: int | None) -> str:
 
 def local_nbytes(tree: Any) -> int:
   """The bytes this process writes to save `tree`: its own shards of each array (one replica of each)."""
-  import jax  # pylint: disable=g-import-not-at-top
 
   total = 0
   for leaf in jax.tree_util.tree_leaves(tree):
@@ -379,8 +379,6 @@ def local_nbytes(tree: Any) -> int:
 
 
 def _is_lead() -> bool:
-  import jax  # pylint: disable=g-import-not-at-top
-
   return jax.process_index() == 0
 
 

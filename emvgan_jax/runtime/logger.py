@@ -16,11 +16,13 @@ from __future__ import annotations
 import json
 import os
 import sys
+import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import jax
 import numpy as np
+from tqdm import tqdm
 
 # The progress bar of a run that may stop early: steps, time and rate, no total, percentage or ETA.
 EARLY_STOPPING_BAR = "{desc}: {n_fmt} steps (at most {total_fmt}) [{elapsed}, {rate_fmt}{postfix}]"
@@ -67,10 +69,10 @@ def _summary_writer_class() -> Any:
   if "tensorboardX" not in sys.modules and "torch" not in sys.modules:
     sys.modules["torch"] = None  # type: ignore[assignment]  # `import torch` raises ImportError meanwhile
     try:
-      import tensorboardX  # noqa: F401  pylint: disable=g-import-not-at-top,unused-import
+      import tensorboardX  # noqa: F401  deferred: tensorboardX, imported with PyTorch hidden (above)
     finally:
       del sys.modules["torch"]
-  from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
+  from tensorboardX import SummaryWriter  # deferred: tensorboardX, imported with PyTorch hidden (above)
 
   return SummaryWriter
 
@@ -90,8 +92,6 @@ class MetricLogger:
     early_stopping: bool = False,
     clock: Callable[[], float] | None = None,
   ):
-    import time  # pylint: disable=g-import-not-at-top
-
     self._clock = clock or time.time
     self.enabled = enabled
     self.log_every = max(1, log_every)
@@ -109,8 +109,6 @@ class MetricLogger:
       # Events of a step after the restored one (written before an interruption) are purged from the views.
       self._tb = summary_writer(os.path.join(workdir, "tensorboard"), purge_step=initial_step + 1)
       if progress_bar:
-        from tqdm import tqdm  # pylint: disable=g-import-not-at-top
-
         # In a log file (not a terminal) a line every 30 s is progress enough. With early stopping the run ends
         # when the selection stops improving, not at `total_steps`: no percentage and no ETA that would lie
         # ("5%, 6 min left" for a run that stops in seconds); the postfix shows evaluations since the best.
@@ -189,7 +187,7 @@ class MetricLogger:
       return
     self._jsonl.write(json.dumps({"step": step, **{k: float(v) for k, v in scalars.items()}}) + "\n")
     self._jsonl.flush()
-    from tensorboardX.proto.summary_pb2 import Summary  # pylint: disable=g-import-not-at-top
+    from tensorboardX.proto.summary_pb2 import Summary  # deferred: tensorboardX, imported with PyTorch hidden (above)
 
     # The tags are metrics.jsonl's and results.json's keys, `hit@1` included: tensorboardX's add_scalar would
     # rewrite '@' to '_' (a TensorFlow op-name rule; TensorBoard itself takes any tag), so the proto is built here.
@@ -201,7 +199,7 @@ class MetricLogger:
     `metrics` (scalar tags this run writes) as the columns to compare runs by. Process 0, once per workdir."""
     if not self.enabled:
       return
-    from tensorboardX.summary import hparams as hparams_summaries  # pylint: disable=g-import-not-at-top
+    from tensorboardX.summary import hparams as hparams_summaries  # deferred: tensorboardX (see above)
 
     experiment, session_start, _ = hparams_summaries(dict(hparams), {m: 0.0 for m in metrics})
     writer = self._tb._get_file_writer()  # pylint: disable=protected-access
@@ -212,7 +210,7 @@ class MetricLogger:
     """Marks the HPARAMS session finished (a run that stops early by error stays 'running' there)."""
     if not self.enabled:
       return
-    from tensorboardX.summary import hparams as hparams_summaries  # pylint: disable=g-import-not-at-top
+    from tensorboardX.summary import hparams as hparams_summaries  # deferred: tensorboardX (see above)
 
     *_, session_end = hparams_summaries({}, {})
     self._tb._get_file_writer().add_summary(session_end)  # pylint: disable=protected-access

@@ -18,10 +18,13 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import threading
 from types import FrameType
 from typing import Any
 
 import jax
+from jax._src import distributed
+from jax.experimental import multihost_utils
 
 NAMES = {signal.SIGTERM: "SIGTERM", signal.SIGINT: "SIGINT"}
 
@@ -59,8 +62,6 @@ class Interrupts:
     os.kill(os.getpid(), signal.SIGTERM)  # to JAX's handler: the coordination service tells every process
 
   def __enter__(self) -> Interrupts:
-    import threading  # pylint: disable=g-import-not-at-top
-
     if threading.current_thread() is threading.main_thread():  # handlers can only be set there
       if jax.process_count() > 1:
         if _preemption_service():
@@ -83,8 +84,6 @@ class Interrupts:
   def requested(self, step: int) -> bool:
     """Whether to stop after `step` (on several processes: whether every process reaches the same verdict)."""
     if jax.process_count() > 1:
-      from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
-
       if _preemption_service() and multihost_utils.reached_preemption_sync_point(step):
         self.signum = self.signum or signal.SIGTERM
         return True
@@ -95,8 +94,6 @@ class Interrupts:
 def _preemption_service() -> bool:
   """Whether `jax.distributed.initialize` started the coordination service's preemption notice."""
   try:
-    from jax._src import distributed  # pylint: disable=g-import-not-at-top  (no public accessor)
-
     return distributed.global_state.preemption_sync_manager is not None
   except (ImportError, AttributeError):  # another JAX: its config says whether initialize() starts the service
     return bool(jax.config.jax_enable_preemption_service)

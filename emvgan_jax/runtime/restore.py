@@ -8,15 +8,22 @@ another machine, with another device count, long after training. It never import
 from __future__ import annotations
 
 import dataclasses
+import re
 from typing import Any
 
 import jax
 import ml_collections
+import numpy as np
 
-from emvgan_jax import config_lib, families
+from emvgan_jax import config_lib, errors, families
 from emvgan_jax.data.standardize import Standardizer
+from emvgan_jax.ops import non_finite_rows
 from emvgan_jax.runtime import checkpoint as ckpt_lib
 from emvgan_jax.runtime import sharding
+
+
+class CheckpointMismatchError(ckpt_lib.CheckpointError, ValueError):
+  """A checkpoint whose arrays do not fit the model its own config describes (another code version made it)."""
 
 
 @dataclasses.dataclass
@@ -40,7 +47,7 @@ def parse_checkpoint(spec: str) -> tuple[str, int | None]:
   try:
     return "", int(spec)
   except ValueError:
-    raise ValueError(f"--checkpoint must be 'best', 'latest' or a step number, got {spec!r}") from None
+    raise errors.UsageError(f"--checkpoint must be 'best', 'latest' or a step number, got {spec!r}") from None
 
 
 def load_run(workdir: str, checkpoint: str = "best", *, mesh: jax.sharding.Mesh | None = None) -> Run:
@@ -52,8 +59,9 @@ def load_run(workdir: str, checkpoint: str = "best", *, mesh: jax.sharding.Mesh 
     mesh: where to put the state (default: every device on `data`, parameters replicated).
 
   Raises:
-    checkpoint.CheckpointNotFoundError: no such checkpoint (the message says how to make one).
-    ValueError: the checkpoint does not fit the model its own config describes.
+    errors.UsageError: `checkpoint` is none of 'best', 'latest' or a step number.
+    checkpoint.CheckpointError: no such checkpoint, or a damaged one (the message says what to do).
+    CheckpointMismatchError: the checkpoint does not fit the model its own config describes.
   """
   kind, step = parse_checkpoint(checkpoint)
   checkpoints = ckpt_lib.Checkpoints(workdir, read_only=True)
@@ -70,12 +78,41 @@ def load_run(workdir: str, checkpoint: str = "best", *, mesh: jax.sharding.Mesh 
     try:
       _, state, _, _ = checkpoints.restore(kind, target, step)
     except (ValueError, KeyError, TypeError) as e:
-      raise ValueError(
-        f"The '{kind}' checkpoint at step {step} in {workdir} does not fit the model its config describes "
-        f"({family.description}, video width {video_dim}, music width {music_dim}): {e}"
+      # Orbax's own advice (turn on truncation or padding) would silently load a different model: it is dropped.
+      reason = re.sub(r"\s*Truncating/padding is disabled.*", "", " ".join(str(e).split())).rstrip(". ")
+      raise CheckpointMismatchError(
+        f"the '{kind}' checkpoint at step {step} in {workdir} does not fit the model its config describes "
+        f"({family.description}, video width {video_dim}, music width {music_dim}): {reason[:600]}; evaluate it "
+        "with the code version that trained it, or retrain into a new workdir"
       ) from e
   finally:
     checkpoints.close()
   return Run(
     config=config, family=family, state=state, standardizer=standardizer, step=step, kind=kind, meta=meta, mesh=mesh
   )
+
+
+def check_features(run: Run, modality: str, x: np.ndarray, what: str, *, other_modality_hint: str = "") -> np.ndarray:
+  """`x` as (N, width) float32 rows of `modality` that this run can read.
+
+  `other_modality_hint` is appended to the message when `x` has the other modality's width (a tool says which
+  flag swaps them).
+
+  Raises:
+    ValueError: another width (saying if it is the other modality's), or a NaN / infinite value (row named).
+  """
+  x = np.asarray(x, np.float32)
+  x = x[None, :] if x.ndim == 1 else x
+  s = run.standardizer
+  width, other = s.width(modality), "music" if modality == "video" else "video"
+  if x.ndim != 2 or x.shape[1] != width:
+    got = x.shape[-1] if x.ndim else 0
+    hint = f"; width {got} is this run's {other} width{other_modality_hint}" if got == s.width(other) else ""
+    raise ValueError(
+      f"{what} has {modality} features of shape {x.shape}, but this run's {modality} features are {width} wide "
+      f"(pass vectors of width {width}){hint}"
+    )
+  rows = non_finite_rows(x)
+  if len(rows):
+    raise ValueError(f"{what} has NaN or infinite values in {len(rows)} row(s), first row {int(rows[0])}")
+  return x

@@ -6,7 +6,7 @@
      is logged when taken over). A second run on the same workdir is refused with the holder's pid and host;
   2. if the workdir already holds a run (`config.json` beside checkpoints or results), the new config must be
      the same run: a field that changes what the run is (seed, model, data, shapes, losses, optimiser; the
-     `runtime.experiments` signature, less the length of training) is refused with the differing fields named;
+     `run_signature`, less the length of training) is refused with the differing fields named;
   3. results without a checkpoint to resume from are refused too, rather than silently trained over.
 `restart=True` (`main --restart`) deletes what the workdir held (checkpoints, logs, results, plots,
 evaluations) and starts over.
@@ -23,9 +23,12 @@ import os
 import shutil
 import socket
 import time
+from collections.abc import Mapping
 from typing import Any
 
 import ml_collections
+
+from emvgan_jax import config_lib, errors, families
 
 # Fields that may differ on resume: they say how long to train, not what is trained.
 RESUMABLE_KEYS = ("train.num_epochs", "train.max_steps")
@@ -33,7 +36,65 @@ RESUMABLE_KEYS = ("train.num_epochs", "train.max_steps")
 RUN_OUTPUTS = ("checkpoints", "metrics.jsonl", "tensorboard", "results.json", "plots", "eval", "config.json")
 
 
-class WorkdirError(Exception):
+# Fields (dotted prefixes) that define every run, whatever its model; the model adds its own `config_keys`
+# (`families.MODELS`). A peer has no training loop: the `train.` and `sharding` fields do not make it.
+_RUN_KEYS = (
+  "model",
+  "seed",
+  "data.dataset",
+  "data.holdout_fraction",
+  "data.holdout_seed",
+  "data.selection_fraction",
+  "data.selection_seed",
+  "data.cv_folds",
+  "data.cv_fold",
+  "data.cv_repeat",
+  "sharding",
+  "train.batch_size",
+  "train.drop_remainder",
+  "train.num_epochs",
+  "train.max_steps",
+  "train.eval_every_steps",
+  "train.patience",
+  "train.selection_metric",
+  "train.selection_mode",
+)
+_LOOP_KEYS = ("train.", "sharding")
+
+
+def flatten(d: Any, prefix: str = "") -> dict[str, Any]:
+  """A nested dict as {'a.b.c': value}."""
+  if not isinstance(d, dict):
+    return {prefix: d}
+  out = {}
+  for k, v in d.items():
+    out.update(flatten(v, f"{prefix}.{k}" if prefix else k))
+  return out
+
+
+def run_signature(config: ml_collections.ConfigDict) -> dict[str, Any]:
+  """The flattened fields of `config` that make a run what it is.
+
+  Raises:
+    config_lib.ConfigError: `config.model` names no model.
+  """
+  model = families.model(config)
+  common = _RUN_KEYS if model.trained else tuple(k for k in _RUN_KEYS if not k.startswith(_LOOP_KEYS))
+  prefixes = common + model.config_keys
+  flat = flatten(json.loads(config.to_json_best_effort()))
+  return {k: v for k, v in flat.items() if any(k == p or k.startswith(p + ".") for p in prefixes)}
+
+
+def differences(stored: Mapping[str, Any], config: ml_collections.ConfigDict) -> list[str]:
+  """Fields where a saved config (JSON) differs from `config` as a run: 'key: saved -> wanted'."""
+  wanted = run_signature(config)
+  # A field the saved config lacks did not exist when it was written: it ran with that field's legacy value
+  # (or, where the default kept the old behaviour, today's default), which `merge_onto_defaults` fills in.
+  saved = run_signature(config_lib.merge_onto_defaults(dict(stored)))
+  return [f"{k}: {saved.get(k)!r} -> {v!r}" for k, v in sorted(wanted.items()) if saved.get(k) != v]
+
+
+class WorkdirError(errors.Error):
   """The workdir cannot take this run; the message says why and what to do."""
 
 
@@ -98,15 +159,13 @@ def check_same_run(config: ml_collections.ConfigDict, workdir: str) -> None:
   Raises:
     WorkdirError: the fields that differ, or results without a checkpoint to resume from.
   """
-  from emvgan_jax.runtime import experiments  # pylint: disable=g-import-not-at-top
-
   if not _holds_a_run(workdir):
     return
   config_path = os.path.join(workdir, "config.json")
   if os.path.isfile(config_path):
     with open(config_path, encoding="utf-8") as f:
       stored: dict[str, Any] = json.load(f)
-    diff = [d for d in experiments.differences(stored, config) if d.split(":")[0] not in RESUMABLE_KEYS]
+    diff = [d for d in differences(stored, config) if d.split(":")[0] not in RESUMABLE_KEYS]
     if diff:
       raise WorkdirError(
         f"{workdir} holds a run of another config ({'; '.join(diff[:6])}); resume it with the config that made "

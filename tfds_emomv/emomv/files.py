@@ -25,6 +25,8 @@ import csv
 import dataclasses
 import os
 import pathlib
+import socket
+import urllib.parse
 from collections.abc import Mapping, Sequence
 
 import h5py
@@ -536,8 +538,6 @@ def check_reachable(url: str, timeout: float = 5.0) -> None:
   Raises:
     EmoMVMissingFileError: with the hint to build from a local copy.
   """
-  import socket  # pylint: disable=g-import-not-at-top
-  import urllib.parse  # pylint: disable=g-import-not-at-top
 
   host = urllib.parse.urlparse(url).hostname
   try:

@@ -9,6 +9,7 @@ import io
 import os
 
 import tensorflow_datasets as tfds
+from tensorflow_datasets.core.utils import tqdm_utils
 
 import tfds_emomv.emomv  # noqa: F401  (registers the `emomv` builder)
 from tfds_emomv import commands
@@ -82,7 +83,6 @@ def _quiet_tfds():
   if commands.verbose():
     yield
     return
-  from tensorflow_datasets.core.utils import tqdm_utils  # pylint: disable=g-import-not-at-top
 
   shown = tqdm_utils._active  # pylint: disable=protected-access  (no public getter)
   tfds.display_progress_bar(False)

@@ -1,0 +1,318 @@
+"""Plumbing shared by the commands (`emvgan_jax/tools/*.py`, `emvgan_jax.main`, `benchmarks/`): flags, logging,
+errors.
+
+Each tool keeps its flags in its own `flags.FlagValues`, not absl's global `FLAGS`: tests import several tools
+into one process, and absl refuses a second `--workdir` in the global set. A tool's `main(argv)` parses its
+flags with `parse_flags` before it imports JAX (so `--help` and a usage error answer at once), runs, and turns
+the errors a user can fix (`emvgan_jax.errors`) into a single `error: ...` line on stderr and a non-zero exit
+(`run_tool`), instead of a traceback: status 2 for a usage error (a flag or config field that cannot be used), 1
+for a failure (data, checkpoints, the workdir, the disk). `EMVGAN_VERBOSE=1` keeps the traceback.
+
+This module imports absl, ml_collections and the standard library only: every command imports it before parsing
+its flags.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import re
+import sys
+from collections.abc import Callable, Sequence
+
+from absl import app, flags
+from ml_collections.config_flags import config_flags
+
+from emvgan_jax import config_lib, errors
+
+USAGE_STATUS, FAILURE_STATUS = 2, 1
+
+
+class Exit(SystemExit):
+  """Exit with `status` after printing `message`; `message` stays readable for callers (tests) that catch it."""
+
+  def __init__(self, message: str, status: int):
+    super().__init__(status)
+    self.message = message
+
+
+def fail(message: str, status: int = FAILURE_STATUS) -> None:
+  """Prints `message` (one line) to stderr and exits with `status`."""
+  print(message, file=sys.stderr, flush=True)
+  raise Exit(message, status)
+
+
+def status_of(e: BaseException) -> int:
+  """2 for a usage error (a bad flag or config field), 1 for any other failure."""
+  return USAGE_STATUS if isinstance(e, errors.UsageError) else FAILURE_STATUS
+
+
+def one_line(message: object, max_chars: int = 1000) -> str:
+  """`message` on one line (newlines become '; '), shortened to `max_chars` characters."""
+  text = "; ".join(part.strip() for part in str(message).splitlines() if part.strip())
+  return text if len(text) <= max_chars else text[: max_chars - 3] + "..."
+
+
+def new_flag_values() -> flags.FlagValues:
+  """A private flag set (`parse_flags` handles `--help`, which absl's `app.run` would add to the global set)."""
+  return flags.FlagValues()
+
+
+def short_help(doc: str) -> str:
+  """What `--help` shows of a tool's docstring: its first paragraph and its usage (the paragraph starting
+  'Usage' or 'Run'); the rest (design notes) stays in the module's docstring and docs/."""
+  paragraphs = [p.strip("\n") for p in doc.strip().split("\n\n")]
+  keep = [paragraphs[0]] + [p for p in paragraphs[1:] if p.lstrip().startswith(("Usage", "Run"))]
+  return "\n\n".join(keep)
+
+
+def expand_paths(argv: Sequence[str]) -> list[str]:
+  """`argv` with every `--flag=~...` value expanded to the home folder, as a shell expands `--flag ~/x` but not
+  `--flag=~/x` (a run would otherwise write into a folder literally named `~`); in a comma-separated list, each
+  item. `--config=PATH[:arg]` is also looked up in the repository when PATH does not exist from here
+  (`config_lib.resolve_config_path`)."""
+  out = [argv[0]] if argv else []
+  for arg in argv[1:]:
+    name, sep, value = arg.partition("=")
+    if arg.startswith("--") and sep and "~" in value:
+      value = ",".join(os.path.expanduser(v) if v.startswith("~") else v for v in value.split(","))
+    if name == "--config" and sep:
+      path, colon, rest = value.partition(":")
+      value = config_lib.resolve_config_path(path) + colon + rest
+    out.append(f"{name}{sep}{value}")
+  return out
+
+
+def parse_flags(flag_values: flags.FlagValues, argv: Sequence[str], help_text: str) -> list[str]:
+  """Parses `argv` (program name first) into `flag_values`; prints `help_text` and the flags on `--help`.
+
+  Raises:
+    SystemExit: with an `error: ...` line on unknown flags, bad values or missing required flags.
+  """
+  flag_values.unparse_flags()  # a tool called twice in one process (tests) parses afresh
+  argv = expand_paths(take_verbose(argv))
+  if any(arg in HELP_ARGS for arg in argv[1:]):
+    # Before parsing: help must not fail on a missing required flag.
+    print(short_help(help_text) + "\n")
+    print(flag_values.get_help(include_special_flags=False))
+    print(VERBOSE_HELP)
+    sys.exit(0)
+  try:
+    rest = flag_values(list(argv))
+  except flags.Error as e:
+    fail(f"error: {one_line(e)} (see --help)", USAGE_STATUS)
+  if len(rest) > 1:
+    fail(f"error: unexpected arguments {rest[1:]} (flags are written --name=value; see --help)", USAGE_STATUS)
+  return rest
+
+
+def define_gallery_flags(flag_values: flags.FlagValues) -> dict[str, flags.FlagHolder]:
+  """The flags that name a gallery (`retrieve` and `index` take the same), keyed by the arguments of
+  `evaluation.retrieval.load_gallery`."""
+
+  def string(name: str, help_text: str) -> flags.FlagHolder:
+    return flags.DEFINE_string(name, None, help_text, flag_values=flag_values)
+
+  return {
+    "dataset": string("dataset", "EmoMV set whose gallery to use (default: the run's)."),
+    "csv": string("gallery_csv", "Your own gallery CSV (EmoMV retrieval layout)."),
+    "video_h5": string("gallery_video_h5", "Video features of --gallery_csv."),
+    "music_h5": string("gallery_music_h5", "Music features of --gallery_csv."),
+    "data_dir": string("data_dir", "TFDS data dir (default: the run's)."),
+    "manual_dir": string("manual_dir", "Local EmoMV copy (default: the run's, then $EMOMV_DIR)."),
+  }
+
+
+def parse_ints(values: Sequence[str], flag: str) -> list[int]:
+  """The integers of a list flag (`--seeds=0,1,2`); anything else is a UsageError naming the flag."""
+  try:
+    return [int(v) for v in values]
+  except ValueError:
+    raise errors.UsageError(f"--{flag} must be comma-separated integers, got {','.join(values)}") from None
+
+
+class QuietLibraries(logging.Filter):
+  """Drops INFO chatter of Orbax, TFDS and JAX (a dozen lines per restore or build); warnings still pass."""
+
+  def filter(self, record: logging.LogRecord) -> bool:
+    noisy = any(part in record.pathname for part in ("/orbax/", "/tensorflow_datasets/", "/absl/", "/jax/_src/"))
+    # Orbax warns once per manager that a read-only directory is read only: that is why it was opened so. TFDS
+    # warns that a dataset folder about to be built has no dataset_info.json yet: it is being built.
+    message = record.getMessage()
+    if "is read only" in message or "has no dataset_info.json" in message:
+      return False
+    return record.levelno >= logging.WARNING or not noisy
+
+
+def setup_logging(level: int = logging.INFO) -> None:
+  """INFO messages of this project to stderr (what absl's `app.run` would have set up); the libraries' INFO
+  chatter only with --verbose."""
+  root = logging.getLogger()
+  if not root.handlers:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(levelname).1s %(asctime)s %(filename)s:%(lineno)d] %(message)s"))
+    root.addHandler(handler)
+  for handler in root.handlers:  # also a handler that an imported library installed first
+    if not verbose() and not any(isinstance(f, QuietLibraries) for f in handler.filters):
+      handler.addFilter(QuietLibraries())
+  root.setLevel(level)
+
+
+DEFAULT_COMPILATION_CACHE = os.path.join(os.path.expanduser("~"), ".cache", "emvgan_jax", "xla")
+
+
+def enable_compilation_cache(path: str | None) -> None:
+  """JAX's persistent compilation cache in `path` (as `emvgan_jax.main` does); None or '' leaves it off.
+
+  An environment setting (JAX_COMPILATION_CACHE_DIR, as the tests set) wins.
+  """
+  if path and not os.environ.get("JAX_COMPILATION_CACHE_DIR"):
+    import jax  # deferred: JAX loads once the flags are parsed
+
+    jax.config.update("jax_compilation_cache_dir", path)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+
+
+def known_errors() -> tuple[type[BaseException], ...]:
+  """The exceptions whose message is itself the advice: shown as one line, without a traceback."""
+  from tfds_emomv.emomv import files  # deferred: TFDS, and only once a command has failed
+
+  return (errors.Error, files.EmoMVFormatError)
+
+
+def start_tool(
+  flag_values: flags.FlagValues,
+  argv: Sequence[str] | None,
+  help_text: str,
+  *,
+  compilation_cache: flags.FlagHolder | None = None,
+) -> None:
+  """What every tool's `main` does first: parse its flags (`argv` None: `sys.argv`), set up logging and, for the
+  tools that train, the compilation cache (the holder of their `--compilation_cache_dir`, read once parsed)."""
+  parse_flags(flag_values, sys.argv if argv is None else argv, help_text)
+  setup_logging()
+  if compilation_cache is not None:
+    enable_compilation_cache(compilation_cache.value)
+
+
+VERBOSE_ENV = "EMVGAN_VERBOSE"  # set (to anything but 0) to see the traceback behind a one-line error
+HELP_ARGS = ("-h", "-?", "-help", "--help", "--helpshort", "--helpfull")
+_VERBOSE_ON = {"--verbose", "--verbose=true", "--verbose=1", "--verbose=yes"}
+_VERBOSE_OFF = {"--noverbose", "--verbose=false", "--verbose=0", "--verbose=no"}
+
+
+def verbose() -> bool:
+  """Whether the user asked for more (`--verbose`, or $EMVGAN_VERBOSE): library INFO logs, tracebacks."""
+  return os.environ.get(VERBOSE_ENV, "0") not in ("", "0")
+
+
+def take_verbose(argv: Sequence[str]) -> list[str]:
+  """`argv` without `--verbose`, which every tool takes: it sets $EMVGAN_VERBOSE for the rest of the process."""
+  rest = []
+  for arg in argv:
+    if arg.lower() in _VERBOSE_ON:
+      os.environ[VERBOSE_ENV] = "1"
+    elif arg.lower() in _VERBOSE_OFF:
+      os.environ[VERBOSE_ENV] = "0"
+    else:
+      rest.append(arg)
+  return rest
+
+
+VERBOSE_HELP = "  --verbose: library INFO logs and the traceback behind an error (also EMVGAN_VERBOSE=1)."
+
+
+def run_app(main: Callable[[list[str]], None], help_text: str) -> None:
+  """absl's `app.run` for the tools whose flags are absl's global ones (`main`, `benchmark`): `--help` in any
+  spelling prints the tool's description and its own flags and exits 0 (absl's exits 1, and its --helpfull
+  lists every library's flags), and `--verbose` is taken as everywhere else."""
+
+  sys.argv = expand_paths(take_verbose(sys.argv))
+  if any(arg in HELP_ARGS for arg in sys.argv[1:]):
+    print(short_help(help_text) + "\n")
+    print(flags.FLAGS.module_help(main.__module__))  # `__main__`, or the module of a console script
+    print(VERBOSE_HELP)
+    sys.exit(0)
+  app.run(main, flags_parser=_parse_global_flags)
+
+
+def _parse_global_flags(argv: list[str]) -> list[str]:
+  """absl's parse of the global flags, with its errors and ml_collections' (a config file that cannot be loaded,
+  an override naming no field) as one `error: ...` line and exit status 2 instead of a traceback."""
+
+  try:
+    rest = flags.FLAGS(argv)
+  except flags.Error as e:
+    text = str(e)
+    if "Traceback (most recent call last)" in text:  # a config file whose get_config() raised: its last line
+      fail(f"error: the config file does not load: {text.strip().splitlines()[-1].strip()}", USAGE_STATUS)
+    fail(f"error: {one_line(text)} (see --help)", USAGE_STATUS)
+  except (AttributeError, KeyError) as e:  # --config.x.y=... for a field the config does not have
+    text = str(e).replace("\\'", "'").replace("\\n", " ")
+    overrides = [a.split("=")[0] for a in argv[1:] if a.startswith("--") and "." in a.split("=")[0]]
+    quoted = re.findall(r"'(\w+)'", text)
+    named = [(q, a) for q in quoted for a in overrides if f".{q}." in a + "."]
+    hint = re.search(r'Did you mean "(\w+)"', text)
+    suggestion = f"; did you mean {hint.group(1)!r}?" if hint else ""
+    if named:
+      key, flag = named[0]
+      fail(f"error: {flag}: the config has no field {key!r}{suggestion}", USAGE_STATUS)
+    listed = ", ".join(overrides) or "a --config override"
+    fail(f"error: {listed}: no such config field ({one_line(text, 200)})", USAGE_STATUS)
+  except (SyntaxError, ImportError) as e:  # the config file itself does not load
+    where = f" ({e.filename}, line {e.lineno})" if isinstance(e, SyntaxError) else ""
+    fail(
+      f"error: the config file does not load: {type(e).__name__}: {e.msg if isinstance(e, SyntaxError) else e}{where}",
+      USAGE_STATUS,
+    )
+  except (TypeError, ValueError) as e:  # an override of the wrong type, a config file that raises
+    fail(f"error: {one_line(e, 400)}", USAGE_STATUS)
+  error_config = getattr(config_flags, "_ErrorConfig", None)  # a config file that failed to load, kept lazy
+  for name in flags.FLAGS:
+    value = flags.FLAGS[name].value
+    if error_config and isinstance(value, error_config):
+      try:
+        value.keys()
+      except OSError as e:
+        reason = one_line(e).split(";")[-1].strip()
+        given = next((a.split("=", 1)[1] for a in argv[1:] if a.startswith(f"--{name}=")), "?")
+        fail(
+          f"error: --{name}={given}: {reason}; give the path of a config file, e.g. configs/emomv_c.py (looked up "
+          f"from {os.getcwd()}, then in {config_lib.REPO_ROOT})",
+          USAGE_STATUS,
+        )
+  return rest
+
+
+def os_error_line(e: OSError) -> str:
+  """A full disk, a permission or a missing path, in one line that names the path."""
+
+  path = e.filename or "?"
+  advice = {
+    errno.ENOSPC: "free some space or use another --workdir",
+    errno.EDQUOT: "free some space or use another --workdir",
+    errno.EACCES: "check the permissions, or use another path",
+    errno.EROFS: "the file system is read-only: use another path",
+  }.get(e.errno, "check the path")
+  return f"{e.strerror or e} ({path}): {advice}"
+
+
+def run_tool(body: Callable[[], object]) -> object:
+  """Runs `body()`; a known error becomes one `error: ...` line and exit status 2 (a usage error) or 1 (a failure),
+  and so does an OSError about a path (a full disk, a permission). With $EMVGAN_VERBOSE set, errors keep their
+  traceback."""
+  if verbose():
+    return body()
+  try:
+    return body()
+  except known_errors() as e:
+    # A failed Orbax restore leaves TensorStore read coroutines behind, which Python reports ("Event loop is
+    # closed", a traceback) as it collects them at exit: after the one-line error, that is only noise.
+    sys.unraisablehook = lambda unraisable: None
+    fail(f"error: {one_line(e)}", status_of(e))
+  except OSError as e:
+    if e.filename is None:
+      raise
+    sys.unraisablehook = lambda unraisable: None
+    fail(f"error: {os_error_line(e)}")

@@ -1,0 +1,50 @@
+"""What several test files share: the repository's root, running a command in-process, a PNG check, a batch.
+
+Test files import this module (`import helpers`: pytest puts `tests/` on the path for conftest.py) and never
+each other.
+"""
+
+import pathlib
+
+import numpy as np
+
+REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def run_main(module, argv):
+  """Runs a tool's `main` in-process; returns the SystemExit code (None: success), or the one line it printed for
+  an error (`cli.Exit` keeps it)."""
+  try:
+    module.main([module.__name__] + argv)
+  except SystemExit as e:
+    return getattr(e, "message", e.code)
+  return None
+
+
+def assert_valid_png(path, min_kb=8, min_side=200):
+  """The 8-byte PNG signature, a plausible size, and matplotlib reads it back as an image of sane dimensions."""
+  import matplotlib.image  # only the tests that check a plot pay for matplotlib
+
+  with open(path, "rb") as f:
+    data = f.read()
+  assert data[:8] == PNG_SIGNATURE, path
+  assert len(data) > min_kb * 1024, (path, len(data))
+  image = matplotlib.image.imread(path)
+  assert image.ndim == 3 and image.shape[2] in (3, 4)
+  assert min_side <= image.shape[0] <= 4000 and min_side <= image.shape[1] <= 6000, image.shape
+
+
+def random_batch(n: int, dv: int = 12, dm: int = 7, seed: int = 0):
+  """A batch of `n` random rows of widths `dv` and `dm`, its last 3 rows padding (mask False)."""
+  rng = np.random.default_rng(seed)
+  mask = np.ones(n, bool)
+  mask[-3:] = False  # padding rows must count for nothing, sharded or not
+  return {
+    "video": rng.normal(size=(n, dv)).astype(np.float32),
+    "music": rng.normal(size=(n, dm)).astype(np.float32),
+    "match": (np.arange(n) % 2).astype(np.int32),
+    "video_emotion": rng.integers(0, 5, n).astype(np.int32),
+    "music_emotion": rng.integers(0, 5, n).astype(np.int32),
+    "mask": mask,
+  }
