@@ -15,19 +15,21 @@ batches of rows decoded from its TFDS records vs read as raw rows from the featu
 --rounds rounds (median ratio with min and max).
 """
 
+from __future__ import annotations
+
 import itertools
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from absl import flags
 
 import benchmarks
 from emvgan_jax import errors
-from emvgan_jax.data import pipeline
-from emvgan_jax.data.splits import Split
-from emvgan_jax.data.standardize import Standardizer
 from emvgan_jax.tools import cli
+
+if TYPE_CHECKING:
+  from emvgan_jax.data.splits import Split
 
 _DATASET = flags.DEFINE_string("dataset", "emomv/c", "emomv/a|b|c (TFDS), or 'features' (tfds_emomv.features).")
 _DATA_DIR = flags.DEFINE_string("data_dir", None, "TFDS data dir (built there on first use).")
@@ -58,6 +60,8 @@ def _train_split():
 def _throughput(train: Split, to_device: bool, batch_sharding: Any) -> tuple[float, int]:
   """Examples/s over --seconds of batches (epochs chained), after one warm-up batch; and the batches timed."""
   import jax  # deferred: JAX loads once the flags are parsed
+
+  from emvgan_jax.data import pipeline  # deferred: as above
 
   def batches():
     for epoch in itertools.count():
@@ -113,7 +117,8 @@ def main(argv: list[str]) -> None:
   def body() -> None:
     import jax  # deferred: JAX loads once the flags are parsed
 
-    from emvgan_jax.runtime import sharding  # deferred: JAX loads once the flags are parsed
+    from emvgan_jax.data.standardize import Standardizer  # deferred: as above
+    from emvgan_jax.runtime import sharding  # deferred: as above
 
     print(benchmarks.machine())
     t0 = time.perf_counter()

@@ -285,8 +285,8 @@ def load_config_file(spec: str) -> ml_collections.ConfigDict:
   path = resolve_config_path(given)
   if not os.path.isfile(path):
     raise ConfigError(
-      f"config file {given!r} (from {spec!r}) does not exist in {os.getcwd()} nor in {REPO_ROOT}; give the path "
-      "of a config file, e.g. configs/emomv_c.py"
+      f"config file {given!r} (from {spec!r}) does not exist: looked up from {os.getcwd()}, then in the repository, "
+      f"{REPO_ROOT}; give the path of a config file, e.g. configs/emomv_c.py"
     )
   module_spec = importlib.util.spec_from_file_location(f"_emvgan_config_{abs(hash(path))}", path)
   module = importlib.util.module_from_spec(module_spec)

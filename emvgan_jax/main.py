@@ -84,11 +84,12 @@ def main(argv: list[str]) -> None:
     if verbose:
       raise
     # These messages already say what went wrong and what to do; a traceback would only bury them.
-    sys.unraisablehook = lambda unraisable: None  # see cli.run_tool
+    cli.silence_leftovers()
     cli.fail(f"error: {cli.one_line(e)}", cli.status_of(e))
   except OSError as e:  # a full disk, a permission: name the path
     if verbose or e.filename is None:
       raise
+    cli.silence_leftovers()
     cli.fail(f"error: {cli.os_error_line(e)}")
 
 

@@ -6,7 +6,8 @@ XLA_FLAGS must be set before jax is imported anywhere, which is why it lives at 
 
 import os
 
-os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
+# 8 fake CPU devices, and LLVM's optimisations off (helpers.FAST_COMPILE says why).
+os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8 --xla_backend_optimization_level=0")
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 # Many tests build the same tiny models, and most of the suite's time is compilation. A persistent compilation
 # cache under .pytest_cache/d (git-ignored; `pytest --cache-clear` empties it) compiles each program once per

@@ -73,7 +73,7 @@ def test_inputs_it_cannot_read_are_refused(api_run, raw_gallery):
 
 
 def test_the_example_script_runs(tiny_run, raw_gallery):
-  env = {**os.environ, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": ""}
+  env = helpers.subprocess_env()
   proc = subprocess.run(
     [sys.executable, os.path.join(REPO, "examples", "api_quickstart.py"), str(tiny_run.workdir), DUMMY],
     cwd=REPO,

@@ -6,6 +6,8 @@ block size, with padding rows, emotion positives on and off, and on 8 devices, w
 move no logits between devices (no all-to-all) and sum the embeddings' gradient with a reduce-scatter.
 """
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -232,7 +234,8 @@ def _config(**fields):
 
   config = config_lib.load_config_file("configs/emomv_c.py")
   config.unlock()
-  for key, value in fields.items():
+  # EmoMV-C's EMVGAN at a tenth of its widths: the same program, a smaller one to compile and run.
+  for key, value in {"emvgan.hidden": 32, "emvgan.embed_dim": 16, "emvgan.disc_hidden": 32, **fields}.items():
     config_lib.set_field(config, key, value)
   return config
 
@@ -249,6 +252,7 @@ def test_the_compiled_emvgan_step_on_8_devices_has_no_all_to_all():
   assert "all-to-all(" in _step_hlo("dense")
 
 
+@functools.cache  # the references are shared by the tests that compare with them
 def _emvgan_steps(*, accum: int = 1, dtype: str = "float32", clean: bool = False, n_devices: int = 8, steps: int = 1):
   """`steps` EMVGAN steps on one fixed batch of 64 rows (dropout off, so microbatches draw no masks of their own)."""
   config = _config(
@@ -290,25 +294,40 @@ def test_accumulated_gradients_equal_one_big_batch(accum, clean, n_devices):
   assert _update_cosine(got_params, want_params, start) > 0.9999
 
 
+def _pass_and_pull(generator, accum, clean):
+  """The generator pass of `accum` microbatches and its pull-back of `cotangents`, as one jitted function of
+  (params, batch, key, cotangents) -> (outputs, gradient)."""
+  from emvgan_jax.families import emvgan as emvgan_family
+
+  def run(params, batch, key, cotangents):
+    out, adv, pull = emvgan_family._generator_pass(generator, params, batch, key, clean=clean, accum=accum)
+    del adv  # pulled back through the cotangents given for it
+    return out, pull(cotangents)
+
+  return jax.jit(run)
+
+
+def _generator_and_batch(dropout_rate, seed):
+  from emvgan_jax.models import emvgan as emvgan_model
+
+  generator = emvgan_model.GeneratorSide(hidden=16, embed_dim=8, dropout_rate=dropout_rate)
+  rng = np.random.default_rng(seed)
+  batch = {"video": jnp.asarray(rng.normal(size=(24, 10)), jnp.float32)}
+  batch["music"] = jnp.asarray(rng.normal(size=(24, 6)), jnp.float32)
+  init = jax.jit(lambda key: generator.init(key, batch["video"], batch["music"], train=False)["params"])
+  return generator, batch, init(jax.random.key(0)), rng
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("clean", [False, True])
 def test_microbatched_pull_back_equals_the_whole_batch_gradient(clean):
-  from emvgan_jax.families import emvgan as emvgan_family  # pylint: disable=g-import-not-at-top
-  from emvgan_jax.models import emvgan as emvgan_model  # pylint: disable=g-import-not-at-top
-
-  generator = emvgan_model.GeneratorSide(hidden=16, embed_dim=8, dropout_rate=0.0)
-  rng = np.random.default_rng(7)
-  batch = {"video": jnp.asarray(rng.normal(size=(24, 10)), jnp.float32)}
-  batch["music"] = jnp.asarray(rng.normal(size=(24, 6)), jnp.float32)
-  params = generator.init(jax.random.key(0), batch["video"], batch["music"], train=False)["params"]
-  grads = {}
-  for accum in (1, 3):
-    out, adv, pull = emvgan_family._generator_pass(  # pylint: disable=protected-access
-      generator, params, batch, jax.random.key(1), clean=clean, accum=accum
-    )
-    cot_rng = np.random.default_rng(8)  # the same cotangents for both
-    cotangents = jax.tree.map(lambda x, r=cot_rng: jnp.asarray(r.normal(size=x.shape), x.dtype), (out, adv))
-    grads[accum] = (out, jax.jit(pull)(cotangents))
+  generator, batch, params, _ = _generator_and_batch(0.0, 7)
+  shapes = jax.eval_shape(lambda: generator.apply({"params": params}, batch["video"], batch["music"], train=False))
+  cot_rng = np.random.default_rng(8)  # the same cotangents for both
+  cotangents = jax.tree.map(lambda x: jnp.asarray(cot_rng.normal(size=x.shape), x.dtype), (shapes, shapes))
+  grads = {
+    accum: _pass_and_pull(generator, accum, clean)(params, batch, jax.random.key(1), cotangents) for accum in (1, 3)
+  }
   np.testing.assert_allclose(grads[3][0]["video_embedding"], grads[1][0]["video_embedding"], rtol=1e-6, atol=1e-6)
   for a, b in zip(jax.tree.leaves(grads[3][1]), jax.tree.leaves(grads[1][1])):
     # Summed in another order: rounding of about 1e-6 of the leaf's largest entry.
@@ -331,41 +350,29 @@ def test_bfloat16_compute_keeps_float32_parameters_and_the_loss_within_a_percent
 def test_microbatches_draw_their_own_dropout_masks_the_same_in_both_passes():
   """With dropout on: pass one's outputs and pass two's gradient are those of microbatch m = rows m::k run with the
   key fold_in(key, m), built here by hand (so a pass two that drew other masks than pass one would fail)."""
-  from emvgan_jax.families import emvgan as emvgan_family  # pylint: disable=g-import-not-at-top
-  from emvgan_jax.models import emvgan as emvgan_model  # pylint: disable=g-import-not-at-top
-
-  generator = emvgan_model.GeneratorSide(hidden=16, embed_dim=8, dropout_rate=0.5)
-  rng = np.random.default_rng(9)
-  batch = {"video": jnp.asarray(rng.normal(size=(24, 10)), jnp.float32)}
-  batch["music"] = jnp.asarray(rng.normal(size=(24, 6)), jnp.float32)
-  params = generator.init(jax.random.key(0), batch["video"], batch["music"], train=False)["params"]
+  generator, batch, params, rng = _generator_and_batch(0.5, 9)
   key, k = jax.random.key(1), 3
-  out, _, pull = emvgan_family._generator_pass(  # pylint: disable=protected-access
-    generator, params, batch, key, clean=False, accum=k
-  )
-  cot = jax.tree.map(lambda x: jnp.asarray(rng.normal(size=x.shape), x.dtype), out)
-  (grads,) = [jax.jit(pull)((cot, jax.tree.map(jnp.zeros_like, cot)))]
+  shapes = jax.eval_shape(lambda: generator.apply({"params": params}, batch["video"], batch["music"], train=False))
+  cot = jax.tree.map(lambda x: jnp.asarray(rng.normal(size=x.shape), x.dtype), shapes)
+  out, grads = _pass_and_pull(generator, k, False)(params, batch, key, (cot, jax.tree.map(jnp.zeros_like, cot)))
 
+  def apply(p, m, fold):  # microbatch m with the dropout key of microbatch `fold`
+    rngs = {"dropout": jax.random.fold_in(key, fold)}
+    return generator.apply({"params": p}, batch["video"][m::k], batch["music"][m::k], train=True, rngs=rngs)
+
+  @jax.jit
   def by_hand(p):
-    total, outs = 0.0, {}
-    for m in range(k):
-      o = generator.apply(
-        {"params": p},
-        batch["video"][m::k],
-        batch["music"][m::k],
-        train=True,
-        rngs={"dropout": jax.random.fold_in(key, m)},
-      )
-      total += sum(jnp.sum(cot[name][m::k] * o[name]) for name in o)
-      outs[m] = o
-    return total, outs
+    def total(p):
+      outs = {m: apply(p, m, m) for m in range(k)}
+      return sum(jnp.sum(cot[name][m::k] * o[name]) for m, o in outs.items() for name in o), outs
 
-  (_, outs), want = jax.value_and_grad(by_hand, has_aux=True)(params)
+    (_, outs), grad = jax.value_and_grad(total, has_aux=True)(p)
+    return outs, grad, apply(p, 0, 1)  # and microbatch 0 with microbatch 1's key: other masks
+
+  outs, want, other = by_hand(params)
   for m in range(k):
     np.testing.assert_allclose(out["video_embedding"][m::k], outs[m]["video_embedding"], rtol=1e-6, atol=1e-6)
   # The check can fail: microbatch 0 run with microbatch 1's key (other masks) gives other embeddings.
-  keys = {"dropout": jax.random.fold_in(key, 1)}
-  other = generator.apply({"params": params}, batch["video"][0::k], batch["music"][0::k], train=True, rngs=keys)
   assert not np.allclose(out["video_embedding"][0::k], other["video_embedding"], atol=1e-3)
   for a, b in zip(jax.tree.leaves(grads), jax.tree.leaves(want)):
     np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-5 * float(np.abs(b).max()))

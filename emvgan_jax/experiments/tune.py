@@ -37,7 +37,7 @@ from typing import Any
 import ml_collections
 import numpy as np
 
-from emvgan_jax import config_lib, errors, train
+from emvgan_jax import config_lib, train
 from emvgan_jax.experiments import runs as experiments
 
 # The EMVGAN defaults before tuning, as overrides on the tuned defaults of config_lib.
@@ -162,18 +162,6 @@ ALIGNMENT_METRICS = (
   (("alignment", "centroid_gap"), "modality gap"),
   (("alignment", "modality_probe_accuracy"), "modality probe"),
 )
-
-
-def parse_candidate(spec: str) -> tuple[str, dict[str, str]]:
-  """'name:a.b=1,c.d=x' -> ('name', {'a.b': '1', 'c.d': 'x'}); values are parsed as their fields' types later."""
-  name, _, body = spec.partition(":")
-  overrides = {}
-  for item in filter(None, body.split(",")):
-    key, sep, value = item.partition("=")
-    if not sep:
-      raise errors.UsageError(f"--candidate={spec!r}: {item!r} must be key=value")
-    overrides[key.strip()] = value.strip()
-  return name.strip(), overrides
 
 
 def make_config(

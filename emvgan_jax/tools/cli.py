@@ -19,6 +19,7 @@ import logging
 import os
 import re
 import sys
+import warnings
 from collections.abc import Callable, Sequence
 
 from absl import app, flags
@@ -279,7 +280,7 @@ def _parse_global_flags(argv: list[str]) -> list[str]:
         given = next((a.split("=", 1)[1] for a in argv[1:] if a.startswith(f"--{name}=")), "?")
         fail(
           f"error: --{name}={given}: {reason}; give the path of a config file, e.g. configs/emomv_c.py (looked up "
-          f"from {os.getcwd()}, then in {config_lib.REPO_ROOT})",
+          f"from {os.getcwd()}, then in the repository, {config_lib.REPO_ROOT})",
           USAGE_STATUS,
         )
   return rest
@@ -298,6 +299,15 @@ def os_error_line(e: OSError) -> str:
   return f"{e.strerror or e} ({path}): {advice}"
 
 
+def silence_leftovers() -> None:
+  """After a one-line error, what a failed Orbax save or restore leaves behind stays quiet: its TensorStore
+  coroutines, which Python reports as it collects them at exit ("Event loop is closed" with a traceback, or a
+  "coroutine ... was never awaited" warning, in one run out of a few), would only bury the line that says what
+  went wrong."""
+  sys.unraisablehook = lambda unraisable: None
+  warnings.filterwarnings("ignore", message=r"coroutine .* was never awaited", category=RuntimeWarning)
+
+
 def run_tool(body: Callable[[], object]) -> object:
   """Runs `body()`; a known error becomes one `error: ...` line and exit status 2 (a usage error) or 1 (a failure),
   and so does an OSError about a path (a full disk, a permission). With $EMVGAN_VERBOSE set, errors keep their
@@ -307,12 +317,10 @@ def run_tool(body: Callable[[], object]) -> object:
   try:
     return body()
   except known_errors() as e:
-    # A failed Orbax restore leaves TensorStore read coroutines behind, which Python reports ("Event loop is
-    # closed", a traceback) as it collects them at exit: after the one-line error, that is only noise.
-    sys.unraisablehook = lambda unraisable: None
+    silence_leftovers()
     fail(f"error: {one_line(e)}", status_of(e))
   except OSError as e:
     if e.filename is None:
       raise
-    sys.unraisablehook = lambda unraisable: None
+    silence_leftovers()
     fail(f"error: {os_error_line(e)}")

@@ -78,17 +78,20 @@ _REFERENCE = flags.DEFINE_string(
 flags.mark_flags_as_required(["configs", "workdir"], flag_values=_FLAGS)
 
 
+def _check_flags() -> list[int]:
+  """The seeds, once the flags that only the command line can get wrong are checked."""
+  if _PROTOCOL.value == "cv" and (_CV_FOLDS.value < 2 or _CV_REPEATS.value < 1):
+    raise errors.UsageError(f"--cv_folds={_CV_FOLDS.value} --cv_repeats={_CV_REPEATS.value}: need 2+ folds, 1+ repeats")
+  return cli.parse_ints(_SEEDS.value, "seeds")
+
+
 def main(argv: list[str] | None = None) -> None:
   """The command line: parses flags, runs the sweep, prints the table and its wall time."""
   cli.start_tool(_FLAGS, argv, HELP, compilation_cache=_CACHE)
+  seeds = cli.run_tool(_check_flags)  # a usage error is one line before JAX loads
   from emvgan_jax.experiments import sweep  # deferred: JAX loads once the flags are parsed
 
   def body():
-    seeds = cli.parse_ints(_SEEDS.value, "seeds")
-    if _PROTOCOL.value == "cv" and (_CV_FOLDS.value < 2 or _CV_REPEATS.value < 1):
-      raise errors.UsageError(
-        f"--cv_folds={_CV_FOLDS.value} --cv_repeats={_CV_REPEATS.value}: need 2+ folds, 1+ repeats"
-      )
     protocol = sweep.Protocol(_PROTOCOL.value, _CV_FOLDS.value, _CV_REPEATS.value, _SELECTION_FRACTION.value)
     table = sweep.run_sweep(
       sweep.split_config_specs(_CONFIGS.value),

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from absl import flags
 
+from emvgan_jax import errors
 from emvgan_jax.tools import cli
 
 HELP = __doc__
@@ -66,16 +67,32 @@ _CACHE = flags.DEFINE_string(
 flags.mark_flags_as_required(["workdir"], flag_values=_FLAGS)
 
 
+def parse_candidate(spec: str) -> tuple[str, dict[str, str]]:
+  """'name:a.b=1,c.d=x' -> ('name', {'a.b': '1', 'c.d': 'x'}); values are parsed as their fields' types later."""
+  name, _, body = spec.partition(":")
+  overrides = {}
+  for item in filter(None, body.split(",")):
+    key, sep, value = item.partition("=")
+    if not sep:
+      raise errors.UsageError(f"--candidate={spec!r}: {item!r} must be key=value")
+    overrides[key.strip()] = value.strip()
+  return name.strip(), overrides
+
+
 def main(argv: list[str] | None = None) -> None:
   """The command line: parses flags, tunes, prints tuning.md."""
   cli.start_tool(_FLAGS, argv, HELP, compilation_cache=_CACHE)
+  holdouts, seeds, extra = cli.run_tool(  # a usage error is one line before JAX loads
+    lambda: (
+      cli.parse_ints(_HOLDOUT_SEEDS.value, "holdout_seeds"),
+      cli.parse_ints(_SEEDS.value, "seeds"),
+      dict(parse_candidate(spec) for spec in _CANDIDATES.value),
+    )
+  )
   from emvgan_jax.experiments import tune  # deferred: JAX loads once the flags are parsed
 
   def body():
-    holdouts = cli.parse_ints(_HOLDOUT_SEEDS.value, "holdout_seeds")
-    seeds = cli.parse_ints(_SEEDS.value, "seeds")
-    candidates = dict(tune.GRIDS[_GRID.value])
-    candidates.update(tune.parse_candidate(spec) for spec in _CANDIDATES.value)
+    candidates = {**tune.GRIDS[_GRID.value], **extra}
     table = tune.run_tuning(
       workdir=_WORKDIR.value,
       holdouts=holdouts,

@@ -17,6 +17,7 @@ from emvgan_jax.evaluation import peers
 from emvgan_jax.evaluation import run as evaluate_lib
 from emvgan_jax.experiments import runs as experiments
 from emvgan_jax.experiments import sweep
+from emvgan_jax.tools import sweep as sweep_tool
 
 
 @pytest.fixture(scope="module")
@@ -80,7 +81,7 @@ def test_rerun_reuses_every_finished_run(sweep_root, swept, capsys, monkeypatch)
   monkeypatch.setattr(train, "train_and_evaluate", no_training)
   # The command line, with several configs in one --configs value separated by ';' (here the same one once).
   code = run_main(
-    sweep,
+    sweep_tool,
     [f"--configs={tiny_run.spec};", "--seeds=0,1", f"--workdir={tiny_run.root}", f"--data_dir={tiny_run.data_dir}"],
   )
   assert code is None

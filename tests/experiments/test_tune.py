@@ -5,10 +5,11 @@ import pytest
 
 from emvgan_jax import config_lib, errors
 from emvgan_jax.experiments import tune
+from emvgan_jax.tools import tune as tune_tool
 
 
 def test_candidate_values_take_their_fields_types():
-  name, overrides = tune.parse_candidate("h128:emvgan.hidden=128,optim.learning_rate=3e-4,loss.adv_mode=confusion")
+  name, overrides = tune_tool.parse_candidate("h128:emvgan.hidden=128,optim.learning_rate=3e-4,loss.adv_mode=confusion")
   assert name == "h128"
   config = tune.make_config("emvgan", overrides, holdout_seed=2, seed=1, holdout_fraction=0.2)
   assert config.emvgan.hidden == 128 and isinstance(config.emvgan.hidden, int)
@@ -22,7 +23,7 @@ def test_candidate_values_take_their_fields_types():
   with pytest.raises(config_lib.ConfigError, match="no field 'emvgan.width'"):
     tune.make_config("emvgan", {"emvgan.width": "3"}, holdout_seed=0, seed=0, holdout_fraction=0.2)
   with pytest.raises(errors.Error, match="must be key=value"):
-    tune.parse_candidate("bad:emvgan.hidden")
+    tune_tool.parse_candidate("bad:emvgan.hidden")
 
 
 def _results(value, step=10):

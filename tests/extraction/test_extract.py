@@ -9,6 +9,7 @@ import sys
 import types
 
 import h5py
+import jax
 import numpy as np
 import pytest
 
@@ -109,7 +110,7 @@ def test_vggish_converter_reproduces_torchvggish():
   x = np.random.default_rng(2).normal(size=(3, 96, 64)).astype(np.float32)
   with torch.no_grad():
     want = model(torch.from_numpy(x[:, None])).numpy()
-  got = np.asarray(vggish.VGGish().apply(variables, x))
+  got = np.asarray(jax.jit(vggish.VGGish().apply)(variables, x))
   np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-6)
   assert got.shape == (3, 128) and got.min() >= 0  # the ReLU'd embedding, as EmoMV's vectors
 
@@ -140,7 +141,8 @@ def test_slowfast_converter_reproduces_pytorchvideo():
     for block in model.blocks[:5]:  # stem, four stages (the head's 7x7 pool needs 224 input: pooled by hand)
       x = block(x)
     want = torch.cat([x[0].mean(dim=(2, 3, 4)), x[1].mean(dim=(2, 3, 4))], 1).numpy()
-  got = np.asarray(slowfast.SlowFast().apply(variables, slow.transpose(0, 2, 3, 4, 1), fast.transpose(0, 2, 3, 4, 1)))
+  apply = jax.jit(slowfast.SlowFast().apply)  # one program, not one per layer run op by op
+  got = np.asarray(apply(variables, slow.transpose(0, 2, 3, 4, 1), fast.transpose(0, 2, 3, 4, 1)))
   assert got.shape == (2, slowfast.FEATURE_DIM) == (2, 2304)
   np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4 * np.abs(want).max())
 
@@ -219,6 +221,7 @@ def extracted(tmp_path_factory):
   (root / "labels.csv").write_text("sunny,exciting\nrainy,sad\n")
   out = root / "out"
   argv = ["extract", f"--inputs={clips}", f"--out_dir={out}", "--weights=random", f"--labels={root / 'labels.csv'}"]
+  argv.append("--clip_batch=1")  # each file is one clip: a batch of 2 would run a padding clip through SlowFast
   extract.main(argv)
   return types.SimpleNamespace(root=root, clips=clips, out=out, extract=extract)
 

@@ -111,15 +111,19 @@ def test_conditioned_discriminator_on_clean_embeddings_in_the_train_step():
   generator = emvgan_lib.GeneratorSide(hidden=16, embed_dim=8, dropout_rate=0.7)
   disc = discriminator_lib.ModalityDiscriminator(hidden=16)
   batch = {k: jnp.asarray(v) for k, v in random_batch(16).items()}
-  out = generator.apply({"params": state.params["generator"]}, batch["video"], batch["music"], train=False)
-  d = {"params": state.params["discriminator"]}
 
-  def logits(modality):
-    onehot = jax.nn.one_hot(batch[f"{modality}_emotion"], 5)
-    return disc.apply(d, jnp.concatenate([out[f"{modality}_embedding"], onehot], axis=-1))
+  @jax.jit
+  def want(params):
+    out = generator.apply({"params": params["generator"]}, batch["video"], batch["music"], train=False)
 
-  want = losses.discriminator_loss(logits("video"), logits("music"), mask=batch["mask"])
-  assert metrics["loss_disc"] == pytest.approx(float(want), rel=1e-5)
+    def logits(modality):
+      onehot = jax.nn.one_hot(batch[f"{modality}_emotion"], 5)
+      inputs = jnp.concatenate([out[f"{modality}_embedding"], onehot], axis=-1)
+      return disc.apply({"params": params["discriminator"]}, inputs)
+
+    return losses.discriminator_loss(logits("video"), logits("music"), mask=batch["mask"])
+
+  assert metrics["loss_disc"] == pytest.approx(float(want(state.params)), rel=1e-5)
 
 
 def test_unknown_options_fail_clearly():
@@ -159,17 +163,13 @@ def test_gap_term_is_off_by_default_and_added_when_weighted():
     "music_emotion_logits": jnp.zeros((16, 5)),
     "match_logit": jnp.zeros(16),
   }
-  off = emvgan_family.generator_losses(
-    outputs, batch, disc_logits=None, cfg=_config(**{"loss.w_va": 0.0}).loss, temp=0.3, adv_weight=0.0
-  )
-  on = emvgan_family.generator_losses(
-    outputs,
-    batch,
-    disc_logits=None,
-    cfg=_config(**{"loss.w_gap": 2.0, "loss.w_va": 0.0}).loss,
-    temp=0.3,
-    adv_weight=0.0,
-  )
+
+  def losses_of(**fields):  # one program, not one per operation run eagerly
+    cfg = _config(**{"loss.w_va": 0.0, **fields}).loss
+    run = lambda o, b: emvgan_family.generator_losses(o, b, disc_logits=None, cfg=cfg, temp=0.3, adv_weight=0.0)
+    return jax.jit(run)(outputs, batch)
+
+  off, on = losses_of(), losses_of(**{"loss.w_gap": 2.0})
   assert "gap" not in off[2] and float(on[2]["gap"]) == pytest.approx(4.0)  # ||2 / sqrt(8) * ones(8)||^2
   assert float(on[0]) == pytest.approx(float(off[0]) + 2.0 * 4.0)
   assert float(on[1]) == pytest.approx(float(off[1]))  # not part of the selection loss

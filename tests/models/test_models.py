@@ -29,7 +29,18 @@ def _inputs(batch=BATCH, video_dim=VIDEO_DIM, music_dim=MUSIC_DIM, seed=0):
 
 def _init(model, video, music, seed=0):
   k_params, k_dropout = jax.random.split(jax.random.PRNGKey(seed))
-  return model.init({"params": k_params, "dropout": k_dropout}, video, music, train=False)
+  init = jax.jit(functools.partial(model.init, train=False))  # one program, not one per operation
+  return init({"params": k_params, "dropout": k_dropout}, video, music)
+
+
+@functools.cache
+def _jitted_apply(model):
+  return jax.jit(model.apply, static_argnames=("train", "method"))
+
+
+def _apply(model, *args, **kwargs):
+  """`model.apply` as one compiled program: run eagerly, each of its operations compiles a program of its own."""
+  return _jitted_apply(model)(*args, **kwargs)
 
 
 # Initialisation compiles a random draw per parameter shape, so each model is initialised once per file.
@@ -58,7 +69,7 @@ def _assert_unit_norm(x):
 def test_baseline_shapes_and_unit_norm(task, multitask):
   model, variables = _baseline(task, multitask)
   video, music = _inputs()
-  out = model.apply(variables, video, music, train=False)
+  out = _apply(model, variables, video, music, train=False)
 
   expected = {"video_embedding": (BATCH, 64), "music_embedding": (BATCH, 64)}
   expected.update({"score": (BATCH,)} if task == "retrieval" else {"match_logits": (BATCH, 2)})
@@ -122,13 +133,13 @@ def test_baseline_dropout(task, multitask):
   video, music = _inputs()
   key = "score" if task == "retrieval" else "match_logits"
 
-  eval_a = model.apply(variables, video, music, train=False)
-  eval_b = model.apply(variables, video, music, train=False)
+  eval_a = _apply(model, variables, video, music, train=False)
+  eval_b = _apply(model, variables, video, music, train=False)
   np.testing.assert_array_equal(eval_a[key], eval_b[key])
 
-  train_a = model.apply(variables, video, music, train=True, rngs={"dropout": jax.random.PRNGKey(1)})
-  train_a2 = model.apply(variables, video, music, train=True, rngs={"dropout": jax.random.PRNGKey(1)})
-  train_b = model.apply(variables, video, music, train=True, rngs={"dropout": jax.random.PRNGKey(2)})
+  train_a = _apply(model, variables, video, music, train=True, rngs={"dropout": jax.random.PRNGKey(1)})
+  train_a2 = _apply(model, variables, video, music, train=True, rngs={"dropout": jax.random.PRNGKey(1)})
+  train_b = _apply(model, variables, video, music, train=True, rngs={"dropout": jax.random.PRNGKey(2)})
   np.testing.assert_array_equal(train_a[key], train_a2[key])
   assert not np.allclose(train_a[key], train_b[key])
   assert not np.allclose(train_a[key], eval_a[key])
@@ -169,7 +180,7 @@ def test_torch_dense_computes_affine_map():
   x, _ = _inputs(video_dim=2304)
   params = layer.init(jax.random.PRNGKey(0), x)["params"]
   np.testing.assert_allclose(
-    layer.apply({"params": params}, x), x @ params["kernel"] + params["bias"], rtol=1e-5, atol=1e-5
+    _apply(layer, {"params": params}, x), x @ params["kernel"] + params["bias"], rtol=1e-5, atol=1e-5
   )
 
 
@@ -186,8 +197,8 @@ def test_baseline_jit(task):
 
   # Gradients reach every parameter (through the CBP's FFTs too) and none of them is NaN.
   def loss(params):
-    out = model.apply(
-      {**variables, "params": params}, video, music, train=True, rngs={"dropout": jax.random.PRNGKey(3)}
+    out = _apply(
+      model, {**variables, "params": params}, video, music, train=True, rngs={"dropout": jax.random.PRNGKey(3)}
     )
     return sum(jnp.sum(jnp.square(v)) for v in out.values() if v.ndim == 2)
 
@@ -279,7 +290,7 @@ def test_cbp_module_uses_its_constants():
     y_signs=consts["y_signs"],
     output_dim=11,
   )
-  got = module.apply(variables, x, y)
+  got = _apply(module, variables, x, y)
   assert got.shape == (BATCH, 11)
   np.testing.assert_allclose(got, want, rtol=1e-6)
 
@@ -311,12 +322,12 @@ def test_encoder_and_generator_shapes():
   # The same widths as the cached EMVGAN model, so the initialisers' compiled draws are reused.
   encoder = models.Encoder(hidden=29, dropout_rate=0.1)
   enc_vars = encoder.init(jax.random.PRNGKey(0), video, train=False)
-  h = encoder.apply(enc_vars, video, train=False)
+  h = _apply(encoder, enc_vars, video, train=False)
   assert h.shape == (BATCH, 29)
 
   generator = models.Generator(embed_dim=19)
   gen_vars = generator.init(jax.random.PRNGKey(1), h)
-  z = generator.apply(gen_vars, h)
+  z = _apply(generator, gen_vars, h)
   assert z.shape == (BATCH, 19)
   _assert_unit_norm(z)
 
@@ -342,7 +353,7 @@ def _emvgan():
 def test_emvgan_shapes_and_unit_norm():
   model, variables, video, music = _emvgan()
   assert set(variables) == {"params"}
-  out = model.apply(variables, video, music, train=False)
+  out = _apply(model, variables, video, music, train=False)
   assert {k: v.shape for k, v in out.items()} == {
     "video_embedding": (BATCH, 19),
     "music_embedding": (BATCH, 19),
@@ -386,7 +397,7 @@ def test_emvgan_emotion_head_is_shared():
   ]
   assert len(k_kernels) == 1
   assert jax.tree.map(jnp.shape, params["emotion_head"]) == {"kernel": (19, 5), "bias": (5,)}
-  out = model.apply(variables, video, music, train=False)
+  out = _apply(model, variables, video, music, train=False)
   head = params["emotion_head"]
   for side in ("video", "music"):
     want = out[f"{side}_embedding"] @ head["kernel"] + head["bias"]
@@ -395,9 +406,9 @@ def test_emvgan_emotion_head_is_shared():
 
 def test_emvgan_embed_methods_match_call():
   model, variables, video, music = _emvgan()
-  out = model.apply(variables, video, music, train=False)
-  z_video = model.apply(variables, video, train=False, method="embed_video")
-  z_music = model.apply(variables, music, train=False, method=models.GeneratorSide.embed_music)
+  out = _apply(model, variables, video, music, train=False)
+  z_video = _apply(model, variables, video, train=False, method="embed_video")
+  z_music = _apply(model, variables, music, train=False, method=models.GeneratorSide.embed_music)
   np.testing.assert_allclose(z_video, out["video_embedding"], rtol=1e-6, atol=1e-7)
   np.testing.assert_allclose(z_music, out["music_embedding"], rtol=1e-6, atol=1e-7)
   # A gallery is embedded one modality at a time, with any batch size.
@@ -407,12 +418,12 @@ def test_emvgan_embed_methods_match_call():
 
 def test_emvgan_dropout():
   model, variables, video, music = _emvgan()
-  eval_a = model.apply(variables, video, music, train=False)
-  eval_b = model.apply(variables, video, music, train=False)
+  eval_a = _apply(model, variables, video, music, train=False)
+  eval_b = _apply(model, variables, video, music, train=False)
   for key in eval_a:
     np.testing.assert_array_equal(eval_a[key], eval_b[key])
-  train_a = model.apply(variables, video, music, train=True, rngs={"dropout": jax.random.PRNGKey(1)})
-  train_b = model.apply(variables, video, music, train=True, rngs={"dropout": jax.random.PRNGKey(2)})
+  train_a = _apply(model, variables, video, music, train=True, rngs={"dropout": jax.random.PRNGKey(1)})
+  train_b = _apply(model, variables, video, music, train=True, rngs={"dropout": jax.random.PRNGKey(2)})
   assert not np.allclose(train_a["video_embedding"], train_b["video_embedding"])
   assert not np.allclose(train_a["music_embedding"], train_b["music_embedding"])
 

@@ -349,7 +349,7 @@ def test_a_failed_build_on_process_0_stops_both_processes(folder, tmp_path):
   with socket.socket() as s:
     s.bind(("127.0.0.1", 0))
     port = s.getsockname()[1]
-  env = {**os.environ, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": "--xla_force_host_platform_device_count=1"}
+  env = helpers.subprocess_env(1)
   args = [
     sys.executable, "-m", "emvgan_jax.main", "--config=configs/features.py", f"--workdir={tmp_path / 'w'}",
     f"--config.data.manual_dir={broken}", f"--config.data.data_dir={tmp_path / 'd'}", "--distributed",

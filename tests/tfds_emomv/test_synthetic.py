@@ -70,7 +70,7 @@ def test_the_builder_accepts_it_and_videos_stay_on_one_side(tmp_path):
 def test_emotions_are_learnable_from_both_modalities_but_not_perfectly(tmp_path):
   from sklearn.linear_model import LogisticRegression  # pylint: disable=g-import-not-at-top
 
-  synthetic.write_synthetic(str(tmp_path), 2000)
+  synthetic.write_synthetic(str(tmp_path), 1000)  # held-out accuracy 0.38 (video), 0.40 (music); chance 0.2
   (rows, video, music), (vrows, vvideo, vmusic) = _split(tmp_path, "train"), _split(tmp_path, "validation")
   for x, column, xv in ((video, 5, vvideo), (music, 6, vmusic)):
     y, yv = [int(r[column]) for r in rows], [int(r[column]) for r in vrows]
