@@ -60,7 +60,7 @@ def _assert_same(got, want, atol=2e-6):
 
 
 @pytest.mark.parametrize("positives", [False, True])
-@pytest.mark.parametrize("block_rows", [1, 3, 8, 64])  # 3 and 64 do not divide the 30 rows: padding, one block
+@pytest.mark.parametrize("block_rows", [1, 3, 64])  # 3 and 64 do not divide the 30 rows: padding, one block
 def test_blockwise_equals_dense_value_and_gradients(positives, block_rows):
   x = _inputs(30)
   _assert_same(_call(_loss("blockwise", positives, block_rows), x), _call(_loss("dense", positives), x))

@@ -5,6 +5,7 @@ import functools
 import json
 import os
 import pathlib
+import shutil
 import subprocess
 import sys
 
@@ -94,14 +95,6 @@ def test_tiny_train_and_evaluate_on_8_devices(tmp_path, dummy_data_dir, arg):
   assert len([x for x in lines if "pairs/loss" in x]) == 4
   assert any(name.startswith("events.out.tfevents") for name in os.listdir(workdir / "tensorboard"))
   assert json.loads((workdir / "config.json").read_text())["train"]["batch_size"] == 8
-
-
-@pytest.mark.slow
-def test_classification_baseline_has_no_retrieval_block(tmp_path, dummy_data_dir):
-  config = tiny_config(dummy_data_dir, "baseline", **{"baseline.task": "classification", "train.num_epochs": 1})
-  results = train.train_and_evaluate(config, str(tmp_path))
-  assert "retrieval" not in results and "retrieval" not in results["chance"]
-  assert results["classification"]["threshold"] == 0.5
 
 
 # --- sharded == single device; one compilation -----------------------------------------------------------------
@@ -269,18 +262,18 @@ def test_resume_equals_uninterrupted(tmp_path, dummy_data_dir):
 
 
 @pytest.mark.slow
-def test_non_finite_loss_stops_without_a_new_checkpoint(tmp_path, dummy_data_dir):
+def test_non_finite_loss_stops_without_a_new_checkpoint(tmp_path, tiny_run):
   workdir = tmp_path / "w"
-  train.train_and_evaluate(tiny_config(dummy_data_dir, **{"train.num_epochs": 2}), str(workdir))
+  shutil.copytree(tiny_run.workdir, workdir)  # a finished run of 4 epochs, checkpoints at steps 2 and 4
   before = sorted(p.name for p in (workdir / "checkpoints").rglob("*"))
   results_before = (workdir / "results.json").read_text()
-  bad = tiny_config(dummy_data_dir, **{"train.num_epochs": 6, "optim.learning_rate": 1e30})
+  bad = tiny_config(tiny_run.data_dir, **{"train.num_epochs": 6, "optim.learning_rate": 1e30})
   # The public entry point refuses another config on this workdir (tests/test_faults.py); the loop beneath it is
   # what must not write a checkpoint once a loss goes non-finite.
   with pytest.raises(train.NonFiniteLossError, match=r"Non-finite loss at step \d+: .*wrote no checkpoint"):
     train._train_and_evaluate(bad, str(workdir))  # pylint: disable=protected-access
   assert sorted(p.name for p in (workdir / "checkpoints").rglob("*")) == before
-  assert ckpt_lib.Checkpoints(str(workdir), read_only=True).latest_step() == 2
+  assert ckpt_lib.Checkpoints(str(workdir), read_only=True).latest_step() == 4
   assert (workdir / "results.json").read_text() == results_before
 
 
@@ -378,112 +371,34 @@ def test_short_emvgan_run_on_real_emomv_c_beats_chance(tmp_path, emomv_dir):
     assert retrieval[direction]["map"] > chance + 0.03, (direction, retrieval[direction]["map"], chance)
 
 
-# --- multi-host ------------------------------------------------------------------------------------------------
-
-
-# The features dataset with its train split (6 rows, 0.056 MB) left on disk and its validation and gallery (4 rows
-# each) in memory: each process reads only its share of every train batch from the array_record shards, and takes
-# its share of every evaluation batch from host memory.
-_MIXED = ["--config.data.dataset=features", "--config.data.layout=c", "--config.data.stream_above_mb=0.045"]
-
-
-@pytest.mark.slow
-def test_two_processes_on_loopback_equal_one_process(tmp_path, dummy_data_dir):
-  """Two processes of 2 devices each (the code path of a multi-host pod) == one process of 4 devices."""
-  import socket  # pylint: disable=g-import-not-at-top
-
-  with socket.socket() as s:
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-  common = [
-    "--config=configs/tiny.py",
-    f"--config.data.data_dir={dummy_data_dir}",
-    "--config.train.num_epochs=2",
-    "--compilation_cache_dir=",
-    *_MIXED,
-  ]
-  env = helpers.subprocess_env(2)
-  procs = [
-    subprocess.Popen(
-      [
-        sys.executable,
-        "-m",
-        "emvgan_jax.main",
-        *common,
-        f"--workdir={tmp_path / 'multi'}",
-        "--distributed",
-        f"--coordinator_address=127.0.0.1:{port}",
-        "--num_processes=2",
-        f"--process_id={i}",
-      ],
-      cwd=REPO,
-      env=env,
-      stdout=subprocess.PIPE,
-      stderr=subprocess.PIPE,
-      text=True,
-    )
-    for i in range(2)
-  ]
-  # The one-process reference runs at the same time (each process mostly compiles, on one core at a time).
-  single = subprocess.Popen(
-    [sys.executable, "-m", "emvgan_jax.main", *common, f"--workdir={tmp_path / 'single'}"],
-    cwd=REPO,
-    env=helpers.subprocess_env(4),
-    stdout=subprocess.PIPE,
-    stderr=subprocess.PIPE,
-    text=True,
-  )
-  outs = [p.communicate(timeout=300) for p in procs]
-  for p, (_, err) in zip(procs, outs):
-    assert p.returncode == 0, err[-3000:]
-  assert "JAX process 1 of 2; 2 local / 4 global devices" in outs[1][1]
-  read_from_disk = [line for line in outs[1][1].splitlines() if "read from disk a batch at a time" in line]
-  assert len(read_from_disk) == 1 and "train: 6 rows" in read_from_disk[0], read_from_disk  # the rest in memory
-  _, single_err = single.communicate(timeout=300)
-  assert single.returncode == 0, single_err[-3000:]
-  multi_results = json.loads((tmp_path / "multi" / "results.json").read_text())
-  single_results = json.loads((tmp_path / "single" / "results.json").read_text())
-  assert multi_results["checkpoint_step"] == single_results["checkpoint_step"]
-  for block in ("classification", "retrieval"):
-    for key, value in single_results[block].items():
-      if isinstance(value, dict):
-        for k, v in value.items():
-          assert multi_results[block][key][k] == pytest.approx(v, abs=1e-5), (block, key, k)
-      elif isinstance(value, float):
-        assert multi_results[block][key] == pytest.approx(value, abs=1e-5), (block, key)
-  multi_losses = [x["train/loss"] for x in read_jsonl(tmp_path / "multi" / "metrics.jsonl") if "train/loss" in x]
-  single_losses = [x["train/loss"] for x in read_jsonl(tmp_path / "single" / "metrics.jsonl") if "train/loss" in x]
-  np.testing.assert_allclose(multi_losses, single_losses, rtol=1e-5)
+@functools.cache  # the replicated reference serves both rules
+def _two_steps(data_dir: str, rule: str, mesh_shape: tuple[tuple[str, int], ...]):
+  """(metrics, parameters) after two tiny EMVGAN steps with parameters sharded by `rule` on a mesh of `mesh_shape`."""
+  config = tiny_config(data_dir, **{"sharding.param_rule": rule, "sharding.min_shard_size": 64})
+  mesh = sharding.make_mesh(dict(mesh_shape))
+  family = families.build(config)
+  state, abstract = train.create_state(family, config, mesh, 12, 7)
+  shardings = sharding.shardings_of(abstract)
+  if rule != "replicate":
+    axis = "data" if rule == "fsdp" else "model"
+    assert any(axis in tuple(s.spec) for s in jax.tree.leaves(shardings))  # something is really sharded
+    kernel = state.params["generator"]["video_encoder"]
+    assert any(len(leaf.addressable_shards[0].data.flatten()) < leaf.size for leaf in jax.tree.leaves(kernel))
+  step = train.compile_train_step(family, mesh, shardings)
+  rng = jax.jit(lambda: jax.random.key(0), out_shardings=sharding.replicated(mesh))()
+  for seed in range(2):
+    batch = pipeline.make_global_batch(random_batch(8, seed=seed), sharding.batch_sharding(mesh))
+    state, metrics = step(state, batch, rng)
+  return jax.device_get(metrics), jax.device_get(state.params)
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("rule", ["fsdp", "tensor"])
 def test_parameter_sharding_rules_give_the_same_step(dummy_data_dir, rule):
   """Parameters and Adam moments sharded by rule (ZeRO-3 style over `data`, or over `model`) == replicated."""
-
-  results = {}
-  for name, mesh_shape in (
-    ("replicate", {"data": -1, "model": 1}),
-    (rule, {"data": -1, "model": 1} if rule == "fsdp" else {"data": 4, "model": 2}),
-  ):
-    config = tiny_config(dummy_data_dir, **{"sharding.param_rule": name, "sharding.min_shard_size": 64})
-    mesh = sharding.make_mesh(mesh_shape)
-    family = families.build(config)
-    state, abstract = train.create_state(family, config, mesh, 12, 7)
-    shardings = sharding.shardings_of(abstract)
-    specs = [s.spec for s in jax.tree.leaves(shardings)]
-    axis = "data" if rule == "fsdp" else "model"
-    if name != "replicate":
-      assert any(axis in tuple(spec) for spec in specs)  # something is really sharded
-      kernel = state.params["generator"]["video_encoder"]
-      assert any(len(leaf.addressable_shards[0].data.flatten()) < leaf.size for leaf in jax.tree.leaves(kernel))
-    step = train.compile_train_step(family, mesh, shardings)
-    rng = jax.jit(lambda: jax.random.key(0), out_shardings=sharding.replicated(mesh))()
-    for seed in range(2):
-      batch = pipeline.make_global_batch(random_batch(8, seed=seed), sharding.batch_sharding(mesh))
-      state, metrics = step(state, batch, rng)
-    results[name] = (jax.device_get(metrics), jax.device_get(state.params))
-  (m_rep, p_rep), (m_sh, p_sh) = results["replicate"], results[rule]
+  m_rep, p_rep = _two_steps(dummy_data_dir, "replicate", (("data", -1), ("model", 1)))
+  mesh_shape = (("data", -1), ("model", 1)) if rule == "fsdp" else (("data", 4), ("model", 2))
+  m_sh, p_sh = _two_steps(dummy_data_dir, rule, mesh_shape)
   for k in m_rep:
     np.testing.assert_allclose(m_sh[k], m_rep[k], rtol=1e-4, atol=1e-6, err_msg=k)
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-5), p_sh, p_rep)

@@ -127,7 +127,8 @@ def test_baseline_rejects_unknown_task():
     jax.eval_shape(lambda: _init(models.EmoMVBaseline(task="regression"), *_inputs()))
 
 
-@pytest.mark.parametrize("task,multitask", VARIANTS)
+# Dropout sits in the trunk both tasks share: one variant of each task (and of the multitask heads) covers it.
+@pytest.mark.parametrize("task,multitask", [("classification", True), ("retrieval", False)])
 def test_baseline_dropout(task, multitask):
   model, variables = _baseline(task, multitask)
   video, music = _inputs()

@@ -12,6 +12,7 @@ import time
 
 import helpers
 import jax.numpy as jnp
+import numpy as np
 import pytest
 from helpers import run_main
 
@@ -121,7 +122,8 @@ def test_a_write_failing_inside_the_save_is_one_line_and_leaves_nothing_behind(t
     "runpy.run_module('emvgan_jax.main', run_name='__main__')"
   )
   workdir = tmp_path / "w"
-  env = helpers.subprocess_env(JAX_COMPILATION_CACHE_DIR="")
+  # The compilation cache is read, never written (an entry past the limit would fail too): no entry is that big.
+  env = helpers.subprocess_env(JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES=str(1 << 62))
   flags = ["--config=configs/tiny.py", f"--workdir={workdir}", f"--config.data.data_dir={tiny_run.data_dir}"]
   flags += ["--config.train.num_epochs=4", "--compilation_cache_dir="]
   args = [sys.executable, "-m", "emvgan_jax.main", *flags]
@@ -254,21 +256,29 @@ def _free_port() -> int:
     return s.getsockname()[1]
 
 
+# The features dataset with its train split (6 rows, 0.056 MB) left on disk and its validation and gallery (4 rows
+# each) in memory: each process reads only its share of every train batch from the array_record shards, and takes
+# its share of every evaluation batch from host memory.
+_MIXED = ["--config.data.dataset=features", "--config.data.layout=c", "--config.data.stream_above_mb=0.045"]
+
+
 @pytest.mark.slow
-def test_sigterm_to_one_of_two_processes_stops_both_at_one_step_and_the_rerun_resumes(tiny_run, tmp_path):
-  """Multi-host preemption: the coordination service's notice stops every process at the same step."""
-  workdir = tmp_path / "w"
-  env = helpers.subprocess_env(2)
+def test_two_processes_stop_together_on_sigterm_resume_and_equal_one_process(tiny_run, tmp_path):
+  """The code path of a multi-host pod, two processes of 2 devices on loopback: SIGTERM to one (a host preempted)
+  stops both at the same step through the coordination service; the same command resumes both there; and the
+  finished run equals one process of 4 devices trained without a stop."""
+  workdir = tmp_path / "multi"
+  common = ["--config=configs/tiny.py", f"--config.data.data_dir={tiny_run.data_dir}", *_MIXED]
 
   def launch(process_id, port, *extra):
-    args = [sys.executable, "-m", "emvgan_jax.main", "--config=configs/tiny.py", f"--workdir={workdir}"]
-    args += [f"--config.data.data_dir={tiny_run.data_dir}", "--config.train.num_epochs=100000", *extra]
+    args = [sys.executable, "-m", "emvgan_jax.main", *common, f"--workdir={workdir}", *extra]
     args += ["--distributed", f"--coordinator_address=127.0.0.1:{port}", "--num_processes=2"]
-    args += [f"--process_id={process_id}", "--compilation_cache_dir="]
+    args += [f"--process_id={process_id}"]
+    env = helpers.subprocess_env(2)
     return subprocess.Popen(args, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
   port = _free_port()
-  procs = [launch(i, port) for i in range(2)]
+  procs = [launch(i, port, "--config.train.num_epochs=100000") for i in range(2)]
   deadline = time.time() + 240
   while not (workdir / "metrics.jsonl").exists() or not (workdir / "metrics.jsonl").stat().st_size:
     assert all(p.poll() is None for p in procs) and time.time() < deadline, [p.communicate() for p in procs]
@@ -280,15 +290,45 @@ def test_sigterm_to_one_of_two_processes_stops_both_at_one_step_and_the_rerun_re
     assert p.returncode == 128 + signal.SIGTERM, err[-3000:]
     (line,) = [x for x in err.splitlines() if x.startswith("interrupted:")]
     steps.append(int(line.split("at step ")[1].split(":")[0]))
+  assert "JAX process 1 of 2; 2 local / 4 global devices" in errs[1]
+  disk = [line for line in errs[1].splitlines() if "read from disk a batch at a time" in line]
+  assert len(disk) == 1 and "train: 6 rows" in disk[0], disk  # the other splits in memory
   assert steps[0] == steps[1] and ckpt_lib.Checkpoints(str(workdir), read_only=True).latest_step() == steps[0]
-  port = _free_port()  # the same command again, told to stop two steps later
-  procs = [launch(i, port, f"--config.train.max_steps={steps[0] + 2}") for i in range(2)]
+
+  # The same command again, told to stop two steps later; beside it, one process of 4 devices trains that far.
+  until = f"--config.train.max_steps={steps[0] + 2}"
+  port = _free_port()
+  procs = [launch(i, port, "--config.train.num_epochs=100000", until) for i in range(2)]
+  single_args = [*common, f"--workdir={tmp_path / 'single'}", "--config.train.num_epochs=100000", until]
+  single = subprocess.Popen(
+    [sys.executable, "-m", "emvgan_jax.main", *single_args],
+    cwd=REPO,
+    env=helpers.subprocess_env(4),
+    stdout=subprocess.PIPE,
+    stderr=subprocess.PIPE,
+    text=True,
+  )
   for p in procs:
     err = p.communicate(timeout=240)[1]
     assert p.returncode == 0, err[-3000:]
     assert f"Resumed from the latest checkpoint at step {steps[0]}" in err
+  single_err = single.communicate(timeout=240)[1]
+  assert single.returncode == 0, single_err[-3000:]
   train_steps = [r["step"] for r in _train_rows(str(workdir)) if "train/loss" in r]
-  assert len(train_steps) == len(set(train_steps)) and (workdir / "results.json").exists()
+  assert train_steps == list(range(1, steps[0] + 3))  # every step once
+
+  multi = json.loads((workdir / "results.json").read_text())
+  one = json.loads((tmp_path / "single" / "results.json").read_text())
+  assert multi["checkpoint_step"] == one["checkpoint_step"]
+  for block in ("classification", "retrieval"):
+    for key, value in one[block].items():
+      if isinstance(value, dict):
+        for k, v in value.items():
+          assert multi[block][key][k] == pytest.approx(v, abs=1e-5), (block, key, k)
+      elif isinstance(value, float):
+        assert multi[block][key] == pytest.approx(value, abs=1e-5), (block, key)
+  losses = [[r["train/loss"] for r in _train_rows(str(w)) if "train/loss" in r] for w in (workdir, tmp_path / "single")]
+  np.testing.assert_allclose(losses[0], losses[1], rtol=1e-5)
 
 
 def test_a_second_run_on_a_locked_workdir_is_refused(tmp_path):

@@ -170,6 +170,8 @@ def test_classification_baseline_has_no_retrieval_block(classification_run, caps
   out = classification_run / "eval" / "emomv_c-best"
   got = json.loads((out / "results.json").read_text())
   want = json.loads((classification_run / "results.json").read_text())
+  # Training's results have no retrieval block either, and its threshold is a probability's.
+  assert "retrieval" not in want and "retrieval" not in want["chance"] and want["classification"]["threshold"] == 0.5
   assert "retrieval" not in got and "retrieval" not in got["chance"]
   assert_results_close(_without(got, "evaluation"), _without(want, "train_seconds"))
   assert not (out / "embeddings.npz").exists()
