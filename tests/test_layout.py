@@ -11,6 +11,7 @@
 
 import ast
 import configparser
+import functools
 import pathlib
 import subprocess
 import sys
@@ -38,12 +39,18 @@ def _sources() -> dict[str, pathlib.Path]:
 SOURCES = _sources()
 
 
+@functools.cache
+def _parse(path: pathlib.Path) -> tuple[list[str], ast.Module]:
+  """A source file's lines and syntax tree, parsed once per test process."""
+  source = path.read_text()
+  return source.splitlines(), ast.parse(source)
+
+
+@functools.cache
 def _imports(path: pathlib.Path) -> list[tuple[str, bool, str]]:
   """(imported module, inside a function, the statement's first line) for every import of the project's own
   modules and of anything else (absolute names; `from a import b` yields `a.b` when that is a module)."""
-  source = path.read_text()
-  lines = source.splitlines()
-  tree = ast.parse(source)
+  lines, tree = _parse(path)
   parents = {child: node for node in ast.walk(tree) for child in ast.iter_child_nodes(node)}
   out = []
   for node in ast.walk(tree):
@@ -65,6 +72,7 @@ def _imports(path: pathlib.Path) -> list[tuple[str, bool, str]]:
   return out
 
 
+@functools.cache
 def _graph(*, deferred: bool) -> dict[str, set[str]]:
   """Module -> the project's modules it imports (at the top only, or also inside functions), packages resolved to
   their `__init__` and each module also importing its parent packages (as Python does)."""
@@ -195,7 +203,7 @@ def test_every_command_is_a_console_script():
 def test_no_function_is_longer_than_80_lines():
   long = []
   for name, path in SOURCES.items():
-    for node in ast.walk(ast.parse(path.read_text())):
+    for node in ast.walk(_parse(path)[1]):
       if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef) and node.end_lineno - node.lineno >= 80:
         long.append(f"{name}:{node.lineno} {node.name} ({node.end_lineno - node.lineno + 1} lines)")
   assert not long

@@ -13,7 +13,7 @@ The data: segments `syn<video id>_<segment>` of videos of 4 segments each, each 
 Every segment's video and music vectors are `relu(centre[emotion] + sigma * N(0, 1))` per modality, with one
 fixed N(0, 1) centre per (modality, emotion) and a per-segment Gaussian draw: sigma is `--noise` for music and
 `--noise * sqrt(2304 / 128)` for video, so that both modalities carry the emotion about equally well and
-neither perfectly (tests/test_synthetic.py: at the default, a logistic regression fitted on the train rows of
+neither perfectly (tests/tfds_emomv/test_synthetic.py: at the default, a logistic regression fitted on the train rows of
 a 2,000-pair folder reads the validation rows' emotions in each modality above 0.3 and below 0.9; chance 0.2).
 
 Pair rows as in EmoMV: each segment's matched row, and for consecutive segments of different emotions the

@@ -91,9 +91,9 @@ def modality_probe_accuracy(video: np.ndarray, music: np.ndarray, *, folds: int 
   scikit-learn's `GroupKFold` makes of equal-sized groups), so the number is deterministic. A gallery of fewer
   items than `folds` is left out one item at a time; one of a single item has no held-out accuracy (NaN). The
   probe is `fit_logistic`, scikit-learn's `LogisticRegression(C=PROBE_C)` objective solved to its minimum
-  (tests/test_alignment.py checks the accuracy against scikit-learn's cross-validation). scikit-learn's default
-  tolerance stops short of it, so earlier runs' values, fitted with scikit-learn, can differ in the third
-  decimal on wide embeddings.
+  (tests/evaluation/test_alignment.py checks the accuracy against scikit-learn's cross-validation).
+  scikit-learn's default tolerance stops short of it, so earlier runs' values, fitted with scikit-learn, can
+  differ in the third decimal on wide embeddings.
 
   Raises:
     ValueError: NaN or infinite embeddings.

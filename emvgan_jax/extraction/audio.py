@@ -1,7 +1,7 @@
 """VGGish's input: log-mel spectrogram patches of 0.96 s, exactly as the published VGGish code computes them.
 
 A port to numpy of AudioSet's `vggish_input.waveform_to_examples` and `mel_features` (the same constants,
-window, mel matrix and framing; `tests/test_extract.py` checks equality with torchvggish's copy where it is
+window, mel matrix and framing; `tests/extraction/test_extract.py` checks equality with torchvggish's copy where it is
 installed). One difference: resampling to 16 kHz uses `scipy.signal.resample_poly` (a polyphase FIR), where the
 reference uses resampy's band-limited sinc; audio that is already at 16 kHz is not resampled at all.
 """
