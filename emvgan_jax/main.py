@@ -5,7 +5,6 @@ Thin on purpose: flags, the distributed runtime when asked, a device log, then `
 
 import logging
 import os
-import sys
 
 from absl import app, flags
 from ml_collections import config_flags
@@ -63,8 +62,6 @@ def main(argv: list[str]) -> None:
     )
   # Deferred past the distributed start, which must come before anything touches a device.
   from emvgan_jax import train  # deferred: see the line above
-  from emvgan_jax.runtime import preemption  # deferred: see above
-  from tfds_emomv.emomv import files  # deferred: see above (TFDS)
 
   logging.info(
     "JAX process %d of %d; %d local / %d global devices: %s",
@@ -74,23 +71,8 @@ def main(argv: list[str]) -> None:
     jax.device_count(),
     jax.devices(),
   )
-  verbose = cli.verbose()
-  try:
-    train.run(_CONFIG.value, _WORKDIR.value, restart=_RESTART.value)
-  except preemption.Interrupted as e:
-    print(f"interrupted: {e}", file=sys.stderr, flush=True)
-    sys.exit(e.exit_code)
-  except (train.NonFiniteLossError, files.EmoMVFormatError, *cli.known_errors()) as e:
-    if verbose:
-      raise
-    # These messages already say what went wrong and what to do; a traceback would only bury them.
-    cli.silence_leftovers()
-    cli.fail(f"error: {cli.one_line(e)}", cli.status_of(e))
-  except OSError as e:  # a full disk, a permission: name the path
-    if verbose or e.filename is None:
-      raise
-    cli.silence_leftovers()
-    cli.fail(f"error: {cli.os_error_line(e)}")
+  # Errors, a stop by a signal after saving, Ctrl-C: one line each (cli.run_app runs this inside errors.guard).
+  train.run(_CONFIG.value, _WORKDIR.value, restart=_RESTART.value)
 
 
 def run() -> None:

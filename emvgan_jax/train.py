@@ -28,11 +28,11 @@ import ml_collections
 import numpy as np
 from jax.experimental import multihost_utils
 
-from emvgan_jax import config_lib, families
+from emvgan_jax import atomic, config_lib, families
 from emvgan_jax.data import emomv, pipeline
 from emvgan_jax.evaluation import peers, protocol
 from emvgan_jax.models import count_params
-from emvgan_jax.runtime import sharding
+from emvgan_jax.runtime import provenance, sharding
 from emvgan_jax.runtime import workdir as workdir_lib
 from emvgan_jax.runtime.checkpoint import RunCheckpointer
 from emvgan_jax.runtime.logger import MetricLogger, NonFiniteLossError, flat_hparams, host_int
@@ -324,8 +324,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, resta
   lock = None
   if jax.process_index() == 0:
     lock = workdir_lib.claim(config, workdir, restart=restart)
-    with open(os.path.join(workdir, "config.json"), "w", encoding="utf-8") as f:
-      f.write(config.to_json_best_effort(indent=2, sort_keys=True))
+    atomic.write_text(os.path.join(workdir, "config.json"), config.to_json_best_effort(indent=2, sort_keys=True))
   if jax.process_count() > 1:  # the others read the workdir once process 0 has checked (or cleared) it
     multihost_utils.sync_global_devices("workdir claimed")
   try:
@@ -345,7 +344,7 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict
   selection = Selection(
     config.train.selection_metric, config.train.selection_mode, config.train.patience, copy_state=copy_state
   )
-  checkpointer = RunCheckpointer(workdir, stats=s.data.standardizer.to_dict(), run_meta=_run_meta(s))
+  checkpointer = RunCheckpointer(workdir, stats=s.data.standardizer.to_dict(), run_meta=_run_meta(s), started=t_start)
 
   # --- resume ----------------------------------------------------------------------------------------------------
   state, stopped_early, log_window = s.state, False, None
@@ -403,10 +402,13 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict
     checkpoint_step=best_step,
     selection=selection.results_block(s.data.selection_name),
   )
-  results["train_seconds"] = round(time.time() - t_start, 2)
+  # Across every process that worked on the run (a resumed run's earlier ones are in its checkpoint's metadata).
+  results["train_seconds"] = round(checkpointer.seconds_before + time.time() - t_start, 2)
+  results["provenance"] = provenance.collect(
+    dataset=config.data.dataset, data_dir=config.data.data_dir, manual_dir=emomv.manual_dir_from(config)
+  )
   if is_lead:
-    with open(os.path.join(workdir, "results.json"), "w", encoding="utf-8") as f:
-      json.dump(results, f, indent=2)
+    atomic.write_json(os.path.join(workdir, "results.json"), results)
     print(protocol.format_table(results), flush=True)
   if config.train.plots:
     _write_plots(s, best_state, results, workdir)
@@ -431,5 +433,5 @@ def _write_plots(s: _Setup, state: Any, results: dict[str, Any], workdir: str) -
       title=f"{s.family.description} on {s.config.data.dataset}",
     )
     examples = report.retrieved_examples(emb) if emb is not None else None
-    note = f"Best checkpoint (step {results['checkpoint_step']}) of {os.path.abspath(workdir)}, at the end of training."
+    note = f"Best checkpoint (step {results['checkpoint_step']}) of this run (its folder), at the end of training."
     report.write_report(workdir, results, plots=written, examples=examples, note=note)

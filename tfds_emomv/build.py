@@ -20,6 +20,7 @@ import tensorflow_datasets as tfds
 from absl import app, flags, logging
 
 import tfds_emomv  # noqa: F401  (registers the `emomv` builder)
+from emvgan_jax import atomic, errors
 from tfds_emomv import commands
 from tfds_emomv.emomv import files
 from tfds_emomv.emomv.prepare import build_one, skipped_splits
@@ -48,6 +49,10 @@ def main(argv: Sequence[str]) -> None:
   """
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
+  known = [f'emomv/{c}' for c in files.CONFIG_FOLDERS]
+  unknown = [name for name in _DATASETS.value if name not in known]
+  if unknown:
+    commands.fail(f'error: --datasets: unknown {unknown[0]!r}; expected some of {",".join(known)}', 2)
   failed = []
   for name in _DATASETS.value:
     try:
@@ -55,11 +60,18 @@ def main(argv: Sequence[str]) -> None:
       skipped = skipped_splits(tfds.builder(name, data_dir=_DATA_DIR.value, file_format='array_record'))
     except (files.EmoMVFormatError, ValueError) as e:
       # One clear message instead of a traceback: these errors already say which file and what is wrong.
-      print(f'ERROR: cannot build {name}: {e}', file=sys.stderr)
+      print(f'error: cannot build {name}: {e}', file=sys.stderr)
       failed.append(name)
       continue
     except OSError as e:  # an unreadable file, a full disk: name the path
-      print(f'ERROR: cannot build {name}: {e.strerror or e} ({e.filename})', file=sys.stderr)
+      print(f'error: cannot build {name}: {e.strerror or e} ({e.filename})', file=sys.stderr)
+      failed.append(name)
+      continue
+    except RuntimeError as e:  # TFDS's array_record writer reports a failed write (a full disk) so
+      disk = atomic.as_disk_error(e, _DATA_DIR.value)
+      if disk is None:
+        raise
+      print(f'error: cannot build {name}: {errors.os_error_line(disk)}', file=sys.stderr)
       failed.append(name)
       continue
     print(f'{name}: ' + ', '.join(f'{split}={n}' for split, n in counts.items()) + f'  ({_DATA_DIR.value})')

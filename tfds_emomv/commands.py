@@ -1,46 +1,36 @@
 """What the commands of this package (`build`, `synthetic`, `emomv.make_dummy_data`) share: `--help` in any
 spelling prints the command's description and its own flags and exits 0 (absl's own exits 1 and lists every
-library's flags), and `--verbose` sets $EMVGAN_VERBOSE as `emvgan_jax`'s tools take it (this package does not
-import `emvgan_jax`; `emvgan_jax/tools/cli.py` holds the same spellings for its tools).
+library's flags); `--verbose` sets $EMVGAN_VERBOSE; and the command runs inside `emvgan_jax.errors.guard`, the one
+error boundary of every command of both packages (one line for a user's mistake, a full disk, Ctrl-C or SIGTERM).
+This package imports that one standard-library module of `emvgan_jax` and nothing else of it.
 """
 
 from __future__ import annotations
 
-import os
 import sys
 from collections.abc import Callable, Sequence
 
 from absl import app, flags
 
+from emvgan_jax import errors
+from tfds_emomv.emomv import files
+
 HELP_ARGS = ("-h", "-?", "-help", "--help", "--helpshort", "--helpfull")
-VERBOSE_ENV = "EMVGAN_VERBOSE"
-_VERBOSE_ON = {"--verbose", "--verbose=true", "--verbose=1", "--verbose=yes"}
-_VERBOSE_OFF = {"--noverbose", "--verbose=false", "--verbose=0", "--verbose=no"}
+verbose, take_verbose, fail, one_line = errors.verbose, errors.take_verbose, errors.fail, errors.one_line
 
 
 def help_asked(argv: Sequence[str]) -> bool:
   return any(arg in HELP_ARGS for arg in argv[1:])
 
 
-def verbose() -> bool:
-  return os.environ.get(VERBOSE_ENV, "0") not in ("", "0")
-
-
-def take_verbose(argv: Sequence[str]) -> list[str]:
-  """`argv` without `--verbose` (in absl's spellings), which sets $EMVGAN_VERBOSE."""
-  rest = []
-  for arg in argv:
-    if arg.lower() in _VERBOSE_ON:
-      os.environ[VERBOSE_ENV] = "1"
-    elif arg.lower() in _VERBOSE_OFF:
-      os.environ[VERBOSE_ENV] = "0"
-    else:
-      rest.append(arg)
-  return rest
+def known_errors() -> tuple[type[BaseException], ...]:
+  """The EmoMV reader's errors, shown as one line: their messages name the file and what is wrong."""
+  return (files.EmoMVFormatError,)
 
 
 def run(main: Callable[[list[str]], None], doc: str, verbose_help: str | None = None) -> None:
-  """absl's `app.run(main)` for a command of absl's global flags, with the help and `--verbose` above."""
+  """absl's `app.run(main)` for a command of absl's global flags, with the help and `--verbose` above, inside the
+  one error boundary."""
 
   sys.argv = take_verbose(sys.argv)
   if help_asked(sys.argv):
@@ -49,4 +39,13 @@ def run(main: Callable[[list[str]], None], doc: str, verbose_help: str | None = 
     if verbose_help:
       print(f"  --verbose: {verbose_help}")
     sys.exit(0)
-  app.run(main)
+  errors.guard(lambda: app.run(main, flags_parser=_parse_flags), known_errors)
+
+
+def _parse_flags(argv: list[str]) -> list[str]:
+  """absl's parse, with a bad flag as one `error: ...` line and exit status 2 (absl's own prints two lines and
+  exits 1)."""
+  try:
+    return flags.FLAGS(argv)
+  except flags.Error as e:
+    fail(f"error: {errors.one_line(e)} (see --help)", errors.USAGE_STATUS)

@@ -45,6 +45,7 @@ import numpy as np
 from absl import app, flags
 from array_record.python import array_record_module
 
+from emvgan_jax import atomic
 from tfds_emomv import commands
 from tfds_emomv.emomv import files
 
@@ -111,7 +112,7 @@ def _read_labels(root: pathlib.Path, layout: str) -> dict[str, dict[str, np.ndar
     reader = files.read_pair_labels if paths.kind == "pairs" else files.read_gallery_labels
     labels[split] = reader(root / paths.csv)
   pair_splits = {s: v["name"] for s, v in labels.items() if files.split_files(layout, s).kind == "pairs"}
-  files.check_disjoint_splits(pair_splits)
+  files.check_disjoint_splits(pair_splits, {s: root / files.split_files(layout, s).csv for s in pair_splits})
   return labels
 
 
@@ -156,16 +157,19 @@ def _write_split(
     start, stop = s * per_shard, min(n, (s + 1) * per_shard)
     writer = array_record_module.ArrayRecordWriter(str(out / name), RECORD_OPTIONS)
     try:
-      for a in range(start, stop, CHUNK_ROWS):
-        b = min(stop, a + CHUNK_ROWS)
-        rows = np.concatenate([video.read(a, b), music.read(a, b)], axis=1)
-        for row in rows:
-          writer.write(row.tobytes())
-        if time.monotonic() - last_report > 10:
-          progress(f"{split}: {b:,} of {n:,} rows written")
-          last_report = time.monotonic()
-    finally:
-      writer.close()
+      try:
+        for a in range(start, stop, CHUNK_ROWS):
+          b = min(stop, a + CHUNK_ROWS)
+          rows = np.concatenate([video.read(a, b), music.read(a, b)], axis=1)
+          for row in rows:
+            writer.write(row.tobytes())
+          if time.monotonic() - last_report > 10:
+            progress(f"{split}: {b:,} of {n:,} rows written")
+            last_report = time.monotonic()
+      finally:
+        writer.close()
+    except RuntimeError as e:  # array_record reports a failed write (a full disk) as a RuntimeError
+      raise atomic.as_disk_error(e, out.parent) or e from None
     shards.append({"file": name, "rows": stop - start, "sha256": _sha256(out / name)})
   return shards
 

@@ -26,6 +26,7 @@ seeded by (seed, block), so memory stays bounded at any size and no row depends 
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import os
 import pathlib
@@ -36,6 +37,7 @@ import h5py
 import numpy as np
 from absl import app, flags
 
+from emvgan_jax import atomic
 from tfds_emomv import commands
 from tfds_emomv.emomv import files
 
@@ -107,6 +109,13 @@ class _Writer:
       dataset.resize(n + len(data), axis=0)
       dataset[n:] = data
 
+  def abort(self) -> None:
+    """Closes the files after a failed write (a full disk): HDF5 would otherwise flush them, and fail again, as
+    the process exits."""
+    for f in (self._csv_file, *self._h5):
+      with contextlib.suppress(Exception):
+        f.close()
+
   def close(self) -> int:
     self._csv_file.close()
     n = self.video[0].shape[0]
@@ -145,13 +154,47 @@ def write_synthetic(
   if not 0.0 < validation_fraction < 1.0:
     raise ValueError(f"validation_fraction must be in (0, 1), got {validation_fraction}")
   root = pathlib.Path(os.path.expanduser(out_dir))
+  root.mkdir(parents=True, exist_ok=True)
+  # HDF5 crashes the process when a write fails: the space is checked first (the pair rows and about a
+  # validation share of the segments for the gallery; HDF5's own overhead is a few KiB a file).
+  segments = _num_segments(num_pairs)
+  atomic.reserve(root, (num_pairs + validation_fraction * segments) * (files.VIDEO_DIM + files.MUSIC_DIM) * 4)
+  # The layout's one folder appears whole, or not at all (written under a partial name, renamed at the end).
+  with atomic.replacing(root / _FOLDER) as staged:
+    return _write(pathlib.Path(staged), num_pairs, seed, validation_fraction, noise)
+
+
+_FOLDER = "DS3_EmoMV_C"  # the first part of every path of the layout
+
+
+def _num_segments(num_pairs: int) -> int:
+  return max(SEGMENTS_PER_VIDEO, int(np.ceil(num_pairs / ROWS_PER_SEGMENT / SEGMENTS_PER_VIDEO)) * 4)
+
+
+def _write(folder: pathlib.Path, num_pairs: int, seed: int, validation_fraction: float, noise: float) -> dict[str, int]:
+  """`write_synthetic` into `folder` (what becomes `out_dir/DS3_EmoMV_C`)."""
+
+  def in_folder(split: str) -> files.SplitFiles:
+    paths = files.split_files("c", split)
+    return files.SplitFiles(*(str(pathlib.Path(p).relative_to(_FOLDER)) for p in paths.paths), kind=paths.kind)
+
+  writers = {}
+  try:
+    for split in ("train", "validation", "gallery"):
+      writers[split] = _Writer(folder, in_folder(split))
+    return _fill(writers, num_pairs, seed, validation_fraction, noise)
+  except BaseException:
+    for writer in writers.values():
+      writer.abort()
+    raise
+
+
+def _fill(
+  writers: dict[str, _Writer], num_pairs: int, seed: int, validation_fraction: float, noise: float
+) -> dict[str, int]:
+  """Writes the rows of every split."""
   centres = _centres(seed)
-  writers = {
-    "train": _Writer(root, files.split_files("c", "train")),
-    "validation": _Writer(root, files.split_files("c", "validation")),
-    "gallery": _Writer(root, files.split_files("c", "gallery")),
-  }
-  num_segments = max(SEGMENTS_PER_VIDEO, int(np.ceil(num_pairs / ROWS_PER_SEGMENT / SEGMENTS_PER_VIDEO)) * 4)
+  num_segments = _num_segments(num_pairs)
   for block, start in enumerate(range(0, num_segments, BLOCK)):
     count = min(BLOCK, num_segments - start)
     emotion, video, music = _block(seed, block, count, noise, centres)

@@ -20,7 +20,7 @@ import jax
 import numpy as np
 from jax.experimental import multihost_utils
 
-from emvgan_jax import errors
+from emvgan_jax import atomic, errors
 from emvgan_jax.data import digest
 
 # Keys of a batch that go to the device. `name` stays on the host.
@@ -208,8 +208,9 @@ def prepare_dataset(dataset: str, *, data_dir: str | None, manual_dir: str | Non
 
   from tfds_emomv.emomv import prepare  # deferred: TFDS, only when a dataset is built or read
 
-  data_dir = os.path.expanduser(data_dir) if data_dir else data_dir  # '~/...' from a flag or a config
-  manual_dir = os.path.expanduser(manual_dir) if manual_dir else manual_dir
+  # '~/...' and '$VAR' from a flag or a config field, as everywhere (tools/cli.expand_paths).
+  data_dir = os.path.expanduser(os.path.expandvars(data_dir)) if data_dir else data_dir
+  manual_dir = os.path.expanduser(os.path.expandvars(manual_dir)) if manual_dir else manual_dir
 
   builder = tfds.builder(dataset, data_dir=data_dir, file_format="array_record")
   if not builder.is_prepared():
@@ -310,10 +311,7 @@ def verify_built(folder: str, dataset: str) -> None:
   now = digests()
   if not os.path.exists(path):
     if jax.process_index() == 0:
-      tmp = path + ".tmp"
-      with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(now, f, indent=1)
-      os.replace(tmp, path)
+      atomic.write_json(path, now, indent=1)
     return
   with open(path, encoding="utf-8") as f:
     recorded = json.load(f)

@@ -18,13 +18,11 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
-import tempfile
 
 import jax
 import numpy as np
 
-from emvgan_jax import errors
+from emvgan_jax import atomic, errors
 from emvgan_jax.data import digest
 from emvgan_jax.evaluation import retrieval, search
 from emvgan_jax.ops import l2_normalize
@@ -57,8 +55,8 @@ def write_index(
   vectors = l2_normalize(vectors)  # the models' embeddings are unit-norm already: this only makes it a guarantee
   parent = os.path.dirname(os.path.abspath(out))
   os.makedirs(parent, exist_ok=True)
-  tmp = tempfile.mkdtemp(prefix=".index_", dir=parent)
-  try:
+  with atomic.replacing(out) as tmp:  # the folder appears whole under its name, or not at all
+    os.makedirs(tmp)
     np.save(os.path.join(tmp, "embeddings.npy"), vectors.astype(np.float32))
     np.save(os.path.join(tmp, "names.npy"), np.asarray(gallery.name, str))
     np.save(os.path.join(tmp, "emotions.npy"), np.asarray(gallery.emotion, np.int64))
@@ -76,11 +74,6 @@ def write_index(
     }
     with open(os.path.join(tmp, "index.json"), "w", encoding="utf-8") as f:
       json.dump(meta, f, indent=1)
-    os.chmod(tmp, 0o755)  # mkdtemp's folder is private to its owner
-    os.rename(tmp, out)  # onto a name checked to be free: whole or absent
-  except BaseException:
-    shutil.rmtree(tmp, ignore_errors=True)
-    raise
   return meta
 
 

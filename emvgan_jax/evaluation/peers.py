@@ -18,7 +18,6 @@ selection split (`data.selection_fraction > 0`), a peer fits on those rows too: 
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import os
 import time
@@ -28,11 +27,12 @@ from typing import Any
 import ml_collections
 import numpy as np
 
-from emvgan_jax import config_lib
+from emvgan_jax import atomic, config_lib
 from emvgan_jax.data import emomv
 from emvgan_jax.data.splits import Split
 from emvgan_jax.evaluation import alignment, metrics, protocol
 from emvgan_jax.ops import l2_normalize
+from emvgan_jax.runtime import provenance
 from emvgan_jax.runtime import workdir as workdir_lib
 
 KINDS = ("logreg", "knn", "cca")
@@ -260,8 +260,7 @@ def fit_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, restart
 def _fit_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   t_start = time.time()
   os.makedirs(workdir, exist_ok=True)
-  with open(os.path.join(workdir, "config.json"), "w", encoding="utf-8") as f:
-    f.write(config.to_json_best_effort(indent=2, sort_keys=True))
+  atomic.write_text(os.path.join(workdir, "config.json"), config.to_json_best_effort(indent=2, sort_keys=True))
   kind = config.peer.kind
   if kind not in KINDS:
     raise ValueError(f"config.peer.kind must be one of {KINDS}, got {kind!r}")
@@ -282,7 +281,9 @@ def _fit_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[s
     logging.info("%s: %s = %s (held-out mAP per value: %s)", DESCRIPTIONS[kind], GRID_NAMES[kind], hyper, scores)
     results = _results(config, fit(kind, data.train, hyper), data, hyper, scores)
   results["train_seconds"] = round(time.time() - t_start, 2)
-  with open(os.path.join(workdir, "results.json"), "w", encoding="utf-8") as f:
-    json.dump(results, f, indent=2)
+  results["provenance"] = provenance.collect(
+    dataset=config.data.dataset, data_dir=config.data.data_dir, manual_dir=emomv.manual_dir_from(config)
+  )
+  atomic.write_json(os.path.join(workdir, "results.json"), results)
   print(protocol.format_table(results), flush=True)
   return results

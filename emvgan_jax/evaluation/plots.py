@@ -21,6 +21,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
+from emvgan_jax import atomic
 from emvgan_jax.data.emomv import EMOTIONS
 from emvgan_jax.evaluation import metrics
 
@@ -42,8 +43,10 @@ def _save(fig: Figure, path: str) -> str:
   box is the drawn content, so legends placed outside the axes are kept."""
   os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
   fig.tight_layout()
-  fig.savefig(path, format="png", dpi=_DPI, bbox_inches="tight")
-  fig.savefig(svg_path(path), format="svg", bbox_inches="tight", metadata={"Date": None})  # no timestamp
+  with atomic.replacing(path) as tmp:
+    fig.savefig(tmp, format="png", dpi=_DPI, bbox_inches="tight")
+  with atomic.replacing(svg_path(path)) as tmp:
+    fig.savefig(tmp, format="svg", bbox_inches="tight", metadata={"Date": None})  # no timestamp
   return path
 
 

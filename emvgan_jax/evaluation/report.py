@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from emvgan_jax import atomic
 from emvgan_jax.data.emomv import EMOTIONS
 from emvgan_jax.evaluation import protocol
 
@@ -189,7 +190,5 @@ def write_report(
     f"<style>{_STYLE}</style></head><body>{''.join(parts)}</body></html>\n"
   )
   path = os.path.join(out_dir, REPORT_NAME)
-  with open(path + ".tmp", "w", encoding="utf-8") as f:
-    f.write(page)
-  os.replace(path + ".tmp", path)
+  atomic.write_text(path, page)
   return path

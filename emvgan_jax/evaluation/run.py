@@ -20,7 +20,6 @@ of the dataset they were trained on, as in training.
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import os
 import time
@@ -29,10 +28,10 @@ from typing import Any
 import jax
 import numpy as np
 
-from emvgan_jax import config_lib
+from emvgan_jax import atomic, config_lib
 from emvgan_jax.data import emomv
 from emvgan_jax.evaluation import plots, protocol, report
-from emvgan_jax.runtime import restore
+from emvgan_jax.runtime import provenance, restore
 
 DEFAULT_CHECKPOINT = "best"
 
@@ -165,6 +164,9 @@ def evaluate_run(
   os.makedirs(out_dir, exist_ok=True)
   results["evaluation"] = _evaluation_block(results, run, workdir, checkpoint, dataset, split, default)
   results["evaluation"]["seconds"] = round(time.time() - t_start, 2)
+  results["provenance"] = provenance.collect(
+    dataset=dataset, data_dir=data_dir or config.data.data_dir, manual_dir=manual_dir or emomv.manual_dir_from(config)
+  )
   written = {}
   if jax.process_index() == 0:
     written = _write_outputs(
@@ -220,17 +222,18 @@ def _write_outputs(
 ) -> dict[str, str]:
   """results.json, results.md, embeddings.npz (when `embeddings` is given), the plots and report.html; returns
   the plots."""
-  with open(os.path.join(out_dir, "results.json"), "w", encoding="utf-8") as f:
-    json.dump(results, f, indent=2)
+  atomic.write_json(os.path.join(out_dir, "results.json"), results)
   trained_on = run.config.data.dataset
   note = (
-    f"Checkpoint `{checkpoint}` (step {run.step}) of `{os.path.abspath(workdir)}`, trained on "
+    # Relative to this folder: the page and its folder may be copied or published without naming this machine's
+    # paths (results.json's `evaluation.workdir` keeps the absolute one).
+    f"Checkpoint `{checkpoint}` (step {run.step}) of the run in `{os.path.relpath(workdir, out_dir)}`, trained on "
     f"{trained_on}; features standardised with the statistics of its train split."
   )
-  with open(os.path.join(out_dir, "results.md"), "w", encoding="utf-8") as f:
-    f.write(f"{protocol.format_table(results)}\n\n{note}\n")
+  atomic.write_text(os.path.join(out_dir, "results.md"), f"{protocol.format_table(results)}\n\n{note}\n")
   if embeddings is not None:
-    np.savez(os.path.join(out_dir, "embeddings.npz"), **embeddings)
+    with atomic.replacing(os.path.join(out_dir, "embeddings.npz")) as tmp:
+      np.savez(tmp, **embeddings)
   if not make_plots:
     return {}
   title = f"{run.family.description} on {dataset} ({checkpoint} checkpoint, step {run.step})"

@@ -29,8 +29,14 @@ TrainFn = Callable[[ml_collections.ConfigDict, str], dict[str, Any]]
 
 
 def read_json(path: str) -> dict[str, Any]:
-  with open(path, encoding="utf-8") as f:
-    return json.load(f)
+  """A JSON file a run wrote; a damaged one is an `errors.Error` naming it."""
+  try:
+    with open(path, encoding="utf-8") as f:
+      return json.load(f)
+  except (ValueError, UnicodeDecodeError) as e:
+    raise errors.Error(
+      f"{path} is damaged ({type(e).__name__}: {e}); delete it (or its run's folder) and run the command again"
+    ) from None
 
 
 def train_or_reuse(

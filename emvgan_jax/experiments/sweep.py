@@ -30,7 +30,6 @@ A classification-only baseline has empty retrieval cells. The sweep's wall time 
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import re
 import time
@@ -40,12 +39,13 @@ from typing import Any
 import ml_collections
 import numpy as np
 
-from emvgan_jax import config_lib, errors, families, train
+from emvgan_jax import atomic, config_lib, errors, families, train
 from emvgan_jax.data import emomv
 from emvgan_jax.evaluation import peers
 from emvgan_jax.evaluation import run as evaluate_lib
 from emvgan_jax.experiments import runs as experiments
 from emvgan_jax.experiments.runs import STD_DDOF, TrainFn, get_path, mean_std
+from emvgan_jax.runtime import provenance
 
 PROTOCOLS = ("published", "cv")
 # The metrics of the paired comparison (cross-validation protocol): both mAPs, both hit@1 and ROC-AUC.
@@ -220,9 +220,7 @@ def evaluate_elsewhere(
   if not families.model(config).trained:
     results = peers.evaluate_on(config, run.results, dataset, data_dir=data_dir, manual_dir=manual_dir)
     os.makedirs(os.path.dirname(path), exist_ok=True)
-    with open(path + ".tmp", "w", encoding="utf-8") as f:
-      json.dump(results, f, indent=2)
-    os.replace(path + ".tmp", path)
+    atomic.write_json(path, results)
   else:
     results = evaluate_lib.evaluate_run(
       run.workdir, dataset=dataset, data_dir=data_dir, manual_dir=manual_dir, make_plots=False
@@ -576,6 +574,10 @@ def run_sweep(
           )
         )
   table = summarize(runs, seeds=seeds, wall_seconds=time.time() - t_start, protocol=protocol, reference=reference)
+  # Of this process (the runs' own are in their results.json): the data the sweep's flags name.
+  table["provenance"] = provenance.collect(
+    dataset=",".join(sorted({r.results["dataset"] for r in runs})), data_dir=data_dir, manual_dir=manual_dir
+  )
   _write_table(table, workdir, "table")
   for dataset in eval_datasets:
     other = _table_elsewhere(
@@ -614,7 +616,5 @@ def _table_elsewhere(
 
 def _write_table(table: dict[str, Any], workdir: str, stem: str) -> None:
   os.makedirs(workdir, exist_ok=True)
-  with open(os.path.join(workdir, f"{stem}.json"), "w", encoding="utf-8") as f:
-    json.dump(table, f, indent=2)
-  with open(os.path.join(workdir, f"{stem}.md"), "w", encoding="utf-8") as f:
-    f.write(format_markdown(table))
+  atomic.write_json(os.path.join(workdir, f"{stem}.json"), table)
+  atomic.write_text(os.path.join(workdir, f"{stem}.md"), format_markdown(table))

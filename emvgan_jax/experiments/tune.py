@@ -37,7 +37,7 @@ from typing import Any
 import ml_collections
 import numpy as np
 
-from emvgan_jax import config_lib, train
+from emvgan_jax import atomic, config_lib, train
 from emvgan_jax.experiments import runs as experiments
 
 # The EMVGAN defaults before tuning, as overrides on the tuned defaults of config_lib.
@@ -334,6 +334,5 @@ def run_tuning(
   )
   table = format_tables(rows, header)
   os.makedirs(workdir, exist_ok=True)
-  with open(os.path.join(workdir, "tuning.md"), "w", encoding="utf-8") as f:
-    f.write(table + "\n")
+  atomic.write_text(os.path.join(workdir, "tuning.md"), table + "\n")
   return table

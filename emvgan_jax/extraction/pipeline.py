@@ -12,6 +12,7 @@ EmoMV's retrieval folders:
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import os
 from collections.abc import Sequence
@@ -20,7 +21,7 @@ import h5py
 import jax
 import numpy as np
 
-from emvgan_jax import errors
+from emvgan_jax import atomic, errors
 from emvgan_jax.extraction import audio, media, slowfast, vggish
 from emvgan_jax.extraction import weights as weights_lib
 from tfds_emomv.emomv import files
@@ -143,22 +144,22 @@ def extract(
     counts.append({m: n for m, (_, n) in done.items()})
     print(f"[{i + 1}/{len(files_in)}] {path}: " + ", ".join(f"{m} from {n}" for m, n in counts[-1].items()), flush=True)
   os.makedirs(out_dir, exist_ok=True)
+  atomic.reserve(out_dir, sum(np.stack(r).nbytes for r in rows.values()))  # HDF5 crashes on a failed write
   outputs = {}
-  for m, (prefix, key) in (("video", ("SlowFast", "default")), ("music", ("VGGish", "data"))):
-    if m in rows:
-      outputs[m] = os.path.join(out_dir, f"{prefix}_{name}.h5")
-      with h5py.File(outputs[m] + ".tmp", "w") as f:
-        f.create_dataset(key, data=np.stack(rows[m]).astype(np.float32))
-  outputs["files"] = os.path.join(out_dir, f"{name}_files.csv")
-  with open(outputs["files"] + ".tmp", "w", newline="", encoding="utf-8") as f:
-    writer = csv.writer(f)
-    writer.writerow(["row", "name", "file", "video_clips", "music_patches"])
-    for i, (n, p, c) in enumerate(zip(names, files_in, counts)):
-      writer.writerow([i, n, os.path.abspath(p), c.get("video", ""), c.get("music", "")])
-  if label_ids is not None:
-    outputs["gallery"] = os.path.join(out_dir, f"{name}.csv")
-    with open(outputs["gallery"] + ".tmp", "w", newline="", encoding="utf-8") as f:
-      csv.writer(f).writerows([[out_dir, n, files.EMOTIONS[label_ids[n]], label_ids[n]] for n in names])
-  for path in outputs.values():
-    os.replace(path + ".tmp", path)
+  with contextlib.ExitStack() as stack:  # every file renamed into place at the end, or none (atomic.replacing)
+    for m, (prefix, key) in (("video", ("SlowFast", "default")), ("music", ("VGGish", "data"))):
+      if m in rows:
+        outputs[m] = os.path.join(out_dir, f"{prefix}_{name}.h5")
+        with h5py.File(stack.enter_context(atomic.replacing(outputs[m])), "w") as f:
+          f.create_dataset(key, data=np.stack(rows[m]).astype(np.float32))
+    outputs["files"] = os.path.join(out_dir, f"{name}_files.csv")
+    with open(stack.enter_context(atomic.replacing(outputs["files"])), "w", newline="", encoding="utf-8") as f:
+      writer = csv.writer(f)
+      writer.writerow(["row", "name", "file", "video_clips", "music_patches"])
+      for i, (n, p, c) in enumerate(zip(names, files_in, counts)):
+        writer.writerow([i, n, os.path.abspath(p), c.get("video", ""), c.get("music", "")])
+    if label_ids is not None:
+      outputs["gallery"] = os.path.join(out_dir, f"{name}.csv")
+      with open(stack.enter_context(atomic.replacing(outputs["gallery"])), "w", newline="", encoding="utf-8") as f:
+        csv.writer(f).writerows([[out_dir, n, files.EMOTIONS[label_ids[n]], label_ids[n]] for n in names])
   return outputs

@@ -202,6 +202,13 @@ class Checkpoints:
     if os.path.exists(self._manifest_path(kind) + ".tmp"):
       os.remove(self._manifest_path(kind) + ".tmp")
 
+  def replaced_since(self, kind: str, step: int) -> bool:
+    """Whether `step` of `kind` is no longer the newest on disk (a training run saved another since this manager
+    listed the steps, and deleted this one or is about to)."""
+    folder = os.path.join(self.root, kind)
+    on_disk = [int(n) for n in os.listdir(folder) if n.isdigit()] if os.path.isdir(folder) else []
+    return step not in on_disk or max(on_disk) != step
+
   def _manifest_path(self, kind: str) -> str:
     return os.path.join(self.root, f"{kind}.sha256.json")
 
@@ -391,10 +398,15 @@ class RunCheckpointer:
   metadata: the run's static description (config, family, dataset, seed, ...) plus the selection's bookkeeping.
   """
 
-  def __init__(self, workdir: str, *, stats: Mapping[str, np.ndarray], run_meta: Mapping[str, Any]) -> None:
+  def __init__(
+    self, workdir: str, *, stats: Mapping[str, np.ndarray], run_meta: Mapping[str, Any], started: float | None = None
+  ) -> None:
     self.checkpoints = Checkpoints(workdir)
     self._stats = dict(stats)
     self._run_meta = dict(run_meta)
+    # The training seconds of the processes before this one (read back by `restore_latest`), and when this one
+    # started: every save records their sum, so that results.json reports the run's whole training time.
+    self.seconds_before, self._started = 0.0, time.time() if started is None else started
 
   def restore_latest(self, abstract_state: Any) -> tuple[Any, dict[str, Any]] | None:
     """(state, meta) of the `latest` checkpoint, or None for a fresh run.
@@ -420,6 +432,7 @@ class RunCheckpointer:
         f"{'there is no best checkpoint' if best is None else f'the best checkpoint is at step {best}'}: remove "
         f"{workdir} (or pass --restart) to train again"
       )
+    self.seconds_before = float(meta.get("train_seconds", 0.0))
     return state, meta
 
   @property
@@ -431,6 +444,7 @@ class RunCheckpointer:
     metadata (the logger's unfinished window)."""
     # `stopped_early` means early stopping fired; reaching max_steps does not stop a resumed, longer run.
     meta = {"selection": selection.to_json(), "stopped_early": done, **(extra or {}), **self._run_meta}
+    meta["train_seconds"] = round(self.seconds_before + time.time() - self._started, 2)
     new_best = None
     if selection.best is not None and selection.best[0] != self.checkpoints.latest_step("best"):
       new_best = selection.best

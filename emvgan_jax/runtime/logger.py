@@ -24,6 +24,8 @@ import jax
 import numpy as np
 from tqdm import tqdm
 
+from emvgan_jax import atomic, errors
+
 # The progress bar of a run that may stop early: steps, time and rate, no total, percentage or ETA.
 EARLY_STOPPING_BAR = "{desc}: {n_fmt} steps (at most {total_fmt}) [{elapsed}, {rate_fmt}{postfix}]"
 
@@ -32,7 +34,7 @@ EARLY_STOPPING_BAR = "{desc}: {n_fmt} steps (at most {total_fmt}) [{elapsed}, {r
 _GUARDED = ("grad_norm", "param_norm")
 
 
-class NonFiniteLossError(FloatingPointError):
+class NonFiniteLossError(errors.Error, FloatingPointError):
   """A train step produced a NaN or infinite loss; the run stops and writes no checkpoint."""
 
 
@@ -254,7 +256,4 @@ def _cut_jsonl(path: str, last_step: int) -> None:
       keep.append(line if line.endswith("\n") else line + "\n")
   if len(keep) == len(lines):
     return
-  tmp = path + ".tmp"
-  with open(tmp, "w", encoding="utf-8") as f:
-    f.writelines(keep)
-  os.replace(tmp, path)
+  atomic.write_text(path, "".join(keep))

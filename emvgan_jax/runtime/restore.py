@@ -8,6 +8,7 @@ another machine, with another device count, long after training. It never import
 from __future__ import annotations
 
 import dataclasses
+import logging
 import re
 from typing import Any
 
@@ -53,6 +54,10 @@ def parse_checkpoint(spec: str) -> tuple[str, int | None]:
 def load_run(workdir: str, checkpoint: str = "best", *, mesh: jax.sharding.Mesh | None = None) -> Run:
   """Restores a run from `workdir`.
 
+  A run still training in `workdir` replaces its checkpoints as it goes: a read that fails because the checkpoint
+  it reads was replaced meanwhile is tried once more on the newest one (for 'best' and 'latest'; a step number is
+  read as asked).
+
   Args:
     workdir: a training workdir (with `checkpoints/`).
     checkpoint: 'best', 'latest' or a step number.
@@ -60,33 +65,65 @@ def load_run(workdir: str, checkpoint: str = "best", *, mesh: jax.sharding.Mesh 
 
   Raises:
     errors.UsageError: `checkpoint` is none of 'best', 'latest' or a step number.
-    checkpoint.CheckpointError: no such checkpoint, or a damaged one (the message says what to do).
+    checkpoint.CheckpointError: no such checkpoint, a damaged one, or one replaced twice while being read (the
+      message says what to do).
     CheckpointMismatchError: the checkpoint does not fit the model its own config describes.
   """
   kind, step = parse_checkpoint(checkpoint)
-  checkpoints = ckpt_lib.Checkpoints(workdir, read_only=True)
-  try:
-    if not kind:  # a step: whichever manager holds it
-      kind = next((k for k in ("best", "latest") if step in checkpoints.all_steps(k)), "latest")
-    step, meta, stats = checkpoints.restore_meta(kind, step)
-    config = config_lib.merge_onto_defaults(meta["config"])
-    family = families.build(config)
-    standardizer = Standardizer.from_dict(stats)
-    mesh = mesh or sharding.make_mesh()
-    video_dim, music_dim = standardizer.width("video"), standardizer.width("music")
-    target = sharding.abstract_state(lambda rng: family.init(rng, video_dim, music_dim), mesh)
+  for attempt in range(2):
+    checkpoints = ckpt_lib.Checkpoints(workdir, read_only=True)
+    reading: dict[str, Any] = {}
     try:
-      _, state, _, _ = checkpoints.restore(kind, target, step)
-    except (ValueError, KeyError, TypeError) as e:
-      # Orbax's own advice (turn on truncation or padding) would silently load a different model: it is dropped.
-      reason = re.sub(r"\s*Truncating/padding is disabled.*", "", " ".join(str(e).split())).rstrip(". ")
-      raise CheckpointMismatchError(
-        f"the '{kind}' checkpoint at step {step} in {workdir} does not fit the model its config describes "
-        f"({family.description}, video width {video_dim}, music width {music_dim}): {reason[:600]}; evaluate it "
-        "with the code version that trained it, or retrain into a new workdir"
-      ) from e
-  finally:
-    checkpoints.close()
+      return _read(checkpoints, workdir, kind, step, mesh, reading)
+    except Exception:
+      read_kind, read_step = reading.get("kind"), reading.get("step")
+      if step is not None or read_step is None or not checkpoints.replaced_since(read_kind, read_step):
+        raise
+      if attempt:
+        raise ckpt_lib.CheckpointError(
+          f"the '{read_kind}' checkpoint of {workdir} was replaced twice while it was being read: the run there is "
+          "still training; evaluate --checkpoint=best (replaced only when the model improves), or wait until the "
+          "run finishes"
+        ) from None
+      logging.warning(
+        "The '%s' checkpoint at step %d was replaced while being read; reading the newest", *reading.values()
+      )
+    finally:
+      checkpoints.close()
+  raise AssertionError("unreachable")
+
+
+def _read(
+  checkpoints: ckpt_lib.Checkpoints,
+  workdir: str,
+  kind: str,
+  step: int | None,
+  mesh: jax.sharding.Mesh | None,
+  reading: dict[str, Any],
+) -> Run:
+  """`load_run`'s one attempt; records in `reading` the kind and step it reads before reading them."""
+  if not kind:  # a step: whichever manager holds it
+    kind = next((k for k in ("best", "latest") if step in checkpoints.all_steps(k)), "latest")
+  reading.update(kind=kind, step=step if step is not None else checkpoints.latest_step(kind))
+  step, meta, stats = checkpoints.restore_meta(kind, step)
+  config = config_lib.merge_onto_defaults(meta["config"])
+  family = families.build(config)
+  standardizer = Standardizer.from_dict(stats)
+  mesh = mesh or sharding.make_mesh()
+  video_dim, music_dim = standardizer.width("video"), standardizer.width("music")
+  target = sharding.abstract_state(lambda rng: family.init(rng, video_dim, music_dim), mesh)
+  try:
+    _, state, _, _ = checkpoints.restore(kind, target, step)
+  except (ValueError, KeyError, TypeError) as e:
+    if checkpoints.replaced_since(kind, step):
+      raise  # not a mismatch: the files changed under the read (load_run tries again)
+    # Orbax's own advice (turn on truncation or padding) would silently load a different model: it is dropped.
+    reason = re.sub(r"\s*Truncating/padding is disabled.*", "", " ".join(str(e).split())).rstrip(". ")
+    raise CheckpointMismatchError(
+      f"the '{kind}' checkpoint at step {step} in {workdir} does not fit the model its config describes "
+      f"({family.description}, video width {video_dim}, music width {music_dim}): {reason[:600]}; evaluate it "
+      "with the code version that trained it, or retrain into a new workdir"
+    ) from e
   return Run(
     config=config, family=family, state=state, standardizer=standardizer, step=step, kind=kind, meta=meta, mesh=mesh
   )

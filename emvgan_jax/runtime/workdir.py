@@ -143,14 +143,22 @@ def _holds_a_run(workdir: str) -> bool:
   return any(os.path.exists(os.path.join(workdir, p)) for p in ("checkpoints", "results.json", "metrics.jsonl"))
 
 
-def start_over(workdir: str) -> None:
-  """Deletes what a run wrote into `workdir` (the lock file stays)."""
-  for name in RUN_OUTPUTS:
-    path = os.path.join(workdir, name)
-    if os.path.isdir(path):
+def start_over(workdir: str) -> list[str]:
+  """Deletes what a run wrote into `workdir` (the lock file stays), saying first what it deletes (evaluations and
+  exported embeddings under `eval/` included); returns those paths."""
+  present = [os.path.join(workdir, name) for name in RUN_OUTPUTS if os.path.lexists(os.path.join(workdir, name))]
+  if present:
+    listed = ", ".join(os.path.basename(p) + ("/" if os.path.isdir(p) else "") for p in present)
+    extra = ""
+    if os.path.isdir(os.path.join(workdir, "eval")):
+      extra = f" (eval/ holds {', '.join(sorted(os.listdir(os.path.join(workdir, 'eval'))))})"
+    logging.warning("--restart deletes from %s: %s%s", os.path.abspath(workdir), listed, extra)
+  for path in present:
+    if os.path.isdir(path) and not os.path.islink(path):
       shutil.rmtree(path)
-    elif os.path.exists(path):
+    else:
       os.remove(path)
+  return present
 
 
 def check_same_run(config: ml_collections.ConfigDict, workdir: str) -> None:
@@ -163,8 +171,14 @@ def check_same_run(config: ml_collections.ConfigDict, workdir: str) -> None:
     return
   config_path = os.path.join(workdir, "config.json")
   if os.path.isfile(config_path):
-    with open(config_path, encoding="utf-8") as f:
-      stored: dict[str, Any] = json.load(f)
+    try:
+      with open(config_path, encoding="utf-8") as f:
+        stored: dict[str, Any] = json.load(f)
+    except (ValueError, UnicodeDecodeError) as e:  # truncated or overwritten by something else
+      raise WorkdirError(
+        f"{config_path} is damaged ({type(e).__name__}: {e}); it records the config of the run in {workdir}: "
+        "put back a good copy to resume, pass --restart to start over, or use another --workdir"
+      ) from None
     diff = [d for d in differences(stored, config) if d.split(":")[0] not in RESUMABLE_KEYS]
     if diff:
       raise WorkdirError(
@@ -194,7 +208,6 @@ def claim(config: ml_collections.ConfigDict, workdir: str, *, restart: bool = Fa
   lock.acquire()
   try:
     if restart:
-      logging.info("--restart: deleting the run in %s and starting over", workdir)
       start_over(workdir)
     check_same_run(config, workdir)
   except BaseException:

@@ -14,45 +14,35 @@ its flags.
 
 from __future__ import annotations
 
-import errno
+import functools
 import logging
 import os
 import re
 import sys
-import warnings
 from collections.abc import Callable, Sequence
+from typing import TypeVar
 
 from absl import app, flags
 from ml_collections.config_flags import config_flags
 
 from emvgan_jax import config_lib, errors
 
-USAGE_STATUS, FAILURE_STATUS = 2, 1
+T = TypeVar("T")
 
-
-class Exit(SystemExit):
-  """Exit with `status` after printing `message`; `message` stays readable for callers (tests) that catch it."""
-
-  def __init__(self, message: str, status: int):
-    super().__init__(status)
-    self.message = message
-
-
-def fail(message: str, status: int = FAILURE_STATUS) -> None:
-  """Prints `message` (one line) to stderr and exits with `status`."""
-  print(message, file=sys.stderr, flush=True)
-  raise Exit(message, status)
+USAGE_STATUS, FAILURE_STATUS = errors.USAGE_STATUS, errors.FAILURE_STATUS
+# The boundary's pieces, under the names the tools and tests use (errors.py says what each does).
+Exit, fail, one_line, os_error_line = errors.Exit, errors.fail, errors.one_line, errors.os_error_line
+verbose, take_verbose, silence_leftovers, VERBOSE_ENV = (
+  errors.verbose,
+  errors.take_verbose,
+  errors.silence_leftovers,
+  errors.VERBOSE_ENV,
+)
 
 
 def status_of(e: BaseException) -> int:
   """2 for a usage error (a bad flag or config field), 1 for any other failure."""
   return USAGE_STATUS if isinstance(e, errors.UsageError) else FAILURE_STATUS
-
-
-def one_line(message: object, max_chars: int = 1000) -> str:
-  """`message` on one line (newlines become '; '), shortened to `max_chars` characters."""
-  text = "; ".join(part.strip() for part in str(message).splitlines() if part.strip())
-  return text if len(text) <= max_chars else text[: max_chars - 3] + "..."
 
 
 def new_flag_values() -> flags.FlagValues:
@@ -68,14 +58,21 @@ def short_help(doc: str) -> str:
   return "\n\n".join(keep)
 
 
+# Flags (and config fields, `--config.data.manual_dir`) whose values are paths: `$VAR` is expanded in them.
+PATH_FLAG_ENDINGS = ("dir", "file", "path", "csv", "h5", "config", "configs", "out", "index", "inputs", "labels")
+
+
 def expand_paths(argv: Sequence[str]) -> list[str]:
   """`argv` with every `--flag=~...` value expanded to the home folder, as a shell expands `--flag ~/x` but not
   `--flag=~/x` (a run would otherwise write into a folder literally named `~`); in a comma-separated list, each
-  item. `--config=PATH[:arg]` is also looked up in the repository when PATH does not exist from here
+  item. In a path flag (`PATH_FLAG_ENDINGS`), `$VAR` and `${VAR}` are expanded too, as a shell would outside
+  single quotes. `--config=PATH[:arg]` is also looked up in the repository when PATH does not exist from here
   (`config_lib.resolve_config_path`)."""
   out = [argv[0]] if argv else []
   for arg in argv[1:]:
     name, sep, value = arg.partition("=")
+    if arg.startswith("--") and sep and "$" in value and name.endswith(PATH_FLAG_ENDINGS):
+      value = os.path.expandvars(value)  # $VAR and ${VAR} of the environment; unknown names stay as written
     if arg.startswith("--") and sep and "~" in value:
       value = ",".join(os.path.expanduser(v) if v.startswith("~") else v for v in value.split(","))
     if name == "--config" and sep:
@@ -105,7 +102,15 @@ def parse_flags(flag_values: flags.FlagValues, argv: Sequence[str], help_text: s
     fail(f"error: {one_line(e)} (see --help)", USAGE_STATUS)
   if len(rest) > 1:
     fail(f"error: unexpected arguments {rest[1:]} (flags are written --name=value; see --help)", USAGE_STATUS)
+  for name in MUST_EXIST:
+    if name in flag_values and flag_values[name].value and not os.path.isdir(flag_values[name].value):
+      fail(f"error: --{name}={flag_values[name].value} is not a folder: {MUST_EXIST[name]}", USAGE_STATUS)
   return rest
+
+
+# Folder flags read from, never created: a wrong one is a usage error at once (a dataset already built elsewhere
+# would otherwise hide it until the day it must be built).
+MUST_EXIST = {"manual_dir": "give a copy of the EmoMV repository, or leave the flag out"}
 
 
 def define_gallery_flags(flag_values: flags.FlagValues) -> dict[str, flags.FlagHolder]:
@@ -179,7 +184,7 @@ def known_errors() -> tuple[type[BaseException], ...]:
   """The exceptions whose message is itself the advice: shown as one line, without a traceback."""
   from tfds_emomv.emomv import files  # deferred: TFDS, and only once a command has failed
 
-  return (errors.Error, files.EmoMVFormatError)
+  return (files.EmoMVFormatError,)
 
 
 def start_tool(
@@ -197,30 +202,7 @@ def start_tool(
     enable_compilation_cache(compilation_cache.value)
 
 
-VERBOSE_ENV = "EMVGAN_VERBOSE"  # set (to anything but 0) to see the traceback behind a one-line error
 HELP_ARGS = ("-h", "-?", "-help", "--help", "--helpshort", "--helpfull")
-_VERBOSE_ON = {"--verbose", "--verbose=true", "--verbose=1", "--verbose=yes"}
-_VERBOSE_OFF = {"--noverbose", "--verbose=false", "--verbose=0", "--verbose=no"}
-
-
-def verbose() -> bool:
-  """Whether the user asked for more (`--verbose`, or $EMVGAN_VERBOSE): library INFO logs, tracebacks."""
-  return os.environ.get(VERBOSE_ENV, "0") not in ("", "0")
-
-
-def take_verbose(argv: Sequence[str]) -> list[str]:
-  """`argv` without `--verbose`, which every tool takes: it sets $EMVGAN_VERBOSE for the rest of the process."""
-  rest = []
-  for arg in argv:
-    if arg.lower() in _VERBOSE_ON:
-      os.environ[VERBOSE_ENV] = "1"
-    elif arg.lower() in _VERBOSE_OFF:
-      os.environ[VERBOSE_ENV] = "0"
-    else:
-      rest.append(arg)
-  return rest
-
-
 VERBOSE_HELP = "  --verbose: library INFO logs and the traceback behind an error (also EMVGAN_VERBOSE=1)."
 
 
@@ -235,7 +217,7 @@ def run_app(main: Callable[[list[str]], None], help_text: str) -> None:
     print(flags.FLAGS.module_help(main.__module__))  # `__main__`, or the module of a console script
     print(VERBOSE_HELP)
     sys.exit(0)
-  app.run(main, flags_parser=_parse_global_flags)
+  run_tool(lambda: app.run(main, flags_parser=_parse_global_flags))
 
 
 def _parse_global_flags(argv: list[str]) -> list[str]:
@@ -269,6 +251,9 @@ def _parse_global_flags(argv: list[str]) -> list[str]:
     )
   except (TypeError, ValueError) as e:  # an override of the wrong type, a config file that raises
     fail(f"error: {one_line(e, 400)}", USAGE_STATUS)
+  except OSError as e:  # an override of a config file that does not exist: the override reads it first
+    name = next((a[2:].split(".")[0] for a in argv[1:] if a.startswith("--") and "." in a.split("=")[0]), "config")
+    _config_not_loaded(name, argv, e)
   error_config = getattr(config_flags, "_ErrorConfig", None)  # a config file that failed to load, kept lazy
   for name in flags.FLAGS:
     value = flags.FLAGS[name].value
@@ -276,51 +261,32 @@ def _parse_global_flags(argv: list[str]) -> list[str]:
       try:
         value.keys()
       except OSError as e:
-        reason = one_line(e).split(";")[-1].strip()
-        given = next((a.split("=", 1)[1] for a in argv[1:] if a.startswith(f"--{name}=")), "?")
-        fail(
-          f"error: --{name}={given}: {reason}; give the path of a config file, e.g. configs/emomv_c.py (looked up "
-          f"from {os.getcwd()}, then in the repository, {config_lib.REPO_ROOT})",
-          USAGE_STATUS,
-        )
+        _config_not_loaded(name, argv, e)
   return rest
 
 
-def os_error_line(e: OSError) -> str:
-  """A full disk, a permission or a missing path, in one line that names the path."""
-
-  path = e.filename or "?"
-  advice = {
-    errno.ENOSPC: "free some space or use another --workdir",
-    errno.EDQUOT: "free some space or use another --workdir",
-    errno.EACCES: "check the permissions, or use another path",
-    errno.EROFS: "the file system is read-only: use another path",
-  }.get(e.errno, "check the path")
-  return f"{e.strerror or e} ({path}): {advice}"
+def _config_not_loaded(name: str, argv: Sequence[str], e: OSError) -> None:
+  """The one line for a `--config` file that cannot be read (a wrong path, with or without overrides)."""
+  reason = one_line(e).split(";")[-1].strip()
+  given = next((a.split("=", 1)[1] for a in argv[1:] if a.startswith(f"--{name}=")), "?")
+  fail(
+    f"error: --{name}={given}: {reason}; give the path of a config file, e.g. configs/emomv_c.py (looked up "
+    f"from {os.getcwd()}, then in the repository, {config_lib.REPO_ROOT})",
+    USAGE_STATUS,
+  )
 
 
-def silence_leftovers() -> None:
-  """After a one-line error, what a failed Orbax save or restore leaves behind stays quiet: its TensorStore
-  coroutines, which Python reports as it collects them at exit ("Event loop is closed" with a traceback, or a
-  "coroutine ... was never awaited" warning, in one run out of a few), would only bury the line that says what
-  went wrong."""
-  sys.unraisablehook = lambda unraisable: None
-  warnings.filterwarnings("ignore", message=r"coroutine .* was never awaited", category=RuntimeWarning)
+def run_tool(body: Callable[[], T]) -> T:
+  """Runs `body()` inside the one error boundary (`errors.guard`), with the EmoMV reader's errors also shown as
+  one line."""
+  return errors.guard(body, known_errors)
 
 
-def run_tool(body: Callable[[], object]) -> object:
-  """Runs `body()`; a known error becomes one `error: ...` line and exit status 2 (a usage error) or 1 (a failure),
-  and so does an OSError about a path (a full disk, a permission). With $EMVGAN_VERBOSE set, errors keep their
-  traceback."""
-  if verbose():
-    return body()
-  try:
-    return body()
-  except known_errors() as e:
-    silence_leftovers()
-    fail(f"error: {one_line(e)}", status_of(e))
-  except OSError as e:
-    if e.filename is None:
-      raise
-    silence_leftovers()
-    fail(f"error: {os_error_line(e)}")
+def command(main: Callable[[Sequence[str] | None], None]) -> Callable[[Sequence[str] | None], None]:
+  """A tool's `main(argv=None)` (and console script) running wholly inside the boundary, flag parsing included."""
+
+  @functools.wraps(main)
+  def entry(argv: Sequence[str] | None = None) -> None:
+    run_tool(lambda: main(argv))
+
+  return entry

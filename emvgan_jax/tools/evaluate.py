@@ -66,28 +66,26 @@ _PLOTS = flags.DEFINE_bool(
 flags.mark_flag_as_required("workdir", flag_values=_FLAGS)
 
 
+@cli.command
 def main(argv: list[str] | None = None) -> None:
   """The command line: parses flags, evaluates, prints the table and where the files are."""
   cli.start_tool(_FLAGS, argv, HELP)
   from emvgan_jax.evaluation import protocol, run  # deferred: JAX loads once the flags are parsed
 
-  def body():
-    ev = run.evaluate_run(
-      _WORKDIR.value,
-      checkpoint=_CHECKPOINT.value,
-      dataset=_DATASET.value,
-      split=_SPLIT.value,
-      gallery=_GALLERY.value,
-      data_dir=_DATA_DIR.value,
-      manual_dir=_MANUAL_DIR.value,
-      export_embeddings=_EXPORT.value,
-      out_dir=_OUT_DIR.value,
-      make_plots=_PLOTS.value,
-    )
-    print(protocol.format_table(ev.results))
-    print(f"\nWrote {ev.out_dir}: {', '.join(sorted(os.listdir(ev.out_dir)))}")
-
-  cli.run_tool(body)
+  ev = run.evaluate_run(
+    _WORKDIR.value,
+    checkpoint=_CHECKPOINT.value,
+    dataset=_DATASET.value,
+    split=_SPLIT.value,
+    gallery=_GALLERY.value,
+    data_dir=_DATA_DIR.value,
+    manual_dir=_MANUAL_DIR.value,
+    export_embeddings=_EXPORT.value,
+    out_dir=_OUT_DIR.value,
+    make_plots=_PLOTS.value,
+  )
+  print(protocol.format_table(ev.results))
+  print(f"\nWrote {ev.out_dir}: {', '.join(sorted(os.listdir(ev.out_dir)))}")
 
 
 if __name__ == "__main__":

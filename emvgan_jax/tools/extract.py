@@ -55,28 +55,26 @@ _CLIP_BATCH = flags.DEFINE_integer(
 flags.mark_flags_as_required(["inputs", "out_dir"], flag_values=_FLAGS)
 
 
+@cli.command
 def main(argv: list[str] | None = None) -> None:
   """The command line: extracts, prints where the files are."""
   cli.start_tool(_FLAGS, argv, HELP)
   from emvgan_jax.extraction import pipeline  # deferred: JAX loads once the flags are parsed
 
-  def body():
-    try:
-      outputs = pipeline.extract(
-        pipeline.media_files(_INPUTS.value),
-        os.path.expanduser(_OUT_DIR.value),
-        name=_NAME.value,
-        modalities=_MODALITIES.value,
-        labels=_LABELS.value,
-        weights=_WEIGHTS.value,
-        weights_dir=_WEIGHTS_DIR.value,
-        clip_batch=_CLIP_BATCH.value,
-      )
-    except ImportError as e:  # PyAV or PyTorch, the [extract] extra
-      raise errors.Error(f"{e}: extraction needs pip install -e '.[extract]'") from None
-    print("Wrote " + ", ".join(outputs.values()))
-
-  cli.run_tool(body)
+  try:
+    outputs = pipeline.extract(
+      pipeline.media_files(_INPUTS.value),
+      os.path.expanduser(_OUT_DIR.value),
+      name=_NAME.value,
+      modalities=_MODALITIES.value,
+      labels=_LABELS.value,
+      weights=_WEIGHTS.value,
+      weights_dir=_WEIGHTS_DIR.value,
+      clip_batch=_CLIP_BATCH.value,
+    )
+  except ImportError as e:  # PyAV or PyTorch, the [extract] extra
+    raise errors.Error(f"{e}: extraction needs pip install -e '.[extract]'") from None
+  print("Wrote " + ", ".join(outputs.values()))
 
 
 if __name__ == "__main__":

@@ -30,6 +30,7 @@ _BATCH_SIZE = flags.DEFINE_integer("batch_size", 4096, "Rows per embedding call.
 flags.mark_flags_as_required(["workdir", "modality", "out"], flag_values=_FLAGS)
 
 
+@cli.command
 def main(argv: list[str] | None = None) -> None:
   """The command line."""
   cli.start_tool(_FLAGS, argv, HELP)
@@ -40,17 +41,14 @@ def main(argv: list[str] | None = None) -> None:
   from emvgan_jax.evaluation import index, retrieval  # deferred: JAX loads once the flags are parsed
   from emvgan_jax.runtime import restore  # deferred: as above
 
-  def body() -> None:
-    run = restore.load_run(_WORKDIR.value, _CHECKPOINT.value)
-    retrieval.check_retrieval_model(run)
-    gallery = retrieval.load_gallery(run, **{arg: f.value for arg, f in _GALLERY.items()})
-    meta = index.write_index(run, gallery, _MODALITY.value, _OUT.value, batch_size=_BATCH_SIZE.value)
-    print(
-      f"Wrote {_OUT.value}: {meta['count']:,} {meta['modality']} embeddings of width {meta['dim']} from the "
-      f"{meta['source']}, {meta['model']} at step {meta['checkpoint_step']}"
-    )
-
-  cli.run_tool(body)
+  run = restore.load_run(_WORKDIR.value, _CHECKPOINT.value)
+  retrieval.check_retrieval_model(run)
+  gallery = retrieval.load_gallery(run, **{arg: f.value for arg, f in _GALLERY.items()})
+  meta = index.write_index(run, gallery, _MODALITY.value, _OUT.value, batch_size=_BATCH_SIZE.value)
+  print(
+    f"Wrote {_OUT.value}: {meta['count']:,} {meta['modality']} embeddings of width {meta['dim']} from the "
+    f"{meta['source']}, {meta['model']} at step {meta['checkpoint_step']}"
+  )
 
 
 if __name__ == "__main__":

@@ -60,6 +60,7 @@ _SCORES = flags.DEFINE_enum(
 flags.mark_flags_as_required(["workdir", "direction"], flag_values=_FLAGS)
 
 
+@cli.command
 def main(argv: list[str] | None = None) -> None:
   """The command line: parses flags, restores the run, searches and prints the hits."""
   cli.start_tool(_FLAGS, argv, HELP)
@@ -75,37 +76,34 @@ def main(argv: list[str] | None = None) -> None:
   from emvgan_jax.evaluation import index, retrieval  # deferred: JAX loads once the flags are parsed
   from emvgan_jax.runtime import restore  # deferred: as above
 
-  def body() -> None:
-    run = restore.load_run(_WORKDIR.value, _CHECKPOINT.value)
-    retrieval.check_retrieval_model(run)  # before loading any data
-    vectors = None
-    if _INDEX.value:
-      gallery, vectors = index.read_gallery(_INDEX.value, run, retrieval.modalities(_DIRECTION.value)[1])
-    else:
-      gallery = retrieval.load_gallery(run, **{arg: f.value for arg, f in _GALLERY.items()})
-    features = None
-    if not _QUERY.value:
-      features = retrieval.read_query_features(
-        query_file=_QUERY_FILE.value, query_h5=_QUERY_H5.value, query_row=_QUERY_ROW.value
-      )
-    hits, labels = retrieval.retrieve(
-      run,
-      gallery,
-      _DIRECTION.value,
-      query=_QUERY.value or None,
-      query_features=features,
-      k=_K.value,
-      chunk_size=_CHUNK_SIZE.value,
-      batch_size=_BATCH_SIZE.value,
-      gallery_vectors=vectors,
-      scores=_SCORES.value,
+  run = restore.load_run(_WORKDIR.value, _CHECKPOINT.value)
+  retrieval.check_retrieval_model(run)  # before loading any data
+  vectors = None
+  if _INDEX.value:
+    gallery, vectors = index.read_gallery(_INDEX.value, run, retrieval.modalities(_DIRECTION.value)[1])
+  else:
+    gallery = retrieval.load_gallery(run, **{arg: f.value for arg, f in _GALLERY.items()})
+  features = None
+  if not _QUERY.value:
+    features = retrieval.read_query_features(
+      query_file=_QUERY_FILE.value, query_h5=_QUERY_H5.value, query_row=_QUERY_ROW.value
     )
-    tables = [
-      retrieval.format_hits(h, label, _DIRECTION.value, gallery.source, len(gallery)) for h, label in zip(hits, labels)
-    ]
-    print("\n\n".join(tables))
-
-  cli.run_tool(body)
+  hits, labels = retrieval.retrieve(
+    run,
+    gallery,
+    _DIRECTION.value,
+    query=_QUERY.value or None,
+    query_features=features,
+    k=_K.value,
+    chunk_size=_CHUNK_SIZE.value,
+    batch_size=_BATCH_SIZE.value,
+    gallery_vectors=vectors,
+    scores=_SCORES.value,
+  )
+  tables = [
+    retrieval.format_hits(h, label, _DIRECTION.value, gallery.source, len(gallery)) for h, label in zip(hits, labels)
+  ]
+  print("\n\n".join(tables))
 
 
 if __name__ == "__main__":

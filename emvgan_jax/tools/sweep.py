@@ -85,33 +85,31 @@ def _check_flags() -> list[int]:
   return cli.parse_ints(_SEEDS.value, "seeds")
 
 
+@cli.command
 def main(argv: list[str] | None = None) -> None:
   """The command line: parses flags, runs the sweep, prints the table and its wall time."""
   cli.start_tool(_FLAGS, argv, HELP, compilation_cache=_CACHE)
-  seeds = cli.run_tool(_check_flags)  # a usage error is one line before JAX loads
+  seeds = _check_flags()  # a usage error is one line before JAX loads
   from emvgan_jax.experiments import sweep  # deferred: JAX loads once the flags are parsed
 
-  def body():
-    protocol = sweep.Protocol(_PROTOCOL.value, _CV_FOLDS.value, _CV_REPEATS.value, _SELECTION_FRACTION.value)
-    table = sweep.run_sweep(
-      sweep.split_config_specs(_CONFIGS.value),
-      seeds,
-      _WORKDIR.value,
-      data_dir=_DATA_DIR.value,
-      manual_dir=_MANUAL_DIR.value,
-      overrides=_OVERRIDES.value,
-      protocol=protocol,
-      reference=_REFERENCE.value,
-      eval_datasets=_EVAL_DATASETS.value,
-    )
-    print(sweep.format_markdown(table))
-    for dataset, other in table.get("elsewhere", {}).items():
-      print(f"\nOn {dataset}:\n" + sweep.format_markdown(other))
-    print(
-      f"Sweep wall time: {table['wall_seconds']:.1f} s; wrote {os.path.join(_WORKDIR.value, 'table.md')} and table.json"
-    )
-
-  cli.run_tool(body)
+  protocol = sweep.Protocol(_PROTOCOL.value, _CV_FOLDS.value, _CV_REPEATS.value, _SELECTION_FRACTION.value)
+  table = sweep.run_sweep(
+    sweep.split_config_specs(_CONFIGS.value),
+    seeds,
+    _WORKDIR.value,
+    data_dir=_DATA_DIR.value,
+    manual_dir=_MANUAL_DIR.value,
+    overrides=_OVERRIDES.value,
+    protocol=protocol,
+    reference=_REFERENCE.value,
+    eval_datasets=_EVAL_DATASETS.value,
+  )
+  print(sweep.format_markdown(table))
+  for dataset, other in table.get("elsewhere", {}).items():
+    print(f"\nOn {dataset}:\n" + sweep.format_markdown(other))
+  print(
+    f"Sweep wall time: {table['wall_seconds']:.1f} s; wrote {os.path.join(_WORKDIR.value, 'table.md')} and table.json"
+  )
 
 
 if __name__ == "__main__":

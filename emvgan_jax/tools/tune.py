@@ -79,34 +79,29 @@ def parse_candidate(spec: str) -> tuple[str, dict[str, str]]:
   return name.strip(), overrides
 
 
+@cli.command
 def main(argv: list[str] | None = None) -> None:
   """The command line: parses flags, tunes, prints tuning.md."""
   cli.start_tool(_FLAGS, argv, HELP, compilation_cache=_CACHE)
-  holdouts, seeds, extra = cli.run_tool(  # a usage error is one line before JAX loads
-    lambda: (
-      cli.parse_ints(_HOLDOUT_SEEDS.value, "holdout_seeds"),
-      cli.parse_ints(_SEEDS.value, "seeds"),
-      dict(parse_candidate(spec) for spec in _CANDIDATES.value),
-    )
-  )
+  # A usage error is one line before JAX loads.
+  holdouts = cli.parse_ints(_HOLDOUT_SEEDS.value, "holdout_seeds")
+  seeds = cli.parse_ints(_SEEDS.value, "seeds")
+  extra = dict(parse_candidate(spec) for spec in _CANDIDATES.value)
   from emvgan_jax.experiments import tune  # deferred: JAX loads once the flags are parsed
 
-  def body():
-    candidates = {**tune.GRIDS[_GRID.value], **extra}
-    table = tune.run_tuning(
-      workdir=_WORKDIR.value,
-      holdouts=holdouts,
-      seeds=seeds,
-      candidates=candidates,
-      baselines=_BASELINES.value,
-      holdout_fraction=_HOLDOUT_FRACTION.value,
-      manual_dir=_MANUAL_DIR.value,
-      data_dir=_DATA_DIR.value,
-      selection_fraction=_SELECTION_FRACTION.value,
-    )
-    print(table, flush=True)
-
-  cli.run_tool(body)
+  candidates = {**tune.GRIDS[_GRID.value], **extra}
+  table = tune.run_tuning(
+    workdir=_WORKDIR.value,
+    holdouts=holdouts,
+    seeds=seeds,
+    candidates=candidates,
+    baselines=_BASELINES.value,
+    holdout_fraction=_HOLDOUT_FRACTION.value,
+    manual_dir=_MANUAL_DIR.value,
+    data_dir=_DATA_DIR.value,
+    selection_fraction=_SELECTION_FRACTION.value,
+  )
+  print(table, flush=True)
 
 
 if __name__ == "__main__":

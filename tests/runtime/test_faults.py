@@ -3,6 +3,7 @@ with another config, or restored from damaged checkpoint files. Each case either
 uninterrupted run or a one-line error naming what is wrong (issue "A run that never lies")."""
 
 import json
+import logging
 import os
 import shutil
 import signal
@@ -40,7 +41,7 @@ def _train_rows(workdir):
 
 
 def _comparable(results):
-  return {k: v for k, v in results.items() if k != "train_seconds"}
+  return {k: v for k, v in results.items() if k not in ("train_seconds", "provenance")}  # times, dates
 
 
 class _Crash(BaseException):
@@ -219,11 +220,17 @@ def test_interrupt_saves_latest_and_the_rerun_continues_exactly(reference, tmp_p
   with pytest.raises(preemption.Interrupted, match="stopped by SIGTERM at step 5: saved the latest checkpoint") as e:
     train.train_and_evaluate(config, workdir)
   assert e.value.exit_code == 128 + signal.SIGTERM
-  assert ckpt_lib.Checkpoints(workdir, read_only=True).latest_step() == 5
+  checkpoints = ckpt_lib.Checkpoints(workdir, read_only=True)
+  assert checkpoints.latest_step() == 5
+  first_seconds = checkpoints.restore_meta("latest")[1]["train_seconds"]
+  assert first_seconds > 0
   monkeypatch.undo()
+  started = time.time()
   results = train.train_and_evaluate(config, workdir)
   assert _comparable(results) == _comparable(ref_results)
   assert _train_rows(workdir) == _train_rows(ref_dir)
+  # The training time is the run's, across both processes: the first one's and the rerun's.
+  assert first_seconds < results["train_seconds"] <= first_seconds + (time.time() - started) + 0.01
 
 
 @pytest.mark.slow
@@ -364,10 +371,24 @@ def test_resume_with_another_config_is_refused_naming_the_fields(tiny_run, tiny_
 
 
 @pytest.mark.slow
-def test_restart_starts_over(tiny_run, tiny_copy):
+def test_a_damaged_config_json_is_one_line_naming_it(tiny_run, tiny_copy):
+  path = tiny_copy / "config.json"
+  path.write_text(path.read_text()[:100])  # cut short
+  with pytest.raises(workdir_lib.WorkdirError, match=r"config\.json is damaged .*--restart"):
+    workdir_lib.check_same_run(_config(tiny_run.data_dir), str(tiny_copy))
+
+
+@pytest.mark.slow
+def test_restart_starts_over_saying_what_it_deletes(tiny_run, tiny_copy, caplog):
+  (tiny_copy / "eval" / "emomv_c-best").mkdir(parents=True)
+  (tiny_copy / "eval" / "emomv_c-best" / "embeddings.npz").write_bytes(b"")
   config = _config(tiny_run.data_dir, seed=1, **{"train.num_epochs": 2})
-  results = train.train_and_evaluate(config, str(tiny_copy), restart=True)
+  with caplog.at_level(logging.WARNING):
+    results = train.train_and_evaluate(config, str(tiny_copy), restart=True)
   assert results["seed"] == 1
+  said = [r.getMessage() for r in caplog.records if "--restart deletes" in r.getMessage()]
+  assert said and "checkpoints/" in said[0] and "results.json" in said[0] and "eval/ holds emomv_c-best" in said[0]
+  assert not (tiny_copy / "eval").exists()
   rows = _train_rows(str(tiny_copy))
   assert len({r["step"] for r in rows if "train/loss" in r}) == len([r for r in rows if "train/loss" in r])
 

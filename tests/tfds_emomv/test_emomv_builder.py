@@ -402,6 +402,13 @@ _CORRUPTIONS = {
     _in(C_GALLERY.csv, r": row 3: gallery name 'fakeC1_val1_06' repeats row 1"),
   ),
   'two_h5_datasets': (C_TRAIN.video, _add_second_dataset, _in(C_TRAIN.video, r': expected exactly one HDF5 dataset')),
+  # A pair in two splits names both CSV files (a matched pair of the same emotion, so each file alone is valid).
+  'pair_in_two_splits': (
+    C_VAL.csv,
+    lambda p: _edit_csv(p, _set(0, 1, 'fakeC00trn1_02')),
+    r"pair 'fakeC00trn1_02' is in both .*DS3_TRAIN_MATCH_MISMATCH_labels\.csv \(the train split\) and "
+    r'.*DS3_VAL_MATCH_MISMATCH_labels\.csv \(the validation split\)',
+  ),
 }
 
 
@@ -455,7 +462,7 @@ def test_cli(tmp_path):
   )
   assert result.returncode == 1, result.stderr
   assert 'emomv/b: train=4, validation=4, gallery=4' in result.stdout
-  assert 'ERROR: cannot build emomv/c' in result.stderr
+  assert 'error: cannot build emomv/c' in result.stderr
   assert f'{C_TRAIN.music} (download: {files.url_for(C_TRAIN.music)})' in result.stderr
   assert 'Traceback' not in result.stderr
   assert not (data_dir / 'emomv' / 'c').exists()

@@ -87,6 +87,8 @@ def test_help_answers_from_any_folder_before_any_heavy_import(command, takes_ver
     ("emvgan-sweep", ["--workdir=/tmp/x", "--configs=configs/tiny.py", "--seeds=a"], "--seeds must be"),
     ("emvgan-evaluate", [], "Flag --workdir must have a value other than None"),
     ("emvgan-train", ["--config=configs/tiny.py", "--workdir=/tmp/x", "--config.train.batchsize=3"], "no field"),
+    # A config path that does not exist, with an override (which reads the config first): once 58 lines.
+    ("emvgan-train", ["--config=configs/emomv_d.py", "--workdir=/tmp/x", "--config.train.batch_size=64"], "d.py"),
     ("benchmarks.train_step", ["--config=configs/tiny.py", "--config.train.batch_size=0"], "must be a positive"),
     ("benchmarks.train_step", ["--config=configs/tiny.py", "--batch_sizes=0"], "--batch_sizes must be positive"),
   ],
@@ -156,7 +158,7 @@ def test_build_reports_an_unreadable_file_in_one_line(monkeypatch, capsys):
   finally:
     flags.FLAGS.unparse_flags()
   assert e.value.code == 1
-  assert "ERROR: cannot build emomv/c: Permission denied (/copy/DS3_EmoMV_C/x.h5)" in capsys.readouterr().err
+  assert "error: cannot build emomv/c: Permission denied (/copy/DS3_EmoMV_C/x.h5)" in capsys.readouterr().err
 
 
 def test_verbose_is_taken_in_absl_spellings(monkeypatch):
@@ -165,7 +167,7 @@ def test_verbose_is_taken_in_absl_spellings(monkeypatch):
   assert cli.take_verbose(["tool", "--noverbose"]) == ["tool"] and not cli.verbose()
 
 
-def test_home_is_expanded_in_every_path_flag_and_configs_are_found_from_any_folder(tmp_path, monkeypatch):
+def test_home_and_variables_are_expanded_in_path_flags_and_configs_are_found_from_any_folder(tmp_path, monkeypatch):
   monkeypatch.chdir(tmp_path)  # not the repository: configs/ is not here
   monkeypatch.setenv("HOME", str(tmp_path / "home"))
   home = str(tmp_path / "home")
@@ -176,6 +178,14 @@ def test_home_is_expanded_in_every_path_flag_and_configs_are_found_from_any_fold
     f"--inputs={home}/a.mp4,b.mp4,{home}/c",
     f"--config={REPO}/configs/tiny.py:baseline",
     "--k=3",
+  ]
+  monkeypatch.setenv("DATA", "/data")
+  argv = ["tool", "--data_dir=$DATA/tfds", "--config.data.manual_dir=${DATA}/copy", "--figure=a$DATA", "--out=$NOPE/x"]
+  assert cli.expand_paths(argv)[1:] == [
+    "--data_dir=/data/tfds",
+    "--config.data.manual_dir=/data/copy",
+    "--figure=a$DATA",  # not a path
+    "--out=$NOPE/x",  # not set: as written, which the command then reports as a missing path
   ]
   (tmp_path / "configs").mkdir()
   (tmp_path / "configs" / "tiny.py").write_text("raise SystemExit('a config of its own')\n")

@@ -3,6 +3,7 @@ checked with an independent implementation (numpy cosine + scikit-learn AP), eve
 splits with the training set's standardisation, and one-line errors."""
 
 import json
+import pathlib
 import shutil
 import subprocess
 import sys
@@ -19,6 +20,7 @@ from emvgan_jax.data import emomv
 from emvgan_jax.data.splits import load_dataset
 from emvgan_jax.data.standardize import Standardizer
 from emvgan_jax.experiments import sweep
+from emvgan_jax.runtime import checkpoint as ckpt_lib
 from emvgan_jax.runtime import restore
 from emvgan_jax.tools import evaluate, retrieve
 
@@ -53,12 +55,21 @@ def evaluated(tiny_run):
 def test_evaluate_reproduces_training_results(tiny_run, evaluated):
   got = json.loads((evaluated / "results.json").read_text())
   want = json.loads((tiny_run.workdir / "results.json").read_text())
-  assert_results_close(_without(got, "evaluation"), _without(want, "train_seconds"))
+  assert_results_close(_without(got, "evaluation", "provenance"), _without(want, "train_seconds", "provenance"))
   assert got["evaluation"]["checkpoint"] == "best" and got["evaluation"]["trained_on"] == "emomv/c"
   md = (evaluated / "results.md").read_text()
   assert "| map |" in md and "chance" in md and "Classification on validation" in md
   for name in PLOTS:
     assert_valid_png(evaluated / name)
+
+
+@pytest.mark.slow
+def test_the_pages_name_the_run_relative_to_themselves(tiny_run, evaluated):
+  """report.html and results.md may be copied or published: they name no absolute path of this machine."""
+  for page in (evaluated / "report.html", evaluated / "results.md"):
+    text = page.read_text()
+    assert str(tiny_run.workdir) not in text, page
+  assert "of the run in `../..`" in (evaluated / "results.md").read_text()
 
 
 @pytest.mark.slow
@@ -173,7 +184,7 @@ def test_classification_baseline_has_no_retrieval_block(classification_run, caps
   # Training's results have no retrieval block either, and its threshold is a probability's.
   assert "retrieval" not in want and "retrieval" not in want["chance"] and want["classification"]["threshold"] == 0.5
   assert "retrieval" not in got and "retrieval" not in got["chance"]
-  assert_results_close(_without(got, "evaluation"), _without(want, "train_seconds"))
+  assert_results_close(_without(got, "evaluation", "provenance"), _without(want, "train_seconds", "provenance"))
   assert not (out / "embeddings.npz").exists()
   assert (out / "confusion_matrix.png").exists() and not (out / "precision_recall.png").exists()
   capsys.readouterr()
@@ -205,6 +216,36 @@ def test_checkpoint_that_does_not_fit_its_config(tiny_run, tmp_path):
   # during a later test, so setup.cfg filters exactly those two warnings.
   code = run_main(evaluate, [f"--workdir={workdir}"])
   assert code.startswith("error: ") and "does not fit" in code and "retrain" in code and "\n" not in code
+
+
+def _replaced_while_read(monkeypatch, times):
+  """Makes the next `times` checkpoint reads find their step replaced by the next one, as a run still training
+  replaces `latest` (the step's folder renamed to the next step number, between listing and reading)."""
+  real = ckpt_lib.Checkpoints.restore_meta
+  left = [times]
+
+  def restore_meta(self, kind, step=None):
+    if left[0] > 0:
+      left[0] -= 1
+      now = max(self.all_steps(kind))
+      folder = pathlib.Path(self.root) / kind
+      (folder / str(now)).rename(folder / str(now + 1))
+    return real(self, kind, step)
+
+  monkeypatch.setattr(ckpt_lib.Checkpoints, "restore_meta", restore_meta)
+
+
+@pytest.mark.slow
+def test_a_checkpoint_replaced_while_read_is_read_again_or_named_as_still_training(tiny_run, tmp_path, monkeypatch):
+  workdir = tmp_path / "w"
+  shutil.copytree(tiny_run.workdir, workdir)
+  (workdir / "checkpoints" / "latest.sha256.json").unlink()  # its record names the step it replaced
+  _replaced_while_read(monkeypatch, 1)
+  run = restore.load_run(str(workdir), "latest")  # the second read finds the newest step
+  assert run.step == max(int(p.name) for p in (workdir / "checkpoints" / "latest").iterdir() if p.name.isdigit())
+  _replaced_while_read(monkeypatch, 2)
+  code = run_main(evaluate, [f"--workdir={workdir}", "--checkpoint=latest"])
+  assert code.startswith("error: ") and "still training" in code and "--checkpoint=best" in code, code
 
 
 @pytest.mark.slow

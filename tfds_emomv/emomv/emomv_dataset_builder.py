@@ -146,7 +146,10 @@ class Builder(tfds.core.GeneratorBasedBuilder):
       split_paths = files.split_files(config, split)
       reader = files.read_pairs if split_paths.kind == 'pairs' else files.read_gallery
       data[split] = reader(local[split_paths.csv], local[split_paths.video], local[split_paths.music])
-    files.check_disjoint_splits({s: d['name'] for s, d in data.items() if files.split_files(config, s).kind == 'pairs'})
+    pair_splits = [s for s in data if files.split_files(config, s).kind == 'pairs']
+    files.check_disjoint_splits(
+      {s: data[s]['name'] for s in pair_splits}, {s: local[files.split_files(config, s).csv] for s in pair_splits}
+    )
     return {split: self._generate_examples(arrays) for split, arrays in data.items()}
 
   def _generate_examples(self, arrays: Mapping[str, np.ndarray]) -> Iterator[tuple[int, dict]]:

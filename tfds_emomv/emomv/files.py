@@ -517,18 +517,30 @@ def _check_pairs(
         raise EmoMVFormatError(f'{csv_name}: row {i}: mismatched pair {n!r} has no swap {swap!r} in the split')
 
 
-def check_disjoint_splits(names_by_split: Mapping[str, Sequence[str]]) -> None:
+def check_disjoint_splits(
+  names_by_split: Mapping[str, Sequence[str]], csv_by_split: Mapping[str, object] | None = None
+) -> None:
   """No pair name in two pair splits.
 
+  Args:
+    names_by_split: each pair split's names.
+    csv_by_split: the CSV each split was read from, named in the error (optional).
+
   Raises:
-    EmoMVFormatError: naming a shared name and the two splits.
+    EmoMVFormatError: naming a shared name, the two splits and, when given, their two CSV files.
   """
   seen: dict[str, str] = {}
   for split, names in names_by_split.items():
     for n in names:
       n = str(n)
       if n in seen and seen[n] != split:
-        raise EmoMVFormatError(f'pair {n!r} is in both the {seen[n]} and the {split} split; splits must not overlap')
+        first, second = seen[n], split
+        if csv_by_split:
+          raise EmoMVFormatError(
+            f'pair {n!r} is in both {csv_by_split[first]} (the {first} split) and {csv_by_split[second]} (the '
+            f'{second} split); a pair belongs to one split: remove it from one of the two files'
+          )
+        raise EmoMVFormatError(f'pair {n!r} is in both the {first} and the {second} split; splits must not overlap')
       seen[n] = split
 
 
