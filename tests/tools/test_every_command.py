@@ -214,6 +214,7 @@ def test_the_list_names_every_command():
   assert modules == {c.module for c in COMMANDS.values()}
 
 
+@pytest.mark.slow  # a fresh process each
 @pytest.mark.parametrize("name", sorted(COMMANDS))
 def test_a_usage_mistake_is_one_line_and_status_2(name, tmp_path):
   where = Where(workdir=tmp_path / "run", data_dir=str(tmp_path / "tfds"), out=tmp_path)
