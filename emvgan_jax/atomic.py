@@ -105,6 +105,7 @@ def reserve(folder: str | os.PathLike[str], nbytes: int) -> None:
     OSError: naming `folder`, with errno ENOSPC, EDQUOT or EFBIG.
   """
   folder = os.fspath(folder)
+  remove_stale_partials(os.path.join(folder, "space"))  # the probes of writers killed while they checked
   probe = partial_path(os.path.join(folder, "space"))
   try:
     fd = os.open(probe, os.O_CREAT | os.O_WRONLY | os.O_TRUNC, 0o600)

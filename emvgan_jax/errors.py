@@ -47,8 +47,17 @@ class Terminated(KeyboardInterrupt):
 
 
 VERBOSE_ENV = "EMVGAN_VERBOSE"  # set (to anything but 0) to see the traceback behind a one-line error
-_VERBOSE_ON = {"--verbose", "--verbose=true", "--verbose=1", "--verbose=yes"}
-_VERBOSE_OFF = {"--noverbose", "--verbose=false", "--verbose=0", "--verbose=no"}
+# Set (to anything but 0) to read feature files that `emvgan-extract --weights=random` made (tfds_emomv's reader
+# refuses them otherwise: they look like real features and mean nothing).
+RANDOM_FEATURES_ENV = "EMVGAN_ALLOW_RANDOM_FEATURES"
+# The flags every command takes, each setting its environment variable for the rest of the process (and for the
+# processes it starts), in absl's spellings.
+PROCESS_FLAGS = {"verbose": VERBOSE_ENV, "allow_random_features": RANDOM_FEATURES_ENV}
+PROCESS_FLAGS_HELP = (
+  "  --verbose: library INFO logs and the traceback behind an error (also EMVGAN_VERBOSE=1).\n"
+  "  --allow_random_features: read feature files made with random weights (emvgan-extract --weights=random),\n"
+  "    which are refused otherwise (also EMVGAN_ALLOW_RANDOM_FEATURES=1)."
+)
 
 
 def verbose() -> bool:
@@ -56,15 +65,18 @@ def verbose() -> bool:
   return os.environ.get(VERBOSE_ENV, "0") not in ("", "0")
 
 
-def take_verbose(argv: Sequence[str]) -> list[str]:
-  """`argv` without `--verbose` (in absl's spellings), which every command takes: it sets $EMVGAN_VERBOSE for the
-  rest of the process."""
+def take_process_flags(argv: Sequence[str]) -> list[str]:
+  """`argv` without the flags every command takes (`PROCESS_FLAGS`: `--verbose`, `--allow_random_features`, in
+  absl's spellings), each of which sets its environment variable for the rest of the process."""
+  spellings = {}
+  for name, env in PROCESS_FLAGS.items():
+    spellings.update({f"--{name}{v}": (env, "1") for v in ("", "=true", "=1", "=yes")})
+    spellings.update({s: (env, "0") for s in (f"--no{name}", *(f"--{name}={v}" for v in ("false", "0", "no")))})
   rest = []
   for arg in argv:
-    if arg.lower() in _VERBOSE_ON:
-      os.environ[VERBOSE_ENV] = "1"
-    elif arg.lower() in _VERBOSE_OFF:
-      os.environ[VERBOSE_ENV] = "0"
+    if arg.lower() in spellings:
+      env, value = spellings[arg.lower()]
+      os.environ[env] = value
     else:
       rest.append(arg)
   return rest

@@ -339,6 +339,7 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict
   t_start = time.time()
   is_lead = jax.process_index() == 0
   os.makedirs(workdir, exist_ok=True)
+  logging.info("Workdir %s", os.path.abspath(workdir))  # as it resolved (a relative --workdir, a ~ or a $VAR)
   s = _set_up(config)
   copy_state = jax.jit(lambda t: jax.tree.map(jnp.copy, t), out_shardings=sharding.shardings_of(s.abstract_state))
   selection = Selection(
@@ -353,7 +354,7 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict
     state, meta = restored
     selection.load(meta["selection"])
     stopped_early, log_window = meta.get("stopped_early", False), meta.get("log_window")
-    logging.info("Resumed from the latest checkpoint at step %d in %s", host_int(state.step), workdir)
+    logging.info("Resumed from the latest checkpoint at step %d in %s", host_int(state.step), os.path.abspath(workdir))
 
   # --- the loop --------------------------------------------------------------------------------------------------
   logger = MetricLogger(

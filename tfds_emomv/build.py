@@ -85,7 +85,7 @@ def run() -> None:
   """Entry point (`python -m tfds_emomv.build`, the console script `emomv-build`): quiet logging, then absl's flag
   parsing and `main`; `--help` prints this tool's flags and exits 0 (absl's own exits 1 and lists every library's
   flags)."""
-  sys.argv = commands.take_verbose(sys.argv)
+  sys.argv = commands.take_process_flags(sys.argv)
   if not commands.verbose():
     # TFDS logs progress bars and INFO lines; keep the output to the counts and errors.
     logging.set_verbosity(logging.WARNING)

@@ -16,7 +16,7 @@ from emvgan_jax import errors
 from tfds_emomv.emomv import files
 
 HELP_ARGS = ("-h", "-?", "-help", "--help", "--helpshort", "--helpfull")
-verbose, take_verbose, fail, one_line = errors.verbose, errors.take_verbose, errors.fail, errors.one_line
+verbose, take_process_flags, fail, one_line = errors.verbose, errors.take_process_flags, errors.fail, errors.one_line
 
 
 def help_asked(argv: Sequence[str]) -> bool:
@@ -32,12 +32,15 @@ def run(main: Callable[[list[str]], None], doc: str, verbose_help: str | None = 
   """absl's `app.run(main)` for a command of absl's global flags, with the help and `--verbose` above, inside the
   one error boundary."""
 
-  sys.argv = take_verbose(sys.argv)
+  sys.argv = take_process_flags(sys.argv)
   if help_asked(sys.argv):
     print(doc.strip() + "\n")
     print(flags.FLAGS.module_help(main.__module__))  # `__main__`, or the module of a console script
     if verbose_help:
       print(f"  --verbose: {verbose_help}")
+    print(
+      f"  --allow_random_features: read feature files made with random weights (also {errors.RANDOM_FEATURES_ENV}=1)."
+    )
     sys.exit(0)
   errors.guard(lambda: app.run(main, flags_parser=_parse_flags), known_errors)
 

@@ -14,13 +14,17 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import hashlib
+import json
 import os
 from collections.abc import Sequence
+from typing import Any
 
 import h5py
 import jax
 import numpy as np
 
+import emvgan_jax
 from emvgan_jax import atomic, errors
 from emvgan_jax.extraction import audio, media, slowfast, vggish
 from emvgan_jax.extraction import weights as weights_lib
@@ -63,12 +67,31 @@ class Extractor:
 
   def __init__(self, modalities: Sequence[str], weights: str, weights_dir: str | None, clip_batch: int = 2):
     self.clip_batch = clip_batch
+    # What made each modality's features, written into its HDF5 file's attributes (readers refuse random ones).
+    self.marks: dict[str, dict[str, str]] = {}
+    variables, missing = {}, []
+    for modality, model in (("music", "vggish"), ("video", "slowfast")):  # every missing file named at once
+      if modality in modalities:
+        try:
+          variables[model] = weights_lib.variables_for(model, weights, weights_dir)
+        except weights_lib.WeightsError as e:
+          missing.append(str(e))
+    if missing:
+      raise weights_lib.WeightsError(" | ".join(missing))
     if "music" in modalities:
-      self._vggish_vars = weights_lib.variables_for("vggish", weights, weights_dir)
+      self._vggish_vars = variables["vggish"]
       self._vggish = jax.jit(vggish.VGGish().apply)
+      recipe = {
+        "sample_rate": audio.SAMPLE_RATE,
+        "mel_bins": audio.NUM_MEL_BINS,
+        "patch_seconds": audio.EXAMPLE_SECONDS,
+      }
+      self.marks["music"] = _marks("VGGish", weights, self._vggish_vars, {**recipe, "pooling": "mean over patches"})
     if "video" in modalities:
-      self._slowfast_vars = weights_lib.variables_for("slowfast", weights, weights_dir)
+      self._slowfast_vars = variables["slowfast"]
       self._slowfast = jax.jit(slowfast.SlowFast().apply)
+      recipe = {"fps": media.FPS, "short_side": media.SHORT_SIDE, "crop": media.CROP, "clip_frames": media.WINDOW}
+      self.marks["video"] = _marks("SlowFast", weights, self._slowfast_vars, {**recipe, "pooling": "mean over clips"})
 
   def music(self, path: str) -> tuple[np.ndarray, int]:
     """(128,) mean VGGish embedding of the file's audio over its 0.96 s patches, and the patch count."""
@@ -95,6 +118,24 @@ class Extractor:
       s, f = media.slowfast_clips(frames, np.concatenate([batch, batch[:1].repeat(pad, 0)]))
       rows.append(np.asarray(self._slowfast(self._slowfast_vars, s, f))[: len(batch)])
     return np.concatenate(rows).mean(axis=0), len(indices)
+
+
+def _marks(extractor: str, weights: str, variables: Any, recipe: dict[str, Any]) -> dict[str, str]:
+  """The HDF5 attributes of a feature file: the extractor, its weights ('published' or 'random') and their
+  SHA-256 (of every array, in key order), and the recipe's parameters (JSON)."""
+  digest = hashlib.sha256()
+  for path, leaf in sorted(
+    jax.tree_util.tree_flatten_with_path(variables)[0], key=lambda kv: jax.tree_util.keystr(kv[0])
+  ):
+    digest.update(jax.tree_util.keystr(path).encode())
+    digest.update(np.ascontiguousarray(leaf).tobytes())
+  return {
+    "extractor": extractor,
+    "weights": weights,
+    "weights_sha256": digest.hexdigest(),
+    "recipe": json.dumps(recipe, sort_keys=True),
+    "made_by": f"emvgan-extract {emvgan_jax.__version__}",
+  }
 
 
 def read_labels(path: str, names: Sequence[str]) -> dict[str, int]:
@@ -152,6 +193,7 @@ def extract(
         outputs[m] = os.path.join(out_dir, f"{prefix}_{name}.h5")
         with h5py.File(stack.enter_context(atomic.replacing(outputs[m])), "w") as f:
           f.create_dataset(key, data=np.stack(rows[m]).astype(np.float32))
+          f.attrs.update(extractor.marks[m])
     outputs["files"] = os.path.join(out_dir, f"{name}_files.csv")
     with open(stack.enter_context(atomic.replacing(outputs["files"])), "w", newline="", encoding="utf-8") as f:
       writer = csv.writer(f)

@@ -32,9 +32,9 @@ T = TypeVar("T")
 USAGE_STATUS, FAILURE_STATUS = errors.USAGE_STATUS, errors.FAILURE_STATUS
 # The boundary's pieces, under the names the tools and tests use (errors.py says what each does).
 Exit, fail, one_line, os_error_line = errors.Exit, errors.fail, errors.one_line, errors.os_error_line
-verbose, take_verbose, silence_leftovers, VERBOSE_ENV = (
+verbose, take_process_flags, silence_leftovers, VERBOSE_ENV = (
   errors.verbose,
-  errors.take_verbose,
+  errors.take_process_flags,
   errors.silence_leftovers,
   errors.VERBOSE_ENV,
 )
@@ -89,7 +89,7 @@ def parse_flags(flag_values: flags.FlagValues, argv: Sequence[str], help_text: s
     SystemExit: with an `error: ...` line on unknown flags, bad values or missing required flags.
   """
   flag_values.unparse_flags()  # a tool called twice in one process (tests) parses afresh
-  argv = expand_paths(take_verbose(argv))
+  argv = expand_paths(take_process_flags(argv))
   if any(arg in HELP_ARGS for arg in argv[1:]):
     # Before parsing: help must not fail on a missing required flag.
     print(short_help(help_text) + "\n")
@@ -203,7 +203,7 @@ def start_tool(
 
 
 HELP_ARGS = ("-h", "-?", "-help", "--help", "--helpshort", "--helpfull")
-VERBOSE_HELP = "  --verbose: library INFO logs and the traceback behind an error (also EMVGAN_VERBOSE=1)."
+VERBOSE_HELP = errors.PROCESS_FLAGS_HELP  # the flags every command takes
 
 
 def run_app(main: Callable[[list[str]], None], help_text: str) -> None:
@@ -211,7 +211,7 @@ def run_app(main: Callable[[list[str]], None], help_text: str) -> None:
   spelling prints the tool's description and its own flags and exits 0 (absl's exits 1, and its --helpfull
   lists every library's flags), and `--verbose` is taken as everywhere else."""
 
-  sys.argv = expand_paths(take_verbose(sys.argv))
+  sys.argv = expand_paths(take_process_flags(sys.argv))
   if any(arg in HELP_ARGS for arg in sys.argv[1:]):
     print(short_help(help_text) + "\n")
     print(flags.FLAGS.module_help(main.__module__))  # `__main__`, or the module of a console script

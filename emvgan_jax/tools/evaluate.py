@@ -85,7 +85,7 @@ def main(argv: list[str] | None = None) -> None:
     make_plots=_PLOTS.value,
   )
   print(protocol.format_table(ev.results))
-  print(f"\nWrote {ev.out_dir}: {', '.join(sorted(os.listdir(ev.out_dir)))}")
+  print(f"\nWrote {os.path.abspath(ev.out_dir)}: {', '.join(sorted(os.listdir(ev.out_dir)))}")
 
 
 if __name__ == "__main__":

@@ -74,7 +74,7 @@ def main(argv: list[str] | None = None) -> None:
     )
   except ImportError as e:  # PyAV or PyTorch, the [extract] extra
     raise errors.Error(f"{e}: extraction needs pip install -e '.[extract]'") from None
-  print("Wrote " + ", ".join(outputs.values()))
+  print("Wrote " + ", ".join(os.path.abspath(p) for p in outputs.values()))
 
 
 if __name__ == "__main__":

@@ -46,8 +46,8 @@ def main(argv: list[str] | None = None) -> None:
   gallery = retrieval.load_gallery(run, **{arg: f.value for arg, f in _GALLERY.items()})
   meta = index.write_index(run, gallery, _MODALITY.value, _OUT.value, batch_size=_BATCH_SIZE.value)
   print(
-    f"Wrote {_OUT.value}: {meta['count']:,} {meta['modality']} embeddings of width {meta['dim']} from the "
-    f"{meta['source']}, {meta['model']} at step {meta['checkpoint_step']}"
+    f"Wrote {os.path.abspath(_OUT.value)}: {meta['count']:,} {meta['modality']} embeddings of width {meta['dim']} "
+    f"from the {meta['source']}, {meta['model']} at step {meta['checkpoint_step']}"
   )
 
 

@@ -4,6 +4,7 @@ installed), media decoding and clip sampling on media files generated here, and 
 random weights: shapes, determinism, the pooling over patches and clips, and a search over the result."""
 
 import csv
+import json
 import os
 import sys
 import types
@@ -164,6 +165,10 @@ def test_published_weights_offline_are_one_clear_error(tmp_path, monkeypatch):
   with pytest.raises(weights_lib.WeightsError, match=r"cannot fetch the published vggish weights from https://github"):
     weights_lib.published_variables("vggish", str(tmp_path))
   assert not list(tmp_path.iterdir())  # nothing half-downloaded
+  # Both extractors' files are named in one error, not one per try.
+  with pytest.raises(weights_lib.WeightsError) as e:
+    pipeline.Extractor(["video", "music"], "published", str(tmp_path))
+  assert weights_lib.SOURCES["vggish"] in str(e.value) and weights_lib.SOURCES["slowfast"] in str(e.value)
 
 
 @pytest.mark.slow
@@ -239,10 +244,26 @@ def test_extract_writes_the_emomv_layout(extracted):
   assert rows == [[str(out), "rainy", "sad", "3"], [str(out), "sunny", "exciting", "0"]]  # sorted by file name
   index = list(csv.DictReader(open(out / "clips_files.csv")))
   assert [r["name"] for r in index] == ["rainy", "sunny"] and [r["music_patches"] for r in index] == ["1", "2"]
-  assert not [p for p in os.listdir(out) if p.endswith(".tmp")]
+  assert not [p for p in os.listdir(out) if ".partial-" in p]
+
+
+@pytest.mark.slow
+def test_features_of_random_weights_say_so_and_are_refused_unless_allowed(extracted, monkeypatch):
   from tfds_emomv.emomv import files  # pylint: disable=g-import-not-at-top
 
-  gallery = files.read_gallery(out / "clips.csv", out / "SlowFast_clips.h5", out / "VGGish_clips.h5")
+  out = extracted.out
+  with h5py.File(out / "VGGish_clips.h5") as f:
+    marks = dict(f.attrs)
+  assert marks["extractor"] == "VGGish" and marks["weights"] == "random" and len(marks["weights_sha256"]) == 64
+  assert json.loads(marks["recipe"])["sample_rate"] == 16000 and marks["made_by"].startswith("emvgan-extract")
+  with h5py.File(out / "SlowFast_clips.h5") as f:
+    assert f.attrs["extractor"] == "SlowFast" and f.attrs["weights"] == "random"
+  paths = (out / "clips.csv", out / "SlowFast_clips.h5", out / "VGGish_clips.h5")
+  monkeypatch.setenv("EMVGAN_ALLOW_RANDOM_FEATURES", "0")
+  with pytest.raises(files.EmoMVFormatError, match=r"SlowFast_clips\.h5: made by emvgan-extract with random .*"):
+    files.read_gallery(*paths)
+  monkeypatch.setenv("EMVGAN_ALLOW_RANDOM_FEATURES", "1")  # what --allow_random_features sets
+  gallery = files.read_gallery(*paths)
   assert list(gallery["name"]) == ["rainy", "sunny"]  # what retrieve --gallery_csv reads
 
 
@@ -269,7 +290,13 @@ def test_extracted_clips_are_a_gallery_for_retrieve(extracted, tiny_run, capsys)
   argv = [f"--workdir={tiny_run.workdir}", "--direction=video_to_music", f"--query_h5={out / 'SlowFast_clips.h5'}"]
   argv += ["--query_row=0", f"--gallery_csv={out / 'clips.csv'}", f"--gallery_video_h5={out / 'SlowFast_clips.h5'}"]
   argv += [f"--gallery_music_h5={out / 'VGGish_clips.h5'}", "--k=2"]
-  retrieve.main(["retrieve", *argv])
+  with pytest.raises(SystemExit):  # features of random weights: refused in one line
+    retrieve.main(["retrieve", *argv])
+  assert "made by emvgan-extract with random" in capsys.readouterr().err
+  try:
+    retrieve.main(["retrieve", *argv, "--allow_random_features"])
+  finally:
+    os.environ.pop("EMVGAN_ALLOW_RANDOM_FEATURES", None)  # the flag set it for the rest of the process
   printed = capsys.readouterr().out
   assert "rainy" in printed and "sunny" in printed
 

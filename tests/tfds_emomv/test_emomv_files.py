@@ -96,6 +96,22 @@ def test_read_features_any_single_key_and_float64(tmp_path, key, dtype):
   np.testing.assert_array_equal(out, array.astype(np.float32))
 
 
+def test_features_marked_as_made_with_random_weights_are_refused_unless_allowed(tmp_path, monkeypatch):
+  path = tmp_path / 'v.h5'
+  with h5py.File(path, 'w') as f:
+    f.create_dataset('data', data=np.ones((2, 128), np.float32))
+    f.attrs.update({'extractor': 'VGGish', 'weights': 'random'})
+  monkeypatch.setenv('EMVGAN_ALLOW_RANDOM_FEATURES', '0')
+  with pytest.raises(files.EmoMVFormatError, match=r'v\.h5: made by emvgan-extract with random VGGish weights'):
+    files.read_features(path)
+  monkeypatch.setenv('EMVGAN_ALLOW_RANDOM_FEATURES', '1')
+  assert files.read_features(path).shape == (2, 128)
+  with h5py.File(path, 'a') as f:
+    f.attrs['weights'] = 'published'
+  monkeypatch.setenv('EMVGAN_ALLOW_RANDOM_FEATURES', '0')
+  assert files.read_features(path).shape == (2, 128)
+
+
 def test_read_features_errors(tmp_path):
   with pytest.raises(files.EmoMVMissingFileError, match='nope.h5'):
     files.read_features(tmp_path / 'nope.h5')

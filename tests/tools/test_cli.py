@@ -2,6 +2,7 @@
 line with its exit status; `~` and config paths expanded; the console scripts."""
 
 import importlib.metadata
+import os
 import subprocess
 import sys
 
@@ -163,8 +164,11 @@ def test_build_reports_an_unreadable_file_in_one_line(monkeypatch, capsys):
 
 def test_verbose_is_taken_in_absl_spellings(monkeypatch):
   monkeypatch.setenv(cli.VERBOSE_ENV, "0")
-  assert cli.take_verbose(["tool", "--verbose=True", "--k=3"]) == ["tool", "--k=3"] and cli.verbose()
-  assert cli.take_verbose(["tool", "--noverbose"]) == ["tool"] and not cli.verbose()
+  monkeypatch.setenv("EMVGAN_ALLOW_RANDOM_FEATURES", "0")  # restored after the test
+  assert cli.take_process_flags(["tool", "--verbose=True", "--k=3"]) == ["tool", "--k=3"] and cli.verbose()
+  assert cli.take_process_flags(["tool", "--noverbose"]) == ["tool"] and not cli.verbose()
+  assert cli.take_process_flags(["tool", "--allow_random_features"]) == ["tool"]
+  assert os.environ["EMVGAN_ALLOW_RANDOM_FEATURES"] == "1"
 
 
 def test_home_and_variables_are_expanded_in_path_flags_and_configs_are_found_from_any_folder(tmp_path, monkeypatch):

@@ -32,6 +32,8 @@ from collections.abc import Mapping, Sequence
 import h5py
 import numpy as np
 
+from emvgan_jax import errors
+
 EMOTIONS = ('exciting', 'fear', 'tense', 'sad', 'relax')
 MATCH_NAMES = ('mismatched', 'matched')
 VIDEO_DIM = 2304
@@ -268,10 +270,25 @@ class FeatureFile:
     except OSError as e:
       raise EmoMVFormatError(f'{self.name}: not a readable HDF5 file ({e})') from e
     try:
+      self._check_made_with_published_weights()
       self._dataset = self._open_dataset(dim)
     except BaseException:
       self._file.close()
       raise
+
+  def _check_made_with_published_weights(self) -> None:
+    """Refuses a file that `emvgan-extract --weights=random` made (its `weights` attribute says so), unless
+    $EMVGAN_ALLOW_RANDOM_FEATURES (every command's `--allow_random_features`) allows it: such features have the
+    shape of real ones and mean nothing."""
+    if str(self._file.attrs.get('weights', '')) != 'random':
+      return
+    if os.environ.get(errors.RANDOM_FEATURES_ENV, '0') not in ('', '0'):
+      return
+    raise EmoMVFormatError(
+      f'{self.name}: made by emvgan-extract with random {self._file.attrs.get("extractor", "")} weights, so its '
+      'features mean nothing; extract them with the published weights, or pass --allow_random_features (or set '
+      f'{errors.RANDOM_FEATURES_ENV}=1) to read them anyway (a dry run of the pipeline, tests)'
+    )
 
   def _open_dataset(self, dim: int | None) -> h5py.Dataset:
     found: list[str] = []
