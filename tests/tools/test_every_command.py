@@ -48,10 +48,11 @@ class Command:
     usage: arguments with a usage mistake (status 2).
     missing: arguments naming an input that does not exist (status 1, the path named).
     writes: arguments that write (given the inputs), and the folder whose content must be whole; None for a
-      command that writes nothing.
-    signals: what to send it while it writes (when a partial file first appears); SIGINT and SIGTERM take the
-      same path through `errors.guard`, so each command gets one of them, and SIGKILL; none where the comment
-      says why.
+      command that writes nothing, or whose writes are tested elsewhere (the comment says where).
+    signals: what to send it while it works; SIGINT and SIGTERM take the same path through `errors.guard`, so
+      each command gets one of them, and SIGKILL; none where the comment says why.
+    moment: when to send them: once a file whose name holds this appears under the folder.
+    missing_status: 2 where the missing input is a flag's value, checked before the command runs.
   """
 
   module: str
@@ -59,8 +60,8 @@ class Command:
   missing: Callable[[Where], list[str]]
   writes: Callable[[Where], tuple[list[str], pathlib.Path]] | None = None
   signals: tuple[int, ...] = (signal.SIGTERM, signal.SIGKILL)
-  moment: str = ".partial-"  # the signals are sent once a file whose name holds this appears
-  missing_status: int = 1  # 2 where the input is a flag's value checked before the command runs
+  moment: str = ".partial-"
+  missing_status: int = 1
 
 
 COMMANDS = {
@@ -102,6 +103,13 @@ COMMANDS = {
     usage=lambda w: [f"--workdir={w.out}", "--seeds=zero", "--configs=configs/tiny.py"],
     missing=lambda w: [f"--workdir={w.out}", "--seeds=0", f"--configs={w.out}/none.py"],
     missing_status=2,
+    # A peer fitted on the dummy data (seconds): the runs' results.json, then the tables.
+    writes=lambda w: (
+      [f"--workdir={w.out}/sweep", "--seeds=0", "--configs=configs/peers.py:logreg", f"--data_dir={w.data_dir}"]
+      + [f"--manual_dir={DUMMY}"],
+      w.out,
+    ),
+    moment=".lock",  # a run's workdir is claimed: the peer is being fitted (its files take milliseconds)
   ),
   "tune": Command(
     "emvgan_jax.tools.tune",
