@@ -96,6 +96,10 @@ def write_json(path: str | os.PathLike[str], value: Any, indent: int = 2) -> Non
   write_text(path, json.dumps(value, indent=indent))
 
 
+# What an HDF5 file holds beyond its arrays (superblock, object headers, chunk index): a bound, for `reserve`.
+HDF5_OVERHEAD = 1 << 16
+
+
 def reserve(folder: str | os.PathLike[str], nbytes: int) -> None:
   """Fails now, with the OSError a write would meet (no space, or a file-size limit), unless `folder`'s disk can
   take `nbytes` more: for writers that cannot fail cleanly halfway (HDF5 crashes the process when a write

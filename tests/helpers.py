@@ -66,3 +66,36 @@ def random_batch(n: int, dv: int = 12, dm: int = 7, seed: int = 0):
     "music_emotion": rng.integers(0, 5, n).astype(np.int32),
     "mask": mask,
   }
+
+
+def write_media(path, *, seconds, fps=25, size=(96, 64), tone=440.0, rate=22050, video=True, audio_track=True):
+  """A short file: a moving bar (mpeg4) and a stereo sine tone (aac), both through FFmpeg's own encoders (PyAV,
+  which `.[test]` installs)."""
+  import av  # pylint: disable=g-import-not-at-top  (only the tests that make media need it)
+
+  container = av.open(str(path), "w")
+  v = container.add_stream("mpeg4", rate=fps) if video else None
+  if v is not None:
+    v.width, v.height, v.pix_fmt = size[0], size[1], "yuv420p"
+  a = container.add_stream("aac", rate=rate) if audio_track else None
+  if a is not None:
+    a.layout = "stereo"
+  for i in range(int(seconds * fps) if video else 0):
+    img = np.zeros((size[1], size[0], 3), np.uint8)
+    img[:, (i * 3) % size[0] :] = (i * 7) % 255
+    for packet in v.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
+      container.mux(packet)
+  if v is not None:
+    for packet in v.encode():
+      container.mux(packet)
+  if a is not None:
+    x = (0.3 * np.sin(2 * np.pi * tone * np.arange(int(seconds * rate)) / rate)).astype(np.float32)
+    for s in range(0, len(x), 1024):
+      frame = av.AudioFrame.from_ndarray(np.stack([x[s : s + 1024]] * 2), format="fltp", layout="stereo")
+      frame.sample_rate, frame.pts = rate, s
+      for packet in a.encode(frame):
+        container.mux(packet)
+    for packet in a.encode():
+      container.mux(packet)
+  container.close()
+  return str(path)

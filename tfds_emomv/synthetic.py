@@ -156,9 +156,9 @@ def write_synthetic(
   root = pathlib.Path(os.path.expanduser(out_dir))
   root.mkdir(parents=True, exist_ok=True)
   # HDF5 crashes the process when a write fails: the space is checked first (the pair rows and about a
-  # validation share of the segments for the gallery; HDF5's own overhead is a few KiB a file).
-  segments = _num_segments(num_pairs)
-  atomic.reserve(root, (num_pairs + validation_fraction * segments) * (files.VIDEO_DIM + files.MUSIC_DIM) * 4)
+  # validation share of the segments for the gallery, each row's CSV line, and the six files' own overhead).
+  rows = num_pairs + validation_fraction * _num_segments(num_pairs)
+  atomic.reserve(root, rows * ((files.VIDEO_DIM + files.MUSIC_DIM) * 4 + 100) + 6 * atomic.HDF5_OVERHEAD)
   # The layout's one folder appears whole, or not at all (written under a partial name, renamed at the end).
   with atomic.replacing(root / _FOLDER) as staged:
     return _write(pathlib.Path(staged), num_pairs, seed, validation_fraction, noise)

@@ -185,7 +185,9 @@ def extract(
     counts.append({m: n for m, (_, n) in done.items()})
     print(f"[{i + 1}/{len(files_in)}] {path}: " + ", ".join(f"{m} from {n}" for m, n in counts[-1].items()), flush=True)
   os.makedirs(out_dir, exist_ok=True)
-  atomic.reserve(out_dir, sum(np.stack(r).nbytes for r in rows.values()))  # HDF5 crashes on a failed write
+  # HDF5 fails badly on a failed write: the space is checked first (the arrays, each file's overhead, the CSVs).
+  arrays = sum(np.stack(r).nbytes for r in rows.values())
+  atomic.reserve(out_dir, arrays + len(rows) * atomic.HDF5_OVERHEAD + 1024 * (len(names) + 1))
   outputs = {}
   with contextlib.ExitStack() as stack:  # every file renamed into place at the end, or none (atomic.replacing)
     for m, (prefix, key) in (("video", ("SlowFast", "default")), ("music", ("VGGish", "data"))):

@@ -10,6 +10,7 @@ import sys
 import types
 
 import h5py
+import helpers
 import jax
 import numpy as np
 import pytest
@@ -35,36 +36,6 @@ def _reference(module: str):
       stub.ops = ops
       sys.modules.update({"torchvision": stub, "torchvision.ops": ops})
   return pytest.importorskip(module, reason="needs pip install -e '.[extract,reference]'")
-
-
-def write_media(path, *, seconds, fps=25, size=(96, 64), tone=440.0, rate=22050, video=True, audio_track=True):
-  """A short file: a moving bar (mpeg4) and a stereo sine tone (aac), both through FFmpeg's own encoders."""
-  container = av.open(str(path), "w")
-  v = container.add_stream("mpeg4", rate=fps) if video else None
-  if v is not None:
-    v.width, v.height, v.pix_fmt = size[0], size[1], "yuv420p"
-  a = container.add_stream("aac", rate=rate) if audio_track else None
-  if a is not None:
-    a.layout = "stereo"
-  for i in range(int(seconds * fps) if video else 0):
-    img = np.zeros((size[1], size[0], 3), np.uint8)
-    img[:, (i * 3) % size[0] :] = (i * 7) % 255
-    for packet in v.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
-      container.mux(packet)
-  if v is not None:
-    for packet in v.encode():
-      container.mux(packet)
-  if a is not None:
-    x = (0.3 * np.sin(2 * np.pi * tone * np.arange(int(seconds * rate)) / rate)).astype(np.float32)
-    for s in range(0, len(x), 1024):
-      frame = av.AudioFrame.from_ndarray(np.stack([x[s : s + 1024]] * 2), format="fltp", layout="stereo")
-      frame.sample_rate, frame.pts = rate, s
-      for packet in a.encode(frame):
-        container.mux(packet)
-    for packet in a.encode():
-      container.mux(packet)
-  container.close()
-  return str(path)
 
 
 # --- the front end and the converters -----------------------------------------------------------------------
@@ -187,7 +158,7 @@ def test_converted_weights_are_read_back_from_the_cache(tmp_path):
 def test_decoding_and_clip_sampling(tmp_path):
   from emvgan_jax.extraction import media  # pylint: disable=g-import-not-at-top
 
-  path = write_media(tmp_path / "a.mp4", seconds=3.0, fps=25)
+  path = helpers.write_media(tmp_path / "a.mp4", seconds=3.0, fps=25)
   waveform, rate = media.read_audio(path)
   assert rate == 22050 and abs(len(waveform) / rate - 3.0) < 0.1 and 0.25 < np.abs(waveform).max() < 0.35
   frames = media.read_frames(path)
@@ -200,10 +171,10 @@ def test_decoding_and_clip_sampling(tmp_path):
   short, _ = media.slowfast_clips(frames[:40])
   assert short.shape[0] == 1  # a segment shorter than a window: one clip spread over it
   assert media.slowfast_clips(np.concatenate([frames] * 3))[0].shape[0] == 4  # 270 frames: 4 whole windows
-  silent = write_media(tmp_path / "v.mp4", seconds=1.0, audio_track=False)
+  silent = helpers.write_media(tmp_path / "v.mp4", seconds=1.0, audio_track=False)
   with pytest.raises(media.MediaError, match="has no audio stream"):
     media.read_audio(silent)
-  still = write_media(tmp_path / "still.mp4", seconds=0.04, fps=25)  # one picture, like an mp3's cover art
+  still = helpers.write_media(tmp_path / "still.mp4", seconds=0.04, fps=25)  # one picture, like an mp3's cover art
   with pytest.raises(media.MediaError, match="fewer than 2 frames"):
     media.read_frames(still)
   (tmp_path / "junk.mp4").write_bytes(b"not a video")
@@ -221,8 +192,8 @@ def extracted(tmp_path_factory):
   root = tmp_path_factory.mktemp("extract")
   clips = root / "clips"
   clips.mkdir()
-  write_media(clips / "sunny.mp4", seconds=2.5, fps=30, tone=660.0)
-  write_media(clips / "rainy.mp4", seconds=1.5, fps=24, tone=220.0)
+  helpers.write_media(clips / "sunny.mp4", seconds=2.5, fps=30, tone=660.0)
+  helpers.write_media(clips / "rainy.mp4", seconds=1.5, fps=24, tone=220.0)
   (root / "labels.csv").write_text("sunny,exciting\nrainy,sad\n")
   out = root / "out"
   argv = ["extract", f"--inputs={clips}", f"--out_dir={out}", "--weights=random", f"--labels={root / 'labels.csv'}"]

@@ -122,6 +122,11 @@ COMMANDS = {
     usage=lambda w: [f"--out_dir={w.out}", "--weights=random"],  # no --inputs
     missing=lambda w: [f"--out_dir={w.out}", "--weights=random", f"--inputs={w.out}/none.mp4"],
     missing_status=2,
+    writes=lambda w: (
+      [f"--inputs={w.out / 'clips'}", f"--out_dir={w.out / 'features'}", "--weights=random", "--modalities=music"],
+      w.out,
+    ),
+    signals=(),  # its files are written in the last milliseconds, after every clip is extracted
   ),
   "emomv-build": Command(
     "tfds_emomv.build",
@@ -152,6 +157,8 @@ def where(tiny_run, tmp_path):
   out = tmp_path / "out"
   out.mkdir()
   (out / "file").write_text("a file where a folder is expected")
+  (out / "clips").mkdir()
+  helpers.write_media(out / "clips" / "clip.mp4", seconds=1.0)  # for extract
   return Where(workdir=workdir, data_dir=tiny_run.data_dir, out=out)
 
 
