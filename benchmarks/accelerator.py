@@ -173,7 +173,7 @@ def main(argv: list[str]) -> None:
       with open(_JSON.value, "w", encoding="utf-8") as f:
         json.dump(report, f, indent=1, default=str)
 
-  cli.run_tool(body)
+  body()
 
 
 if __name__ == "__main__":

@@ -55,7 +55,7 @@ def _figure(output: str, pattern: re.Pattern[str], side: str) -> float:
 
 
 def main(argv: Sequence[str]) -> None:
-  cli.run_tool(lambda: _run(argv))
+  _run(argv)  # inside the one error boundary: cli.run_app
 
 
 def _run(argv: Sequence[str]) -> None:

@@ -78,7 +78,7 @@ def main(argv: list[str]) -> None:
     for c, t in times.items():
       print(f"  {c:{width}s}  {statistics.median(t):.2f} s [{min(t):.2f}, {max(t):.2f}]")
 
-  cli.run_tool(body)
+  body()
 
 
 if __name__ == "__main__":

@@ -138,7 +138,7 @@ def main(argv: list[str]) -> None:
         raise errors.UsageError("--compare_tfds reads the features from disk: add --stream_above_mb=0")
       _compare_tfds(train)
 
-  cli.run_tool(body)
+  body()
 
 
 if __name__ == "__main__":

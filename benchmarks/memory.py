@@ -127,7 +127,7 @@ def main(argv: list[str]) -> None:
       f"{r['peak'] / 1e9:.2f} GB ({r['peak'] / r['features']:.1f}x); load_run_data {r['seconds']:.1f} s"
     )
 
-  cli.run_tool(body)
+  body()
 
 
 if __name__ == "__main__":

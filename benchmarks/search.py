@@ -167,7 +167,7 @@ def main(argv: list[str]) -> None:
       with open(_JSON.value, "w", encoding="utf-8") as f:
         json.dump({"machine": benchmarks.machine(), "results": results}, f, indent=1)
 
-  cli.run_tool(body)
+  body()
 
 
 if __name__ == "__main__":

@@ -127,7 +127,7 @@ def _show(side: str, mode: str, r: dict[str, Any]) -> None:
 
 
 def main(argv: Sequence[str]) -> None:
-  cli.run_tool(lambda: _run(argv))
+  _run(argv)  # inside the one error boundary: cli.run_app
 
 
 def _run(argv: Sequence[str]) -> None:

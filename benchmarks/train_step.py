@@ -86,7 +86,7 @@ def _compare(config: ml_collections.ConfigDict, data: Split) -> list[dict]:
 def main(argv: list[str]) -> None:
   del argv
 
-  cli.run_tool(_benchmark)  # a bad flag, config field or data: one `error: ...` line
+  _benchmark()  # a bad flag, config field or data: one `error: ...` line (cli.run_app's boundary)
 
 
 def _benchmark() -> None:

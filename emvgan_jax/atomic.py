@@ -7,7 +7,7 @@ full disk, Ctrl-C or SIGTERM leaves the target as it was (absent, or the previou
 partial file; a SIGKILL leaves the partial file, which the next write of the same target deletes once its process
 is gone. A folder works the same way: build it under the partial name, and it is renamed into place whole.
 
-This module imports the standard library only (both packages use it, `tfds_emomv` included).
+This module imports the standard library and `errors` only (both packages use it, `tfds_emomv` included).
 """
 
 from __future__ import annotations
@@ -20,6 +20,8 @@ import os
 import shutil
 from collections.abc import Iterator
 from typing import Any
+
+from emvgan_jax import errors
 
 _MARK = ".partial-"
 
@@ -130,7 +132,7 @@ def reserve(folder: str | os.PathLike[str], nbytes: int) -> None:
 def as_disk_error(e: BaseException, path: str | os.PathLike[str]) -> OSError | None:
   """The OSError (naming `path`) behind a library's report of a failed write, such as array_record's
   `RuntimeError('write() failed: No space left on device; ...')`; None when `e` is not about a full disk."""
-  for code in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+  for code in errors.DISK_FULL:
     if os.strerror(code) in str(e):
       return OSError(code, os.strerror(code), os.fspath(path))
   return None

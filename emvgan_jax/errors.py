@@ -53,10 +53,12 @@ RANDOM_FEATURES_ENV = "EMVGAN_ALLOW_RANDOM_FEATURES"
 # The flags every command takes, each setting its environment variable for the rest of the process (and for the
 # processes it starts), in absl's spellings.
 PROCESS_FLAGS = {"verbose": VERBOSE_ENV, "allow_random_features": RANDOM_FEATURES_ENV}
-PROCESS_FLAGS_HELP = (
-  "  --verbose: library INFO logs and the traceback behind an error (also EMVGAN_VERBOSE=1).\n"
+RANDOM_FEATURES_HELP = (
   "  --allow_random_features: read feature files made with random weights (emvgan-extract --weights=random),\n"
   "    which are refused otherwise (also EMVGAN_ALLOW_RANDOM_FEATURES=1)."
+)
+PROCESS_FLAGS_HELP = (
+  "  --verbose: library INFO logs and the traceback behind an error (also EMVGAN_VERBOSE=1).\n" + RANDOM_FEATURES_HELP
 )
 
 
@@ -100,9 +102,10 @@ DISK_FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
 def os_error_line(e: OSError) -> str:
   """A full disk, a permission or a missing path, in one line that names the path (when the error has one)."""
   where = f" ({e.filename})" if e.filename else ""
+  full = "free some space (nothing half-written was kept) or write elsewhere"
   advice = {
-    errno.ENOSPC: "free some space (nothing half-written was kept) or write elsewhere",
-    errno.EDQUOT: "free some space (nothing half-written was kept) or write elsewhere",
+    errno.ENOSPC: full,
+    errno.EDQUOT: full,
     errno.EFBIG: "a file would exceed the size this process may write (nothing half-written was kept)",
     errno.EACCES: "check the permissions, or use another path",
     errno.EPERM: "check the permissions, or use another path",

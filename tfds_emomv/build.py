@@ -63,12 +63,8 @@ def main(argv: Sequence[str]) -> None:
       print(f'error: cannot build {name}: {e}', file=sys.stderr)
       failed.append(name)
       continue
-    except OSError as e:  # an unreadable file, a full disk: name the path
-      print(f'error: cannot build {name}: {e.strerror or e} ({e.filename})', file=sys.stderr)
-      failed.append(name)
-      continue
-    except RuntimeError as e:  # TFDS's array_record writer reports a failed write (a full disk) so
-      disk = atomic.as_disk_error(e, _DATA_DIR.value)
+    except (OSError, RuntimeError) as e:  # an unreadable file, a full disk (array_record's is a RuntimeError)
+      disk = e if isinstance(e, OSError) else atomic.as_disk_error(e, _DATA_DIR.value)
       if disk is None:
         raise
       print(f'error: cannot build {name}: {errors.os_error_line(disk)}', file=sys.stderr)

@@ -16,7 +16,7 @@ from emvgan_jax import errors
 from tfds_emomv.emomv import files
 
 HELP_ARGS = ("-h", "-?", "-help", "--help", "--helpshort", "--helpfull")
-verbose, take_process_flags, fail, one_line = errors.verbose, errors.take_process_flags, errors.fail, errors.one_line
+verbose, take_process_flags, fail = errors.verbose, errors.take_process_flags, errors.fail
 
 
 def help_asked(argv: Sequence[str]) -> bool:
@@ -38,9 +38,7 @@ def run(main: Callable[[list[str]], None], doc: str, verbose_help: str | None = 
     print(flags.FLAGS.module_help(main.__module__))  # `__main__`, or the module of a console script
     if verbose_help:
       print(f"  --verbose: {verbose_help}")
-    print(
-      f"  --allow_random_features: read feature files made with random weights (also {errors.RANDOM_FEATURES_ENV}=1)."
-    )
+    print(errors.RANDOM_FEATURES_HELP)
     sys.exit(0)
   errors.guard(lambda: app.run(main, flags_parser=_parse_flags), known_errors)
 

@@ -17,11 +17,11 @@ from typing import Any
 import jax
 
 import emvgan_jax
+from emvgan_jax import config_lib
 from tfds_emomv import features
 from tfds_emomv.emomv import emomv_dataset_builder
 
 LIBRARIES = ("jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "numpy", "tensorflow-datasets", "grain")
-_REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 # The version of the data each dataset kind is built to (its TFDS builder's, or the features folder's format).
 DATASET_VERSIONS = {"emomv": str(emomv_dataset_builder.Builder.VERSION), "features": features.FORMAT}
 
@@ -33,7 +33,7 @@ def _version(name: str) -> str | None:
     return None
 
 
-def git_state(folder: str = _REPO) -> dict[str, Any]:
+def git_state(folder: str = config_lib.REPO_ROOT) -> dict[str, Any]:
   """{'commit': HEAD, 'dirty': uncommitted changes to tracked files} of the checkout the package runs from;
   None values where it is not a git checkout (an installed wheel) or git is missing."""
 

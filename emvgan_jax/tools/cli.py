@@ -31,18 +31,13 @@ T = TypeVar("T")
 
 USAGE_STATUS, FAILURE_STATUS = errors.USAGE_STATUS, errors.FAILURE_STATUS
 # The boundary's pieces, under the names the tools and tests use (errors.py says what each does).
-Exit, fail, one_line, os_error_line = errors.Exit, errors.fail, errors.one_line, errors.os_error_line
+Exit, fail, one_line = errors.Exit, errors.fail, errors.one_line
 verbose, take_process_flags, silence_leftovers, VERBOSE_ENV = (
   errors.verbose,
   errors.take_process_flags,
   errors.silence_leftovers,
   errors.VERBOSE_ENV,
 )
-
-
-def status_of(e: BaseException) -> int:
-  """2 for a usage error (a bad flag or config field), 1 for any other failure."""
-  return USAGE_STATUS if isinstance(e, errors.UsageError) else FAILURE_STATUS
 
 
 def new_flag_values() -> flags.FlagValues:
