@@ -324,7 +324,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, resta
   lock = None
   if jax.process_index() == 0:
     lock = workdir_lib.claim(config, workdir, restart=restart)
-    atomic.write_text(os.path.join(workdir, "config.json"), config.to_json_best_effort(indent=2, sort_keys=True))
+    config_json = emomv.as_recorded(config).to_json_best_effort(indent=2, sort_keys=True)
+    atomic.write_text(os.path.join(workdir, "config.json"), config_json)
   if jax.process_count() > 1:  # the others read the workdir once process 0 has checked (or cleared) it
     multihost_utils.sync_global_devices("workdir claimed")
   try:

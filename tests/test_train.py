@@ -500,6 +500,7 @@ def test_tensorboard_tags_are_the_metric_keys_and_the_config_is_logged_as_hparam
   }
   start = plugin_hparams_pb2.HParamsPluginData.FromString(plugin["_hparams_/session_start_info"]).session_start_info
   config = json.loads((tiny_run.workdir / "config.json").read_text())
+  assert os.path.isabs(config["data"]["manual_dir"]) and os.path.isdir(config["data"]["manual_dir"])
   assert start.hparams["seed"].number_value == config["seed"]
   assert start.hparams["train.selection_metric"].string_value == config["train"]["selection_metric"]
   assert start.hparams["emvgan.embed_dim"].number_value == config["emvgan"]["embed_dim"]

@@ -182,6 +182,15 @@ def manual_dir_from(config: ml_collections.ConfigDict) -> str | None:
   return config.data.manual_dir or os.environ.get("EMOMV_DIR") or None
 
 
+def as_recorded(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """`config` as a run's `config.json` records it: `data.manual_dir` is the absolute folder the data came from
+  (from the flag or from $EMOMV_DIR), None only where the data is downloaded."""
+  manual_dir = manual_dir_from(config)
+  if not manual_dir:
+    return config
+  return config_lib.with_data(config, manual_dir=os.path.abspath(os.path.expandvars(os.path.expanduser(manual_dir))))
+
+
 def default_split(dataset: str, holdout_fraction: float = 0.0, cv_folds: int = 0) -> str:
   """The protocol's pair split: the held-out fold of a cross-validation run, the held-out part of train for a
   held-out run, else A: test, B and C: validation."""

@@ -260,7 +260,8 @@ def fit_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, restart
 def _fit_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   t_start = time.time()
   os.makedirs(workdir, exist_ok=True)
-  atomic.write_text(os.path.join(workdir, "config.json"), config.to_json_best_effort(indent=2, sort_keys=True))
+  config_json = emomv.as_recorded(config).to_json_best_effort(indent=2, sort_keys=True)
+  atomic.write_text(os.path.join(workdir, "config.json"), config_json)
   kind = config.peer.kind
   if kind not in KINDS:
     raise ValueError(f"config.peer.kind must be one of {KINDS}, got {kind!r}")

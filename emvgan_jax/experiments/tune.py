@@ -259,6 +259,8 @@ def format_tables(rows: dict[str, dict[str, Any]], header: str) -> str:
       f"| {name} | " + " | ".join(cells) + f" | {s['best step']:.0f} | {s['steps']:.0f} | "
       f"{s['seconds']:.1f} | {s['runs']} |"
     )
+  if not best:  # no baseline trained (--baselines=): nothing to pair with
+    return "\n".join([*lines, "", "No baseline was trained (--baselines=), so there are no paired differences."])
   lines += [
     "",
     "Paired difference to the best baseline per metric ("
@@ -281,7 +283,8 @@ def format_tables(rows: dict[str, dict[str, Any]], header: str) -> str:
       se = float(np.std(d, ddof=1) / np.sqrt(len(d))) if len(d) > 1 else float("nan")
       cells.append(f"{d.mean():+.3f} +- {se:.3f} [{np.mean(d > 0):.2f}]")
       means.append(d.mean())
-    lines.append(f"| {name} | " + " | ".join(cells) + f" | {min(means):+.3f} |")
+    worst = f"{min(means):+.3f}" if means else "-"
+    lines.append(f"| {name} | " + " | ".join(cells) + f" | {worst} |")
   return "\n".join(lines)
 
 

@@ -11,7 +11,6 @@ as `.npz` in the cache (`~/.cache/emvgan_jax/weights`, or `--weights_dir`), afte
 
 from __future__ import annotations
 
-import hashlib
 import http.client
 import os
 import urllib.request
@@ -21,6 +20,7 @@ import jax
 import numpy as np
 
 from emvgan_jax import errors
+from emvgan_jax.data.digest import file_sha256
 from emvgan_jax.extraction import slowfast, vggish
 
 SOURCES = {
@@ -85,10 +85,30 @@ def _unflat(flat: dict[str, np.ndarray]) -> dict[str, Any]:
   return tree
 
 
+def _expected(model: str) -> str:
+  prefix = SHA256_PREFIX.get(model)
+  # PyTorchVideo's model zoo publishes no checksum for its files (nor a hash in the name): the file is checked by
+  # loading it and matching every tensor's shape to the network's.
+  return f"SHA-256 {prefix}..." if prefix else "no published SHA-256, checked by loading it"
+
+
+def _check_sha256(model: str, path: str) -> None:
+  prefix = SHA256_PREFIX.get(model)
+  if not prefix:
+    return
+  digest = file_sha256(path)
+  if not digest.startswith(prefix):
+    raise WeightsError(
+      f"{path} has SHA-256 {digest[:8]}..., expected {prefix}... (the file at {SOURCES[model]}): "
+      "delete it and run again to fetch it, or put the published file there"
+    )
+
+
 def _download(model: str, directory: str) -> str:
   url = SOURCES[model]
   path = os.path.join(directory, os.path.basename(url))
-  if os.path.isfile(path):
+  if os.path.isfile(path):  # fetched before, or put there by the user: checked all the same
+    _check_sha256(model, path)
     return path
   os.makedirs(directory, exist_ok=True)
   try:
@@ -99,16 +119,14 @@ def _download(model: str, directory: str) -> str:
     if os.path.exists(path + ".tmp"):
       os.remove(path + ".tmp")
     raise WeightsError(
-      f"cannot fetch the published {model} weights from {url} ({e}); download the file into {directory} "
-      "yourself, or pass --weights=random to try the pipeline with random weights"
+      f"cannot fetch the published {model} weights from {url} ({_expected(model)}; {e}); download the file into "
+      f"{directory} yourself, or pass --weights=random to try the pipeline with random weights"
     ) from None
-  prefix = SHA256_PREFIX.get(model)
-  if prefix:
-    with open(path + ".tmp", "rb") as f:
-      digest = hashlib.sha256(f.read()).hexdigest()
-    if not digest.startswith(prefix):
-      os.remove(path + ".tmp")
-      raise WeightsError(f"the {model} weights from {url} have SHA-256 {digest[:8]}..., expected {prefix}...")
+  try:
+    _check_sha256(model, path + ".tmp")
+  except WeightsError:
+    os.remove(path + ".tmp")
+    raise
   os.replace(path + ".tmp", path)
   return path
 

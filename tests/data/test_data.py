@@ -326,3 +326,16 @@ def test_standardizer_streams_and_in_place_equals_a_new_copy(monkeypatch):
   assert same.video is video  # the same array, overwritten
   np.testing.assert_array_equal(same.video, copy.video)
   np.testing.assert_array_equal(same.music, copy.music)
+
+
+def test_config_json_records_the_data_folder_that_emomv_dir_supplied(monkeypatch, tmp_path):
+  from emvgan_jax import config_lib  # pylint: disable=g-import-not-at-top
+
+  config = config_lib.load_config_file("configs/emomv_c.py")
+  monkeypatch.setenv("HOME", str(tmp_path))
+  monkeypatch.setenv("EMOMV_DIR", "~/emomv")
+  assert config.data.manual_dir is None
+  assert emomv.as_recorded(config).data.manual_dir == str(tmp_path / "emomv")
+  assert config.data.manual_dir is None  # the run's own config is left as it was
+  monkeypatch.delenv("EMOMV_DIR")
+  assert emomv.as_recorded(config).data.manual_dir is None  # downloaded

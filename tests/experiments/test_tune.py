@@ -46,3 +46,5 @@ def test_summary_uses_the_sample_std_and_pairs_runs_by_holdout_and_seed():
   table = tune.format_tables({"baseline retrieval_multi": base, "candidate": row}, "header")
   # Every run wins by exactly 0.1: the paired difference is +0.100 with standard error 0.
   assert "| candidate | +0.100 +- 0.000 [1.00]" in table and "| +0.100 |" in table
+  alone = tune.format_tables({"candidate": row}, "header")  # --baselines=: no paired table, no error
+  assert "| candidate | 0." in alone and "no paired differences" in alone

@@ -140,6 +140,15 @@ def test_published_weights_offline_are_one_clear_error(tmp_path, monkeypatch):
   with pytest.raises(weights_lib.WeightsError) as e:
     pipeline.Extractor(["video", "music"], "published", str(tmp_path))
   assert weights_lib.SOURCES["vggish"] in str(e.value) and weights_lib.SOURCES["slowfast"] in str(e.value)
+  assert "SHA-256 10086976..." in str(e.value) and "no published SHA-256, checked by loading it" in str(e.value)
+
+
+def test_a_weights_file_put_in_place_by_hand_is_checked_too(tmp_path):
+  (tmp_path / "vggish-10086976.pth").write_bytes(b"not the published file")
+  expected = r"vggish-10086976.pth has SHA-256 [0-9a-f]{8}\.\.\., expected 10086976"
+  with pytest.raises(weights_lib.WeightsError, match=expected):
+    weights_lib.published_variables("vggish", str(tmp_path))
+  assert (tmp_path / "vggish-10086976.pth").exists()  # the user's file is theirs to delete
 
 
 @pytest.mark.slow

@@ -116,6 +116,14 @@ COMMANDS = {
     usage=lambda w: [f"--workdir={w.out}", "--seeds=zero"],
     missing=lambda w: [f"--workdir={w.out}", f"--manual_dir={w.out}/none"],
     missing_status=2,
+    # One EMVGAN candidate of two steps on the dummy data (seconds): its run, then tuning.md.
+    writes=lambda w: (
+      [f"--workdir={w.out}/tune", "--grid=none", "--baselines=", "--holdout_seeds=0", "--holdout_fraction=0.5"]
+      + ["--candidate=quick:train.max_steps=2,train.eval_every_steps=1", f"--data_dir={w.data_dir}"]
+      + [f"--manual_dir={DUMMY}"],
+      w.out,
+    ),
+    moment=".lock",  # the run's workdir is claimed: it is training
   ),
   "extract": Command(
     "emvgan_jax.tools.extract",
