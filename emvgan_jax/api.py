@@ -5,7 +5,8 @@
     z_video = run.embed_video(slowfast_rows)           # (N, 2304) raw SlowFast rows -> (N, 64) unit vectors
     z_music = run.embed_music(vggish_rows)             # (M, 128) raw VGGish rows
     p = run.match_probability(slowfast_rows, vggish_rows)  # (N,) for N (video, music) pairs (EMVGAN, classifiers)
-    scores, indices = run.search(slowfast_rows[:1], vggish_gallery, k=5)  # video -> music, exact cosine top-k
+    scores, indices = run.search(slowfast_rows[:1], vggish_gallery, k=5)  # video -> music, exact top-k
+    run.search(q, g, k=5, emotion_weight=1.0)          # more the same mood; 0.0: more this very clip
 
 Raw means as EmoMV's feature files hold them: the run's own standardisation (train-split statistics, saved in
 the checkpoint) is applied inside, so the numbers are those of `evaluate` and `retrieve`, which go through the
@@ -19,7 +20,7 @@ import os
 import numpy as np
 
 from emvgan_jax.data.splits import Split
-from emvgan_jax.evaluation import protocol
+from emvgan_jax.evaluation import affect, protocol, retrieval
 from emvgan_jax.evaluation import search as search_lib
 from emvgan_jax.runtime import restore
 
@@ -45,12 +46,14 @@ class TrainedRun:
     """(N, d) common-space vectors of raw `modality` feature rows (standardised here)."""
     if modality not in MODALITIES:
       raise ValueError(f"modality must be one of {MODALITIES}, got {modality!r}")
+    embed = self.run.family.embed_video if modality == "video" else self.run.family.embed_music
+    return search_lib.embed_rows(embed, self.run.state, self._standardized(modality, raw, what), batch_size=batch_size)
+
+  def _standardized(self, modality: str, raw: np.ndarray, what: str) -> np.ndarray:
+    """Raw `modality` rows checked (width, finite values) and standardised with the run's train statistics."""
     if not self.has_retrieval:
       raise ValueError(f"{self.description} has no common embedding space (a classification model)")
-    x = restore.check_features(self.run, modality, raw, what)
-    embed = self.run.family.embed_video if modality == "video" else self.run.family.embed_music
-    standardised = self.run.standardizer.transform(modality, x)
-    return search_lib.embed_rows(embed, self.run.state, standardised, batch_size=batch_size)
+    return self.run.standardizer.transform(modality, restore.check_features(self.run, modality, raw, what))
 
   def embed_video(self, raw: np.ndarray) -> np.ndarray:
     """(N, d) embeddings of raw (N, video width) SlowFast rows."""
@@ -92,8 +95,19 @@ class TrainedRun:
     )
     return np.asarray(self._evaluator.predict(self.run.state, split)["score"], np.float64)
 
+  @property
+  def emotion_weight(self) -> float:
+    """The emotion weight the run chose on its selection holdout (0: cosine ranking, or no emotion head)."""
+    return retrieval.emotion_weight_of(self.run, None)
+
   def search(
-    self, query: np.ndarray, gallery: np.ndarray, k: int = 10, *, direction: str = "video_to_music"
+    self,
+    query: np.ndarray,
+    gallery: np.ndarray,
+    k: int = 10,
+    *,
+    direction: str = "video_to_music",
+    emotion_weight: float | None = None,
   ) -> tuple[np.ndarray, np.ndarray]:
     """The `k` gallery rows most similar to each query: (scores, indices), each (Q, k), best first.
 
@@ -102,13 +116,19 @@ class TrainedRun:
       gallery: raw feature rows of the other modality.
       k: items per query (at most the gallery size).
       direction: 'video_to_music' or 'music_to_video'.
+      emotion_weight: score = (1 - w) cosine + w emotion agreement (`evaluation/affect.py`): towards 1 for more
+        of the same mood, towards 0 for more of this very clip; None: the run's own (`emotion_weight`).
     """
     if direction not in ("video_to_music", "music_to_video"):
       raise ValueError(f"direction must be 'video_to_music' or 'music_to_video', got {direction!r}")
     q_mod, g_mod = ("video", "music") if direction == "video_to_music" else ("music", "video")
-    q = self.embed(q_mod, query, what="the query")
-    g = self.embed(g_mod, gallery, what="the gallery")
-    return search_lib.top_k_cosine(q, g, k)
+    weight = retrieval.emotion_weight_of(self.run, emotion_weight)
+    queries = retrieval.embed_for_search(self.run, q_mod, self._standardized(q_mod, query, "the query"), weight=weight)
+    stored = retrieval.embed_for_search(self.run, g_mod, self._standardized(g_mod, gallery, "the gallery"))
+    scores, indices = search_lib.top_k_cosine(queries, stored, k)
+    if self.run.family.emotion_probabilities is not None:  # the padded vectors' cosine back to the score
+      scores = affect.score(scores, queries)
+    return scores, indices
 
 
 def load_run(workdir: str, checkpoint: str = "best") -> TrainedRun:

@@ -99,6 +99,8 @@ def _emvgan() -> ml_collections.ConfigDict:
   e.embed_dim = 64  # common-space width d
   e.dropout_rate = 0.7  # encoder dropout
   e.disc_hidden = 256  # discriminator width h_d (0: a linear discriminator)
+  # The two generators share their layers after the projection (alignment by construction, as ACMR shares its top).
+  e.shared_top = False
   # The matmuls' dtype: 'float32', or 'bfloat16' (mixed precision: parameters, optimiser state, embeddings and
   # losses stay float32; the encoders, generators and discriminator compute in bfloat16).
   e.compute_dtype = "float32"
@@ -128,6 +130,10 @@ def _loss() -> ml_collections.ConfigDict:
   lc.temperature = 0.3  # InfoNCE temperature T (its initial value when learned)
   lc.learn_temperature = False
   lc.emotion_positives = True  # InfoNCE positives: same-emotion items too, not only the true pair
+  # The contrastive term: 'softmax' (InfoNCE) or 'sigmoid' (SigLIP's pairwise sigmoid loss at scale 1 / T with a
+  # learned bias, initialised at `sigmoid_bias_init`; the same positives). w_nce weighs either.
+  lc.contrastive = "softmax"
+  lc.sigmoid_bias_init = -2.0
   # How InfoNCE is computed: 'blockwise' (emvgan_jax/contrastive.py: no B x B array, no logits between devices)
   # or 'dense' (losses.info_nce_loss, the reference; the same value to float rounding).
   lc.nce_impl = "blockwise"

@@ -320,3 +320,94 @@ def info_nce_loss(
   per_vm = lse_vm - pos_vm / jnp.maximum(n_vm, 1.0)
   per_mv = lse_mv - pos_mv / jnp.maximum(n_mv, 1.0)
   return 0.5 * (losses.masked_mean(per_vm, w) + losses.masked_mean(per_mv, w))
+
+
+def _sigmoid_sum(
+  zv: Array,
+  zm: Array,
+  ev: Array,
+  em: Array,
+  valid: Array,
+  scale: Array,
+  bias: Array,
+  *,
+  block: int,
+  axis_name: str | None,
+) -> tuple[Array, Array]:
+  """This device's rows' sum of sigmoid-loss terms against every device's music, and the valid rows' count
+  (both summed over the devices). Row blocks are rematerialised in the backward pass: a block x B array at most."""
+  zm_all, em_all, valid_all = _gather(zm, axis_name), _gather(em, axis_name), _gather(valid, axis_name)
+  n = zv.shape[0]
+  own = jnp.arange(n) + (0 if axis_name is None else jax.lax.axis_index(axis_name) * n)  # global row ids
+
+  @jax.checkpoint
+  def one_block(total: Array, xs: tuple[Array, ...]) -> tuple[Array, None]:
+    zv_blk, ev_blk, valid_blk, own_blk = xs
+    logits = scale * (zv_blk @ zm_all.T) + bias
+    positive = (own_blk[:, None] == jnp.arange(zm_all.shape[0])[None, :]) | (ev_blk[:, None] == em_all[None, :])
+    terms = -jax.nn.log_sigmoid(jnp.where(positive, logits, -logits))
+    return total + jnp.sum(jnp.where(valid_blk[:, None] & valid_all[None, :], terms, 0.0)), None
+
+  xs = (_blocks(zv, block), _blocks(ev, block), _blocks(valid, block), _blocks(own, block))  # padding: invalid
+  total, _ = jax.lax.scan(one_block, jnp.zeros((), zv.dtype), xs)
+  count = jnp.sum(valid).astype(zv.dtype)
+  if axis_name is not None:
+    total, count = jax.lax.psum(total, axis_name), jax.lax.psum(count, axis_name)
+  return total, count
+
+
+def sigmoid_contrastive_loss(
+  z_video: Array,
+  z_music: Array,
+  *,
+  scale: float | Array,
+  bias: float | Array,
+  mask: Array | None = None,
+  video_emotion: Array | None = None,
+  music_emotion: Array | None = None,
+  emotion_positives: bool = False,
+  block_rows: int = DEFAULT_BLOCK_ROWS,
+  mesh: jax.sharding.AbstractMesh | None = None,
+) -> Array:
+  """`losses.sigmoid_contrastive_loss`, the same value and gradients, computed in blocks of rows (and sharded
+  under a mesh: each device scores its own video rows against the all-gathered music, B x D; the sums meet in one
+  `psum`, and the music's gradient returns by a reduce-scatter. No logits cross a device boundary).
+
+  Args:
+    z_video, z_music, scale, bias, mask, video_emotion, music_emotion, emotion_positives: as in
+      `losses.sigmoid_contrastive_loss`.
+    block_rows, mesh: as in `logsumexps`.
+
+  Returns:
+    The scalar loss.
+  """
+  if emotion_positives and (video_emotion is None or music_emotion is None):
+    raise ValueError("emotion_positives=True needs video_emotion and music_emotion")
+  if block_rows < 1:
+    raise ValueError(f"block_rows must be >= 1, got {block_rows}")
+  zv, zm = losses._float(z_video), losses._float(z_music)  # pylint: disable=protected-access
+  valid = losses._weights(mask, zv.shape[0]) > 0  # pylint: disable=protected-access
+  zv, zm = jnp.where(valid[:, None], zv, 0.0), jnp.where(valid[:, None], zm, 0.0)
+  if emotion_positives:
+    # Invalid rows take no part; their labels are set apart so that they match nothing either way.
+    ev = jnp.where(valid, jnp.asarray(video_emotion, jnp.int32), -1)
+    em = jnp.where(valid, jnp.asarray(music_emotion, jnp.int32), -2)
+  else:  # no emotion positives: labels that never match
+    ev, em = jnp.full(valid.shape, -1, jnp.int32), jnp.full(valid.shape, -2, jnp.int32)
+  scale, bias = jnp.asarray(scale, zv.dtype), jnp.asarray(bias, zv.dtype)
+  mesh = jax.sharding.get_abstract_mesh() if mesh is None else mesh
+  n_shards = 1 if mesh is None or mesh.empty or DATA_AXIS not in mesh.axis_names else mesh.shape[DATA_AXIS]
+  if n_shards == 1:
+    total, count = _sigmoid_sum(zv, zm, ev, em, valid, scale, bias, block=min(block_rows, zv.shape[0]), axis_name=None)
+  else:
+    if zv.shape[0] % n_shards:
+      raise ValueError(f"a batch of {zv.shape[0]} rows does not split over {n_shards} devices on '{DATA_AXIS}'")
+    sharded = jax.shard_map(
+      functools.partial(_sigmoid_sum, block=min(block_rows, zv.shape[0] // n_shards), axis_name=DATA_AXIS),
+      mesh=mesh,
+      in_specs=(P(DATA_AXIS), P(DATA_AXIS), P(DATA_AXIS), P(DATA_AXIS), P(DATA_AXIS), P(), P()),
+      out_specs=(P(), P()),
+      check_vma=False,
+    )
+    total, count = sharded(zv, zm, ev, em, valid, scale, bias)
+  return total / jnp.maximum(count, 1.0)

@@ -168,6 +168,51 @@ def info_nce_loss(
   return 0.5 * (direction(logits, pos_vm) + direction(logits.T, pos_mv))
 
 
+def sigmoid_contrastive_loss(
+  z_video: Array,
+  z_music: Array,
+  *,
+  scale: float | Array,
+  bias: float | Array,
+  mask: Array | None = None,
+  video_emotion: Array | None = None,
+  music_emotion: Array | None = None,
+  emotion_positives: bool = False,
+) -> Array:
+  """The pairwise sigmoid loss of SigLIP (Zhai et al., "Sigmoid loss for language image pre-training", ICCV 2023):
+  every (video i, music j) pair of valid rows is its own binary decision,
+
+    L = -(1 / n) sum_{i, j valid} log sigmoid(y_ij (scale * z_video_i . z_music_j + bias)),
+
+  with n the number of valid rows and y_ij = +1 for a positive, -1 otherwise. The positives are those of
+  `info_nce_loss`: the own counterpart (j = i), and with `emotion_positives` every j whose music has video i's
+  emotion. There is no softmax over the batch: no normalisation couples the rows, which is what makes it cheap to
+  shard (`contrastive.sigmoid_contrastive_loss`, the same value computed blockwise). A batch with no valid row
+  gives 0.
+
+  Args:
+    z_video, z_music: (B, D) embeddings (normally L2-normalised).
+    scale: the logit scale t (SigLIP learns log t); may be traced.
+    bias: the logit bias b (SigLIP learns it, from -10 at 32k pairs a batch); may be traced.
+    mask, video_emotion, music_emotion, emotion_positives: as in `info_nce_loss`.
+
+  Returns:
+    The scalar loss.
+  """
+  if emotion_positives and (video_emotion is None or music_emotion is None):
+    raise ValueError("emotion_positives=True needs video_emotion and music_emotion")
+  zv, zm = _float(z_video), _float(z_music)
+  valid = _weights(mask, zv.shape[0]) > 0
+  zv, zm = jnp.where(valid[:, None], zv, 0.0), jnp.where(valid[:, None], zm, 0.0)
+  positive = jnp.eye(zv.shape[0], dtype=bool)
+  if emotion_positives:
+    positive = positive | (jnp.asarray(video_emotion)[:, None] == jnp.asarray(music_emotion)[None, :])
+  logits = scale * (zv @ zm.T) + bias
+  terms = -jax.nn.log_sigmoid(jnp.where(positive, logits, -logits))
+  total = jnp.sum(jnp.where(valid[:, None] & valid[None, :], terms, 0.0))
+  return total / jnp.maximum(jnp.sum(valid), 1).astype(total.dtype)
+
+
 def softmax_cross_entropy(logits: Array, labels: Array, *, mask: Array | None = None) -> Array:
   """Mean softmax cross-entropy with integer labels.
 

@@ -434,6 +434,7 @@ def _write_plots(s: _Setup, state: Any, results: dict[str, Any], workdir: str) -
       results=results,
       title=f"{s.family.description} on {s.config.data.dataset}",
     )
-    examples = report.retrieved_examples(emb) if emb is not None else None
+    weight = results.get("retrieval", {}).get("emotion_weight", 0.0)
+    examples = report.retrieved_examples(emb, emotion_weight=weight) if emb is not None else None
     note = f"Best checkpoint (step {results['checkpoint_step']}) of this run (its folder), at the end of training."
     report.write_report(workdir, results, plots=written, examples=examples, note=note)

@@ -1,5 +1,6 @@
 """The Python API (`emvgan_jax.load_run`) against the code the tools run: the same embeddings, scores and hits."""
 
+import json
 import os
 import subprocess
 import sys
@@ -54,9 +55,19 @@ def test_search_equals_the_retrieve_tool(api_run, raw_gallery, tiny_run):
   hits, _ = retrieval.retrieve(run, gallery, "video_to_music", query_features=raw_gallery["video"][:2], k=3)
   scores, indices = api_run.search(raw_gallery["video"][:2], raw_gallery["music"], k=3)
   assert indices.tolist() == [[h.index for h in row] for row in hits]
-  np.testing.assert_allclose(scores, [[h.cosine for h in row] for row in hits], rtol=1e-6)
+  np.testing.assert_allclose(scores, [[h.score for h in row] for row in hits], rtol=1e-6)
   back_scores, _ = api_run.search(raw_gallery["music"][:1], raw_gallery["video"], k=2, direction="music_to_video")
   assert back_scores.shape == (1, 2)
+  # The run's emotion weight is the one its results.json records, and a search may ask for another.
+  assert (
+    api_run.emotion_weight == json.loads((tiny_run.workdir / "results.json").read_text())["retrieval"]["emotion_weight"]
+  )
+  hits, _ = retrieval.retrieve(
+    run, gallery, "video_to_music", query_features=raw_gallery["video"][:2], k=3, emotion_weight=0.7
+  )
+  scores, indices = api_run.search(raw_gallery["video"][:2], raw_gallery["music"], k=3, emotion_weight=0.7)
+  assert indices.tolist() == [[h.index for h in row] for row in hits]
+  np.testing.assert_allclose(scores, [[h.score for h in row] for row in hits], rtol=1e-6)
 
 
 def test_inputs_it_cannot_read_are_refused(api_run, raw_gallery):

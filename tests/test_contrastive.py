@@ -240,14 +240,16 @@ def _config(**fields):
   return config
 
 
-def _step_hlo(impl: str) -> str:
-  state, step, batch = _emvgan_step(_config(**{"loss.nce_impl": impl, "loss.learn_temperature": True}))
+def _step_hlo(impl: str, contrastive_loss: str = "softmax") -> str:
+  overrides = {"loss.nce_impl": impl, "loss.learn_temperature": True, "loss.contrastive": contrastive_loss}
+  state, step, batch = _emvgan_step(_config(**overrides))
   return step.lower(state, batch, jax.random.key(0)).compile().as_text()
 
 
 @pytest.mark.slow  # compiles EMVGAN train steps
 def test_the_compiled_emvgan_step_on_8_devices_has_no_all_to_all():
   assert "all-to-all(" not in _step_hlo("blockwise")
+  assert "all-to-all(" not in _step_hlo("blockwise", "sigmoid")
   # The dense loss transposes the sharded logits: the same check finds its all-to-alls.
   assert "all-to-all(" in _step_hlo("dense")
 
@@ -408,3 +410,80 @@ def test_one_devices_rows_far_below_the_bound_take_every_device_to_the_exact_pat
   s = a.astype(np.float64) @ b.T.astype(np.float64)
   np.testing.assert_allclose(np.asarray(rows), np.log(np.exp(s).sum(1)), rtol=1e-6)
   np.testing.assert_allclose(np.asarray(cols), np.log(np.exp(s).sum(0)), rtol=1e-6)
+
+
+# --- the pairwise sigmoid loss (SigLIP) ---------------------------------------------------------------------------
+
+
+def _sigmoid(impl: str, positives: bool, block_rows: int = 4):
+  def f(zv, zm, log_t, bias, mask, ev, em):
+    kw = dict(scale=jnp.exp(log_t), bias=bias, mask=mask, video_emotion=ev, music_emotion=em)
+    if impl == "dense":
+      return losses.sigmoid_contrastive_loss(zv, zm, emotion_positives=positives, **kw)
+    return contrastive.sigmoid_contrastive_loss(zv, zm, emotion_positives=positives, block_rows=block_rows, **kw)
+
+  return jax.jit(jax.value_and_grad(f, argnums=(0, 1, 2, 3)))
+
+
+LOG_SCALE = float(np.log(3.0))
+
+
+def _sigmoid_call(fn, x, log_t=LOG_SCALE, bias=-2.0):
+  return fn(x["zv"], x["zm"], jnp.float32(log_t), jnp.float32(bias), x["mask"], x["ev"], x["em"])
+
+
+def test_the_sigmoid_loss_of_a_hand_worked_batch():
+  # Two valid rows and one masked: z_v = (1, 0), (0, 1); z_m = (1, 0), (1, 0); scale 2, bias -1. Cosines
+  # [[1, 1], [0, 0]] -> logits [[1, 1], [-1, -1]]. Without emotion positives only (0, 0) and (1, 1) are positive:
+  # terms -log s(1), -log s(-1) [(0, 1) negative: -log s(-1)], -log s(1) [(1, 0) negative: -log s(1)], -log s(-1).
+  zv = jnp.asarray([[1.0, 0.0], [0.0, 1.0], [5.0, 5.0]])
+  zm = jnp.asarray([[1.0, 0.0], [1.0, 0.0], [5.0, 5.0]])
+  mask = jnp.asarray([True, True, False])
+  ls = lambda x: float(np.log1p(np.exp(-x)))  # -log sigmoid(x)
+  want = (ls(1) + ls(-1) + ls(1) + ls(-1)) / 2
+  got = losses.sigmoid_contrastive_loss(zv, zm, scale=2.0, bias=-1.0, mask=mask)
+  assert float(got) == pytest.approx(want, rel=1e-6)
+  # Emotion positives: video 1 and music 0 share emotion 3, so (1, 0) turns positive: -log s(-1).
+  ev, em = jnp.asarray([0, 3, -1]), jnp.asarray([3, 1, -1])
+  got = losses.sigmoid_contrastive_loss(
+    zv, zm, scale=2.0, bias=-1.0, mask=mask, video_emotion=ev, music_emotion=em, emotion_positives=True
+  )
+  assert float(got) == pytest.approx((ls(1) + ls(-1) + ls(-1) + ls(-1)) / 2, rel=1e-6)
+
+
+@pytest.mark.parametrize("positives", [False, True])
+@pytest.mark.parametrize("block_rows", [1, 7, 64])
+def test_blockwise_sigmoid_equals_dense_value_and_gradients(positives, block_rows):
+  x = _inputs(30, seed=5)
+  got = _sigmoid_call(_sigmoid("blockwise", positives, block_rows), x)
+  (v1, g1), (v2, g2) = got, _sigmoid_call(_sigmoid("dense", positives), x)
+  assert float(v1) == pytest.approx(float(v2), rel=1e-6)
+  for a, b in zip(g1, g2):
+    np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=2e-6)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("positives", [False, True])
+def test_sigmoid_sharded_over_8_devices_equals_dense_and_moves_no_logits(positives):
+  assert jax.device_count() == 8
+  mesh = sharding.make_mesh()
+  x = _inputs(64, seed=6)
+
+  def f(zv, zm, log_t, bias, mask, ev, em):
+    kw = dict(scale=jnp.exp(log_t), bias=bias, mask=mask, video_emotion=ev, music_emotion=em)
+    return contrastive.sigmoid_contrastive_loss(zv, zm, emotion_positives=positives, block_rows=3, **kw)
+
+  def run(*args):
+    with jax.sharding.use_abstract_mesh(mesh.abstract_mesh):
+      return jax.value_and_grad(f, argnums=(0, 1, 2, 3))(*args)
+
+  batch, rep = sharding.batch_sharding(mesh), sharding.replicated(mesh)
+  step = jax.jit(run, in_shardings=(batch, batch, rep, rep, batch, batch, batch))
+  args = (x["zv"], x["zm"], jnp.float32(np.log(3.0)), jnp.float32(-2.0), x["mask"], x["ev"], x["em"])
+  hlo = step.lower(*args).compile().as_text()
+  assert "all-to-all(" not in hlo
+  assert "reduce-scatter(" in hlo  # the music embeddings' gradient arrives as each device's shard
+  (v1, g1), (v2, g2) = step(*args), _sigmoid_call(_sigmoid("dense", positives), x)
+  assert float(v1) == pytest.approx(float(v2), rel=1e-6)
+  for a, b in zip(g1, g2):
+    np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=2e-6)

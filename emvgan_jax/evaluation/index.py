@@ -3,7 +3,9 @@
 Embedding a large gallery is the slow part of a search; `emvgan-retrieve --index=DIR` loads the saved vectors
 instead. DIR holds:
 
-  embeddings.npy   (N, d) float32, one unit-norm common-space vector per gallery item, in gallery row order
+  embeddings.npy   (N, d) float32, one unit-norm common-space vector per gallery item, in gallery row order;
+                   for a model with an emotion head, `affect.gallery_rows` (the vector, its emotion
+                   probabilities and a padding coordinate: d + K + 1 wide), which serves every emotion weight
   names.npy        (N,) item names;  emotions.npy  (N,) emotion ids
   index.json       the modality, the model (its checkpoint's kind and step, and a SHA-256 of its parameters),
                    the gallery's source, the sizes, and the SHA-256 of the three files
@@ -24,13 +26,13 @@ import numpy as np
 
 from emvgan_jax import atomic, errors
 from emvgan_jax.data import digest
-from emvgan_jax.evaluation import retrieval, search
-from emvgan_jax.ops import l2_normalize
+from emvgan_jax.evaluation import retrieval
 from emvgan_jax.runtime import restore
 
 MODALITIES = ("video", "music")
 FILES = ("embeddings.npy", "names.npy", "emotions.npy")
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: rows of `affect.gallery_rows` for models with an emotion head
+READABLE_VERSIONS = (1, 2)
 
 
 def params_fingerprint(run: restore.Run) -> str:
@@ -50,9 +52,7 @@ def write_index(
   retrieval.check_retrieval_model(run)
   raw = getattr(gallery, modality)
   x = retrieval.standardize(run, modality, raw, f"the {gallery.source}")
-  embed = run.family.embed_video if modality == "video" else run.family.embed_music
-  vectors = search.embed_rows(embed, run.state, x, batch_size=batch_size)
-  vectors = l2_normalize(vectors)  # the models' embeddings are unit-norm already: this only makes it a guarantee
+  vectors = retrieval.embed_for_search(run, modality, x, batch_size=batch_size)
   parent = os.path.dirname(os.path.abspath(out))
   os.makedirs(parent, exist_ok=True)
   with atomic.replacing(out) as tmp:  # the folder appears whole under its name, or not at all
@@ -69,6 +69,7 @@ def write_index(
       "checkpoint_step": int(run.step),
       "model": run.family.description,
       "params_sha256": params_fingerprint(run),
+      "emotion_rows": run.family.emotion_probabilities is not None,  # affect.gallery_rows, else unit vectors
       "source": gallery.source,
       "sha256": {name: digest.file_sha256(os.path.join(tmp, name)) for name in FILES},
     }
@@ -94,7 +95,7 @@ def read_index(path: str, run: restore.Run, modality: str) -> tuple[dict, np.nda
     raise errors.Error(f"--index {path}: index.json cannot be read ({e}); rebuild the index") from None
   if missing:
     raise errors.Error(f"--index {path}: index.json lacks {', '.join(missing)}; rebuild the index")
-  if meta.get("format_version") != FORMAT_VERSION:
+  if meta.get("format_version") not in READABLE_VERSIONS:
     raise errors.Error(f"--index {path}: format version {meta.get('format_version')}, expected {FORMAT_VERSION}")
   if meta["modality"] != modality:
     raise errors.Error(

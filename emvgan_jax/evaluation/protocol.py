@@ -19,7 +19,7 @@ from jax.experimental import multihost_utils
 from emvgan_jax.data import pipeline
 from emvgan_jax.data.emomv import EMOTIONS, RunData
 from emvgan_jax.data.splits import Split
-from emvgan_jax.evaluation import alignment, metrics
+from emvgan_jax.evaluation import affect, alignment, metrics
 from emvgan_jax.families import Family
 from emvgan_jax.runtime import sharding
 
@@ -64,6 +64,10 @@ def _to_host(x: jax.Array) -> np.ndarray:
 
 
 PREDICT_KEYS = ("video_embedding", "music_embedding", "score")
+# What a model with an emotion head also gives per row, for emotion-aware ranking (evaluation/affect.py).
+EMOTION_KEYS = ("video_emotion_probs", "music_emotion_probs")
+# What each emotion weight trades, reported beside the run's own ranking (results.json `retrieval.by_emotion_weight`).
+TRADE_KEYS = ("map", "hit@1", "recall@10", "median_rank")
 
 
 class Evaluator:
@@ -75,6 +79,7 @@ class Evaluator:
     self.batch_size = batch_size
     self._predict = jax.jit(family.predict)
     self._batch_sharding = sharding.batch_sharding(mesh)
+    self.gallery_keys = PREDICT_KEYS + (EMOTION_KEYS if family.emotion_probabilities is not None else ())
 
   def global_batch_rows(self, num_rows: int) -> int:
     """The global batch for a split of `num_rows` rows: the power of two at or above it, at most `batch_size`,
@@ -110,6 +115,7 @@ class Evaluator:
     threshold: float | None,
     threshold_free_only: bool = False,
     alignment_probe: bool = True,
+    emotion_weight: float = 0.0,
   ) -> tuple[dict[str, float], dict[str, Any]]:
     """Both tasks on one state: returns (flat metrics for logging and selection, structured results).
 
@@ -121,6 +127,8 @@ class Evaluator:
       threshold_free_only: report only ROC-AUC of the classification metrics (no threshold at hand).
       alignment_probe: fit the modality probe of the alignment block (several logistic regressions; the other
         alignment numbers are a few matrix products).
+      emotion_weight: the gallery is ranked by `affect.similarity` at this weight (0: cosine, as in training's
+        evaluations; a model without an emotion head always ranks by cosine).
     """
     pred = self.predict(state, pair_split, keys=("score",))  # a pair split's embeddings are not needed
     threshold = 0.5 if threshold is None else threshold
@@ -129,9 +137,11 @@ class Evaluator:
     flat = {"pairs/loss": float(pred["loss"]), **{f"pairs/{k}": float(cls[k]) for k in keys}}
     structured: dict[str, Any] = {"classification": {k: float(cls[k]) for k in keys}}
     if gallery is not None and self.family.has_retrieval:
-      g = self.predict(state, gallery)
-      ret = retrieval_results(g["video_embedding"], g["music_embedding"], gallery.video_emotion)
+      g = self.predict(state, gallery, keys=self.gallery_keys)
+      ret = ranked_at(g, gallery.video_emotion, emotion_weight if "video_emotion_probs" in g else 0.0)
       structured["retrieval"] = {"gallery_size": len(gallery), **ret}
+      if "video_emotion_probs" in g:
+        structured["gallery_outputs"] = g
       for direction in RETRIEVAL_DIRECTIONS:
         for k, v in ret[direction].items():
           flat[f"gallery/{direction}/{k}"] = v
@@ -150,17 +160,20 @@ class Evaluator:
 
 
 def gallery_embeddings(evaluator: Evaluator, state: Any, gallery: Split) -> dict[str, Any]:
-  """The common-space vectors of every gallery item (row i = item i), as `embeddings.npz` holds them.
+  """The common-space vectors of every gallery item (row i = item i), as `embeddings.npz` holds them, with each
+  vector's emotion probabilities for a model with an emotion head (`video_emotion_probs`, `music_emotion_probs`).
 
   They come from the same predict step as the retrieval metrics, so metrics recomputed from them agree.
   """
-  pred = evaluator.predict(state, gallery)
-  return {
+  pred = evaluator.predict(state, gallery, keys=evaluator.gallery_keys)
+  out = {
     "name": np.asarray(gallery.name, dtype=str),
     "emotion": np.asarray(gallery.video_emotion, np.int32),
     "video": np.asarray(pred["video_embedding"], np.float32),
     "music": np.asarray(pred["music_embedding"], np.float32),
   }
+  out.update({k: np.asarray(pred[k], np.float32) for k in EMOTION_KEYS if k in pred})
+  return out
 
 
 def pair_predictions(evaluator: Evaluator, state: Any, pairs: Split, threshold: float) -> dict[str, Any]:
@@ -173,6 +186,20 @@ def retrieval_results(video_emb: np.ndarray, music_emb: np.ndarray, labels: np.n
   """Both directions' retrieval metrics for a gallery whose item i is (video_emb[i], music_emb[i])."""
   both = metrics.summarize_retrieval(video_emb, music_emb, labels)
   return {d: {k: float(both[d][k]) for k in RETRIEVAL_KEYS} for d in RETRIEVAL_DIRECTIONS}
+
+
+def ranked_at(outputs: Mapping[str, np.ndarray], labels: np.ndarray, weight: float) -> dict[str, dict]:
+  """`retrieval_results` of a gallery's outputs (`Evaluator.gallery_keys`) ranked by `affect.similarity`."""
+  if weight == 0.0:  # plain cosine, computed exactly as before emotion-aware ranking existed
+    return retrieval_results(outputs["video_embedding"], outputs["music_embedding"], labels)
+  sim = affect.similarity(
+    outputs["video_embedding"],
+    outputs["music_embedding"],
+    outputs["video_emotion_probs"],
+    outputs["music_emotion_probs"],
+    weight,
+  )
+  return retrieval_results_from_similarity(sim, labels)
 
 
 def retrieval_results_from_similarity(similarity: np.ndarray, labels: np.ndarray) -> dict[str, dict]:
@@ -212,6 +239,34 @@ def chance_levels(pair_split: Split, gallery: Split | None) -> dict[str, Any]:
   return out
 
 
+def _emotion_weight(
+  evaluator: Evaluator, state: Any, data: RunData, given: float | None, fields: Mapping[str, Any] | None
+) -> tuple[float, dict[str, Any]]:
+  """The weight a run ranks by, and how it came (results.json's `retrieval.emotion_weight*` fields)."""
+  if given is not None:
+    weight = affect.check_weight(given, "emotion weight")
+    return weight, {"emotion_weight_chosen_on": "given", **(fields or {}), "emotion_weight": weight}
+  if not data.selects_apart or data.selection_gallery is None:  # never chosen on the split reported
+    return 0.0, {
+      "emotion_weight": 0.0,
+      "emotion_weight_chosen_on": "none (no selection split apart from the reported one)",
+    }
+  g = evaluator.predict(state, data.selection_gallery, keys=evaluator.gallery_keys)
+  weight, by_weight = affect.choose_weight(
+    g["video_embedding"],
+    g["music_embedding"],
+    g["video_emotion_probs"],
+    g["music_emotion_probs"],
+    data.selection_gallery.video_emotion,
+  )
+  record = {
+    "emotion_weight": weight,
+    "emotion_weight_chosen_on": data.selection_name,
+    "emotion_weight_selection_map": by_weight,  # mean label mAP of both directions on the selection gallery
+  }
+  return weight, record
+
+
 def result_title(results: Mapping[str, Any]) -> str:
   """One line naming the model, dataset, seed, checkpoint step and selection split of a results dict."""
   return (
@@ -243,7 +298,18 @@ def result_tables(results: Mapping[str, Any]) -> list[tuple[str, list[str], list
       c = chance.get("retrieval", {}).get(k, float("nan"))
       rows.append([k, fmt.format(ret["video_to_music"][k]), fmt.format(ret["music_to_video"][k]), fmt.format(c)])
     heading = f"Retrieval on {ret['split']} ({ret['gallery_size']} items)"
+    if ret.get("emotion_weight"):
+      heading += f", ranked with emotion weight {ret['emotion_weight']:g} (chosen on {ret['emotion_weight_chosen_on']})"
     tables.append((heading, ["metric", "video->music", "music->video", "chance"], rows))
+    trades = ret.get("by_emotion_weight")
+    if trades:
+      columns = ["emotion weight"] + [f"{a} {k}" for k in TRADE_KEYS for a in ("v->m", "m->v")]
+      rows = [
+        [w + (" (the run's)" if float(w) == ret.get("emotion_weight") else "")]
+        + [("{:.1f}" if "rank" in k else "{:.3f}").format(by[d][k]) for k in TRADE_KEYS for d in RETRIEVAL_DIRECTIONS]
+        for w, by in trades.items()
+      ]
+      tables.append(("What the emotion weight trades (0: cosine only, 1: emotion only)", columns, rows))
   align = results.get("alignment")
   if align:
     probe_chance = chance.get("alignment", {}).get("modality_probe_accuracy", float("nan"))
@@ -309,6 +375,8 @@ def results(
   *,
   checkpoint_step: int,
   selection: dict[str, Any] | None = None,
+  emotion_weight: float | None = None,
+  emotion_weight_fields: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
   """The results dict (the schema of `results.json`) of one state on a run's evaluation splits.
 
@@ -319,10 +387,19 @@ def results(
     data: the splits (`pairs` for classification, `gallery` for retrieval, `train` for a cosine threshold).
     checkpoint_step: the step of `state`.
     selection: training's model-selection record (`Selection.results_block`), if any.
+    emotion_weight: the weight of emotion-aware ranking (`evaluation/affect.py`) for a model with an emotion
+      head; None: chosen on the run's selection gallery where that is apart from the reported one, else 0.
+    emotion_weight_fields: how a given `emotion_weight` was chosen (results.json's `emotion_weight_*` fields).
   """
   family = evaluator.family
   threshold = None if family.score_is_probability else train_threshold(evaluator, state, data)
-  _, structured = evaluator.evaluate(state, pair_split=data.pairs, gallery=data.gallery, threshold=threshold)
+  weight, weight_record = 0.0, {}
+  if family.emotion_probabilities is not None and data.gallery is not None:
+    weight, weight_record = _emotion_weight(evaluator, state, data, emotion_weight, emotion_weight_fields)
+  _, structured = evaluator.evaluate(
+    state, pair_split=data.pairs, gallery=data.gallery, threshold=threshold, emotion_weight=weight
+  )
+  outputs = structured.pop("gallery_outputs", None)
   out: dict[str, Any] = {
     "dataset": config.data.dataset,
     "model": family.model_name,
@@ -339,6 +416,13 @@ def results(
   }
   if "retrieval" in structured:
     out["retrieval"] = {"split": data.gallery_name, **structured["retrieval"]}
+    if outputs is not None:  # what the run's weight trades against ranking by cosine only or by emotion only
+      out["retrieval"].update(weight_record)
+      out["retrieval"]["by_emotion_weight"] = {
+        affect.weight_key(w): {d: {k: r[d][k] for k in TRADE_KEYS} for d in RETRIEVAL_DIRECTIONS}
+        for w in sorted({0.0, weight, 1.0})
+        for r in [ranked_at(outputs, data.gallery.video_emotion, w)]
+      }
     if getattr(data, "gallery_population", None):  # a seeded sample of the gallery (data.max_gallery_items)
       out["retrieval"]["sampled_from"] = int(data.gallery_population)
     out["alignment"] = {"split": data.gallery_name, **structured["alignment"]}

@@ -24,7 +24,7 @@ import numpy as np
 
 from emvgan_jax import atomic
 from emvgan_jax.data.emomv import EMOTIONS
-from emvgan_jax.evaluation import protocol
+from emvgan_jax.evaluation import affect, protocol
 
 REPORT_NAME = "report.html"
 FIGURES = (  # (plot name, caption), in page order
@@ -47,13 +47,19 @@ def youtube_url(name: str, dataset: str) -> str | None:
 
 
 def retrieved_examples(
-  embeddings: Mapping[str, np.ndarray], *, k: int = 5, num_queries: int = 8, seed: int = 0
+  embeddings: Mapping[str, np.ndarray],
+  *,
+  k: int = 5,
+  num_queries: int = 8,
+  seed: int = 0,
+  emotion_weight: float = 0.0,
 ) -> dict[str, list[dict[str, Any]]]:
   """For `num_queries` gallery items (a fixed random sample), the top `k` of the other modality, per direction.
 
   Args:
-    embeddings: `gallery_embeddings`' dict: `name`, `emotion` (N,), `video` and `music` (N, D), ranked by
-      cosine similarity as the retrieval metrics are.
+    embeddings: `gallery_embeddings`' dict: `name`, `emotion` (N,), `video` and `music` (N, D), and for a model
+      with an emotion head `video_emotion_probs` and `music_emotion_probs`.
+    emotion_weight: ranked by `affect.similarity` at this weight, as the run's retrieval metrics are (0: cosine).
     k: items per query.
     num_queries: queries per direction (all items when the gallery is smaller).
     seed: the sample's seed.
@@ -65,8 +71,13 @@ def retrieved_examples(
   n = len(names)
   queries = np.sort(np.random.default_rng(seed).choice(n, min(num_queries, n), replace=False))
   out = {}
-  for direction, query_modality, item_modality in _DIRECTIONS:
-    sim = _unit(embeddings[query_modality]) @ _unit(embeddings[item_modality]).T  # cosine, as retrieval ranks
+  probs = [embeddings.get(f"{m}_emotion_probs") for m in ("video", "music")]
+  if emotion_weight > 0 and probs[0] is not None:
+    video_to_music = affect.similarity(embeddings["video"], embeddings["music"], *probs, emotion_weight)
+  else:
+    video_to_music = _unit(embeddings["video"]) @ _unit(embeddings["music"]).T  # cosine
+  for direction, _, _ in _DIRECTIONS:
+    sim = video_to_music if direction == "video_to_music" else video_to_music.T  # as the retrieval metrics rank
     rows = []
     for q in queries:
       top = np.argsort(-sim[q], kind="stable")[: min(k, n)]

@@ -18,7 +18,7 @@ import numpy as np
 
 from emvgan_jax import config_lib, errors
 from emvgan_jax.data import emomv
-from emvgan_jax.evaluation import metrics, search
+from emvgan_jax.evaluation import affect, metrics, search
 from emvgan_jax.runtime import restore
 from tfds_emomv.emomv import files
 
@@ -44,7 +44,7 @@ class Hit:
   rank: int
   index: int
   name: str
-  cosine: float
+  score: float  # (1 - w) cosine + w emotion agreement (`affect.similarity`): the cosine at emotion weight 0
   emotion: str
 
 
@@ -147,6 +147,37 @@ def read_query_features(
   return features[query_row : query_row + 1]
 
 
+def emotion_weight_of(run: restore.Run, given: float | None) -> float:
+  """The emotion weight a search ranks by: `given`, else the run's own (its results.json), else 0.
+
+  Raises:
+    errors.UsageError: `given` is outside [0, 1], or above 0 for a model without an emotion head.
+  """
+  if given is not None:
+    weight = affect.check_weight(given)
+    if weight > 0 and run.family.emotion_probabilities is None:
+      raise errors.UsageError(
+        f"--emotion_weight={given}: {run.family.description} has no emotion head; it ranks by cosine only (0)"
+      )
+    return weight
+  if run.family.emotion_probabilities is None or not run.workdir:
+    return 0.0
+  return affect.run_weight(run.workdir)[0]
+
+
+def embed_for_search(
+  run: restore.Run, modality: str, x: np.ndarray, *, weight: float | None = None, batch_size: int = 4096
+) -> np.ndarray:
+  """Standardised `modality` rows as a search holds them: common-space vectors, or for a model with an emotion
+  head `affect.gallery_rows` (`weight` None) or `affect.query_rows` at `weight` (a query)."""
+  embed = run.family.embed_video if modality == "video" else run.family.embed_music
+  z = search.embed_rows(embed, run.state, x, batch_size=batch_size)
+  if run.family.emotion_probabilities is None:
+    return z
+  p = search.embed_rows(run.family.emotion_probabilities, run.state, z, batch_size=batch_size)
+  return affect.gallery_rows(z, p) if weight is None else affect.query_rows(z, p, weight)
+
+
 def retrieve(
   run: restore.Run,
   gallery: Gallery,
@@ -159,6 +190,7 @@ def retrieve(
   batch_size: int = 4096,
   gallery_vectors: np.ndarray | None = None,
   scores: str = "float32",
+  emotion_weight: float | None = None,
 ) -> tuple[list[list[Hit]], list[str]]:
   """Top-k gallery items of the target modality for each query.
 
@@ -174,13 +206,14 @@ def retrieve(
     gallery_vectors: the gallery's target-modality embeddings, already made (`emvgan_jax.tools.index`); the
       gallery's features are then not needed.
     scores: the index's score dtype, 'float32' or 'bfloat16' (`search.GalleryIndex`).
+    emotion_weight: rank by (1 - w) cosine + w emotion agreement (`evaluation/affect.py`); None: the run's own.
 
   Returns:
     `(hits, labels)`: per query, its hits best first; and a label per query for printing.
   """
   check_retrieval_model(run)
   q_mod, g_mod = modalities(direction)
-  embed = {"video": run.family.embed_video, "music": run.family.embed_music}
+  weight = emotion_weight_of(run, emotion_weight)
   if (query is None) == (query_features is None):
     raise errors.UsageError("give exactly one query: --query=NAME, --query_file=x.npy, or --query_h5 with --query_row")
   if query is not None:
@@ -196,21 +229,28 @@ def retrieve(
     raw = np.asarray(query_features, np.float32)
     labels = [f"{q_mod} features #{i}" for i in range(len(raw))] if len(raw) > 1 else [f"{q_mod} features"]
   q = standardize(run, q_mod, raw, "the query")
-  q_emb = search.embed_rows(embed[q_mod], run.state, q, batch_size=batch_size)
+  queries = embed_for_search(run, q_mod, q, weight=weight, batch_size=batch_size)
   if gallery_vectors is None:
     g = standardize(run, g_mod, getattr(gallery, g_mod), f"the {gallery.source}")
-    gallery_vectors = search.embed_rows(embed[g_mod], run.state, g, batch_size=batch_size)
+    gallery_vectors = embed_for_search(run, g_mod, g, batch_size=batch_size)
+  if gallery_vectors.shape[1] != queries.shape[1]:
+    raise errors.Error(
+      f"the gallery's vectors are {gallery_vectors.shape[1]} wide, the queries' {queries.shape[1]}: an index made "
+      "before emotion-aware ranking; rebuild it with emvgan-index"
+    )
   index = search.GalleryIndex(gallery_vectors, mesh=run.mesh, chunk_size=chunk_size, scores=scores)
-  cosines, indices = index.search(q_emb, k)
+  cosines, indices = index.search(queries, k)
+  if run.family.emotion_probabilities is not None:  # the cosine of the padded vectors back to s_w
+    cosines = affect.score(cosines, queries)
   if index.fallbacks:
-    logging.info("bfloat16 search: %d of %d queries had near-ties, searched exactly", index.fallbacks, len(q_emb))
+    logging.info("bfloat16 search: %d of %d queries had near-ties, searched exactly", index.fallbacks, len(queries))
   hits = [
     [
       Hit(
         rank=r + 1,
         index=int(i),
         name=str(gallery.name[i]),
-        cosine=float(s),
+        score=float(s),
         emotion=files.EMOTIONS[int(gallery.emotion[i])],
       )
       for r, (s, i) in enumerate(zip(row_scores, row_indices))
@@ -220,13 +260,16 @@ def retrieve(
   return hits, labels
 
 
-def format_hits(hits: list[Hit], label: str, direction: str, source: str, size: int) -> str:
-  """A readable table of one query's hits."""
+def format_hits(
+  hits: list[Hit], label: str, direction: str, source: str, size: int, *, emotion_weight: float = 0.0
+) -> str:
+  """A readable table of one query's hits (ranked at `emotion_weight`)."""
   _, g_mod = modalities(direction)
   width = max([len("name")] + [len(h.name) for h in hits])
+  ranked = "" if emotion_weight == 0 else f", by {1 - emotion_weight:g} cosine + {emotion_weight:g} emotion agreement"
   lines = [
-    f"Top {len(hits)} {g_mod} of the {source} ({size} items) for the {label}:",
-    f"{'rank':>4}  {'name':<{width}}  {'cosine':>7}  emotion",
+    f"Top {len(hits)} {g_mod} of the {source} ({size} items) for the {label}{ranked}:",
+    f"{'rank':>4}  {'name':<{width}}  {'cosine' if emotion_weight == 0 else 'score':>7}  emotion",
   ]
-  lines += [f"{h.rank:>4}  {h.name:<{width}}  {h.cosine:>7.4f}  {h.emotion}" for h in hits]
+  lines += [f"{h.rank:>4}  {h.name:<{width}}  {h.score:>7.4f}  {h.emotion}" for h in hits]
   return "\n".join(lines)

@@ -8,7 +8,9 @@ EmoMV set, and writes to `W/eval/<dataset>-<checkpoint>/`:
   *.png, *.svg   precision-recall curves, PCA map of the gallery, training curves, confusion matrix
   report.html    the page that shows them (`report.py`)
   embeddings.npz with `export_embeddings`: `name`, `emotion` (label ids), `video`, `music` (common-space
-                 vectors of every gallery item; row i of each is item i)
+                 vectors of every gallery item; row i of each is item i); for a model with an emotion head also
+                 `video_emotion_probs`, `music_emotion_probs` and the `emotion_weight` its ranking used
+                 (`affect.similarity` of those reproduces every retrieval number)
 
 Another EmoMV set is standardised with the TRAINING set's statistics (those saved in the checkpoint; the model
 never saw the other set's). The pair split defaults to the protocol's: `test` on EmoMV-A, `validation` on B and
@@ -30,7 +32,7 @@ import numpy as np
 
 from emvgan_jax import atomic, config_lib
 from emvgan_jax.data import emomv
-from emvgan_jax.evaluation import plots, protocol, report
+from emvgan_jax.evaluation import affect, plots, protocol, report
 from emvgan_jax.runtime import provenance, restore
 
 DEFAULT_CHECKPOINT = "best"
@@ -69,7 +71,14 @@ def _selection_block(run: restore.Run) -> dict[str, Any] | None:
 
 
 def _evaluate(
-  run: restore.Run, dataset: str, split: str, *, gallery: str, data_dir: str | None, manual_dir: str | None
+  run: restore.Run,
+  dataset: str,
+  split: str,
+  *,
+  gallery: str,
+  data_dir: str | None,
+  manual_dir: str | None,
+  emotion_weight: tuple[float, dict[str, Any]],
 ) -> tuple[dict[str, Any], dict[str, Any], dict[str, np.ndarray] | None]:
   """The results dict, the pair predictions and (retrieval models) the gallery embeddings of a restored run."""
   family, config = run.family, run.config
@@ -103,6 +112,8 @@ def _evaluate(
     data,
     checkpoint_step=run.step,
     selection=_selection_block(run),
+    emotion_weight=emotion_weight[0],
+    emotion_weight_fields=emotion_weight[1],
   )
   predictions = protocol.pair_predictions(evaluator, run.state, data.pairs, results["classification"]["threshold"])
   embeddings = None
@@ -124,6 +135,7 @@ def evaluate_run(
   out_dir: str | None = None,
   make_plots: bool = True,
   run: restore.Run | None = None,
+  emotion_weight: float | None = None,
 ) -> Evaluation:
   """Restores a run and evaluates it; writes results.json, results.md, plots and optionally embeddings.npz.
 
@@ -139,6 +151,8 @@ def evaluate_run(
     out_dir: where to write (None: `workdir/eval/<output_name>`).
     make_plots: write the PNG plots.
     run: an already restored `runtime.restore.Run` of this workdir and checkpoint (skips restoring).
+    emotion_weight: rank the gallery with this emotion weight (`evaluation/affect.py`; None: the run's own, from
+      its results.json).
 
   Returns:
     The `Evaluation`.
@@ -153,9 +167,12 @@ def evaluate_run(
   dataset = dataset or config.data.dataset
   default = emomv.run_split(config, dataset)
   split = split or default
+  weight = affect.run_weight(workdir) if emotion_weight is None else (emotion_weight, {})
   results, predictions, embeddings = _evaluate(
-    run, dataset, split, gallery=gallery, data_dir=data_dir, manual_dir=manual_dir
+    run, dataset, split, gallery=gallery, data_dir=data_dir, manual_dir=manual_dir, emotion_weight=weight
   )
+  if embeddings is not None and "video_emotion_probs" in embeddings:  # the weight its ranking used, with it
+    embeddings["emotion_weight"] = np.float32(results["retrieval"]["emotion_weight"])
   if embeddings is None and export_embeddings:
     logging.warning("%s has no retrieval embedding space: no embeddings.npz", run.family.description)
 
@@ -240,6 +257,9 @@ def _write_outputs(
   written = plots.write_training_plots(
     workdir, embeddings=plot_embeddings, pair_predictions=predictions, results=results, out_dir=out_dir, title=title
   )
-  examples = report.retrieved_examples(plot_embeddings) if plot_embeddings is not None else None
+  examples = None
+  if plot_embeddings is not None:
+    weight = results.get("retrieval", {}).get("emotion_weight", 0.0)
+    examples = report.retrieved_examples(plot_embeddings, emotion_weight=weight)
   report.write_report(out_dir, results, plots=written, examples=examples, note=note)
   return written

@@ -54,6 +54,8 @@ class Family:
     has_retrieval: whether the model is trained to embed for retrieval.
     score_is_probability: whether 'score' is p(matched) (threshold 0.5) or a cosine (threshold chosen on train).
     fixed_data_order: every epoch uses the data order of epoch 0 (the published baselines' RNG quirk).
+    emotion_probabilities: (state, common-space vectors) -> p(emotion | z) from the model's emotion head, for
+      emotion-aware ranking (`evaluation/affect.py`); None for a model without one.
   """
 
   name: str
@@ -67,6 +69,7 @@ class Family:
   has_retrieval: bool
   score_is_probability: bool
   fixed_data_order: bool = False
+  emotion_probabilities: Callable[..., jax.Array] | None = None
 
 
 def dummy_inputs(video_dim: int, music_dim: int) -> tuple[jax.Array, jax.Array]:

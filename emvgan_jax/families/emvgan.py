@@ -44,14 +44,35 @@ def temperature(params: Any) -> jax.Array:
 
 
 NCE_IMPLS = ("blockwise", "dense")
+CONTRASTIVE = ("softmax", "sigmoid")  # `loss.contrastive`: InfoNCE, or SigLIP's pairwise sigmoid loss
+
+
+def sigmoid_bias(params: Any) -> jax.Array | None:
+  """The sigmoid loss's learned logit bias, or None for a model trained with InfoNCE (it has no such parameter)."""
+  return params["sigmoid"]["bias"] if "sigmoid" in params else None
+
+
 COMPUTE_DTYPES = ("float32", "bfloat16")
 
 
 def info_nce(
-  zv: jax.Array, zm: jax.Array, batch: Batch, *, mask: jax.Array, cfg: ml_collections.ConfigDict, temp: jax.Array
+  zv: jax.Array,
+  zm: jax.Array,
+  batch: Batch,
+  *,
+  mask: jax.Array,
+  cfg: ml_collections.ConfigDict,
+  temp: jax.Array,
+  bias: jax.Array | None = None,
 ) -> jax.Array:
-  """InfoNCE over the batch, by `loss.nce_impl`: blockwise (and sharded under the step's mesh), or dense."""
+  """The contrastive term over the batch (`loss.contrastive`): InfoNCE, or the pairwise sigmoid loss at scale
+  1 / T with the learned `bias`; by `loss.nce_impl`, blockwise (and sharded under the step's mesh) or dense."""
   emotions = {"video_emotion": batch["video_emotion"], "music_emotion": batch["music_emotion"]}
+  if cfg.contrastive == "sigmoid":
+    kw = dict(scale=1.0 / temp, bias=bias, mask=mask, emotion_positives=cfg.emotion_positives, **emotions)
+    if cfg.nce_impl == "dense":
+      return losses.sigmoid_contrastive_loss(zv, zm, **kw)
+    return contrastive.sigmoid_contrastive_loss(zv, zm, block_rows=cfg.nce_block_rows, **kw)
   if cfg.nce_impl == "dense":
     return losses.info_nce_loss(
       zv, zm, temperature=temp, mask=mask, emotion_positives=cfg.emotion_positives, **emotions
@@ -76,6 +97,7 @@ def generator_losses(
   cfg: ml_collections.ConfigDict,
   temp: jax.Array,
   adv_weight: jax.Array | float,
+  bias: jax.Array | None = None,
 ) -> tuple[jax.Array, jax.Array, dict[str, jax.Array]]:
   """The generator's loss terms and their weighted total `L_G` (docs/models.md, section 2.3)."""
   mask = batch["mask"]
@@ -83,7 +105,7 @@ def generator_losses(
   zv, zm = outputs["video_embedding"], outputs["music_embedding"]
   terms = {
     "pair": losses.margin_contrastive_loss(zv, zm, batch["match"], margin=cfg.margin, mask=mask),
-    "nce": info_nce(zv, zm, batch, mask=matched, cfg=cfg, temp=temp),
+    "nce": info_nce(zv, zm, batch, mask=matched, cfg=cfg, temp=temp, bias=bias),
     "emo": 0.5
     * (
       losses.softmax_cross_entropy(outputs["video_emotion_logits"], batch["video_emotion"], mask=mask)
@@ -271,11 +293,18 @@ def train_step(
       discriminator.apply({"params": d_params}, _with(adv_outs["music_embedding"], condition(adv_outs, "music"))),
     )
     total, _, terms = generator_losses(
-      outs, batch, disc_logits=disc_logits, cfg=loss_cfg, temp=temperature(temp_params), adv_weight=adv_weight
+      outs,
+      batch,
+      disc_logits=disc_logits,
+      cfg=loss_cfg,
+      temp=temperature(temp_params),
+      adv_weight=adv_weight,
+      bias=sigmoid_bias(temp_params),
     )
     return total, terms
 
-  temp_params = {"temperature": state.params["temperature"]}
+  # The contrastive term's own parameters: the temperature, and the sigmoid loss's bias where it has one.
+  temp_params = {k: v for k, v in state.params.items() if k in ("temperature", "sigmoid")}
   g_loss, pull_loss, terms = jax.vjp(loss_from_outputs, outputs, adv, temp_params, has_aux=True)
   d_outputs, d_adv, d_temp = pull_loss(jnp.ones_like(g_loss))
   g_grads = {"generator": pull_back((d_outputs, d_adv)), **d_temp}
@@ -290,6 +319,7 @@ def train_step(
     "disc_accuracy": d_acc,
     "adv_weight": adv_weight,
     "temperature": temperature(g_params),
+    **({"sigmoid_bias": g_params["sigmoid"]["bias"]} if "sigmoid" in g_params else {}),
     "grad_norm": optax.tree.norm(g_grads),
     # A finite loss with a non-finite update (e.g. a huge learning rate) shows up here one step earlier.
     "param_norm": optax.tree.norm(g_params) + optax.tree.norm(d_params),
@@ -327,10 +357,10 @@ def optimizers(config: ml_collections.ConfigDict) -> tuple[optax.GradientTransfo
   # 'all' passes no mask at all: the optimiser state then has the layout of runs saved before the mask existed.
   mask = None if o.decay_mask == "all" else functools.partial(decay_mask, which=o.decay_mask)
   adamw_g = optax.adamw(o.learning_rate, b1=o.b1, b2=o.b2, weight_decay=o.weight_decay, mask=mask)
-  opt_g = optax.multi_transform(
-    {"train": adamw_g, "frozen": optax.set_to_zero()},
-    {"generator": "train", "temperature": "train" if lc.learn_temperature else "frozen"},
-  )
+  labels = {"generator": "train", "temperature": "train" if lc.learn_temperature else "frozen"}
+  if lc.contrastive == "sigmoid":  # its bias always learns, as SigLIP's does
+    labels["sigmoid"] = "train"
+  opt_g = optax.multi_transform({"train": adamw_g, "frozen": optax.set_to_zero()}, labels)
   opt_d = optax.adamw(o.disc_learning_rate, b1=o.b1, b2=o.b2, weight_decay=o.disc_weight_decay, mask=mask)
   return opt_g, opt_d
 
@@ -346,6 +376,8 @@ def _check_options(config: ml_collections.ConfigDict) -> None:
     raise ValueError(f"config.loss.adv_mode must be one of {ADV_MODES}, got {lc.adv_mode!r}")
   if lc.adv_inputs not in ("train", "clean"):
     raise ValueError(f"config.loss.adv_inputs must be 'train' or 'clean', got {lc.adv_inputs!r}")
+  if lc.contrastive not in CONTRASTIVE:
+    raise ValueError(f"config.loss.contrastive must be one of {CONTRASTIVE}, got {lc.contrastive!r}")
   if lc.nce_impl not in NCE_IMPLS:
     raise ValueError(f"config.loss.nce_impl must be one of {NCE_IMPLS}, got {lc.nce_impl!r}")
   if lc.adv_condition not in ADV_CONDITIONS:
@@ -354,13 +386,39 @@ def _check_options(config: ml_collections.ConfigDict) -> None:
     raise ValueError(f"config.optim.n_disc must be >= 1, got {config.optim.n_disc}")
 
 
+def _embedders(generator: nn.Module) -> tuple[Any, Any, Any]:
+  """(embed_video, embed_music, emotion_probabilities) of a state: the generator side one part at a time."""
+
+  def embed_video(state: TrainState, video: jax.Array) -> jax.Array:
+    return generator.apply(
+      {"params": state.params["generator"]}, video, train=False, method=emvgan_lib.GeneratorSide.embed_video
+    )
+
+  def embed_music(state: TrainState, music: jax.Array) -> jax.Array:
+    return generator.apply(
+      {"params": state.params["generator"]}, music, train=False, method=emvgan_lib.GeneratorSide.embed_music
+    )
+
+  def emotion_probabilities(state: TrainState, z: jax.Array) -> jax.Array:
+    return generator.apply(
+      {"params": state.params["generator"]}, z, method=emvgan_lib.GeneratorSide.emotion_probabilities
+    )
+
+  return embed_video, embed_music, emotion_probabilities
+
+
 def build(config: ml_collections.ConfigDict) -> Family:
   """EMVGAN with the sizes of `config.emvgan`, the losses of `config.loss` and the optimisers of `config.optim`."""
   e, lc = config.emvgan, config.loss
   _check_options(config)
   dtype = jnp.dtype(e.compute_dtype)
   generator = emvgan_lib.GeneratorSide(
-    hidden=e.hidden, embed_dim=e.embed_dim, dropout_rate=e.dropout_rate, valence_arousal=lc.w_va > 0, dtype=dtype
+    hidden=e.hidden,
+    embed_dim=e.embed_dim,
+    dropout_rate=e.dropout_rate,
+    valence_arousal=lc.w_va > 0,
+    shared_top=e.shared_top,
+    dtype=dtype,
   )
   discriminator = discriminator_lib.ModalityDiscriminator(hidden=e.disc_hidden, dtype=dtype)
   opt_g, opt_d = optimizers(config)
@@ -373,6 +431,8 @@ def build(config: ml_collections.ConfigDict) -> Family:
     d_width = e.embed_dim + (0 if lc.adv_condition == "none" else NUM_EMOTIONS)
     d_params = discriminator.init(d_rng, jnp.zeros((2, d_width), jnp.float32))["params"]
     gen_side = {"generator": g_params, "temperature": {"log_inv": jnp.asarray(-np.log(lc.temperature), jnp.float32)}}
+    if lc.contrastive == "sigmoid":  # a static choice: with InfoNCE the state is what it was before this option
+      gen_side["sigmoid"] = {"bias": jnp.asarray(lc.sigmoid_bias_init, jnp.float32)}
     return TrainState(
       step=jnp.zeros((), jnp.int32),
       params={**gen_side, "discriminator": d_params},
@@ -383,24 +443,24 @@ def build(config: ml_collections.ConfigDict) -> Family:
   def predict(state: TrainState, batch: Batch) -> dict[str, jax.Array]:
     outputs = generator.apply({"params": state.params["generator"]}, batch["video"], batch["music"], train=False)
     _, supervised, _ = generator_losses(
-      outputs, batch, disc_logits=None, cfg=lc, temp=temperature(state.params), adv_weight=0.0
+      outputs,
+      batch,
+      disc_logits=None,
+      cfg=lc,
+      temp=temperature(state.params),
+      adv_weight=0.0,
+      bias=sigmoid_bias(state.params),
     )
     return {
       "video_embedding": outputs["video_embedding"],
       "music_embedding": outputs["music_embedding"],
       "score": jax.nn.sigmoid(outputs["match_logit"]),
       "loss": supervised,
+      "video_emotion_probs": jax.nn.softmax(outputs["video_emotion_logits"], axis=-1),
+      "music_emotion_probs": jax.nn.softmax(outputs["music_emotion_logits"], axis=-1),
     }
 
-  def embed_video(state: TrainState, video: jax.Array) -> jax.Array:
-    return generator.apply(
-      {"params": state.params["generator"]}, video, train=False, method=emvgan_lib.GeneratorSide.embed_video
-    )
-
-  def embed_music(state: TrainState, music: jax.Array) -> jax.Array:
-    return generator.apply(
-      {"params": state.params["generator"]}, music, train=False, method=emvgan_lib.GeneratorSide.embed_music
-    )
+  embed_video, embed_music, emotion_probabilities = _embedders(generator)
 
   return Family(
     name="emvgan",
@@ -422,4 +482,5 @@ def build(config: ml_collections.ConfigDict) -> Family:
     embed_music=embed_music,
     has_retrieval=True,
     score_is_probability=True,
+    emotion_probabilities=emotion_probabilities,
   )

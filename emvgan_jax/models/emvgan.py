@@ -20,7 +20,7 @@ import jax
 import jax.numpy as jnp
 
 from emvgan_jax.models.encoders import Encoder
-from emvgan_jax.models.generators import Generator
+from emvgan_jax.models.generators import Generator, GeneratorTop
 
 
 class GeneratorSide(nn.Module):
@@ -39,6 +39,8 @@ class GeneratorSide(nn.Module):
     match_bias_init: Initial calibration offset b.
     valence_arousal: Adds the shared valence-arousal head (outputs 'video_va', 'music_va'). Off, the
       parameters are exactly those of a model without it.
+    shared_top: The two generators share their layers after the projection (`GeneratorTop`): alignment by
+      construction. Off, the parameters are exactly those of a model without the option.
     dtype: The encoders' and generators' computation dtype (bfloat16: mixed precision). Parameters are
       float32 whatever it is, and the embeddings and every head work in float32.
   """
@@ -50,13 +52,17 @@ class GeneratorSide(nn.Module):
   match_scale_init: float = 5.0
   match_bias_init: float = 0.0
   valence_arousal: bool = False
+  shared_top: bool = False
   dtype: Any = jnp.float32
 
   def setup(self) -> None:
     self.video_encoder = Encoder(self.hidden, self.dropout_rate, dtype=self.dtype)
     self.music_encoder = Encoder(self.hidden, self.dropout_rate, dtype=self.dtype)
-    self.video_generator = Generator(self.embed_dim, dtype=self.dtype)
-    self.music_generator = Generator(self.embed_dim, dtype=self.dtype)
+    top = None
+    if self.shared_top:  # one instance, the parent's, used by both generators: its parameters exist once
+      self.generator_top = top = GeneratorTop(self.embed_dim, dtype=self.dtype)
+    self.video_generator = Generator(self.embed_dim, dtype=self.dtype, top=top)
+    self.music_generator = Generator(self.embed_dim, dtype=self.dtype, top=top)
     self.emotion_head = nn.Dense(self.num_emotions)
     self.match_scale = self.param("match_scale", nn.initializers.constant(self.match_scale_init), ())
     self.match_bias = self.param("match_bias", nn.initializers.constant(self.match_bias_init), ())
@@ -86,6 +92,10 @@ class GeneratorSide(nn.Module):
       The music embeddings.
     """
     return self.music_generator(self.music_encoder(music, train=train))
+
+  def emotion_probabilities(self, z: jax.Array) -> jax.Array:
+    """`p(e | z)`, the shared emotion head's softmax on common-space vectors of either modality, `(B, K)`."""
+    return jax.nn.softmax(self.emotion_head(z), axis=-1)
 
   def __call__(self, video: jax.Array, music: jax.Array, *, train: bool) -> dict[str, jax.Array]:
     """Embeds both modalities and scores each row's pair.

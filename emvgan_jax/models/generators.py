@@ -23,16 +23,34 @@ from emvgan_jax.models.layers import gelu
 from emvgan_jax.ops import l2_normalize
 
 
+class GeneratorTop(nn.Module):
+  """The part of a generator after its projection: `z = l2_normalize(LayerNorm(p + r(p)))`. One modality's own,
+  or (`emvgan.shared_top`) one instance for both, as ACMR shares its top layers (Wang et al., ACM MM 2017)."""
+
+  embed_dim: int = 64
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, p: jax.Array) -> jax.Array:
+    dense = functools.partial(nn.Dense, self.embed_dim, dtype=self.dtype)
+    r = dense(name="residual_out")(gelu(dense(name="residual_in")(p)))
+    h = nn.LayerNorm(dtype=self.dtype, name="layer_norm")(p + r)
+    return l2_normalize(h.astype(jnp.float32))
+
+
 class Generator(nn.Module):
   """Residual projection of one modality into the common space.
 
   Attributes:
     embed_dim: Width d of the common space (64 by default).
     dtype: The computation's dtype; the embeddings are returned in float32 whatever it is.
+    top: a `GeneratorTop` shared with the other modality's generator; None: this generator's own (its layers
+      then sit in this module, named as they always were).
   """
 
   embed_dim: int = 64
   dtype: Any = jnp.float32
+  top: nn.Module | None = None
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
@@ -44,8 +62,10 @@ class Generator(nn.Module):
     Returns:
       The L2-normalised embedding `z`.
     """
+    p = nn.Dense(self.embed_dim, dtype=self.dtype, name="projection")(x)
+    if self.top is not None:
+      return self.top(p)
     dense = functools.partial(nn.Dense, self.embed_dim, dtype=self.dtype)
-    p = dense(name="projection")(x)
     r = dense(name="residual_out")(gelu(dense(name="residual_in")(p)))
     h = nn.LayerNorm(dtype=self.dtype, name="layer_norm")(p + r)
     return l2_normalize(h.astype(jnp.float32))

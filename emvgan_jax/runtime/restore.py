@@ -39,6 +39,7 @@ class Run:
   kind: str  # 'best' or 'latest'
   meta: dict[str, Any]
   mesh: jax.sharding.Mesh
+  workdir: str = ""  # where it was restored from (its results.json holds the run's emotion weight)
 
 
 def parse_checkpoint(spec: str) -> tuple[str, int | None]:
@@ -125,7 +126,15 @@ def _read(
       "with the code version that trained it, or retrain into a new workdir"
     ) from e
   return Run(
-    config=config, family=family, state=state, standardizer=standardizer, step=step, kind=kind, meta=meta, mesh=mesh
+    config=config,
+    family=family,
+    state=state,
+    standardizer=standardizer,
+    step=step,
+    kind=kind,
+    meta=meta,
+    mesh=mesh,
+    workdir=workdir,
   )
 
 

@@ -63,6 +63,15 @@ _OUT_DIR = flags.DEFINE_string(
 _PLOTS = flags.DEFINE_bool(
   "plots", True, "Write the plots (PNG and SVG) and report.html, the page that shows the run.", flag_values=_FLAGS
 )
+_EMOTION_WEIGHT = flags.DEFINE_float(
+  "emotion_weight",
+  None,
+  "Rank the gallery by (1 - w) cosine + w emotion agreement (docs/models.md, emotion-aware ranking); default: the "
+  "weight the run chose on its selection holdout (its results.json).",
+  lower_bound=0.0,
+  upper_bound=1.0,
+  flag_values=_FLAGS,
+)
 flags.mark_flag_as_required("workdir", flag_values=_FLAGS)
 
 
@@ -83,6 +92,7 @@ def main(argv: list[str] | None = None) -> None:
     export_embeddings=_EXPORT.value,
     out_dir=_OUT_DIR.value,
     make_plots=_PLOTS.value,
+    emotion_weight=_EMOTION_WEIGHT.value,
   )
   print(protocol.format_table(ev.results))
   print(f"\nWrote {os.path.abspath(ev.out_dir)}: {', '.join(sorted(os.listdir(ev.out_dir)))}")

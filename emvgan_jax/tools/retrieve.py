@@ -57,6 +57,15 @@ _SCORES = flags.DEFINE_enum(
   "Score dtype on the devices: float32, or bfloat16 with an exact float32 re-rank (for GPUs and TPUs).",
   flag_values=_FLAGS,
 )
+_EMOTION_WEIGHT = flags.DEFINE_float(
+  "emotion_weight",
+  None,
+  "Rank by (1 - w) cosine + w emotion agreement: towards 1 for more of the same mood, towards 0 for more of this "
+  "very clip (default: the weight the run chose on its selection holdout).",
+  lower_bound=0.0,
+  upper_bound=1.0,
+  flag_values=_FLAGS,
+)
 flags.mark_flags_as_required(["workdir", "direction"], flag_values=_FLAGS)
 
 
@@ -78,6 +87,7 @@ def main(argv: list[str] | None = None) -> None:
 
   run = restore.load_run(_WORKDIR.value, _CHECKPOINT.value)
   retrieval.check_retrieval_model(run)  # before loading any data
+  weight = retrieval.emotion_weight_of(run, _EMOTION_WEIGHT.value)
   vectors = None
   if _INDEX.value:
     gallery, vectors = index.read_gallery(_INDEX.value, run, retrieval.modalities(_DIRECTION.value)[1])
@@ -99,9 +109,11 @@ def main(argv: list[str] | None = None) -> None:
     batch_size=_BATCH_SIZE.value,
     gallery_vectors=vectors,
     scores=_SCORES.value,
+    emotion_weight=weight,
   )
   tables = [
-    retrieval.format_hits(h, label, _DIRECTION.value, gallery.source, len(gallery)) for h, label in zip(hits, labels)
+    retrieval.format_hits(h, label, _DIRECTION.value, gallery.source, len(gallery), emotion_weight=weight)
+    for h, label in zip(hits, labels)
   ]
   print("\n\n".join(tables))
 

@@ -101,5 +101,6 @@ def test_the_report_renders_in_a_browser_with_every_image_loaded(tiny_run, tmp_p
     driver.quit()
   assert len(images) == 4, images
   assert all(complete and width > 100 and height > 100 for complete, width, height, _ in images), images
-  assert tables == 5  # classification, retrieval, alignment, and the retrieved items in both directions
+  # classification, retrieval, what the emotion weight trades, alignment, and the retrieved items both ways
+  assert tables == 6
   assert title.startswith("EMVGAN on emomv/c")

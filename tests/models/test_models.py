@@ -451,3 +451,24 @@ def test_emvgan_jit_and_grad():
 def test_count_params():
   tree = {"a": jnp.zeros((3, 5)), "b": {"c": jnp.zeros((7,)), "d": jnp.zeros(())}}
   assert models.count_params(tree) == 15 + 7 + 1
+
+
+def test_a_shared_generator_top_exists_once_and_off_changes_nothing():
+  video, music = jnp.zeros((2, 12)), jnp.zeros((2, 6))
+  paths = lambda m: sorted(  # noqa: E731
+    jax.tree_util.keystr(p)
+    for p, _ in jax.tree_util.tree_leaves_with_path(jax.eval_shape(lambda: _init(m, video, music))["params"])
+  )
+  off = paths(models.GeneratorSide(hidden=8, embed_dim=4))
+  assert off == paths(models.GeneratorSide(hidden=8, embed_dim=4, shared_top=False))
+  assert "['video_generator']['residual_in']['kernel']" in off  # each generator's own layers, named as before
+  on = paths(models.GeneratorSide(hidden=8, embed_dim=4, shared_top=True))
+  assert [p for p in on if "generator" in p and "projection" not in p] == sorted(
+    f"['generator_top']['{layer}']['{leaf}']"
+    for layer, leaves in (
+      ("layer_norm", ("bias", "scale")),
+      ("residual_in", ("bias", "kernel")),
+      ("residual_out", ("bias", "kernel")),
+    )
+    for leaf in leaves
+  )

@@ -75,13 +75,19 @@ def test_the_pages_name_the_run_relative_to_themselves(tiny_run, evaluated):
 @pytest.mark.slow
 def test_exported_embeddings_give_the_same_metrics_independently(evaluated):
   npz = np.load(evaluated / "embeddings.npz")
-  assert sorted(npz.files) == ["emotion", "music", "name", "video"]
+  emotion = ["emotion_weight", "music_emotion_probs", "video_emotion_probs"]
+  assert sorted(npz.files) == sorted(["emotion", "music", "name", "video", *emotion])
   results = json.loads((evaluated / "results.json").read_text())["retrieval"]
   video, music, labels = npz["video"].astype(np.float64), npz["music"].astype(np.float64), npz["emotion"]
   assert len(npz["name"]) == len(labels) == video.shape[0] == music.shape[0] == results["gallery_size"]
   v = video / np.linalg.norm(video, axis=1, keepdims=True)
   m = music / np.linalg.norm(music, axis=1, keepdims=True)
-  for direction, sim in (("video_to_music", v @ m.T), ("music_to_video", m @ v.T)):
+  # Ranked by (1 - w) cosine + w emotion agreement, at the run's weight (docs/models.md, emotion-aware ranking).
+  w = float(npz["emotion_weight"])
+  assert w == pytest.approx(results["emotion_weight"])
+  w = results["emotion_weight"]
+  scores = (1 - w) * (v @ m.T) + w * (npz["video_emotion_probs"].astype(np.float64) @ npz["music_emotion_probs"].T)
+  for direction, sim in (("video_to_music", scores), ("music_to_video", scores.T)):
     aps = [
       skm.average_precision_score(labels == labels[i], sim[i])
       for i in range(len(labels))

@@ -3,12 +3,15 @@ name, .npy and HDF5 queries, on the TFDS gallery and on a user's own CSV + HDF5 
 line errors."""
 
 import csv
+import json
+import pathlib
 import re
 
 import h5py
 import jax
 import numpy as np
 import pytest
+import scipy.special
 from helpers import run_main
 
 from emvgan_jax.evaluation import retrieval
@@ -56,8 +59,15 @@ def own_gallery(tmp_path_factory):
   return {"dir": d, "names": names, "labels": labels, "video": video, "music": music, "flags": flags}
 
 
-def reference_ranking(run, query_raw, query_mod, gallery_raw, gallery_mod):
-  """Names' row order by a direct float64 numpy cosine of the model's embeddings (stable for ties)."""
+def run_weight(run):
+  """The emotion weight the run chose, read straight from its results.json."""
+  return json.loads((pathlib.Path(run.workdir) / "results.json").read_text())["retrieval"]["emotion_weight"]
+
+
+def reference_ranking(run, query_raw, query_mod, gallery_raw, gallery_mod, weight=None):
+  """Row order by a direct float64 numpy score of the model's embeddings (stable for ties): (1 - w) cosine + w
+  emotion agreement, at the run's own weight unless `weight` is given."""
+  weight = run_weight(run) if weight is None else weight
   s = run.standardizer
   stats = {"video": (s.video_mean, s.video_std), "music": (s.music_mean, s.music_std)}
   embed = {"video": jax.jit(run.family.embed_video), "music": jax.jit(run.family.embed_music)}
@@ -65,7 +75,13 @@ def reference_ranking(run, query_raw, query_mod, gallery_raw, gallery_mod):
   g = np.asarray(
     embed[gallery_mod](run.state, (gallery_raw - stats[gallery_mod][0]) / stats[gallery_mod][1]), np.float64
   )
-  sim = (q / np.linalg.norm(q, axis=1, keepdims=True)) @ (g / np.linalg.norm(g, axis=1, keepdims=True)).T
+  cos = (q / np.linalg.norm(q, axis=1, keepdims=True)) @ (g / np.linalg.norm(g, axis=1, keepdims=True)).T
+  head = run.state.params["generator"]["emotion_head"]  # p(e | z) = softmax(z W + b), by hand
+  p_q, p_g = (
+    scipy.special.softmax(x.astype(np.float32) @ np.asarray(head["kernel"]) + np.asarray(head["bias"]), axis=1)
+    for x in (q, g)
+  )
+  sim = (1 - weight) * cos + weight * (p_q.astype(np.float64) @ p_g.astype(np.float64).T)
   return np.argsort(-sim, axis=1, kind="stable"), sim
 
 
@@ -77,8 +93,8 @@ def parse_table(text):
   ]
 
 
-@pytest.mark.parametrize("direction", ["video_to_music", "music_to_video"])
-def test_query_by_name_on_own_gallery_in_chunks(run, workdir, own_gallery, direction, capsys):
+@pytest.mark.parametrize(("direction", "weight"), [("video_to_music", None), ("music_to_video", 0.5)])
+def test_query_by_name_on_own_gallery_in_chunks(run, workdir, own_gallery, direction, weight, capsys):
   q_mod, g_mod = direction.split("_to_")
   query = 11
   code = run_main(
@@ -90,11 +106,13 @@ def test_query_by_name_on_own_gallery_in_chunks(run, workdir, own_gallery, direc
       "--k=7",
       "--chunk_size=5",
     ]
+    + ([] if weight is None else [f"--emotion_weight={weight}"])
     + own_gallery["flags"],
   )
   assert code is None
   rows = parse_table(capsys.readouterr().out)
-  order, sim = reference_ranking(run, own_gallery[q_mod][query : query + 1], q_mod, own_gallery[g_mod], g_mod)
+  query_raw = own_gallery[q_mod][query : query + 1]
+  order, sim = reference_ranking(run, query_raw, q_mod, own_gallery[g_mod], g_mod, weight)
   assert [r[0] for r in rows] == list(range(1, 8))
   assert [r[1] for r in rows] == [own_gallery["names"][i] for i in order[0, :7]]
   np.testing.assert_allclose([r[2] for r in rows], sim[0, order[0, :7]], atol=1e-4)
@@ -227,6 +245,13 @@ def test_an_index_written_once_gives_the_same_hits_and_refuses_what_does_not_fit
   assert parse_table(capsys.readouterr().out) == direct and len(direct) == 21
   assert run_main(retrieve, query + [f"--index={out}", "--scores=bfloat16"]) is None  # the exact re-rank
   assert parse_table(capsys.readouterr().out) == direct
+  # One index serves every emotion weight: at another weight than the run's it ranks as the gallery searched
+  # directly at that weight.
+  other = f"--emotion_weight={0 if run_weight(run) > 0 else 1}"
+  run_main(retrieve, query + [other] + own_gallery["flags"])
+  reweighted = parse_table(capsys.readouterr().out)
+  assert run_main(retrieve, query + [f"--index={out}", other]) is None
+  assert parse_table(capsys.readouterr().out) == reweighted != direct
 
   def error(args):
     code = run_main(retrieve, args)  # the printed line for a one-line error (cli.Exit keeps it)
