@@ -101,6 +101,10 @@ def _emvgan() -> ml_collections.ConfigDict:
   e.disc_hidden = 256  # discriminator width h_d (0: a linear discriminator)
   # The two generators share their layers after the projection (alignment by construction, as ACMR shares its top).
   e.shared_top = False
+  # Each modality's embeddings centred on their own running mean (momentum `centre_momentum`, bias-corrected)
+  # before they are normalised, in training and after it: the modality gap removed by construction.
+  e.centre = False
+  e.centre_momentum = 0.99
   # The matmuls' dtype: 'float32', or 'bfloat16' (mixed precision: parameters, optimiser state, embeddings and
   # losses stay float32; the encoders, generators and discriminator compute in bfloat16).
   e.compute_dtype = "float32"

@@ -8,6 +8,7 @@ import os
 import pathlib
 
 import numpy as np
+import pytest
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -99,3 +100,15 @@ def write_media(path, *, seconds, fps=25, size=(96, 64), tone=440.0, rate=22050,
       container.mux(packet)
   container.close()
   return str(path)
+
+
+def assert_results_close(got, want, path="", abs_tol=1e-6):
+  """Recursive equality of two results dicts (nested dicts of numbers and strings), numbers within `abs_tol`."""
+  if isinstance(want, dict):
+    assert isinstance(got, dict) and sorted(got) == sorted(want), (path, sorted(got), sorted(want))
+    for k in want:
+      assert_results_close(got[k], want[k], f"{path}/{k}", abs_tol)
+  elif isinstance(want, float) or isinstance(got, float):
+    assert got == pytest.approx(want, abs=abs_tol, nan_ok=True), path
+  else:
+    assert got == want, path

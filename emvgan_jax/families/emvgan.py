@@ -207,8 +207,36 @@ def _unmicrobatch(x: jax.Array) -> jax.Array:
   return jnp.swapaxes(x, 0, 1).reshape(-1, *x.shape[2:])
 
 
+def running_centres(params: Any, step: jax.Array, momentum: float) -> tuple[jax.Array, jax.Array] | None:
+  """The video and music embeddings' running means (`emvgan.centre`), bias-corrected as Adam's moments are
+  (`ema / (1 - momentum^step)`; zero before the first step); None for a model without centring."""
+  if "centring" not in params:
+    return None
+  correction = 1.0 - jnp.asarray(momentum, jnp.float32) ** jnp.asarray(step, jnp.float32)
+  scale = jnp.where(step > 0, 1.0 / jnp.maximum(correction, 1e-12), 0.0)
+  return params["centring"]["video"] * scale, params["centring"]["music"] * scale
+
+
+def _moved_means(centring: Any, outputs: dict, mask: jax.Array, momentum: float) -> dict[str, jax.Array]:
+  """The running means after one step: `m * mean + (1 - m) * this batch's mean of the uncentred embeddings`."""
+  w = mask.astype(jnp.float32)[:, None]
+  moved = {}
+  for modality in ("video", "music"):
+    z = jax.lax.stop_gradient(outputs[f"{modality}_uncentred"]).astype(jnp.float32)
+    batch_mean = jnp.sum(w * z, axis=0) / jnp.maximum(jnp.sum(w), 1.0)
+    moved[modality] = momentum * centring[modality] + (1.0 - momentum) * batch_mean
+  return moved
+
+
 def _generator_pass(
-  generator: nn.Module, gen_params: Any, batch: Batch, key: jax.Array, *, clean: bool, accum: int
+  generator: nn.Module,
+  gen_params: Any,
+  batch: Batch,
+  key: jax.Array,
+  *,
+  clean: bool,
+  accum: int,
+  centres: tuple[jax.Array, jax.Array] | None = None,
 ) -> tuple[dict, dict, Any]:
   """The generators' outputs on the batch, twice over when `clean` (with dropout, for the loss; without, for the
   adversarial game), and how to pull a gradient on them back to the parameters.
@@ -223,7 +251,7 @@ def _generator_pass(
 
   def forward(params: Any, video: jax.Array, music: jax.Array, k: jax.Array) -> tuple[dict, dict]:
     def run(train: bool) -> dict:
-      return generator.apply({"params": params}, video, music, train=train, rngs={"dropout": k})
+      return generator.apply({"params": params}, video, music, train=train, centres=centres, rngs={"dropout": k})
 
     out = run(True)
     return out, (run(False) if clean else out)
@@ -250,6 +278,32 @@ def _generator_pass(
   return outputs, adv, pull_back
 
 
+def _generator_update(
+  state: TrainState, g_grads: dict, opt_g: optax.GradientTransformation, adv: dict, mask: jax.Array, momentum: float
+) -> tuple[dict, Any]:
+  """The generator side's parameters and optimiser state after one update with `g_grads` (which it completes with
+  zeros for the running means, whose new values come from this step's embeddings `adv` instead)."""
+  g_params = {k: v for k, v in state.params.items() if k != "discriminator"}
+  if "centring" in g_params:  # 'frozen' for the optimiser
+    g_grads = {**g_grads, "centring": jax.tree.map(jnp.zeros_like, g_params["centring"])}
+  g_updates, g_opt_state = opt_g.update(g_grads, state.opt_state["generator"], g_params)
+  g_params = optax.apply_updates(g_params, g_updates)
+  if "centring" in g_params:  # from the embeddings retrieval uses (the clean pass, when there is one)
+    g_params["centring"] = _moved_means(g_params["centring"], adv, mask, momentum)
+  return g_params, g_opt_state
+
+
+def _parameter_metrics(g_params: dict, g_grads: dict, d_params: Any) -> dict[str, jax.Array]:
+  """The step's metrics of the parameters: temperature (and sigmoid bias), gradient and parameter norms."""
+  return {
+    "temperature": temperature(g_params),
+    **({"sigmoid_bias": g_params["sigmoid"]["bias"]} if "sigmoid" in g_params else {}),
+    "grad_norm": optax.tree.norm(g_grads),
+    # A finite loss with a non-finite update (e.g. a huge learning rate) shows up here one step earlier.
+    "param_norm": optax.tree.norm(g_params) + optax.tree.norm(d_params),
+  }
+
+
 def train_step(
   state: TrainState,
   batch: Batch,
@@ -262,6 +316,7 @@ def train_step(
   loss_cfg: ml_collections.ConfigDict,
   n_disc: int,
   accum: int = 1,
+  centre_momentum: float = 0.99,
 ) -> tuple[TrainState, dict[str, jax.Array]]:
   """`n_disc` discriminator updates, then one generator update (its gradient in `accum` microbatches)."""
   rng = jax.random.fold_in(rng, state.step)
@@ -270,8 +325,10 @@ def train_step(
   del d_rng  # the discriminator has no dropout; kept split so adding some does not shift the generator's keys
   # What the adversarial game is played on: the embeddings of this step's dropout pass, or of a pass without
   # dropout (`loss.adv_inputs='clean'`), the embeddings that retrieval will use.
+  centres = running_centres(state.params, state.step, centre_momentum)
+  clean = loss_cfg.adv_inputs == "clean"
   outputs, adv, pull_back = _generator_pass(
-    generator, state.params["generator"], batch, g_rng, clean=loss_cfg.adv_inputs == "clean", accum=accum
+    generator, state.params["generator"], batch, g_rng, clean=clean, accum=accum, centres=centres
   )
 
   # --- discriminator: learns to tell video embeddings (1) from music embeddings (0) ---------------------------
@@ -308,9 +365,7 @@ def train_step(
   g_loss, pull_loss, terms = jax.vjp(loss_from_outputs, outputs, adv, temp_params, has_aux=True)
   d_outputs, d_adv, d_temp = pull_loss(jnp.ones_like(g_loss))
   g_grads = {"generator": pull_back((d_outputs, d_adv)), **d_temp}
-  g_params = {"generator": state.params["generator"], **temp_params}
-  g_updates, g_opt_state = opt_g.update(g_grads, state.opt_state["generator"], g_params)
-  g_params = optax.apply_updates(g_params, g_updates)
+  g_params, g_opt_state = _generator_update(state, g_grads, opt_g, adv, mask, centre_momentum)
 
   metrics = {
     "loss": g_loss,
@@ -318,11 +373,7 @@ def train_step(
     "loss_disc": d_loss,
     "disc_accuracy": d_acc,
     "adv_weight": adv_weight,
-    "temperature": temperature(g_params),
-    **({"sigmoid_bias": g_params["sigmoid"]["bias"]} if "sigmoid" in g_params else {}),
-    "grad_norm": optax.tree.norm(g_grads),
-    # A finite loss with a non-finite update (e.g. a huge learning rate) shows up here one step earlier.
-    "param_norm": optax.tree.norm(g_params) + optax.tree.norm(d_params),
+    **_parameter_metrics(g_params, g_grads, d_params),
   }
   new_state = state.replace(
     step=state.step + 1,
@@ -360,6 +411,8 @@ def optimizers(config: ml_collections.ConfigDict) -> tuple[optax.GradientTransfo
   labels = {"generator": "train", "temperature": "train" if lc.learn_temperature else "frozen"}
   if lc.contrastive == "sigmoid":  # its bias always learns, as SigLIP's does
     labels["sigmoid"] = "train"
+  if config.emvgan.centre:  # running means, moved by the train step itself
+    labels["centring"] = "frozen"
   opt_g = optax.multi_transform({"train": adamw_g, "frozen": optax.set_to_zero()}, labels)
   opt_d = optax.adamw(o.disc_learning_rate, b1=o.b1, b2=o.b2, weight_decay=o.disc_weight_decay, mask=mask)
   return opt_g, opt_d
@@ -386,18 +439,24 @@ def _check_options(config: ml_collections.ConfigDict) -> None:
     raise ValueError(f"config.optim.n_disc must be >= 1, got {config.optim.n_disc}")
 
 
-def _embedders(generator: nn.Module) -> tuple[Any, Any, Any]:
+def _embedders(generator: nn.Module, centre_momentum: float) -> tuple[Any, Any, Any]:
   """(embed_video, embed_music, emotion_probabilities) of a state: the generator side one part at a time."""
 
-  def embed_video(state: TrainState, video: jax.Array) -> jax.Array:
+  def embed(state: TrainState, x: jax.Array, modality: str) -> jax.Array:
+    centres = running_centres(state.params, state.step, centre_momentum)
     return generator.apply(
-      {"params": state.params["generator"]}, video, train=False, method=emvgan_lib.GeneratorSide.embed_video
+      {"params": state.params["generator"]},
+      x,
+      train=False,
+      centre=None if centres is None else centres[0 if modality == "video" else 1],
+      method=getattr(emvgan_lib.GeneratorSide, f"embed_{modality}"),
     )
 
+  def embed_video(state: TrainState, video: jax.Array) -> jax.Array:
+    return embed(state, video, "video")
+
   def embed_music(state: TrainState, music: jax.Array) -> jax.Array:
-    return generator.apply(
-      {"params": state.params["generator"]}, music, train=False, method=emvgan_lib.GeneratorSide.embed_music
-    )
+    return embed(state, music, "music")
 
   def emotion_probabilities(state: TrainState, z: jax.Array) -> jax.Array:
     return generator.apply(
@@ -405,6 +464,38 @@ def _embedders(generator: nn.Module) -> tuple[Any, Any, Any]:
     )
 
   return embed_video, embed_music, emotion_probabilities
+
+
+def _initializer(
+  generator: nn.Module,
+  discriminator: nn.Module,
+  opt_g: optax.GradientTransformation,
+  opt_d: optax.GradientTransformation,
+  config: ml_collections.ConfigDict,
+) -> Any:
+  """`init(rng, video_dim, music_dim) -> TrainState` of EMVGAN: the parameters and both optimisers' states."""
+  e, lc = config.emvgan, config.loss
+
+  def init(rng: jax.Array, video_dim: int, music_dim: int) -> TrainState:
+    g_rng, d_rng, drop_rng = jax.random.split(rng, 3)
+    video, music = dummy_inputs(video_dim, music_dim)
+    g_params = generator.init({"params": g_rng, "dropout": drop_rng}, video, music, train=False)["params"]
+    # A conditioned discriminator also sees one value per emotion class.
+    d_width = e.embed_dim + (0 if lc.adv_condition == "none" else NUM_EMOTIONS)
+    d_params = discriminator.init(d_rng, jnp.zeros((2, d_width), jnp.float32))["params"]
+    gen_side = {"generator": g_params, "temperature": {"log_inv": jnp.asarray(-np.log(lc.temperature), jnp.float32)}}
+    if lc.contrastive == "sigmoid":  # a static choice: with InfoNCE the state is what it was before this option
+      gen_side["sigmoid"] = {"bias": jnp.asarray(lc.sigmoid_bias_init, jnp.float32)}
+    if e.centre:  # likewise: off, no running means in the state
+      gen_side["centring"] = {m: jnp.zeros((e.embed_dim,), jnp.float32) for m in ("video", "music")}
+    return TrainState(
+      step=jnp.zeros((), jnp.int32),
+      params={**gen_side, "discriminator": d_params},
+      constants={},
+      opt_state={"generator": opt_g.init(gen_side), "discriminator": opt_d.init(d_params)},
+    )
+
+  return init
 
 
 def build(config: ml_collections.ConfigDict) -> Family:
@@ -423,25 +514,16 @@ def build(config: ml_collections.ConfigDict) -> Family:
   discriminator = discriminator_lib.ModalityDiscriminator(hidden=e.disc_hidden, dtype=dtype)
   opt_g, opt_d = optimizers(config)
 
-  def init(rng: jax.Array, video_dim: int, music_dim: int) -> TrainState:
-    g_rng, d_rng, drop_rng = jax.random.split(rng, 3)
-    video, music = dummy_inputs(video_dim, music_dim)
-    g_params = generator.init({"params": g_rng, "dropout": drop_rng}, video, music, train=False)["params"]
-    # A conditioned discriminator also sees one value per emotion class.
-    d_width = e.embed_dim + (0 if lc.adv_condition == "none" else NUM_EMOTIONS)
-    d_params = discriminator.init(d_rng, jnp.zeros((2, d_width), jnp.float32))["params"]
-    gen_side = {"generator": g_params, "temperature": {"log_inv": jnp.asarray(-np.log(lc.temperature), jnp.float32)}}
-    if lc.contrastive == "sigmoid":  # a static choice: with InfoNCE the state is what it was before this option
-      gen_side["sigmoid"] = {"bias": jnp.asarray(lc.sigmoid_bias_init, jnp.float32)}
-    return TrainState(
-      step=jnp.zeros((), jnp.int32),
-      params={**gen_side, "discriminator": d_params},
-      constants={},
-      opt_state={"generator": opt_g.init(gen_side), "discriminator": opt_d.init(d_params)},
-    )
+  init = _initializer(generator, discriminator, opt_g, opt_d, config)
 
   def predict(state: TrainState, batch: Batch) -> dict[str, jax.Array]:
-    outputs = generator.apply({"params": state.params["generator"]}, batch["video"], batch["music"], train=False)
+    outputs = generator.apply(
+      {"params": state.params["generator"]},
+      batch["video"],
+      batch["music"],
+      train=False,
+      centres=running_centres(state.params, state.step, e.centre_momentum),
+    )
     _, supervised, _ = generator_losses(
       outputs,
       batch,
@@ -460,7 +542,7 @@ def build(config: ml_collections.ConfigDict) -> Family:
       "music_emotion_probs": jax.nn.softmax(outputs["music_emotion_logits"], axis=-1),
     }
 
-  embed_video, embed_music, emotion_probabilities = _embedders(generator)
+  embed_video, embed_music, emotion_probabilities = _embedders(generator, e.centre_momentum)
 
   return Family(
     name="emvgan",
@@ -476,6 +558,7 @@ def build(config: ml_collections.ConfigDict) -> Family:
       loss_cfg=lc,
       n_disc=config.optim.n_disc,
       accum=config.train.accumulation_steps,
+      centre_momentum=e.centre_momentum,
     ),
     predict=predict,
     embed_video=embed_video,

@@ -21,6 +21,13 @@ import jax.numpy as jnp
 
 from emvgan_jax.models.encoders import Encoder
 from emvgan_jax.models.generators import Generator, GeneratorTop
+from emvgan_jax.ops import l2_normalize
+
+
+def _centred(z: jax.Array, centre: jax.Array | None) -> jax.Array:
+  """`z` moved by minus its modality's running mean and normalised again (the direct fix of the "modality gap"
+  of Liang et al., NeurIPS 2022, applied in training as well as after it); `z` itself without a centre."""
+  return z if centre is None else l2_normalize(z - jax.lax.stop_gradient(centre).astype(z.dtype))
 
 
 class GeneratorSide(nn.Module):
@@ -69,54 +76,63 @@ class GeneratorSide(nn.Module):
     if self.valence_arousal:
       self.va_head = nn.Dense(2)
 
-  def embed_video(self, video: jax.Array, *, train: bool) -> jax.Array:
+  def embed_video(self, video: jax.Array, *, train: bool, centre: jax.Array | None = None) -> jax.Array:
     """`z_video = G_video(E_video(video))`, `(B, d)` and unit-norm.
 
     Args:
       video: `(B, video_dim)` standardised video features.
       train: Enables dropout.
+      centre: `(d,)` the video embeddings' running mean (`emvgan.centre`): z is `l2_normalize(z - centre)`.
 
     Returns:
       The video embeddings.
     """
-    return self.video_generator(self.video_encoder(video, train=train))
+    return _centred(self.video_generator(self.video_encoder(video, train=train)), centre)
 
-  def embed_music(self, music: jax.Array, *, train: bool) -> jax.Array:
+  def embed_music(self, music: jax.Array, *, train: bool, centre: jax.Array | None = None) -> jax.Array:
     """`z_music = G_music(E_music(music))`, `(B, d)` and unit-norm.
 
     Args:
       music: `(B, music_dim)` standardised music features.
       train: Enables dropout.
+      centre: `(d,)` the music embeddings' running mean (`emvgan.centre`), as for `embed_video`.
 
     Returns:
       The music embeddings.
     """
-    return self.music_generator(self.music_encoder(music, train=train))
+    return _centred(self.music_generator(self.music_encoder(music, train=train)), centre)
 
   def emotion_probabilities(self, z: jax.Array) -> jax.Array:
     """`p(e | z)`, the shared emotion head's softmax on common-space vectors of either modality, `(B, K)`."""
     return jax.nn.softmax(self.emotion_head(z), axis=-1)
 
-  def __call__(self, video: jax.Array, music: jax.Array, *, train: bool) -> dict[str, jax.Array]:
+  def __call__(
+    self, video: jax.Array, music: jax.Array, *, train: bool, centres: tuple[jax.Array, jax.Array] | None = None
+  ) -> dict[str, jax.Array]:
     """Embeds both modalities and scores each row's pair.
 
     Args:
       video: `(B, video_dim)` standardised video features.
       music: `(B, music_dim)` standardised music features.
       train: Enables dropout.
+      centres: `(d,)` running means of the video and of the music embeddings (`emvgan.centre`); each modality's
+        embedding is then `l2_normalize(z - its centre)`, and the uncentred ones are returned too.
 
     Returns:
       'video_embedding', 'music_embedding' `(B, d)` unit-norm; 'video_emotion_logits',
       'music_emotion_logits' `(B, K)` from the shared head; 'score' `(B,)` cosine of each row's pair;
-      'match_logit' `(B,)` = a * score + b.
+      'match_logit' `(B,)` = a * score + b; with `centres`, 'video_uncentred' and 'music_uncentred' `(B, d)`.
     """
-    z_video = self.embed_video(video, train=train)
-    z_music = self.embed_music(music, train=train)
+    out = {}
+    z_video = self.video_generator(self.video_encoder(video, train=train))
+    z_music = self.music_generator(self.music_encoder(music, train=train))
+    if centres is not None:
+      out = {"video_uncentred": z_video, "music_uncentred": z_music}
+      z_video, z_music = _centred(z_video, centres[0]), _centred(z_music, centres[1])
     # Both embeddings are unit-norm, so the dot product is the cosine.
     score = jnp.sum(z_video * z_music, axis=-1)
-    out = {}
     if self.valence_arousal:
-      out = {"video_va": self.va_head(z_video), "music_va": self.va_head(z_music)}
+      out.update(video_va=self.va_head(z_video), music_va=self.va_head(z_music))
     return {
       **out,
       "video_embedding": z_video,

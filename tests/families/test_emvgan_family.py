@@ -212,3 +212,52 @@ def test_linear_discriminator_is_one_dense_layer():
   np.testing.assert_allclose(disc.apply({"params": params}, z), expected, rtol=1e-6)
   _, metrics, _ = _step(**{"emvgan.disc_hidden": 0})
   assert np.isfinite(metrics["loss_disc"]) and 0.0 <= metrics["disc_accuracy"] <= 1.0
+
+
+# --- alignment by construction and the sigmoid loss: each off by default, and off changes nothing ----------------
+
+
+def test_the_new_options_are_off_by_default_and_add_no_state():
+  state, plain, _ = _step()
+  assert set(state.params) == {"generator", "temperature", "discriminator"}
+  assert "generator_top" not in state.params["generator"] and "sigmoid_bias" not in plain
+
+
+@pytest.mark.slow
+def test_running_centres_are_the_bias_corrected_mean_and_embeddings_use_them():
+  family = families.build(_config(**{"emvgan.centre": True, "emvgan.centre_momentum": 0.9}))
+  state, _, after = _step(**{"emvgan.centre": True, "emvgan.centre_momentum": 0.9})
+  assert emvgan_family.running_centres(state.params, state.step, 0.9)[0].tolist() == [0.0] * 8  # none yet
+  # After one step the bias-corrected running mean is that step's batch mean of the uncentred embeddings (of the
+  # pass the adversarial game sees: by default `adv_inputs='train'`, the step's dropout pass, redone here).
+  batch = {k: jnp.asarray(v) for k, v in random_batch(16).items()}
+  generator = emvgan_lib.GeneratorSide(hidden=16, embed_dim=8, dropout_rate=0.7, valence_arousal=True)
+  g_rng = jax.random.split(jax.random.fold_in(jax.random.key(1), 0))[0]
+  zero = (jnp.zeros(8), jnp.zeros(8))
+  out = generator.apply(
+    {"params": state.params["generator"]},
+    batch["video"],
+    batch["music"],
+    train=True,
+    centres=zero,
+    rngs={"dropout": g_rng},
+  )
+  w = np.asarray(batch["mask"], np.float64)[:, None]
+  want = (np.asarray(out["video_uncentred"]) * w).sum(0) / w.sum()
+  centre_v, _ = emvgan_family.running_centres(after.params, after.step, 0.9)
+  np.testing.assert_allclose(np.asarray(centre_v), want, rtol=1e-5, atol=1e-6)
+  # Embedding a video: the uncentred vector minus the centre, normalised again.
+  raw = generator.apply({"params": after.params["generator"]}, batch["video"], train=False, method="embed_video")
+  moved = np.asarray(raw) - np.asarray(centre_v)
+  got = jax.jit(family.embed_video)(after, batch["video"])
+  np.testing.assert_allclose(
+    np.asarray(got), moved / np.linalg.norm(moved, axis=1, keepdims=True), rtol=1e-5, atol=1e-6
+  )
+
+
+@pytest.mark.slow
+def test_the_sigmoid_loss_trains_its_bias_and_its_term_is_the_losses_value():
+  state, metrics, after = _step(**{"loss.contrastive": "sigmoid", "loss.sigmoid_bias_init": -2.0})
+  assert float(state.params["sigmoid"]["bias"]) == -2.0 and float(after.params["sigmoid"]["bias"]) != -2.0
+  assert metrics["sigmoid_bias"] == float(after.params["sigmoid"]["bias"])
+  assert np.isfinite(metrics["loss_nce"]) and metrics["loss_nce"] > 0

@@ -328,12 +328,7 @@ def test_two_processes_stop_together_on_sigterm_resume_and_equal_one_process(tin
   one = json.loads((tmp_path / "single" / "results.json").read_text())
   assert multi["checkpoint_step"] == one["checkpoint_step"]
   for block in ("classification", "retrieval"):
-    for key, value in one[block].items():
-      if isinstance(value, dict):
-        for k, v in value.items():
-          assert multi[block][key][k] == pytest.approx(v, abs=1e-5), (block, key, k)
-      elif isinstance(value, float):
-        assert multi[block][key] == pytest.approx(value, abs=1e-5), (block, key)
+    helpers.assert_results_close(multi[block], one[block], block, abs_tol=1e-5)
   losses = [[r["train/loss"] for r in _train_rows(str(w)) if "train/loss" in r] for w in (workdir, tmp_path / "single")]
   np.testing.assert_allclose(losses[0], losses[1], rtol=1e-5)
 

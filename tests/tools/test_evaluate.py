@@ -28,18 +28,6 @@ REPO = helpers.REPO_ROOT
 PLOTS = ("confusion_matrix.png", "embedding_pca.png", "precision_recall.png", "training_curves.png")
 
 
-def assert_results_close(got, want, path=""):
-  """Recursive equality of two results dicts, numbers within 1e-6."""
-  if isinstance(want, dict):
-    assert isinstance(got, dict) and sorted(got) == sorted(want), (path, sorted(got), sorted(want))
-    for k in want:
-      assert_results_close(got[k], want[k], f"{path}/{k}")
-  elif isinstance(want, float) or isinstance(got, float):
-    assert got == pytest.approx(want, abs=1e-6, nan_ok=True), path
-  else:
-    assert got == want, path
-
-
 def _without(results, *keys):
   return {k: v for k, v in results.items() if k not in keys}
 
@@ -55,7 +43,7 @@ def evaluated(tiny_run):
 def test_evaluate_reproduces_training_results(tiny_run, evaluated):
   got = json.loads((evaluated / "results.json").read_text())
   want = json.loads((tiny_run.workdir / "results.json").read_text())
-  assert_results_close(_without(got, "evaluation", "provenance"), _without(want, "train_seconds", "provenance"))
+  helpers.assert_results_close(_without(got, "evaluation", "provenance"), _without(want, "train_seconds", "provenance"))
   assert got["evaluation"]["checkpoint"] == "best" and got["evaluation"]["trained_on"] == "emomv/c"
   md = (evaluated / "results.md").read_text()
   assert "| map |" in md and "chance" in md and "Classification on validation" in md
@@ -190,7 +178,7 @@ def test_classification_baseline_has_no_retrieval_block(classification_run, caps
   # Training's results have no retrieval block either, and its threshold is a probability's.
   assert "retrieval" not in want and "retrieval" not in want["chance"] and want["classification"]["threshold"] == 0.5
   assert "retrieval" not in got and "retrieval" not in got["chance"]
-  assert_results_close(_without(got, "evaluation", "provenance"), _without(want, "train_seconds", "provenance"))
+  helpers.assert_results_close(_without(got, "evaluation", "provenance"), _without(want, "train_seconds", "provenance"))
   assert not (out / "embeddings.npz").exists()
   assert (out / "confusion_matrix.png").exists() and not (out / "precision_recall.png").exists()
   capsys.readouterr()
