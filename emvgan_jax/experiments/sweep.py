@@ -41,6 +41,7 @@ import numpy as np
 
 from emvgan_jax import atomic, config_lib, errors, families, train
 from emvgan_jax.data import emomv
+from emvgan_jax.evaluation import ensemble as ensemble_lib
 from emvgan_jax.evaluation import peers
 from emvgan_jax.evaluation import run as evaluate_lib
 from emvgan_jax.experiments import runs as experiments
@@ -119,8 +120,14 @@ def split_config_specs(values: Sequence[str]) -> list[str]:
   return [s.strip() for v in values for s in v.split(";") if s.strip()]
 
 
+ENSEMBLE = " (seed ensemble)"  # appended to a config's spec for its ensemble row (`evaluation/ensemble.py`)
+
+
 def config_slug(spec: str) -> str:
-  """`configs/emomv_baseline.py:c,retrieval_multi` -> `emomv_baseline-c-retrieval_multi`."""
+  """`configs/emomv_baseline.py:c,retrieval_multi` -> `emomv_baseline-c-retrieval_multi`; an ensemble row's spec
+  -> its config's slug + `-ensemble`."""
+  if spec.endswith(ENSEMBLE):
+    return config_slug(spec[: -len(ENSEMBLE)]) + "-ensemble"
   path, _, arg = spec.partition(":")
   stem = os.path.splitext(os.path.basename(path))[0]
   parts = [stem] + [p for p in re.split(r"[,:/\s]+", arg) if p]
@@ -401,11 +408,17 @@ def _caption(
     else ""
   )
   trained = sum(r.status == "trained" for r in runs)
+  single = sum(r.status != "ensemble" for r in runs)
   done = (
-    f"Evaluation wall time {wall_seconds:.1f} s ({trained} runs evaluated, {len(runs) - trained} read back)."
+    f"Evaluation wall time {wall_seconds:.1f} s ({trained} runs evaluated, {single - trained} read back)."
     if elsewhere
-    else f"Sweep wall time {wall_seconds:.1f} s ({trained} runs trained, {len(runs) - trained} reused)."
+    else f"Sweep wall time {wall_seconds:.1f} s ({trained} runs trained, {single - trained} reused)."
   )
+  if single < len(runs):
+    done += (
+      " A seed ensemble row scores with the mean of its config's seeds' match probabilities and ranking scores "
+      "(one evaluation: no std)."
+    )
   return (
     f"{'; '.join(parts)}. Checkpoints selected on {_selection_by_split(rows, is_peer, selection)}.{same} "
     + (f"Peers' hyper-parameters chosen on `{', '.join(peer_selection)}`. " if peer_selection else "")
@@ -509,6 +522,36 @@ def format_markdown(table: dict[str, Any]) -> str:
   return "\n".join(lines) + "\n" + ("\n" + paired if paired else "")
 
 
+def _check_sweep(
+  specs: Sequence[str],
+  reference: str | None,
+  ensemble: bool,
+  eval_datasets: Sequence[str],
+  overrides: Sequence[str],
+  protocol: Protocol,
+) -> list[str]:
+  """The configs' slugs, once every config, override and flag of the sweep is known to be usable.
+
+  Raises:
+    errors.UsageError: what is wrong, in one line.
+  """
+  if not specs:
+    raise errors.UsageError("no configs: pass --configs=path/to/config.py[:arg] (repeatable)")
+  if reference is not None and reference not in [*specs, *([s + ENSEMBLE for s in specs] if ensemble else [])]:
+    raise errors.UsageError(
+      f"--reference={reference!r} is not one of --configs {list(specs)} (with --ensemble, nor one + {ENSEMBLE!r})"
+    )
+  _check_eval_datasets(eval_datasets, specs, overrides, protocol)  # before hours of training
+  cells = protocol.cells()
+  for spec in specs:  # fail on a bad config or override before hours of training
+    config = make_config(spec, 0, overrides=[*overrides, *protocol.overrides(cells[-1])])
+    emomv.check_protocol(config)
+  slugs = [config_slug(s) for s in specs]
+  if len(set(slugs)) != len(slugs):
+    raise errors.UsageError(f"--configs lists the same config twice: {specs}")
+  return slugs
+
+
 def run_sweep(
   specs: Sequence[str],
   seeds: Sequence[int],
@@ -521,6 +564,7 @@ def run_sweep(
   protocol: Protocol | None = None,
   reference: str | None = None,
   eval_datasets: Sequence[str] = (),
+  ensemble: bool = False,
 ) -> dict[str, Any]:
   """Trains or reuses every (config, [fold,] seed), then writes and returns `table.json` (and `table.md`).
 
@@ -536,24 +580,16 @@ def run_sweep(
     reference: cross-validation: the spec the paired differences are of (None: the first).
     eval_datasets: other EmoMV sets to evaluate every trained model on, each with its own table
       (`table_<set>.md` / `.json`, e.g. `table_emomv_a.md`); the published protocol only.
+    ensemble: add a row per trained config with a matched probability and a retrieval space (EMVGAN): its seeds
+      scored as one model (`evaluation/ensemble.py`), per fold under cross-validation.
 
   Returns:
     The table dict written to `workdir/table.json`.
   """
   t_start = time.time()
   protocol = protocol or Protocol()
-  if not specs:
-    raise errors.UsageError("no configs: pass --configs=path/to/config.py[:arg] (repeatable)")
-  if reference is not None and reference not in specs:
-    raise errors.UsageError(f"--reference={reference!r} is not one of --configs {list(specs)}")
-  _check_eval_datasets(eval_datasets, specs, overrides, protocol)  # before hours of training
+  slugs = _check_sweep(specs, reference, ensemble, eval_datasets, overrides, protocol)  # before hours of training
   cells = protocol.cells()
-  for spec in specs:  # fail on a bad config or override before hours of training
-    config = make_config(spec, 0, overrides=[*overrides, *protocol.overrides(cells[-1])])
-    emomv.check_protocol(config)
-  slugs = [config_slug(s) for s in specs]
-  if len(set(slugs)) != len(slugs):
-    raise errors.UsageError(f"--configs lists the same config twice: {specs}")
   runs, total = [], len(specs) * len(cells) * len(seeds)
   for spec, slug in zip(specs, slugs):
     for cell in cells:
@@ -573,6 +609,9 @@ def run_sweep(
             cell=cell,
           )
         )
+  if ensemble:  # each config's ensemble row right after its own
+    extra = _ensembles(runs, workdir, protocol, data_dir=data_dir, manual_dir=manual_dir)
+    runs = [r for spec in specs for r in [*runs, *extra] if r.spec in (spec, spec + ENSEMBLE)]
   table = summarize(runs, seeds=seeds, wall_seconds=time.time() - t_start, protocol=protocol, reference=reference)
   # Of this process (the runs' own are in their results.json): the data the sweep's flags name.
   table["provenance"] = provenance.collect(
@@ -586,6 +625,43 @@ def run_sweep(
     _write_table(other, workdir, "table_" + dataset.replace("/", "_"))
     table.setdefault("elsewhere", {})[dataset] = other
   return table
+
+
+def _ensembles(
+  runs: Sequence[RunResult],
+  workdir: str,
+  protocol: Protocol,
+  *,
+  data_dir: str | None,
+  manual_dir: str | None,
+) -> list[RunResult]:
+  """One ensemble `RunResult` per (config, cell) of a trained model with a matched probability and a retrieval
+  space, over its seeds; kept in `<workdir>/<slug>-ensemble/[cell/]results.json` and read back while its runs'
+  checkpoints are the same."""
+  out = []
+  groups: dict[tuple[str, Any], list[RunResult]] = {}
+  for r in runs:
+    groups.setdefault((r.spec, r.cell), []).append(r)
+  for (spec, cell), mine in groups.items():
+    first = mine[0].results
+    probability = first["classification"].get("threshold_chosen_on") == "fixed"
+    trained = not str(first.get("model") or "").startswith("peer_")
+    if len(mine) < 2 or "retrieval" not in first or not probability or not trained:
+      continue
+    t_start = time.time()
+    folder = os.path.dirname(protocol.run_dir(workdir, config_slug(spec + ENSEMBLE), cell, 0))
+    path = os.path.join(folder, "results.json")
+    steps = [r.results.get("checkpoint_step") for r in mine]
+    cached = experiments.read_json(path) if os.path.isfile(path) else None
+    if cached and cached.get("ensemble", {}).get("checkpoint_steps") == steps:
+      results = cached
+    else:
+      results = ensemble_lib.ensemble_results([r.workdir for r in mine], data_dir=data_dir, manual_dir=manual_dir)
+      os.makedirs(folder, exist_ok=True)
+      atomic.write_json(path, results)
+    seconds = round(time.time() - t_start, 2)
+    out.append(RunResult(spec + ENSEMBLE, -1, folder, "ensemble", results, seconds, cell))
+  return out
 
 
 def _check_eval_datasets(

@@ -38,6 +38,7 @@ import ml_collections
 import numpy as np
 
 from emvgan_jax import atomic, config_lib, train
+from emvgan_jax.evaluation import ensemble as ensemble_lib
 from emvgan_jax.experiments import runs as experiments
 
 # The EMVGAN defaults before tuning, as overrides on the tuned defaults of config_lib.
@@ -288,6 +289,31 @@ def format_tables(rows: dict[str, dict[str, Any]], header: str) -> str:
   return "\n".join(lines)
 
 
+def _ensembles(
+  runs: dict[tuple[int, int], dict[str, Any]],
+  folder: str,
+  holdouts: Sequence[int],
+  seeds: Sequence[int],
+  data_dir: str | None,
+  manual_dir: str | None,
+) -> dict[str, Any]:
+  """`summarize` of one setting's seed ensembles, one per holdout (keyed by its first seed, so that the paired
+  differences meet the baselines' runs of that seed)."""
+  out = {}
+  for h in holdouts:
+    mine = [runs[(h, s)] for s in seeds]
+    results = ensemble_lib.ensemble_results(
+      [os.path.join(folder, f"h{h}_s{s}") for s in seeds], data_dir=data_dir, manual_dir=manual_dir
+    )
+    out[(h, seeds[0])] = {
+      **results,
+      "checkpoint_step": float(np.mean([r["checkpoint_step"] for r in mine])),
+      "total_steps": float(np.mean([r["total_steps"] for r in mine])),
+      "train_seconds": float(np.sum([r["train_seconds"] for r in mine])),
+    }
+  return summarize(out)
+
+
 def run_tuning(
   *,
   workdir: str,
@@ -299,8 +325,10 @@ def run_tuning(
   manual_dir: str | None = None,
   data_dir: str | None = None,
   selection_fraction: float = 0.0,
+  ensemble: bool = False,
 ) -> str:
-  """Trains (or reuses) every setting on every (holdout, seed); writes and returns `tuning.md`."""
+  """Trains (or reuses) every setting on every (holdout, seed); writes and returns `tuning.md`. With `ensemble`,
+  each EMVGAN setting also gets a row of its seeds scored as one model on each holdout (`evaluation/ensemble.py`)."""
   t_start = time.time()
   # The selection holdout is one more override of every run, so that its runs have workdirs of their own.
   extra = {"data.selection_fraction": selection_fraction} if selection_fraction > 0 else {}
@@ -323,6 +351,9 @@ def run_tuning(
         runs[(h, s)] = train_one(config, os.path.join(workdir, run_dir(name, kind, overrides), f"h{h}_s{s}"))
     rows[name] = summarize(runs)
     logging.info("%s: %s", name, {t: round(rows[name][t], 3) for _, t in METRICS})
+    if ensemble and kind == "emvgan" and len(seeds) > 1:
+      folder = os.path.join(workdir, run_dir(name, kind, overrides))
+      rows[f"{name} (ensemble of {len(seeds)} seeds)"] = _ensembles(runs, folder, holdouts, seeds, data_dir, manual_dir)
   header = (
     f"EMVGAN tuning on EmoMV-C train holdouts (fraction {holdout_fraction}, grouped by YouTube id; "
     f"holdout seeds {list(holdouts)} x training seeds {list(seeds)} = {len(holdouts) * len(seeds)} runs per "

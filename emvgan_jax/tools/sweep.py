@@ -75,6 +75,13 @@ _EVAL_DATASETS = flags.DEFINE_list(
 _REFERENCE = flags.DEFINE_string(
   "reference", None, "--protocol=cv: the config the paired differences are of (default: the first).", flag_values=_FLAGS
 )
+_ENSEMBLE = flags.DEFINE_bool(
+  "ensemble",
+  False,
+  "Also a row per EMVGAN config: its seeds as one model (the mean of their match probabilities and ranking "
+  "scores; emvgan_jax/evaluation/ensemble.py). Needs two or more --seeds.",
+  flag_values=_FLAGS,
+)
 flags.mark_flags_as_required(["configs", "workdir"], flag_values=_FLAGS)
 
 
@@ -82,7 +89,10 @@ def _check_flags() -> list[int]:
   """The seeds, once the flags that only the command line can get wrong are checked."""
   if _PROTOCOL.value == "cv" and (_CV_FOLDS.value < 2 or _CV_REPEATS.value < 1):
     raise errors.UsageError(f"--cv_folds={_CV_FOLDS.value} --cv_repeats={_CV_REPEATS.value}: need 2+ folds, 1+ repeats")
-  return cli.parse_ints(_SEEDS.value, "seeds")
+  seeds = cli.parse_ints(_SEEDS.value, "seeds")
+  if _ENSEMBLE.value and len(seeds) < 2:
+    raise errors.UsageError(f"--ensemble needs two or more --seeds, got {_SEEDS.value}")
+  return seeds
 
 
 @cli.command
@@ -103,6 +113,7 @@ def main(argv: list[str] | None = None) -> None:
     protocol=protocol,
     reference=_REFERENCE.value,
     eval_datasets=_EVAL_DATASETS.value,
+    ensemble=_ENSEMBLE.value,
   )
   print(sweep.format_markdown(table))
   for dataset, other in table.get("elsewhere", {}).items():

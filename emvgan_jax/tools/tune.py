@@ -64,6 +64,12 @@ _CACHE = flags.DEFINE_string(
   "JAX persistent compilation cache. Empty disables it.",
   flag_values=_FLAGS,
 )
+_ENSEMBLE = flags.DEFINE_bool(
+  "ensemble",
+  False,
+  "Also a row per EMVGAN setting: its --seeds scored as one model on each holdout (needs two or more seeds).",
+  flag_values=_FLAGS,
+)
 flags.mark_flags_as_required(["workdir"], flag_values=_FLAGS)
 
 
@@ -87,6 +93,8 @@ def main(argv: list[str] | None = None) -> None:
   holdouts = cli.parse_ints(_HOLDOUT_SEEDS.value, "holdout_seeds")
   seeds = cli.parse_ints(_SEEDS.value, "seeds")
   extra = dict(parse_candidate(spec) for spec in _CANDIDATES.value)
+  if _ENSEMBLE.value and len(seeds) < 2:
+    raise errors.UsageError(f"--ensemble needs two or more --seeds, got {_SEEDS.value}")
   from emvgan_jax.experiments import tune  # deferred: JAX loads once the flags are parsed
 
   candidates = {**tune.GRIDS[_GRID.value], **extra}
@@ -100,6 +108,7 @@ def main(argv: list[str] | None = None) -> None:
     manual_dir=_MANUAL_DIR.value,
     data_dir=_DATA_DIR.value,
     selection_fraction=_SELECTION_FRACTION.value,
+    ensemble=_ENSEMBLE.value,
   )
   print(table, flush=True)
 

@@ -173,6 +173,9 @@ def test_config_specs_slugs_and_overrides():
   ]
   assert sweep.config_slug("configs/emomv_baseline.py:c,retrieval_multi") == "emomv_baseline-c-retrieval_multi"
   assert sweep.config_slug("configs/emomv_c.py") == "emomv_c"
+  assert sweep.config_slug("configs/emomv_c.py" + sweep.ENSEMBLE) == "emomv_c-ensemble"
+  code = run_main(sweep_tool, ["--configs=configs/emomv_c.py", "--seeds=0", "--workdir=/tmp/x", "--ensemble"])
+  assert code.startswith("error: --ensemble needs two or more --seeds")
   config = sweep.make_config(
     "configs/emomv_baseline.py:c,classification_multi",
     3,
@@ -300,3 +303,31 @@ def test_eval_datasets_are_checked_before_any_training(tmp_path, dataset, messag
   spec = str(helpers.REPO_ROOT / "configs" / "tiny.py")
   with pytest.raises(errors.UsageError, match=message):
     sweep.run_sweep([spec], [0], str(tmp_path), train_fn=never, eval_datasets=[dataset])
+
+
+@pytest.mark.slow
+def test_the_ensemble_row_scores_the_seeds_as_one_model(sweep_root, swept, tmp_path):
+  """The mean of the two seeds' match probabilities and ranking scores, recomputed from what `evaluate` exports."""
+  import sklearn.metrics as skm  # pylint: disable=g-import-not-at-top
+
+  del swept  # only its runs
+  table = sweep.run_sweep([sweep_root.spec], [0, 1], str(sweep_root.root), data_dir=sweep_root.data_dir, ensemble=True)
+  assert [r["slug"] for r in table["rows"]] == ["tiny", "tiny-ensemble"]
+  row = table["rows"][1]
+  assert row["description"] == "EMVGAN (ensemble of 2 seeds)" and row["metrics"]["alignment/centroid_gap"] is None
+  sims, probs = [], []
+  for seed in (0, 1):
+    ev = evaluate_lib.evaluate_run(
+      str(sweep_root.root / "tiny" / f"seed_{seed}"), out_dir=str(tmp_path / str(seed)), make_plots=False
+    )
+    e, w = ev.embeddings, float(ev.embeddings["emotion_weight"])
+    unit = lambda x: x / np.linalg.norm(x, axis=1, keepdims=True)  # noqa: E731
+    cos = unit(e["video"].astype(np.float64)) @ unit(e["music"].astype(np.float64)).T
+    sims.append((1 - w) * cos + w * e["video_emotion_probs"].astype(np.float64) @ e["music_emotion_probs"].T)
+    probs.append(ev.pair_predictions["score"])
+  sim, labels = np.mean(sims, axis=0), e["emotion"]
+  v2m = np.mean([skm.average_precision_score(labels == labels[i], sim[i]) for i in range(len(labels))])
+  assert row["metrics"]["video_to_music/map"]["mean"] == pytest.approx(v2m, abs=1e-6)
+  auc = skm.roc_auc_score(ev.pair_predictions["match"], np.mean(probs, axis=0))
+  assert row["metrics"]["classification/roc_auc"]["mean"] == pytest.approx(auc, abs=1e-6)
+  assert "seed ensemble row" in table["caption"] and "0 runs trained, 2 reused" in table["caption"]

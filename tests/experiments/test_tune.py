@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+from helpers import run_main
 
 from emvgan_jax import config_lib, errors
 from emvgan_jax.experiments import tune
@@ -48,3 +49,8 @@ def test_summary_uses_the_sample_std_and_pairs_runs_by_holdout_and_seed():
   assert "| candidate | +0.100 +- 0.000 [1.00]" in table and "| +0.100 |" in table
   alone = tune.format_tables({"candidate": row}, "header")  # --baselines=: no paired table, no error
   assert "| candidate | 0." in alone and "no paired differences" in alone
+
+
+def test_an_ensemble_needs_two_seeds():
+  code = run_main(tune_tool, ["--workdir=/tmp/x", "--seeds=0", "--ensemble"])
+  assert code.startswith("error: --ensemble needs two or more --seeds")
