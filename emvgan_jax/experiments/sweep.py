@@ -121,13 +121,21 @@ def split_config_specs(values: Sequence[str]) -> list[str]:
 
 
 ENSEMBLE = " (seed ensemble)"  # appended to a config's spec for its ensemble row (`evaluation/ensemble.py`)
+# Appended to a config's spec for the rows of its runs ranked at one emotion weight (`evaluation/affect.py`): the
+# key in results.json's `retrieval.by_emotion_weight`, the row's name, and its slug's suffix.
+WEIGHT_ROWS = {
+  " (cosine ranking)": ("0.0", "ranked by cosine (emotion weight 0)", "-cosine"),
+  " (emotion ranking)": ("1.0", "ranked by emotion (emotion weight 1)", "-emotion"),
+}
+_SUFFIXES = {**{k: v[2] for k, v in WEIGHT_ROWS.items()}, ENSEMBLE: "-ensemble"}
 
 
 def config_slug(spec: str) -> str:
   """`configs/emomv_baseline.py:c,retrieval_multi` -> `emomv_baseline-c-retrieval_multi`; an ensemble row's spec
-  -> its config's slug + `-ensemble`."""
-  if spec.endswith(ENSEMBLE):
-    return config_slug(spec[: -len(ENSEMBLE)]) + "-ensemble"
+  -> its config's slug + `-ensemble` (and likewise for the emotion-weight rows)."""
+  for suffix, slug_suffix in _SUFFIXES.items():
+    if spec.endswith(suffix):
+      return config_slug(spec[: -len(suffix)]) + slug_suffix
   path, _, arg = spec.partition(":")
   stem = os.path.splitext(os.path.basename(path))[0]
   parts = [stem] + [p for p in re.split(r"[,:/\s]+", arg) if p]
@@ -408,16 +416,21 @@ def _caption(
     else ""
   )
   trained = sum(r.status == "trained" for r in runs)
-  single = sum(r.status != "ensemble" for r in runs)
+  single = sum(r.status in ("trained", "reused") for r in runs)
   done = (
     f"Evaluation wall time {wall_seconds:.1f} s ({trained} runs evaluated, {single - trained} read back)."
     if elsewhere
     else f"Sweep wall time {wall_seconds:.1f} s ({trained} runs trained, {single - trained} reused)."
   )
-  if single < len(runs):
+  if any(r.status == "ensemble" for r in runs):
     done += (
       " A seed ensemble row scores with the mean of its config's seeds' match probabilities and ranking scores "
       "(one evaluation: no std)."
+    )
+  if any(r.status == "derived" for r in runs):
+    done += (
+      " A row ranked by cosine or by emotion is its config's runs ranked at that emotion weight instead of their "
+      "own (label mAP, hit@1, R@10 only)."
     )
   return (
     f"{'; '.join(parts)}. Checkpoints selected on {_selection_by_split(rows, is_peer, selection)}.{same} "
@@ -565,6 +578,7 @@ def run_sweep(
   reference: str | None = None,
   eval_datasets: Sequence[str] = (),
   ensemble: bool = False,
+  emotion_weight_rows: bool = False,
 ) -> dict[str, Any]:
   """Trains or reuses every (config, [fold,] seed), then writes and returns `table.json` (and `table.md`).
 
@@ -582,6 +596,8 @@ def run_sweep(
       (`table_<set>.md` / `.json`, e.g. `table_emomv_a.md`); the published protocol only.
     ensemble: add a row per trained config with a matched probability and a retrieval space (EMVGAN): its seeds
       scored as one model (`evaluation/ensemble.py`), per fold under cross-validation.
+    emotion_weight_rows: add two rows per config whose runs chose an emotion weight: the same runs ranked by
+      cosine only (weight 0) and by emotion only (weight 1).
 
   Returns:
     The table dict written to `workdir/table.json`.
@@ -609,9 +625,11 @@ def run_sweep(
             cell=cell,
           )
         )
-  if ensemble:  # each config's ensemble row right after its own
-    extra = _ensembles(runs, workdir, protocol, data_dir=data_dir, manual_dir=manual_dir)
-    runs = [r for spec in specs for r in [*runs, *extra] if r.spec in (spec, spec + ENSEMBLE)]
+  extra = _weight_rows(runs) if emotion_weight_rows else []
+  if ensemble:
+    extra += _ensembles(runs, workdir, protocol, data_dir=data_dir, manual_dir=manual_dir)
+  # Each config's extra rows right after its own.
+  runs = [r for spec in specs for suffix in ("", *_SUFFIXES) for r in [*runs, *extra] if r.spec == spec + suffix]
   table = summarize(runs, seeds=seeds, wall_seconds=time.time() - t_start, protocol=protocol, reference=reference)
   # Of this process (the runs' own are in their results.json): the data the sweep's flags name.
   table["provenance"] = provenance.collect(
@@ -625,6 +643,27 @@ def run_sweep(
     _write_table(other, workdir, "table_" + dataset.replace("/", "_"))
     table.setdefault("elsewhere", {})[dataset] = other
   return table
+
+
+def _weight_rows(runs: Sequence[RunResult]) -> list[RunResult]:
+  """For every run whose results.json ranks at a chosen emotion weight, its rankings at weight 0 and at 1 as
+  `RunResult`s of their own: retrieval only (classification and alignment are the run's, in its own row)."""
+  out = []
+  for r in runs:
+    retrieval = r.results.get("retrieval") or {}
+    by = retrieval.get("by_emotion_weight") or {}
+    for suffix, (key, label, _) in WEIGHT_ROWS.items():
+      if key not in by:
+        continue
+      cls = r.results["classification"]
+      results = {
+        **{k: r.results[k] for k in ("dataset", "model", "chance") if k in r.results},
+        "description": f"{r.results.get('description')}, {label}",
+        "classification": {"split": cls["split"], "num_pairs": cls.get("num_pairs")},
+        "retrieval": {"split": retrieval["split"], "gallery_size": retrieval["gallery_size"], **by[key]},
+      }
+      out.append(RunResult(r.spec + suffix, r.seed, r.workdir, "derived", results, 0.0, r.cell))
+  return out
 
 
 def _ensembles(

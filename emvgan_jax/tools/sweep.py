@@ -82,6 +82,13 @@ _ENSEMBLE = flags.DEFINE_bool(
   "scores; emvgan_jax/evaluation/ensemble.py). Needs two or more --seeds.",
   flag_values=_FLAGS,
 )
+_WEIGHT_ROWS = flags.DEFINE_bool(
+  "emotion_weight_rows",
+  False,
+  "Also two rows per EMVGAN config: its runs ranked by cosine only (emotion weight 0) and by emotion only (1), "
+  "beside its own row (the weight each run chose on its selection holdout).",
+  flag_values=_FLAGS,
+)
 flags.mark_flags_as_required(["configs", "workdir"], flag_values=_FLAGS)
 
 
@@ -114,6 +121,7 @@ def main(argv: list[str] | None = None) -> None:
     reference=_REFERENCE.value,
     eval_datasets=_EVAL_DATASETS.value,
     ensemble=_ENSEMBLE.value,
+    emotion_weight_rows=_WEIGHT_ROWS.value,
   )
   print(sweep.format_markdown(table))
   for dataset, other in table.get("elsewhere", {}).items():

@@ -311,11 +311,18 @@ def test_the_ensemble_row_scores_the_seeds_as_one_model(sweep_root, swept, tmp_p
   import sklearn.metrics as skm  # pylint: disable=g-import-not-at-top
 
   del swept  # only its runs
-  table = sweep.run_sweep([sweep_root.spec], [0, 1], str(sweep_root.root), data_dir=sweep_root.data_dir, ensemble=True)
-  assert [r["slug"] for r in table["rows"]] == ["tiny", "tiny-ensemble"]
-  row = table["rows"][1]
+  table = sweep.run_sweep(
+    [sweep_root.spec],
+    [0, 1],
+    str(sweep_root.root),
+    data_dir=sweep_root.data_dir,
+    ensemble=True,
+    emotion_weight_rows=True,
+  )
+  assert [r["slug"] for r in table["rows"]] == ["tiny", "tiny-cosine", "tiny-emotion", "tiny-ensemble"]
+  row = table["rows"][3]
   assert row["description"] == "EMVGAN (ensemble of 2 seeds)" and row["metrics"]["alignment/centroid_gap"] is None
-  sims, probs = [], []
+  sims, probs, cosine_maps = [], [], []
   for seed in (0, 1):
     ev = evaluate_lib.evaluate_run(
       str(sweep_root.root / "tiny" / f"seed_{seed}"), out_dir=str(tmp_path / str(seed)), make_plots=False
@@ -324,6 +331,8 @@ def test_the_ensemble_row_scores_the_seeds_as_one_model(sweep_root, swept, tmp_p
     unit = lambda x: x / np.linalg.norm(x, axis=1, keepdims=True)  # noqa: E731
     cos = unit(e["video"].astype(np.float64)) @ unit(e["music"].astype(np.float64)).T
     sims.append((1 - w) * cos + w * e["video_emotion_probs"].astype(np.float64) @ e["music_emotion_probs"].T)
+    aps = [skm.average_precision_score(e["emotion"] == e["emotion"][i], cos[i]) for i in range(len(cos))]
+    cosine_maps.append(np.mean(aps))
     probs.append(ev.pair_predictions["score"])
   sim, labels = np.mean(sims, axis=0), e["emotion"]
   v2m = np.mean([skm.average_precision_score(labels == labels[i], sim[i]) for i in range(len(labels))])
@@ -331,3 +340,6 @@ def test_the_ensemble_row_scores_the_seeds_as_one_model(sweep_root, swept, tmp_p
   auc = skm.roc_auc_score(ev.pair_predictions["match"], np.mean(probs, axis=0))
   assert row["metrics"]["classification/roc_auc"]["mean"] == pytest.approx(auc, abs=1e-6)
   assert "seed ensemble row" in table["caption"] and "0 runs trained, 2 reused" in table["caption"]
+  # The cosine row: the same two runs ranked by cosine alone, whatever weight they chose.
+  assert table["rows"][1]["metrics"]["video_to_music/map"]["mean"] == pytest.approx(np.mean(cosine_maps), abs=1e-6)
+  assert table["rows"][1]["metrics"]["classification/roc_auc"] is None
