@@ -10,7 +10,9 @@ so that the machine's load moves every side alike. Ratios are the median of the 
   index_bf16   the same index with bfloat16 scores and its exact float32 re-rank (`scores='bfloat16'`)
   chunked      `search.top_k_cosine`: the chunked search that `retrieve` used before the index
   numpy        a float32 BLAS matmul per 65,536-row chunk, `argpartition`, merged (what one would write by hand)
-  faiss        `faiss.IndexFlatIP` (exact inner product; `pip install faiss-cpu`), skipped if not installed
+  faiss        `faiss.IndexFlatIP` (exact inner product; `pip install faiss-cpu`), skipped if not installed, with
+               `faiss.cvar.distance_compute_blas_threshold` set to --faiss_blas_threshold (20, faiss 1.12's default
+               and what a faiss user tuning for speed sets: 1.15's default of 128,000 keeps 1,024 queries off BLAS)
 
 Before timing, every side's ids are compared with an exact float64 ranking of the first --check_queries queries
 (ties broken by row, lowest first); a side that disagrees is reported, not timed. Building each side's index is
@@ -36,6 +38,13 @@ _ROUNDS = flags.DEFINE_integer("rounds", 5, "Interleaved rounds per size.", lowe
 _CHECK = flags.DEFINE_integer("check_queries", 64, "Queries checked against float64.", lower_bound=1)
 _SIDES = flags.DEFINE_list("sides", ["index", "chunked", "numpy", "faiss"], "Which sides to run.")
 _JSON = flags.DEFINE_string("json", None, "Also write the figures to this JSON file.")
+_FAISS_BLAS = flags.DEFINE_integer(
+  "faiss_blas_threshold",
+  20,
+  "faiss.cvar.distance_compute_blas_threshold for the faiss side: with at least this many queries faiss scores by "
+  "BLAS matmul (1.15's default, 128000, is effectively never for a search of 1,024 queries).",
+  lower_bound=0,
+)
 
 NUMPY_CHUNK = 65536
 
@@ -99,6 +108,8 @@ def _sides(gallery: np.ndarray, k: int) -> dict:
     except ImportError:
       print("  faiss: not installed (pip install faiss-cpu); skipped")
     else:
+      faiss.cvar.distance_compute_blas_threshold = _FAISS_BLAS.value  # as a faiss user tuning for speed would
+      print(f"  faiss {faiss.__version__}: BLAS threshold {faiss.cvar.distance_compute_blas_threshold}")
       t0 = time.perf_counter()
       flat = faiss.IndexFlatIP(gallery.shape[1])
       flat.add(_unit(gallery).astype(np.float32))
