@@ -19,6 +19,7 @@ import os
 
 import numpy as np
 
+from emvgan_jax import errors
 from emvgan_jax.data.splits import Split
 from emvgan_jax.evaluation import affect, protocol, retrieval
 from emvgan_jax.evaluation import search as search_lib
@@ -122,7 +123,10 @@ class TrainedRun:
     if direction not in ("video_to_music", "music_to_video"):
       raise ValueError(f"direction must be 'video_to_music' or 'music_to_video', got {direction!r}")
     q_mod, g_mod = ("video", "music") if direction == "video_to_music" else ("music", "video")
-    weight = retrieval.emotion_weight_of(self.run, emotion_weight)
+    try:
+      weight = retrieval.emotion_weight_of(self.run, emotion_weight)
+    except errors.UsageError as e:  # the tools' wording names their flag; here it is an argument
+      raise ValueError(str(e).replace("--emotion_weight", "emotion_weight")) from None
     queries = retrieval.embed_for_search(self.run, q_mod, self._standardized(q_mod, query, "the query"), weight=weight)
     stored = retrieval.embed_for_search(self.run, g_mod, self._standardized(g_mod, gallery, "the gallery"))
     scores, indices = search_lib.top_k_cosine(queries, stored, k)

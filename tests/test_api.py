@@ -56,6 +56,8 @@ def test_search_equals_the_retrieve_tool(api_run, raw_gallery, tiny_run):
   scores, indices = api_run.search(raw_gallery["video"][:2], raw_gallery["music"], k=3)
   assert indices.tolist() == [[h.index for h in row] for row in hits]
   np.testing.assert_allclose(scores, [[h.score for h in row] for row in hits], rtol=1e-6)
+  with pytest.raises(ValueError, match=r"emotion_weight must be in \[0, 1\]"):
+    api_run.search(raw_gallery["video"][:2], raw_gallery["music"], k=3, emotion_weight=1.5)
   back_scores, _ = api_run.search(raw_gallery["music"][:1], raw_gallery["video"], k=2, direction="music_to_video")
   assert back_scores.shape == (1, 2)
   # The run's emotion weight is the one its results.json records, and a search may ask for another.
