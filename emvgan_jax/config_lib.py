@@ -234,6 +234,7 @@ _RANGES = (
   ("loss.nce_block_rows", lambda v: v >= 1, "a positive integer"),
   ("data.holdout_fraction", lambda v: 0 <= v < 1, "in [0, 1)"),
   ("data.selection_fraction", lambda v: 0 <= v < 1, "in [0, 1)"),
+  ("emvgan.centre_momentum", lambda v: 0 <= v < 1, "in [0, 1) (at 1 the running means would never move)"),
   ("data.cv_folds", lambda v: v == 0 or v >= 2, "0 (off) or 2 or more"),
   ("data.stream_above_mb", lambda v: v >= 0, "0 (every split on disk) or more"),
   ("data.max_gallery_items", lambda v: v >= 0, "0 (every item) or more"),

@@ -117,10 +117,14 @@ def run_weight(workdir: str) -> tuple[float, dict[str, Any]]:
     return 0.0, {"emotion_weight_chosen_on": "none (the run has no results.json yet: cosine ranking)"}
   try:
     with open(path, encoding="utf-8") as f:
-      retrieval = json.load(f).get("retrieval") or {}
+      results = json.load(f)
+    retrieval = results.get("retrieval") or {}
   except (ValueError, UnicodeDecodeError, AttributeError) as e:
     raise errors.Error(f"{path} is damaged ({type(e).__name__}: {e}); train the run again to rewrite it") from None
   if "emotion_weight" not in retrieval:
     return 0.0, {"emotion_weight_chosen_on": "none (the run's results.json has none: cosine ranking)"}
   weight = check_weight(retrieval["emotion_weight"], f"{path}: retrieval.emotion_weight")
-  return weight, {k: v for k, v in retrieval.items() if k.startswith("emotion_weight_")}
+  fields = {k: v for k, v in retrieval.items() if k.startswith("emotion_weight_")}
+  # Chosen for the run's best checkpoint: a tool that ranks another checkpoint with it says so.
+  fields["emotion_weight_chosen_for_step"] = results.get("checkpoint_step")
+  return weight, fields

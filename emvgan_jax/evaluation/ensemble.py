@@ -12,6 +12,7 @@ k seeds' scores is the plain way to pay k times the compute for less of that spr
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from typing import Any
 
@@ -52,9 +53,20 @@ def ensemble_results(
   first = runs[0]
   if not (first.family.has_retrieval and first.family.score_is_probability):
     raise errors.UsageError(f"{first.family.description}: an ensemble averages match probabilities and rankings")
-  names = {r.family.description for r in runs}
-  if len(names) > 1:
-    raise errors.UsageError(f"an ensemble is of one model, got {sorted(names)}")
+
+  def without_seed(run: restore.Run) -> dict[str, Any]:
+    d = json.loads(run.config.to_json_best_effort())
+    for key in ("seed",):
+      d.pop(key, None)
+    d["data"] = {k: v for k, v in d["data"].items() if k not in ("data_dir", "manual_dir")}  # where, not what
+    return d
+
+  for run, workdir in zip(runs[1:], workdirs[1:]):
+    if without_seed(run) != without_seed(first):
+      raise errors.UsageError(
+        f"an ensemble is of runs that differ only in their seed: {workdir} and {workdirs[0]} differ in more "
+        "(another config, fold or dataset)"
+      )
   pair_scores, gallery_scores, data = [], [], None
   for run in runs:
     data = emomv.load_eval_data(

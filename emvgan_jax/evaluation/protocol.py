@@ -267,6 +267,13 @@ def _emotion_weight(
   return weight, record
 
 
+def _chosen_for(record: dict[str, Any], checkpoint_step: int) -> dict[str, Any]:
+  """`record` with the checkpoint its weight was chosen for (this one, when it was chosen here)."""
+  if "emotion_weight_selection_map" in record and "emotion_weight_chosen_for_step" not in record:
+    return {**record, "emotion_weight_chosen_for_step": int(checkpoint_step)}
+  return record
+
+
 def result_title(results: Mapping[str, Any]) -> str:
   """One line naming the model, dataset, seed, checkpoint step and selection split of a results dict."""
   return (
@@ -417,7 +424,7 @@ def results(
   if "retrieval" in structured:
     out["retrieval"] = {"split": data.gallery_name, **structured["retrieval"]}
     if outputs is not None:  # what the run's weight trades against ranking by cosine only or by emotion only
-      out["retrieval"].update(weight_record)
+      out["retrieval"].update(_chosen_for(weight_record, checkpoint_step))
       out["retrieval"]["by_emotion_weight"] = {
         affect.weight_key(w): {d: {k: r[d][k] for k in TRADE_KEYS} for d in RETRIEVAL_DIRECTIONS}
         for w in sorted({0.0, weight, 1.0})

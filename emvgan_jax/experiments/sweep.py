@@ -421,17 +421,7 @@ def _caption(
     f"Evaluation wall time {wall_seconds:.1f} s ({trained} runs evaluated, {single - trained} read back)."
     if elsewhere
     else f"Sweep wall time {wall_seconds:.1f} s ({trained} runs trained, {single - trained} reused)."
-  )
-  if any(r.status == "ensemble" for r in runs):
-    done += (
-      " A seed ensemble row scores with the mean of its config's seeds' match probabilities and ranking scores "
-      "(one evaluation: no std)."
-    )
-  if any(r.status == "derived" for r in runs):
-    done += (
-      " A row ranked by cosine or by emotion is its config's runs ranked at that emotion weight instead of their "
-      "own (label mAP, hit@1, R@10 only)."
-    )
+  ) + _extra_rows_note(runs, per_fold=False)
   return (
     f"{'; '.join(parts)}. Checkpoints selected on {_selection_by_split(rows, is_peer, selection)}.{same} "
     + (f"Peers' hyper-parameters chosen on `{', '.join(peer_selection)}`. " if peer_selection else "")
@@ -450,11 +440,28 @@ _METRIC_NOTES = (
 )
 
 
+def _extra_rows_note(runs: Sequence[RunResult], *, per_fold: bool) -> str:
+  """What the ensemble and emotion-weight rows are, when the table has any."""
+  note = ""
+  if any(r.status == "ensemble" for r in runs):
+    note += (
+      " A seed ensemble row scores with the mean of its config's seeds' match probabilities and ranking scores ("
+      + ("one evaluation per fold: its std is over folds)." if per_fold else "one evaluation: no std).")
+    )
+  if any(r.status == "derived" for r in runs):
+    note += (
+      " A row ranked by cosine or by emotion is its config's runs ranked at that emotion weight instead of their "
+      "own (label mAP, hit@1, R@10 only)."
+    )
+  return note
+
+
 def _cv_caption(
   chance: list[dict[str, Any]], seeds: Sequence[int], wall_seconds: float, runs: Sequence[RunResult], p: Protocol
 ) -> str:
   c = chance[0]
   trained = sum(r.status == "trained" for r in runs)
+  reused = sum(r.status == "reused" for r in runs)
   return (
     f"{c['dataset']}, cross-validation: train and validation pooled, {p.cv_repeats} x {p.cv_folds} folds grouped by "
     f"YouTube id (about {c['num_pairs']} pairs and a gallery of about {c['gallery_size']} segments per held-out "
@@ -462,7 +469,7 @@ def _cv_caption(
     f"{p.selection_fraction:.0%} of them; peers choose their hyper-parameter on holdouts of the same training "
     f"folds. {_METRIC_NOTES} Mean ± std over the {p.cv_repeats * p.cv_folds} folds"
     f" x seeds {', '.join(map(str, seeds))} (ddof={STD_DDOF}); chance is the mean over folds. Sweep wall time "
-    f"{wall_seconds:.1f} s ({trained} runs trained, {len(runs) - trained} reused)."
+    f"{wall_seconds:.1f} s ({trained} runs trained, {reused} reused)." + _extra_rows_note(runs, per_fold=True)
   )
 
 
@@ -542,6 +549,7 @@ def _check_sweep(
   eval_datasets: Sequence[str],
   overrides: Sequence[str],
   protocol: Protocol,
+  num_seeds: int,
 ) -> list[str]:
   """The configs' slugs, once every config, override and flag of the sweep is known to be usable.
 
@@ -554,6 +562,11 @@ def _check_sweep(
     raise errors.UsageError(
       f"--reference={reference!r} is not one of --configs {list(specs)} (with --ensemble, nor one + {ENSEMBLE!r})"
     )
+  if reference is not None and reference.endswith(ENSEMBLE):
+    if num_seeds < 2 or make_config(reference[: -len(ENSEMBLE)], 0).model != "emvgan":
+      raise errors.UsageError(
+        f"--reference={reference!r}: only an EMVGAN config trained with two or more --seeds has an ensemble row"
+      )
   _check_eval_datasets(eval_datasets, specs, overrides, protocol)  # before hours of training
   cells = protocol.cells()
   for spec in specs:  # fail on a bad config or override before hours of training
@@ -604,7 +617,7 @@ def run_sweep(
   """
   t_start = time.time()
   protocol = protocol or Protocol()
-  slugs = _check_sweep(specs, reference, ensemble, eval_datasets, overrides, protocol)  # before hours of training
+  slugs = _check_sweep(specs, reference, ensemble, eval_datasets, overrides, protocol, len(seeds))  # before training
   cells = protocol.cells()
   runs, total = [], len(specs) * len(cells) * len(seeds)
   for spec, slug in zip(specs, slugs):
@@ -692,7 +705,8 @@ def _ensembles(
     path = os.path.join(folder, "results.json")
     steps = [r.results.get("checkpoint_step") for r in mine]
     cached = experiments.read_json(path) if os.path.isfile(path) else None
-    if cached and cached.get("ensemble", {}).get("checkpoint_steps") == steps:
+    of = cached.get("ensemble", {}) if cached else {}
+    if of.get("checkpoint_steps") == steps and of.get("workdirs") == [r.workdir for r in mine]:
       results = cached
     else:
       results = ensemble_lib.ensemble_results([r.workdir for r in mine], data_dir=data_dir, manual_dir=manual_dir)

@@ -343,3 +343,13 @@ def test_the_ensemble_row_scores_the_seeds_as_one_model(sweep_root, swept, tmp_p
   # The cosine row: the same two runs ranked by cosine alone, whatever weight they chose.
   assert table["rows"][1]["metrics"]["video_to_music/map"]["mean"] == pytest.approx(np.mean(cosine_maps), abs=1e-6)
   assert table["rows"][1]["metrics"]["classification/roc_auc"] is None
+
+
+def test_an_ensemble_reference_needs_an_emvgan_config_and_two_seeds(tmp_path):
+  spec = "configs/peers.py:logreg"
+  with pytest.raises(errors.UsageError, match="only an EMVGAN config trained with two or more --seeds"):
+    sweep.run_sweep([spec], [0, 1], str(tmp_path), ensemble=True, reference=spec + sweep.ENSEMBLE)
+  with pytest.raises(errors.UsageError, match="only an EMVGAN config trained with two or more --seeds"):
+    sweep.run_sweep(
+      ["configs/emomv_c.py"], [0], str(tmp_path), ensemble=True, reference="configs/emomv_c.py" + sweep.ENSEMBLE
+    )

@@ -261,3 +261,8 @@ def test_the_sigmoid_loss_trains_its_bias_and_its_term_is_the_losses_value():
   assert float(state.params["sigmoid"]["bias"]) == -2.0 and float(after.params["sigmoid"]["bias"]) != -2.0
   assert metrics["sigmoid_bias"] == float(after.params["sigmoid"]["bias"])
   assert np.isfinite(metrics["loss_nce"]) and metrics["loss_nce"] > 0
+
+
+def test_a_running_mean_that_cannot_move_is_refused():
+  with pytest.raises(config_lib.ConfigError, match=r"emvgan.centre_momentum=1.0 must be in \[0, 1\)"):
+    config_lib.validate(_config(**{"emvgan.centre_momentum": 1.0}))
