@@ -8,9 +8,11 @@ plain cosine ranking (what EMVGAN ranked by before this module); w = 1 ranks by 
 logistic-regression peer (`evaluation/peers.py`) applied to EMVGAN's own space. The weight between trades
 "more the same mood" (label mAP) against "more this exact clip" (the counterpart's Recall@K and rank).
 
-It stays one exact inner-product search for every w. A gallery item is stored once as `[z, p]` (z unit-norm);
-a query at weight w is `[(1 - w) z, w p]`; their inner product is `s_w`. (Scaling both sides by square roots,
-`[sqrt(1 - w) z, sqrt(w) p]`, gives the same scores but would tie the stored gallery to one w.)
+It stays one exact search for every w. A gallery item is stored once as `[z, p, sqrt(1 - |p|^2)]` (z unit-norm;
+the last coordinate gives every row the same norm) and a query at weight w is `[(1 - w) z, w p, 0]`: their inner
+product is `s_w`, and a cosine search ranks the rows exactly as it (`gallery_rows`, `query_rows`, `score`).
+(Scaling both sides by square roots, `[sqrt(1 - w) z, sqrt(w) p]`, gives the same scores but would tie the
+stored gallery to one w.)
 
 A run's weight is chosen on its selection holdout (part of train, never the split it reports), from `WEIGHTS`,
 as the one with the best mean label mAP over both directions (ties: the smaller weight).
@@ -74,13 +76,20 @@ def score(cosines: np.ndarray, queries: np.ndarray) -> np.ndarray:
 
 
 def similarity(
-  video_z: np.ndarray, music_z: np.ndarray, video_p: np.ndarray, music_p: np.ndarray, weight: float
+  video_z: np.ndarray,
+  music_z: np.ndarray,
+  video_p: np.ndarray | None,
+  music_p: np.ndarray | None,
+  weight: float,
 ) -> np.ndarray:
-  """The (videos x music) matrix of `s_w` in float64 (what the retrieval metrics rank by)."""
+  """The (videos x music) matrix of `s_w` in float64 (what the retrieval metrics rank by); at w = 0 the cosine,
+  and the probabilities may be None (a model without an emotion head)."""
   w = check_weight(weight, "emotion weight")
   cos = metrics.cosine_similarity_np(video_z, music_z)
   if w == 0.0:
     return cos
+  if video_p is None or music_p is None:
+    raise ValueError(f"emotion weight {w} needs both modalities' emotion probabilities")
   agree = np.asarray(video_p, np.float64) @ np.asarray(music_p, np.float64).T
   return (1.0 - w) * cos + w * agree
 

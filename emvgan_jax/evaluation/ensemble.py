@@ -20,7 +20,7 @@ import numpy as np
 
 from emvgan_jax import errors
 from emvgan_jax.data import emomv
-from emvgan_jax.evaluation import affect, metrics, protocol
+from emvgan_jax.evaluation import affect, metrics, protocol, retrieval
 from emvgan_jax.runtime import restore
 
 
@@ -29,13 +29,9 @@ def _scores(run: restore.Run, data: emomv.RunData) -> tuple[np.ndarray, np.ndarr
   evaluator = protocol.Evaluator(run.family, run.mesh, batch_size=run.config.train.eval_batch_size)
   pairs = evaluator.predict(run.state, data.pairs, keys=("score",))["score"]
   g = evaluator.predict(run.state, data.gallery, keys=evaluator.gallery_keys)
-  weight, _ = affect.run_weight(run.workdir) if run.family.emotion_probabilities is not None else (0.0, {})
-  if weight == 0.0:
-    sim = metrics.cosine_similarity_np(g["video_embedding"], g["music_embedding"])
-  else:
-    probs = (g["video_emotion_probs"], g["music_emotion_probs"])
-    sim = affect.similarity(g["video_embedding"], g["music_embedding"], *probs, weight)
-  return np.asarray(pairs, np.float64), sim
+  probs = (g.get("video_emotion_probs"), g.get("music_emotion_probs"))
+  weight = retrieval.emotion_weight_of(run, None)  # the run's own; 0 without an emotion head
+  return np.asarray(pairs, np.float64), affect.similarity(g["video_embedding"], g["music_embedding"], *probs, weight)
 
 
 def ensemble_results(

@@ -72,10 +72,8 @@ def retrieved_examples(
   queries = np.sort(np.random.default_rng(seed).choice(n, min(num_queries, n), replace=False))
   out = {}
   probs = [embeddings.get(f"{m}_emotion_probs") for m in ("video", "music")]
-  if emotion_weight > 0 and probs[0] is not None:
-    video_to_music = affect.similarity(embeddings["video"], embeddings["music"], *probs, emotion_weight)
-  else:
-    video_to_music = _unit(embeddings["video"]) @ _unit(embeddings["music"]).T  # cosine
+  weight = emotion_weight if probs[0] is not None else 0.0  # no emotion head: cosine
+  video_to_music = affect.similarity(embeddings["video"], embeddings["music"], *probs, weight)
   for direction, _, _ in _DIRECTIONS:
     sim = video_to_music if direction == "video_to_music" else video_to_music.T  # as the retrieval metrics rank
     rows = []
@@ -94,11 +92,6 @@ def retrieved_examples(
       rows.append({"query": names[q], "emotion": int(emotion[q]), "items": items})
     out[direction] = rows
   return out
-
-
-def _unit(x: np.ndarray) -> np.ndarray:
-  x = np.asarray(x, np.float64)
-  return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
 
 
 def _esc(text: object) -> str:

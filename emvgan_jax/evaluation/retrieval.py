@@ -239,9 +239,9 @@ def retrieve(
       "before emotion-aware ranking; rebuild it with emvgan-index"
     )
   index = search.GalleryIndex(gallery_vectors, mesh=run.mesh, chunk_size=chunk_size, scores=scores)
-  cosines, indices = index.search(queries, k)
+  found, indices = index.search(queries, k)  # cosines of the searched vectors
   if run.family.emotion_probabilities is not None:  # the cosine of the padded vectors back to s_w
-    cosines = affect.score(cosines, queries)
+    found = affect.score(found, queries)
   if index.fallbacks:
     logging.info("bfloat16 search: %d of %d queries had near-ties, searched exactly", index.fallbacks, len(queries))
   hits = [
@@ -255,7 +255,7 @@ def retrieve(
       )
       for r, (s, i) in enumerate(zip(row_scores, row_indices))
     ]
-    for row_scores, row_indices in zip(cosines, indices)
+    for row_scores, row_indices in zip(found, indices)
   ]
   return hits, labels
 

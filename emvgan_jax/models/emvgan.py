@@ -124,8 +124,8 @@ class GeneratorSide(nn.Module):
       'match_logit' `(B,)` = a * score + b; with `centres`, 'video_uncentred' and 'music_uncentred' `(B, d)`.
     """
     out = {}
-    z_video = self.video_generator(self.video_encoder(video, train=train))
-    z_music = self.music_generator(self.music_encoder(music, train=train))
+    z_video = self.embed_video(video, train=train)
+    z_music = self.embed_music(music, train=train)
     if centres is not None:
       out = {"video_uncentred": z_video, "music_uncentred": z_music}
       z_video, z_music = _centred(z_video, centres[0]), _centred(z_music, centres[1])

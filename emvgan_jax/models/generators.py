@@ -23,19 +23,25 @@ from emvgan_jax.models.layers import gelu
 from emvgan_jax.ops import l2_normalize
 
 
+def _top(p: jax.Array, embed_dim: int, dtype: Any) -> jax.Array:
+  """`z = l2_normalize(LayerNorm(p + r(p)))`, its layers created in the calling module (inside an `nn.compact`
+  method), under the names a generator's layers have always had."""
+  dense = functools.partial(nn.Dense, embed_dim, dtype=dtype)
+  r = dense(name="residual_out")(gelu(dense(name="residual_in")(p)))
+  h = nn.LayerNorm(dtype=dtype, name="layer_norm")(p + r)
+  return l2_normalize(h.astype(jnp.float32))
+
+
 class GeneratorTop(nn.Module):
-  """The part of a generator after its projection: `z = l2_normalize(LayerNorm(p + r(p)))`. One modality's own,
-  or (`emvgan.shared_top`) one instance for both, as ACMR shares its top layers (Wang et al., ACM MM 2017)."""
+  """The part of a generator after its projection, as a module of its own: one instance for both modalities
+  (`emvgan.shared_top`), as ACMR shares its top layers (Wang et al., ACM MM 2017)."""
 
   embed_dim: int = 64
   dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, p: jax.Array) -> jax.Array:
-    dense = functools.partial(nn.Dense, self.embed_dim, dtype=self.dtype)
-    r = dense(name="residual_out")(gelu(dense(name="residual_in")(p)))
-    h = nn.LayerNorm(dtype=self.dtype, name="layer_norm")(p + r)
-    return l2_normalize(h.astype(jnp.float32))
+    return _top(p, self.embed_dim, self.dtype)
 
 
 class Generator(nn.Module):
@@ -63,9 +69,4 @@ class Generator(nn.Module):
       The L2-normalised embedding `z`.
     """
     p = nn.Dense(self.embed_dim, dtype=self.dtype, name="projection")(x)
-    if self.top is not None:
-      return self.top(p)
-    dense = functools.partial(nn.Dense, self.embed_dim, dtype=self.dtype)
-    r = dense(name="residual_out")(gelu(dense(name="residual_in")(p)))
-    h = nn.LayerNorm(dtype=self.dtype, name="layer_norm")(p + r)
-    return l2_normalize(h.astype(jnp.float32))
+    return self.top(p) if self.top is not None else _top(p, self.embed_dim, self.dtype)
