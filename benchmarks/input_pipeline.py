@@ -10,6 +10,10 @@ epoch; gathered from the host cache, or read from the split's array_record shard
 when the split stays on disk), then that plus turning them into sharded global jax.Arrays (on a GPU or TPU this
 copy overlaps the previous step). Each figure is --seconds of batches after a warm-up batch.
 
+--compare_reader (with --dataset=features and a split on disk): the loader as it reads the shards (by byte offset,
+`data/offsets.py`) against the same loader through array_record's reader, interleaved in --rounds rounds of
+--seconds each (median ratio with min and max); the first batches of both are checked equal first.
+
 --compare_tfds=D (with --dataset=features): the same folder built by the `emomv/c` TFDS builder into D, and random
 batches of rows decoded from its TFDS records vs read as raw rows from the features shards, interleaved in
 --rounds rounds (median ratio with min and max).
@@ -44,7 +48,10 @@ _DROP = flags.DEFINE_bool(
   "drop_remainder", True, "Full batches only (False: the short last batch is padded, and only its valid rows count)."
 )
 _COMPARE_TFDS = flags.DEFINE_string("compare_tfds", None, "TFDS data dir holding the same folder built as emomv/c.")
-_ROUNDS = flags.DEFINE_integer("rounds", 7, "Interleaved rounds of --compare_tfds.", lower_bound=1)
+_ROUNDS = flags.DEFINE_integer("rounds", 7, "Interleaved rounds of --compare_tfds or --compare_reader.", lower_bound=1)
+_COMPARE_READER = flags.DEFINE_bool(
+  "compare_reader", False, "Reads by byte offset against array_record's reader, interleaved (a split on disk)."
+)
 
 
 def _train_split():
@@ -80,6 +87,44 @@ def _throughput(train: Split, to_device: bool, batch_sharding: Any) -> tuple[flo
     examples += int(batch["mask"].sum())
     count += 1
   return examples / (time.perf_counter() - start), count
+
+
+def _through_reader(train: Split) -> Split:
+  """`train` with its rows read through array_record's reader instead of by byte offset."""
+  import dataclasses  # deferred: only for this comparison
+
+  from emvgan_jax.data import records  # deferred: JAX loads once the flags are parsed
+
+  source = train.video.source
+  plain = records.ArrayRecordSource(source.paths, source.width("video"), source.width("music"), by_offset=False)
+  return dataclasses.replace(
+    train,
+    video=dataclasses.replace(train.video, source=plain),
+    music=dataclasses.replace(train.music, source=plain),
+  )
+
+
+def _compare_reader(train: Split) -> None:
+  """The loader reading by byte offset against array_record's reader, interleaved rounds of --seconds each."""
+  from emvgan_jax.data import pipeline  # deferred: JAX loads once the flags are parsed
+
+  if not train.video.source.by_offset:
+    raise errors.Error("these shards are not in the layout read by byte offset; nothing to compare")
+  sides = {"by offset": train, "array_record reader": _through_reader(train)}
+  first = [pipeline.train_dataset(s, global_batch_size=_BATCH.value, seed=0, epoch=0)[0] for s in sides.values()]
+  for key in first[0]:
+    np.testing.assert_array_equal(first[0][key], first[1][key], err_msg=key)  # the same batch either way
+  rates = {name: [] for name in sides}
+  for r in range(_ROUNDS.value):
+    for name in sides if r % 2 == 0 else reversed(list(sides)):
+      rates[name].append(_throughput(sides[name], False, None)[0])
+  ratio = np.asarray(rates["by offset"]) / np.asarray(rates["array_record reader"])
+  for name, rate in rates.items():
+    print(f"  {name:20s} {np.median(rate):>10,.0f} examples/s [{min(rate):,.0f}, {max(rate):,.0f}]")
+  print(
+    f"  by offset / array_record reader: {np.median(ratio):.2f}x [{ratio.min():.2f}, {ratio.max():.2f}] "
+    f"(median of {_ROUNDS.value} interleaved rounds of {_SECONDS.value:g} s, batch {_BATCH.value})"
+  )
 
 
 def _compare_tfds(train: Split) -> None:
@@ -133,6 +178,10 @@ def main(argv: list[str]) -> None:
         f"input pipeline, {what}: {rate:,.0f} examples/s (batch {_BATCH.value}, {count} batches, {where}, "
         f"drop_remainder={_DROP.value}, {jax.device_count()} device(s))"
       )
+    if _COMPARE_READER.value:
+      if not train.on_disk:
+        raise errors.UsageError("--compare_reader reads the features from disk: add --stream_above_mb=0")
+      _compare_reader(train)
     if _COMPARE_TFDS.value:
       if not train.on_disk:
         raise errors.UsageError("--compare_tfds reads the features from disk: add --stream_above_mb=0")

@@ -17,6 +17,7 @@ from collections.abc import Callable, Sequence
 import grain
 import numpy as np
 
+from emvgan_jax.data import offsets
 from emvgan_jax.data.splits import DataError, RecordRows, Split, aligned_empty, built_by_process_0
 from tfds_emomv import features
 from tfds_emomv.emomv import files
@@ -27,12 +28,33 @@ Transform = Callable[..., np.ndarray]  # f(x, out=): writes the transformed rows
 
 
 class ArrayRecordSource:
-  """The rows of one split's shards, each record the row's float32 video values then its music values."""
+  """The rows of one split's shards, each record the row's float32 video values then its music values.
 
-  def __init__(self, paths: Sequence[str], video_dim: int, music_dim: int):
+  Where every shard has the layout `emomv-features` writes (one uncompressed record per chunk), rows are read by
+  their byte offsets (`offsets.OffsetReader`: one `preadv` per row into a staging block, each row's chunk checked);
+  otherwise, or with `by_offset=False`, through array_record's reader. Both give the same rows.
+  """
+
+  def __init__(self, paths: Sequence[str], video_dim: int, music_dim: int, *, by_offset: bool = True):
     self._paths = list(paths)
     self._dims = {"video": video_dim, "music": music_dim}
     self._source = grain.sources.ArrayRecordDataSource(self._paths)
+    layouts = [offsets.layout(p, 4 * (video_dim + music_dim)) for p in self._paths] if by_offset else [None]
+    self._by_offset = offsets.OffsetReader(layouts) if all(layouts) else None
+    if self._by_offset is not None and len(self._by_offset) != len(self._source):
+      raise DataError(
+        f"{self._paths[0]} and its siblings: their footers list {len(self._by_offset)} records, "
+        f"array_record reads {len(self._source)}; rebuild the features folder"
+      )
+
+  @property
+  def paths(self) -> list[str]:
+    return list(self._paths)
+
+  @property
+  def by_offset(self) -> bool:
+    """Whether rows are read by their byte offsets (else through array_record's reader)."""
+    return self._by_offset is not None
 
   def __len__(self) -> int:
     return len(self._source)
@@ -57,20 +79,33 @@ class ArrayRecordSource:
     dv, dm = self._dims["video"], self._dims["music"]
     if out is None:
       out = (aligned_empty((len(rows), dv)), aligned_empty((len(rows), dm)))
+    if len(rows) and (rows.min() < 0 or rows.max() >= len(self._source)):
+      raise IndexError(f"records {int(rows.min())} to {int(rows.max())} asked of a split of {len(self._source)}")
+    if self._by_offset is not None:
+      stage = self._by_offset.staging(min(BLOCK_RECORDS, len(rows)))
+      for first in range(0, len(rows), BLOCK_RECORDS):
+        at = slice(first, min(len(rows), first + BLOCK_RECORDS))
+        raw = self._by_offset.read_into(rows[at], stage)
+        self._store(raw.view(np.float32), out, at, transforms)
+      return out
     for start in range(0, len(rows), READ_RECORDS):
       records = self._source.__getitems__(rows[start : start + READ_RECORDS].tolist())
       for first in range(0, len(records), BLOCK_RECORDS):
         block = self._block(records[first : first + BLOCK_RECORDS])
-        at = slice(start + first, start + first + len(block))
-        for array, part, transform in zip(out, (block[:, :dv], block[:, dv:]), transforms):
-          if transform is None:
-            array[at] = part
-            continue
-          dst = array[at]
-          written = transform(part, out=dst)
-          if written is not dst and not np.may_share_memory(written, dst):
-            dst[...] = written  # a transform that returned new rows instead of writing into `out`
+        self._store(block, out, slice(start + first, start + first + len(block)), transforms)
     return out
+
+  def _store(self, block: np.ndarray, out: tuple[np.ndarray, np.ndarray], at: slice, transforms: tuple) -> None:
+    """A block of rows split into its modalities and written, each through its transform, into `out[.][at]`."""
+    dv = self._dims["video"]
+    for array, part, transform in zip(out, (block[:, :dv], block[:, dv:]), transforms):
+      if transform is None:
+        array[at] = part
+        continue
+      dst = array[at]
+      written = transform(part, out=dst)
+      if written is not dst and not np.may_share_memory(written, dst):
+        dst[...] = written  # a transform that returned new rows instead of writing into `out`
 
   def _block(self, records: list[bytes]) -> np.ndarray:
     width = self._dims["video"] + self._dims["music"]

@@ -184,6 +184,37 @@ def test_reads_of_several_fetches_and_blocks_equal_the_split_in_memory(folder, t
   np.testing.assert_array_equal(disk.video[rows], mem.video[rows])  # one column at a time too
 
 
+def _with_source(split, source):
+  """`split` (on disk) with both feature columns read from `source`."""
+  fields = {k: getattr(split, k) for k in ("name", "match", "video_emotion", "music_emotion")}
+  for key in ("video", "music"):
+    column = getattr(split, key)
+    fields[key] = column.__class__(source, key, column.rows, column.transform)
+  return splits.Split(**fields)
+
+
+def test_batches_read_by_offset_equal_array_record_s_reader(folder, tmp_path, monkeypatch):
+  """The shards `emomv-features` writes are read by byte offset, and every batch (standardised as read, of
+  several staging blocks, rows in any order) is the one array_record's reader gives."""
+  monkeypatch.setattr(records, "BLOCK_RECORDS", 16)
+  on_disk = _load(folder, tmp_path / "f", stream_above_mb=0)["train"]
+  fast = on_disk.video.source
+  plain = records.ArrayRecordSource(fast.paths, fast.width("video"), fast.width("music"), by_offset=False)
+  assert fast.by_offset and not plain.by_offset
+  standardizer = Standardizer.fit(on_disk)
+  by_offset, by_reader = standardizer.apply(on_disk), standardizer.apply(_with_source(on_disk, plain))
+  kwargs = dict(global_batch_size=96, seed=3, epoch=0, drop_remainder=False)
+  got = list(pipeline.iterate(pipeline.train_dataset(by_offset, **kwargs), prefetch=True))
+  want = list(pipeline.iterate(pipeline.train_dataset(by_reader, **kwargs)))
+  assert len(got) == len(want) > 1
+  for a, b in zip(got, want):
+    assert a.keys() == b.keys()
+    for key in a:
+      np.testing.assert_array_equal(a[key], b[key], err_msg=key)
+  with pytest.raises(IndexError, match="asked of a split of"):
+    fast.read(np.array([0, len(fast)]))
+
+
 def test_streamed_batches_equal_in_memory_and_each_process_reads_only_its_share(folder, tmp_path):
   in_memory = _load(folder, tmp_path / "f")["train"]
   on_disk = _load(folder, tmp_path / "f", stream_above_mb=0)["train"]
@@ -196,13 +227,7 @@ def test_streamed_batches_equal_in_memory_and_each_process_reads_only_its_share(
   held = disk.take(np.arange(0, len(disk), 3))
   assert held.on_disk and held.video.rows is held.music.rows
   counting = _Counting(disk.video.source)
-  disk = splits.Split(
-    **{
-      **{k: getattr(disk, k) for k in ("name", "match", "video_emotion", "music_emotion")},
-      "video": disk.video.__class__(counting, "video", disk.video.rows, disk.video.transform),
-      "music": disk.music.__class__(counting, "music", disk.music.rows, disk.music.transform),
-    }
-  )
+  disk = _with_source(disk, counting)
   for epoch in (0, 1):
     shares = []
     for process in (0, 1):
