@@ -12,6 +12,9 @@ the parameter count (data loaded, initial state created), `train` until the line
 to the end. (Revisions older than the "Trained to step" line merge `train` into `results` for a run that does
 not stop early.)
 
+With `--sweep_seeds=0,1,2` every run is instead `python -m emvgan_jax.tools.sweep --configs=... --seeds=0,1,2` (the
+seeds trained one after another in one process, as a sweep trains them), timed the same way; it has no phases.
+
 With `--against=REV` a checkout of REV (a git worktree in a temporary folder, whose package and config files
 the runs use instead of this one's) alternates with this code in every round, who goes first alternating too.
 The script prints the ratio this code / REV per mode: the median of the rounds, with min and max (and a note if
@@ -49,6 +52,7 @@ def _define_flags() -> None:
   flags.DEFINE_list("modes", ["cold", "warm"], "cold (no compilation cache) and/or warm (a filled one).")
   flags.DEFINE_string("json", None, "Also write every run's figures to this JSON file.")
   flags.DEFINE_multi_string("override", [], "A config override for every run, e.g. data.data_dir=D.")
+  flags.DEFINE_list("sweep_seeds", [], "Time a sweep of these seeds (one process) instead of one run.")
 
 
 MODES = ("cold", "warm")
@@ -94,6 +98,8 @@ def run_main(cwd: str, config: str, overrides: Sequence[str], *, cache_dir: str 
 
   with tempfile.TemporaryDirectory(prefix="emvgan_bench_") as workdir:
     env = {k: v for k, v in os.environ.items() if k != "JAX_COMPILATION_CACHE_DIR"}
+    if FLAGS.sweep_seeds:
+      return _run_sweep(cwd, config, overrides, cache_dir, workdir, env)
     cmd = [
       sys.executable,
       "-m",
@@ -121,9 +127,35 @@ def run_main(cwd: str, config: str, overrides: Sequence[str], *, cache_dir: str 
   }
 
 
+def _run_sweep(
+  cwd: str, config: str, overrides: Sequence[str], cache_dir: str, workdir: str, env: dict[str, str]
+) -> dict[str, Any]:
+  """`emvgan-sweep` of --sweep_seeds in `cwd`, timed from its spawn to its exit (see `run_main`)."""
+  cmd = [
+    sys.executable,
+    "-m",
+    "emvgan_jax.tools.sweep",
+    f"--configs={config}",
+    f"--seeds={','.join(FLAGS.sweep_seeds)}",
+    f"--workdir={workdir}",
+    f"--compilation_cache_dir={cache_dir}",
+    *(f"--override={o}" for o in overrides),
+  ]
+  t0 = time.perf_counter()
+  proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=cwd, check=False)
+  wall = time.perf_counter() - t0
+  if proc.returncode:
+    benchmarks.show_failure(proc.stderr)
+    raise errors.Error(f"the sweep in {cwd} failed ({' '.join(cmd)}; its last output is above)")
+  with open(os.path.join(workdir, "table.json"), encoding="utf-8") as f:
+    table = json.load(f)
+  return {"wall_s": wall, "phases": {}, "checkpoint_step": None, "results": table}
+
+
 def _show(side: str, mode: str, r: dict[str, Any]) -> None:
   ph = ", ".join(f"{k} {v:.1f}" for k, v in r["phases"].items())
-  print(f"    {side:>10} {mode}: {r['wall_s']:5.1f} s  ({ph}; checkpoint step {r['checkpoint_step']})", flush=True)
+  detail = f"  ({ph}; checkpoint step {r['checkpoint_step']})" if r["checkpoint_step"] is not None else ""
+  print(f"    {side:>10} {mode}: {r['wall_s']:5.1f} s{detail}", flush=True)
 
 
 def main(argv: Sequence[str]) -> None:
@@ -155,7 +187,7 @@ def _run(argv: Sequence[str]) -> None:
           r = run_main(cwd, FLAGS.config, FLAGS.override, cache_dir=caches[side] if mode == "warm" else "")
           _show(side, mode, r)
           runs[side][mode].append(r)
-  steps = {r["checkpoint_step"] for s in runs.values() for m in s.values() for r in m}
+  steps = {r["checkpoint_step"] for s in runs.values() for m in s.values() for r in m} - {None}
   print(f"{FLAGS.config}, whole runs (seconds, median [min, max] of {FLAGS.rounds}):")
   for side in sides:
     for mode in modes:

@@ -15,11 +15,13 @@ What exact resume relies on (a run resumed from `latest` is the same run as one 
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import json
 import logging
 import os
 import time
+from collections.abc import Callable, Hashable
 from typing import Any
 
 import jax
@@ -54,14 +56,70 @@ def init_compiler_options(platform: str) -> dict[str, Any]:
   return {"xla_backend_optimization_level": 0} if platform == "cpu" else {}
 
 
+# ------------------------------------------------------------------------------------------------------------
+# Programs reused by the runs of one process.
+#
+# A sweep or a tuning session trains many runs in one process, most of them one config with another seed or
+# other data (a fold, a holdout). Their family, initialiser, train step and predict step are the same programs:
+# kept here, a later run calls the jitted functions an earlier run traced, lowered and compiled (jit's own cache,
+# keyed by argument shapes and shardings), instead of tracing and lowering them again and fetching them from the
+# persistent cache. The key is every config field that defines a run (`workdir.run_signature`) except the seed
+# and the data fields, which reach these programs only as arguments (the seed's key, the batches, the feature
+# widths in the state's shapes), and the mesh. The same program on the same arguments gives the same bits, so a
+# reused step trains exactly as a fresh one (tests/test_train.py).
+# ------------------------------------------------------------------------------------------------------------
+
+PROGRAMS_KEPT = 4  # configs whose programs a process keeps (a sweep's configs run one after another)
+_programs: collections.OrderedDict[Hashable, Any] = collections.OrderedDict()
+
+
+def program_key(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh) -> Hashable:
+  """What makes a run's programs: its defining config fields except the seed and the data, and the mesh."""
+  signature = workdir_lib.run_signature(config)
+  fields = sorted(
+    (k, json.dumps(v, sort_keys=True)) for k, v in signature.items() if k != "seed" and not k.startswith("data.")
+  )
+  return (tuple(fields), mesh)
+
+
+def _reused(key: Hashable, make: Callable[[], Any]) -> Any:
+  """The value kept for `key`, made (and kept, the least recently used of more than PROGRAMS_KEPT configs'
+  programs dropped) where there is none."""
+  if key in _programs:
+    _programs.move_to_end(key)
+    return _programs[key]
+  _programs[key] = value = make()
+  while len(_programs) > 4 * PROGRAMS_KEPT:  # family, initialiser, step and evaluator per config
+    _programs.popitem(last=False)
+  return value
+
+
+def clear_programs() -> None:
+  """Forgets every kept program: the next run traces and compiles its own."""
+  _programs.clear()
+
+
 def create_state(
-  family: families.Family, config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh, video_dim: int, music_dim: int
+  family: families.Family,
+  config: ml_collections.ConfigDict,
+  mesh: jax.sharding.Mesh,
+  video_dim: int,
+  music_dim: int,
+  *,
+  reuse: Hashable | None = None,
 ) -> tuple[families.TrainState, Any]:
-  """The initial state, created directly in its shardings; returns (state, abstract state with shardings)."""
-  init = lambda rng: family.init(rng, video_dim, music_dim)  # noqa: E731
-  abstract = sharding.abstract_state(init, mesh, config.sharding.param_rule, config.sharding.min_shard_size)
-  options = init_compiler_options(mesh.devices.flat[0].platform)
-  jitted = jax.jit(init, out_shardings=sharding.shardings_of(abstract), compiler_options=options)
+  """The initial state, created directly in its shardings; returns (state, abstract state with shardings).
+
+  With `reuse` (a `program_key`), the abstract state and the jitted initialiser are kept for later runs of it.
+  """
+
+  def make() -> tuple[Any, Any]:
+    init = lambda rng: family.init(rng, video_dim, music_dim)  # noqa: E731
+    abstract = sharding.abstract_state(init, mesh, config.sharding.param_rule, config.sharding.min_shard_size)
+    options = init_compiler_options(mesh.devices.flat[0].platform)
+    return abstract, jax.jit(init, out_shardings=sharding.shardings_of(abstract), compiler_options=options)
+
+  abstract, jitted = make() if reuse is None else _reused(("init", reuse, video_dim, music_dim), make)
   return jitted(jax.random.key(config.seed)), abstract
 
 
@@ -141,7 +199,8 @@ def check_config(config: ml_collections.ConfigDict) -> None:
 
 def _set_up(config: ml_collections.ConfigDict) -> _Setup:
   mesh = sharding.make_mesh(config.sharding.mesh_shape)
-  family = families.build(config)
+  key = program_key(config, mesh)
+  family = _reused(("family", key), lambda: families.build(config))
   data = emomv.load_run_data(config)
   logging.info(
     "Data %s: train %d, %s %d, %s %s%s",
@@ -154,7 +213,7 @@ def _set_up(config: ml_collections.ConfigDict) -> _Setup:
     f"; selection on {data.selection_name} {len(data.selection)}" if data.selects_apart else "",
   )
   batch_size = config.train.batch_size  # its divisibility by the mesh was checked by `check_config`
-  state, abstract = create_state(family, config, mesh, data.train.video_dim, data.train.music_dim)
+  state, abstract = create_state(family, config, mesh, data.train.video_dim, data.train.music_dim, reuse=key)
   num_params = count_params(state.params)
   logging.info(
     "%s: %s parameters; mesh %s over %d devices (%s)",
@@ -171,6 +230,7 @@ def _set_up(config: ml_collections.ConfigDict) -> _Setup:
   # Made by a jitted function so it is a global array on every process (device_put cannot place a value on
   # another process's devices).
   rng = jax.jit(lambda: jax.random.fold_in(jax.random.key(config.seed), 1), out_shardings=sharding.replicated(mesh))()
+  shardings = sharding.shardings_of(abstract)
   return _Setup(
     config=config,
     mesh=mesh,
@@ -178,8 +238,13 @@ def _set_up(config: ml_collections.ConfigDict) -> _Setup:
     data=data,
     state=state,
     abstract_state=abstract,
-    train_step=compile_train_step(family, mesh, sharding.shardings_of(abstract)),
-    evaluator=protocol.Evaluator(family, mesh, batch_size=config.train.eval_batch_size),
+    train_step=_reused(
+      ("step", key, jax.tree.structure(shardings), tuple(jax.tree.leaves(shardings))),
+      lambda: compile_train_step(family, mesh, shardings),
+    ),
+    evaluator=_reused(
+      ("evaluator", key), lambda: protocol.Evaluator(family, mesh, batch_size=config.train.eval_batch_size)
+    ),
     rng=rng,
     steps_per_epoch=steps_per_epoch,
     max_steps=max_steps,

@@ -1,6 +1,7 @@
 """Training: end to end over 8 devices on dummy data, sharded == single device, one compilation, resume ==
 uninterrupted, non-finite losses, config errors, and a short real EmoMV-C run that beats chance."""
 
+import dataclasses
 import functools
 import json
 import os
@@ -220,6 +221,40 @@ def test_evaluation_splits_of_similar_sizes_share_one_program(dummy_data_dir):
     for k in protocol.PREDICT_KEYS:
       np.testing.assert_allclose(part[k], whole[k][:n], rtol=1e-6, atol=1e-7, err_msg=k)
   assert evaluator._predict._cache_size() == 1  # pylint: disable=protected-access
+
+
+@pytest.mark.slow
+def test_a_second_run_of_a_config_reuses_its_programs_and_trains_bit_for_bit_as_the_first(
+  tmp_path, dummy_data_dir, monkeypatch
+):
+  """Runs of one config in one process (a sweep's) trace the train step once; the run that reuses it is the
+  fresh run, bit for bit: metrics, results and final parameters."""
+  traces = []
+  build = families.build
+
+  def counting_build(config):
+    family = build(config)
+    step = family.train_step
+    return dataclasses.replace(family, train_step=lambda *a: traces.append(1) or step(*a))
+
+  monkeypatch.setattr(families, "build", counting_build)
+  train.clear_programs()
+  config = tiny_config(dummy_data_dir, **{"train.max_steps": 4, "train.plots": False})
+  fresh, reused = tmp_path / "fresh", tmp_path / "reused"
+  train.train_and_evaluate(config, str(fresh))
+  assert len(traces) == 1
+  train.train_and_evaluate(config, str(reused))
+  assert len(traces) == 1  # the second run called the step the first one compiled
+  for name in ("metrics.jsonl", "results.json"):
+    a, b = (
+      read_jsonl(w / name) if name.endswith("l") else [json.loads((w / name).read_text())] for w in (fresh, reused)
+    )
+    for x, y in zip(a, b, strict=True):
+      for key in set(x) - {"train/steps_per_sec", "train_seconds", "provenance"}:
+        assert x[key] == y[key], (name, key)
+  states = [ckpt_lib.Checkpoints(str(w), read_only=True).restore("latest", None)[1] for w in (fresh, reused)]
+  jax.tree.map(np.testing.assert_array_equal, *states)
+  train.clear_programs()
 
 
 # --- resume == uninterrupted -----------------------------------------------------------------------------------

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.layout_engine import TightLayoutEngine
 from matplotlib.lines import Line2D
 
 from emvgan_jax import atomic
@@ -28,6 +29,7 @@ from emvgan_jax.evaluation import metrics
 DIRECTIONS = metrics.DIRECTIONS
 _DIRECTION_TITLES = {"video_to_music": "video -> music", "music_to_video": "music -> video"}
 _DPI = 120
+_PAD_INCHES = 0.1  # around the drawn content (matplotlib's default for a tight bounding box)
 # A PCA map of more points than this is a blur; a fixed random subset (seed 0) is drawn instead.
 MAX_MAP_ITEMS = 4000
 
@@ -38,15 +40,24 @@ def _new_figure(width: float, height: float) -> Figure:
   return fig
 
 
-def _save(fig: Figure, path: str) -> str:
-  """Writes `path` (PNG) and the same figure as SVG beside it (`x.png` -> `x.svg`); returns `path`. The bounding
-  box is the drawn content, so legends placed outside the axes are kept."""
+def _save(fig: Figure, path: str, svg: bool = False) -> str:
+  """Writes `path` (PNG) and, with `svg`, the same figure as SVG beside it (`x.png` -> `x.svg`); returns `path`.
+
+  The bounding box is the drawn content, so legends placed outside the axes are kept. It is measured once, after
+  the layout, and given to each save, so each file costs one draw: `bbox_inches='tight'`, or a layout engine left
+  on the figure (which `fig.tight_layout()` leaves), makes every save draw the figure twice. The picture is the
+  same pixel for pixel (tests/evaluation/test_plots.py).
+  """
   os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-  fig.tight_layout()
+  TightLayoutEngine().execute(fig)  # the layout once, with no engine left on the figure
+  bbox = fig.get_tightbbox(fig.canvas.get_renderer()).padded(_PAD_INCHES)
   with atomic.replacing(path) as tmp:
-    fig.savefig(tmp, format="png", dpi=_DPI, bbox_inches="tight")
-  with atomic.replacing(svg_path(path)) as tmp:
-    fig.savefig(tmp, format="svg", bbox_inches="tight", metadata={"Date": None})  # no timestamp
+    fig.savefig(tmp, format="png", dpi=_DPI, bbox_inches=bbox)
+  if svg:
+    with atomic.replacing(svg_path(path)) as tmp:
+      fig.savefig(tmp, format="svg", bbox_inches=bbox, metadata={"Date": None})  # no timestamp
+  elif os.path.exists(svg_path(path)):
+    os.remove(svg_path(path))  # an earlier evaluation's twin would be shown (report.html) instead of this figure
   return path
 
 
@@ -109,12 +120,14 @@ def precision_recall_curves(
   return out
 
 
-def plot_precision_recall(curves: Mapping[str, Mapping[str, Any]], path: str, *, title: str = "") -> str:
+def plot_precision_recall(
+  curves: Mapping[str, Mapping[str, Any]], path: str, *, title: str = "", svg: bool = False
+) -> str:
   """One panel per direction: the PR curve and the chance line (precision = the relevant share).
 
   Args:
     curves: the output of `precision_recall_curves`.
-    path: the PNG to write.
+    path: the PNG to write (with `svg`, also its SVG twin, `svg_path(path)`).
     title: a figure title (e.g. the model and gallery).
 
   Returns:
@@ -139,7 +152,7 @@ def plot_precision_recall(curves: Mapping[str, Mapping[str, Any]], path: str, *,
     _legend_below(ax, fontsize=8, ncol=1)
   if title:
     fig.suptitle(title, fontsize=10)
-  return _save(fig, path)
+  return _save(fig, path, svg)
 
 
 def pca_2d(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -168,6 +181,7 @@ def plot_embedding_map(
   class_names: Sequence[str] = EMOTIONS,
   title: str = "",
   alignment: Mapping[str, Any] | None = None,
+  svg: bool = False,
 ) -> str:
   """A 2-D PCA map of gallery music and video embeddings: colour = emotion, circle = music, triangle = video.
 
@@ -178,7 +192,7 @@ def plot_embedding_map(
     video: (N, D) video embeddings.
     music: (N, D) music embeddings.
     labels: (N,) emotion ids (of both; gallery item i is one segment).
-    path: the PNG to write.
+    path: the PNG to write (with `svg`, also its SVG twin, `svg_path(path)`).
     class_names: names of the label ids.
     title: a figure title.
     alignment: the run's `alignment` block; its modality gap and probe accuracy go into the title.
@@ -225,7 +239,7 @@ def plot_embedding_map(
       gap += f", modality probe accuracy {alignment['modality_probe_accuracy']:.3f} (0.5: indistinguishable)"
   ax.set_title((title + "\n" if title else "") + f"gallery embeddings, PCA ({n} items{subset}){gap}", fontsize=10)
   ax.grid(alpha=0.3)
-  return _save(fig, path)
+  return _save(fig, path, svg)
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -243,7 +257,7 @@ def confusion_matrix(scores: np.ndarray, match: np.ndarray, threshold: float) ->
 
 
 def plot_confusion_matrix(
-  scores: np.ndarray, match: np.ndarray, threshold: float, path: str, *, title: str = ""
+  scores: np.ndarray, match: np.ndarray, threshold: float, path: str, *, title: str = "", svg: bool = False
 ) -> str:
   """The pair-classification confusion matrix, counts and row shares, at the run's threshold.
 
@@ -251,7 +265,7 @@ def plot_confusion_matrix(
     scores: (N,) matched scores.
     match: (N,) 1 matched / 0 mismatched.
     threshold: the decision threshold (a pair is predicted matched when score > threshold).
-    path: the PNG to write.
+    path: the PNG to write (with `svg`, also its SVG twin, `svg_path(path)`).
     title: a figure title.
 
   Returns:
@@ -284,7 +298,7 @@ def plot_confusion_matrix(
     (title + "\n" if title else "") + f"{cm.sum()} pairs, threshold {threshold:.3g}, accuracy {accuracy:.3f}",
     fontsize=10,
   )
-  return _save(fig, path)
+  return _save(fig, path, svg)
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -316,12 +330,14 @@ _EVAL_KEYS = ("pairs/accuracy", "pairs/f1", "pairs/roc_auc", "gallery/map", "gal
 _ALIGNMENT_KEYS = ("alignment/centroid_gap", "alignment/true_pair_cosine", "alignment/random_pair_cosine")
 
 
-def plot_training_curves(metrics_path: str, path: str, *, title: str = "", best_step: int | None = None) -> str | None:
+def plot_training_curves(
+  metrics_path: str, path: str, *, title: str = "", best_step: int | None = None, svg: bool = False
+) -> str | None:
   """Loss terms, discriminator accuracy and validation metrics over steps, from a run's `metrics.jsonl`.
 
   Args:
     metrics_path: the run's `metrics.jsonl`.
-    path: the PNG to write.
+    path: the PNG to write (with `svg`, also its SVG twin, `svg_path(path)`).
     title: a figure title.
     best_step: the step of the evaluated checkpoint, marked by a vertical line in every panel.
 
@@ -371,7 +387,7 @@ def plot_training_curves(metrics_path: str, path: str, *, title: str = "", best_
     _legend_below(ax, fontsize=7, offset=0.2)
   if title:
     fig.suptitle(title, fontsize=10)
-  return _save(fig, path)
+  return _save(fig, path, svg)
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -387,6 +403,7 @@ def write_training_plots(
   out_dir: str | None = None,
   title: str = "",
   class_names: Sequence[str] = EMOTIONS,
+  svg: bool = False,
 ) -> dict[str, str]:
   """Writes every plot of a run that the given inputs allow; returns {plot name: PNG path}.
 
@@ -402,6 +419,7 @@ def write_training_plots(
     out_dir: where to write (default `workdir/plots`).
     title: a title for every figure (e.g. model, dataset, checkpoint).
     class_names: names of the emotion ids.
+    svg: also write each figure as SVG beside its PNG (report.html then embeds the SVG).
 
   Returns:
     The plots written, by name (`training_curves`, `precision_recall`, `embedding_pca`, `confusion_matrix`).
@@ -412,7 +430,7 @@ def write_training_plots(
   if os.path.isfile(metrics_path):
     best_step = (results or {}).get("checkpoint_step")
     path = plot_training_curves(
-      metrics_path, os.path.join(out_dir, "training_curves.png"), title=title, best_step=best_step
+      metrics_path, os.path.join(out_dir, "training_curves.png"), title=title, best_step=best_step, svg=svg
     )
     if path:
       written["training_curves"] = path
@@ -420,7 +438,7 @@ def write_training_plots(
     video, music, labels = embeddings["video"], embeddings["music"], embeddings["emotion"]
     curves = precision_recall_curves(video, music, labels)
     written["precision_recall"] = plot_precision_recall(
-      curves, os.path.join(out_dir, "precision_recall.png"), title=title
+      curves, os.path.join(out_dir, "precision_recall.png"), title=title, svg=svg
     )
     written["embedding_pca"] = plot_embedding_map(
       video,
@@ -430,6 +448,7 @@ def write_training_plots(
       class_names=class_names,
       title=title,
       alignment=(results or {}).get("alignment"),
+      svg=svg,
     )
   if pair_predictions is not None:
     written["confusion_matrix"] = plot_confusion_matrix(
@@ -438,6 +457,7 @@ def write_training_plots(
       float(pair_predictions["threshold"]),
       os.path.join(out_dir, "confusion_matrix.png"),
       title=title,
+      svg=svg,
     )
   logging.info("Plots: %s", ", ".join(sorted(written.values())) or "none")
   return written

@@ -2,9 +2,10 @@
 
 What a researcher opens to see a run: the results tables with chance beside every number (the same tables as
 `results.md`, from `protocol.result_tables`), the alignment block, the figures (training curves,
-precision-recall, the PCA map of the common space, the confusion matrix; embedded as SVG, so the page is one
-file that can be mailed or archived), and what the model retrieves: for a fixed sample of gallery queries in
-each direction, the top 5 items with their emotions, the query's own counterpart and same-emotion hits marked.
+precision-recall, the PCA map of the common space, the confusion matrix; embedded as PNG, or as SVG after
+`emvgan-evaluate --svg`, so the page is one file that can be mailed or archived), and what the model retrieves:
+for a fixed sample of gallery queries in each direction, the top 5 items with their emotions, the query's own
+counterpart and same-emotion hits marked.
 EmoMV-B and -C name their segments by YouTube id: those names link to the video.
 
 Written by `evaluate` (into its output folder) and at the end of training (`W/report.html`), from what they
@@ -173,7 +174,8 @@ def write_report(
   Args:
     out_dir: the folder of `results.json`.
     results: the results dict.
-    plots: {plot name: PNG path} as `plots.write_training_plots` returns (the SVG beside each is embedded).
+    plots: {plot name: PNG path} as `plots.write_training_plots` returns (the SVG beside a PNG is embedded
+      where there is one, else the PNG).
     examples: `retrieved_examples` of the gallery (None: a model without a retrieval space).
     note: a line on where the numbers come from (checkpoint, training set, standardisation).
   """

@@ -5,7 +5,8 @@ evaluation protocol (`protocol.results`: the very code training ends with) on th
 EmoMV set, and writes to `W/eval/<dataset>-<checkpoint>/`:
   results.json   the schema of training's `W/results.json`, plus an `evaluation` block (what was evaluated how)
   results.md     the readable table, chance beside each number
-  *.png, *.svg   precision-recall curves, PCA map of the gallery, training curves, confusion matrix
+  *.png          precision-recall curves, PCA map of the gallery, training curves, confusion matrix (and
+                 each as *.svg with `svg`)
   report.html    the page that shows them (`report.py`)
   embeddings.npz with `export_embeddings`: `name`, `emotion` (label ids), `video`, `music` (common-space
                  vectors of every gallery item; row i of each is item i); for a model with an emotion head also
@@ -32,7 +33,8 @@ import numpy as np
 
 from emvgan_jax import atomic, config_lib
 from emvgan_jax.data import emomv
-from emvgan_jax.evaluation import affect, plots, protocol, report
+from emvgan_jax.evaluation import affect, protocol, report
+from emvgan_jax.evaluation import plots as plots_lib
 from emvgan_jax.runtime import provenance, restore
 
 DEFAULT_CHECKPOINT = "best"
@@ -136,6 +138,7 @@ def evaluate_run(
   make_plots: bool = True,
   run: restore.Run | None = None,
   emotion_weight: float | None = None,
+  svg: bool = False,
 ) -> Evaluation:
   """Restores a run and evaluates it; writes results.json, results.md, plots and optionally embeddings.npz.
 
@@ -149,10 +152,9 @@ def evaluate_run(
     manual_dir: EmoMV copy (None: the run's, then $EMOMV_DIR).
     export_embeddings: also write `embeddings.npz` (retrieval models).
     out_dir: where to write (None: `workdir/eval/<output_name>`).
-    make_plots: write the PNG plots.
+    make_plots: write the PNG plots and report.html (with `svg`, each plot as SVG too, which the page embeds).
     run: an already restored `runtime.restore.Run` of this workdir and checkpoint (skips restoring).
-    emotion_weight: rank the gallery with this emotion weight (`evaluation/affect.py`; None: the run's own, from
-      its results.json).
+    emotion_weight: rank the gallery with this emotion weight (`affect.py`; None: the run's, from results.json).
 
   Returns:
     The `Evaluation`.
@@ -179,8 +181,8 @@ def evaluate_run(
   name = output_name(dataset, checkpoint, split, default) + ("" if gallery == "gallery" else f"-{emomv.TRAIN_GALLERY}")
   out_dir = out_dir or os.path.join(workdir, "eval", name)
   os.makedirs(out_dir, exist_ok=True)
-  results["evaluation"] = _evaluation_block(results, run, workdir, checkpoint, dataset, split, default)
-  results["evaluation"]["seconds"] = round(time.time() - t_start, 2)
+  block = _evaluation_block(results, run, workdir, checkpoint, dataset, split, default)
+  results["evaluation"] = {**block, "seconds": round(time.time() - t_start, 2)}
   results["provenance"] = provenance.collect(
     dataset=dataset, data_dir=data_dir or config.data.data_dir, manual_dir=manual_dir or emomv.manual_dir_from(config)
   )
@@ -196,7 +198,7 @@ def evaluate_run(
       embeddings=embeddings if export_embeddings else None,
       plot_embeddings=embeddings,
       predictions=predictions if make_plots else None,
-      make_plots=make_plots,
+      plots=make_plots and ("svg" if svg else True),
     )
   return Evaluation(
     results=results, out_dir=out_dir, embeddings=embeddings, pair_predictions=predictions, plots=written
@@ -235,10 +237,10 @@ def _write_outputs(
   embeddings: dict[str, np.ndarray] | None,
   plot_embeddings: dict[str, np.ndarray] | None,
   predictions: dict[str, Any] | None,
-  make_plots: bool,
+  plots: bool | str,
 ) -> dict[str, str]:
-  """results.json, results.md, embeddings.npz (when `embeddings` is given), the plots and report.html; returns
-  the plots."""
+  """results.json, results.md, embeddings.npz (when `embeddings` is given), the plots and report.html (`plots`
+  True: PNG; 'svg': PNG and SVG; False: neither); returns the plots."""
   atomic.write_json(os.path.join(out_dir, "results.json"), results)
   trained_on = run.config.data.dataset
   note = (
@@ -251,11 +253,17 @@ def _write_outputs(
   if embeddings is not None:
     with atomic.replacing(os.path.join(out_dir, "embeddings.npz")) as tmp:
       np.savez(tmp, **embeddings)
-  if not make_plots:
+  if not plots:
     return {}
   title = f"{run.family.description} on {dataset} ({checkpoint} checkpoint, step {run.step})"
-  written = plots.write_training_plots(
-    workdir, embeddings=plot_embeddings, pair_predictions=predictions, results=results, out_dir=out_dir, title=title
+  written = plots_lib.write_training_plots(
+    workdir,
+    embeddings=plot_embeddings,
+    pair_predictions=predictions,
+    results=results,
+    out_dir=out_dir,
+    title=title,
+    svg=plots == "svg",
   )
   examples = None
   if plot_embeddings is not None:

@@ -61,7 +61,13 @@ _OUT_DIR = flags.DEFINE_string(
   "out_dir", None, "Where to write (default: W/eval/<dataset>-<checkpoint>).", flag_values=_FLAGS
 )
 _PLOTS = flags.DEFINE_bool(
-  "plots", True, "Write the plots (PNG and SVG) and report.html, the page that shows the run.", flag_values=_FLAGS
+  "plots", True, "Write the plots (PNG) and report.html, the page that shows the run.", flag_values=_FLAGS
+)
+_SVG = flags.DEFINE_bool(
+  "svg",
+  False,
+  "With --plots: also write each plot as SVG (vector, for papers); report.html embeds those.",
+  flag_values=_FLAGS,
 )
 _EMOTION_WEIGHT = flags.DEFINE_float(
   "emotion_weight",
@@ -93,6 +99,7 @@ def main(argv: list[str] | None = None) -> None:
     out_dir=_OUT_DIR.value,
     make_plots=_PLOTS.value,
     emotion_weight=_EMOTION_WEIGHT.value,
+    svg=_SVG.value,
   )
   print(protocol.format_table(ev.results))
   print(f"\nWrote {os.path.abspath(ev.out_dir)}: {', '.join(sorted(os.listdir(ev.out_dir)))}")

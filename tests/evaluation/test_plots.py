@@ -67,6 +67,37 @@ def test_write_training_plots_writes_every_plot(tmp_path):
     assert_valid_png(path)
 
 
+def _figure():
+  fig = plots._new_figure(6, 4)
+  ax = fig.add_subplot(121)
+  ax.plot([0, 1], [0, 1], label="a")
+  ax.plot([0, 1], [1, 0], label="b")
+  ax.set_xlabel("x")
+  plots._legend_below(ax)  # outside the axes: the bounding box must keep it
+  fig.add_subplot(122).imshow(np.arange(16.0).reshape(4, 4))
+  fig.suptitle("title")
+  return fig
+
+
+def test_a_figure_is_drawn_once_per_file_and_is_the_tight_bounding_box_picture(tmp_path, monkeypatch):
+  from matplotlib import image  # pylint: disable=g-import-not-at-top
+  from matplotlib.figure import Figure  # pylint: disable=g-import-not-at-top
+
+  old = _figure()  # what every revision before wrote: tight_layout, then a tight bounding box at each save
+  old.tight_layout()
+  old.savefig(tmp_path / "old.png", format="png", dpi=plots._DPI, bbox_inches="tight")
+  draws = []
+  draw = Figure.draw
+  monkeypatch.setattr(Figure, "draw", lambda self, renderer: draws.append(1) or draw(self, renderer))
+  plots._save(_figure(), str(tmp_path / "new.png"))
+  assert len(draws) == 1 and not (tmp_path / "new.svg").exists()
+  np.testing.assert_array_equal(image.imread(tmp_path / "new.png"), image.imread(tmp_path / "old.png"))
+  plots._save(_figure(), str(tmp_path / "new.png"), svg=True)
+  assert len(draws) == 3 and (tmp_path / "new.svg").read_bytes().startswith(b"<?xml")
+  plots._save(_figure(), str(tmp_path / "new.png"))  # without svg, an earlier twin goes: a page would show it
+  assert not (tmp_path / "new.svg").exists()
+
+
 def test_write_training_plots_with_only_some_inputs(tmp_path):
   # No metrics.jsonl and no embeddings (a classification model evaluated elsewhere): only the confusion matrix.
   pairs = {"score": np.array([0.9, 0.2, 0.7]), "match": np.array([1, 0, 0]), "threshold": 0.5}

@@ -80,7 +80,7 @@ def test_the_report_renders_in_a_browser_with_every_image_loaded(tiny_run, tmp_p
   from selenium.webdriver.chrome.service import Service  # pylint: disable=g-import-not-at-top
 
   out = tmp_path / "eval"
-  assert run_main(evaluate, [f"--workdir={tiny_run.workdir}", f"--out_dir={out}"]) is None
+  assert run_main(evaluate, [f"--workdir={tiny_run.workdir}", f"--out_dir={out}", "--svg"]) is None
   for name in ("training_curves", "precision_recall", "embedding_pca", "confusion_matrix"):
     assert (out / f"{name}.svg").stat().st_size > 1000 and (out / f"{name}.png").exists()
   options = webdriver.ChromeOptions()
