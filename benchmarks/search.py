@@ -14,6 +14,11 @@ so that the machine's load moves every side alike. Ratios are the median of the 
                `faiss.cvar.distance_compute_blas_threshold` set to --faiss_blas_threshold (20, faiss 1.12's default
                and what a faiss user tuning for speed sets: 1.15's default of 128,000 keeps 1,024 queries off BLAS)
 
+--floors: also time what the index's matmul alone costs, interleaved: XLA's jitted product of the 1,024 queries by
+each of the index's (D x chunk) gallery chunks (as one device holds them; nothing else: no mask, no maxima, no top
+k), against numpy's BLAS sgemm of the same operands into one buffer. A search cannot be faster than its matmul; the two floors say how much of the
+index's time is XLA:CPU's matmul, and how much of faiss's is BLAS.
+
 Before timing, every side's ids are compared with an exact float64 ranking of the first --check_queries queries
 (ties broken by row, lowest first); a side that disagrees is reported, not timed. Building each side's index is
 timed once and printed apart. The CPU model and the load at the start are printed with the figures.
@@ -38,6 +43,7 @@ _ROUNDS = flags.DEFINE_integer("rounds", 5, "Interleaved rounds per size.", lowe
 _CHECK = flags.DEFINE_integer("check_queries", 64, "Queries checked against float64.", lower_bound=1)
 _SIDES = flags.DEFINE_list("sides", ["index", "chunked", "numpy", "faiss"], "Which sides to run.")
 _JSON = flags.DEFINE_string("json", None, "Also write the figures to this JSON file.")
+_FLOORS = flags.DEFINE_bool("floors", False, "Also time the matmul alone: XLA's (the index's) and BLAS's.")
 _FAISS_BLAS = flags.DEFINE_integer(
   "faiss_blas_threshold",
   20,
@@ -117,6 +123,53 @@ def _sides(gallery: np.ndarray, k: int) -> dict:
   return sides
 
 
+def matmul_floors(gallery: np.ndarray, queries: np.ndarray) -> dict:
+  """Seconds of the index's matmul alone, XLA's and BLAS's, median [min, max] of --rounds interleaved rounds."""
+  import jax  # deferred: JAX loads once the flags are parsed
+  import jax.numpy as jnp  # deferred: as above
+
+  from emvgan_jax.evaluation import search  # deferred: as above
+
+  chunk = search.equal_chunks(len(gallery), search.PASS_CHUNK)  # the float32 index's chunks on one device
+  count = -(-len(gallery) // chunk)
+  padded = np.zeros((count * chunk, gallery.shape[1]), np.float32)
+  padded[: len(gallery)] = _unit(gallery)
+  chunks_t = np.ascontiguousarray(padded.reshape(count, chunk, -1).transpose(0, 2, 1))  # (chunks, D, chunk)
+  q = _unit(queries).astype(np.float32)
+
+  @jax.jit
+  def xla(qs: jax.Array, cs: jax.Array) -> jax.Array:
+    def one(carry: jax.Array, c: jax.Array) -> tuple[jax.Array, None]:
+      s = jnp.matmul(qs, c, precision=jax.lax.Precision.HIGHEST)
+      return carry + s[:, :1].sum(), None  # one value of each product kept, so that none is optimised away
+
+    return jax.lax.scan(one, jnp.float32(0), cs)[0]
+
+  out = np.empty((len(q), chunk), np.float32)
+
+  def blas(qs: np.ndarray, cs: np.ndarray) -> None:
+    for c in cs:
+      np.matmul(qs, c, out=out)
+
+  qd, cd = jnp.asarray(q), jnp.asarray(chunks_t)
+  jax.block_until_ready(xla(qd, cd))
+  times = {"xla": [], "blas": []}
+  for _ in range(_ROUNDS.value):
+    t0 = time.perf_counter()
+    jax.block_until_ready(xla(qd, cd))
+    t1 = time.perf_counter()
+    blas(q, chunks_t)
+    times["xla"].append(t1 - t0)
+    times["blas"].append(time.perf_counter() - t1)
+  ratio = np.asarray(times["xla"]) / np.asarray(times["blas"])
+  flops = 2.0 * len(q) * gallery.shape[1] * count * chunk
+  result = {"chunk": chunk, "chunks": count, "xla_over_blas": [float(np.median(ratio)), ratio.min(), ratio.max()]}
+  for name, t in times.items():
+    result[f"{name}_s"] = [float(np.median(t)), min(t), max(t)]
+    result[f"{name}_gflops"] = flops / float(np.median(t)) / 1e9
+  return result
+
+
 def one_size(size: int) -> dict:
   rng = np.random.default_rng(size)
   gallery = rng.normal(size=(size, _DIM.value)).astype(np.float32)
@@ -127,7 +180,7 @@ def one_size(size: int) -> dict:
   result = {"size": size, "queries": len(queries), "k": k, "dim": _DIM.value, "sides": {}}
   timed = {}
   for name, (build_s, fn) in sides.items():
-    fn(queries[:8])  # compile / warm up
+    fn(queries)  # compile for the timed shape, and warm up
     same = bool(np.array_equal(np.asarray(fn(queries[: _CHECK.value])), want))
     result["sides"][name] = {"build_s": build_s, "ids_equal_float64": same}
     if same:
@@ -148,6 +201,8 @@ def one_size(size: int) -> dict:
       if other != name:
         ratios = np.asarray(times[other]) / np.asarray(t)
         entry[f"speedup_vs_{other}"] = [float(np.median(ratios)), float(ratios.min()), float(ratios.max())]
+  if _FLOORS.value:
+    result["floors"] = matmul_floors(gallery, queries)
   return result
 
 
@@ -162,6 +217,16 @@ def _print(r: dict) -> None:
       f"  {name:8s} {e['qps']:>10,.0f} queries/s  {1e3 * e['median_s']:8.1f} ms [{1e3 * e['min_s']:.1f}, "
       f"{1e3 * e['max_s']:.1f}]  build {e['build_s']:.2f} s  ids = float64: {e['ids_equal_float64']}  {vs}"
     )
+  if "floors" in r:
+    f = r["floors"]
+    for name, what in (("xla", "XLA (the index's)"), ("blas", "numpy BLAS sgemm")):
+      t = f[f"{name}_s"]
+      print(
+        f"  matmul alone, {what}: {1e3 * t[0]:.1f} ms [{1e3 * t[1]:.1f}, {1e3 * t[2]:.1f}], "
+        f"{f[f'{name}_gflops']:.0f} GFLOP/s ({f['chunks']} chunks of {f['chunk']:,})"
+      )
+    x = f["xla_over_blas"]
+    print(f"  matmul alone, XLA / BLAS time: {x[0]:.2f}x [{x[1]:.2f}, {x[2]:.2f}]")
 
 
 def main(argv: list[str]) -> None:

@@ -27,6 +27,7 @@ from emvgan_jax.runtime import sharding
 DEFAULT_CHUNK_SIZE = 65536
 DEFAULT_QUERY_BLOCK = 1024
 TOP_K_BLOCK = 128  # columns per block of `top_k_columns`
+PASS_CHUNK = 4096  # gallery rows per matmul of the float32 index's first pass: its (1,024 x 4,096) scores fit a cache
 SCORE_DTYPES = ("float32", "bfloat16")
 
 
@@ -82,6 +83,14 @@ def top_k_columns(sims: jax.Array, k: int, *, block: int = TOP_K_BLOCK) -> tuple
 def _chunk_rows(rows: int) -> int:
   """A chunk of at least `rows` rows, rounded up to whole `top_k_columns` blocks when it spans several."""
   return -(-rows // TOP_K_BLOCK) * TOP_K_BLOCK if rows > TOP_K_BLOCK else rows
+
+
+def equal_chunks(rows: int, most: int) -> int:
+  """The chunk size that cuts `rows` rows into as few chunks of at most about `most` rows as possible, all of one
+  size: 100,000 rows in chunks of up to 65,536 are two chunks of 50,048 (100,096 columns computed), not two of
+  65,536 (131,072 columns, 31% of them padding)."""
+  count = -(-rows // max(1, most))
+  return _chunk_rows(-(-rows // count))
 
 
 @functools.partial(jax.jit, static_argnames=("k",))
@@ -144,7 +153,7 @@ def top_k_cosine(
     raise ValueError(f"k, chunk_size and query_block must be positive, got {k}, {chunk_size}, {query_block}")
   _check_finite(queries, "query", 0)
   k = min(int(k), num_items)
-  chunk_size = _chunk_rows(min(int(chunk_size), num_items))  # little padding beyond a gallery under one chunk
+  chunk_size = equal_chunks(num_items, int(chunk_size))  # equal chunks: little padding after the last row
   all_scores, all_indices = [], []
   for q_start in range(0, queries.shape[0], query_block):
     q = l2_normalize(jnp.asarray(queries[q_start : q_start + query_block]))
@@ -178,13 +187,23 @@ def _check_finite(rows: np.ndarray, what: str, offset: int) -> None:
     )
 
 
+def _merge_devices(scores: jax.Array, indices: jax.Array, axis: str, k: int) -> tuple[jax.Array, jax.Array]:
+  """Every device's top k, gathered in device order (lower gallery rows first), then the top k of those."""
+  scores = jax.lax.all_gather(scores, axis, axis=1, tiled=True)
+  indices = jax.lax.all_gather(indices, axis, axis=1, tiled=True)
+  top, where = jax.lax.top_k(scores, min(k, scores.shape[1]))
+  return top, jnp.take_along_axis(indices, where, axis=1)
+
+
 class GalleryIndex:
   """A gallery normalised once, transposed, cut into equal chunks and sharded over devices, for exact top-k.
 
   Each device holds `chunks_per_device` chunks of the (D, chunk) transposed gallery (the matmul's natural
   operand), so a gallery larger than one device's memory fits on several. `search` runs on every device at
-  once (`jax.shard_map`): each walks its own chunks with a running top k, then the devices' top k are
-  all-gathered (k numbers per query each) and merged. Device d holds rows before device d + 1's, and every merge
+  once (`jax.shard_map`): each finds the top k of its own rows (in float32, in two passes: the maxima of small
+  blocks of rows, then the rows of the k best blocks scored again, `_two_pass`), then the devices' top k are
+  all-gathered (k numbers per query each) and merged. Memory per device: the first pass keeps rows / block
+  maxima per query (`pass_block`; 1,024 queries x 1M rows: 128 MB), the second k x block x D values per query. Device d holds rows before device d + 1's, and every merge
   puts lower rows first, so ties are ordered by gallery row as in `top_k_cosine`. Its ids equal that search's,
   up to rounding: two items within one float32 rounding of each other may swap.
 
@@ -231,7 +250,8 @@ class GalleryIndex:
     self.mesh = sharding.make_mesh() if mesh is None else mesh
     n_dev = self.mesh.shape[sharding.DATA_AXIS]
     self.size, self.width = gallery.shape
-    self.chunk_size = _chunk_rows(min(int(chunk_size), -(-self.size // n_dev)))
+    most = min(int(chunk_size), PASS_CHUNK) if scores == "float32" else int(chunk_size)
+    self.chunk_size = equal_chunks(-(-self.size // n_dev), most)  # each device's rows, in equal chunks
     per_device = -(-self.size // (n_dev * self.chunk_size))  # chunks per device
     self.chunks_per_device = per_device
     n_chunks = n_dev * per_device
@@ -252,8 +272,60 @@ class GalleryIndex:
 
   def _program(self, k: int) -> Callable[[jax.Array, jax.Array], tuple[jax.Array, jax.Array]]:
     if k not in self._search:
-      self._search[k] = jax.jit(self._sharded(k))
+      self._search[k] = jax.jit(self._two_pass(k) if self.scores == "float32" else self._sharded(k))
     return self._search[k]
+
+  def pass_block(self, k: int) -> int:
+    """Rows per block of the two-pass search for the top `k`: the first pass keeps (rows / block) maxima per query,
+    the second scores k x block rows per query again; a power of two near sqrt(rows / (k x width)) balances the
+    two (16 for 100,000 rows of 64 values and k = 10; 32 for 1,000,000), within [8, 128] and dividing a chunk."""
+    rows = self.chunks_per_device * self.chunk_size
+    block = 2 ** round(np.log2(max(1.0, np.sqrt(rows / (k * self.width)))))
+    block = min(128, max(8, block))
+    return block if self.chunk_size % block == 0 else self.chunk_size
+
+  def _two_pass(self, k: int) -> Callable[[jax.Array, jax.Array], tuple[jax.Array, jax.Array]]:
+    """The float32 search, in two passes over each device's rows.
+
+    First, every chunk's (queries x chunk) scores, small enough to stay in cache, are reduced to the maximum of
+    each block of `pass_block(k)` rows: one matmul and one pass over scores that are still in cache, no top k per
+    chunk. A query's k best rows lie in its k blocks of highest maxima (as in `top_k_columns`: a block behind
+    k others holds nothing ahead of their maxima; equal maxima go to the lower block). Second, only those k
+    blocks are scored again (k x block rows per query) and their top k taken, in row order, so that equal
+    scores still go to the lower row.
+    """
+    axis, size, chunk, per_device = self._axis, self.size, self.chunk_size, self.chunks_per_device
+    block = self.pass_block(k)
+    per_chunk = chunk // block
+    blocks = per_device * per_chunk
+    kept = min(k, blocks)  # blocks kept per query
+    local_k = min(k, kept * block)
+    P = jax.sharding.PartitionSpec  # noqa: N806
+    highest = jax.lax.Precision.HIGHEST
+
+    def local(queries: jax.Array, chunks: jax.Array) -> tuple[jax.Array, jax.Array]:
+      q = queries.shape[0]
+      first_row = jax.lax.axis_index(axis) * per_device * chunk
+
+      def maxima(carry: None, xs: tuple[jax.Array, jax.Array]) -> tuple[None, jax.Array]:
+        gallery_t, c = xs
+        sims = jnp.matmul(queries, gallery_t, precision=highest)  # (Q, chunk)
+        rows = first_row + c * chunk + jnp.arange(chunk, dtype=jnp.int32)
+        sims = jnp.where(rows[None, :] < size, sims, -jnp.inf)
+        return carry, sims.reshape(q, per_chunk, block).max(axis=2)
+
+      _, block_max = jax.lax.scan(maxima, None, (chunks, jnp.arange(per_device, dtype=jnp.int32)))
+      block_max = block_max.transpose(1, 0, 2).reshape(q, blocks)  # (Q, blocks), in row order
+      _, best = jax.lax.top_k(block_max, kept)
+      best = jnp.sort(best, axis=1)  # in row order: equal scores go to the lower row
+      rows_t = chunks.reshape(per_device, self.width, per_chunk, block)
+      candidates = rows_t[best // per_chunk, :, best % per_chunk, :]  # (Q, kept, D, block)
+      scores = jnp.einsum("qd,qkdc->qkc", queries, candidates, precision=highest).reshape(q, kept * block)
+      rows = first_row + (best[:, :, None] * block + jnp.arange(block, dtype=jnp.int32)).reshape(q, kept * block)
+      top, where = jax.lax.top_k(jnp.where(rows < size, scores, -jnp.inf), local_k)
+      return _merge_devices(top, jnp.take_along_axis(rows, where, axis=1), axis, k)
+
+    return jax.shard_map(local, mesh=self.mesh, in_specs=(P(), P(axis)), out_specs=(P(), P()), check_vma=False)
 
   def _sharded(self, k: int) -> Callable[[jax.Array, jax.Array], tuple[jax.Array, jax.Array]]:
     axis, size, chunk, per_device = self._axis, self.size, self.chunk_size, self.chunks_per_device
@@ -283,11 +355,7 @@ class GalleryIndex:
         jnp.full((queries.shape[0], local_k), -1, jnp.int32),
       )
       (scores, indices), _ = jax.lax.scan(one, init, (chunks, jnp.arange(per_device, dtype=jnp.int32)))
-      # Every device's top k, in device order (lower gallery rows first), then the top k of those.
-      scores = jax.lax.all_gather(scores, axis, axis=1, tiled=True)
-      indices = jax.lax.all_gather(indices, axis, axis=1, tiled=True)
-      top, where = jax.lax.top_k(scores, min(k, scores.shape[1]))
-      return top, jnp.take_along_axis(indices, where, axis=1)
+      return _merge_devices(scores, indices, axis, k)
 
     return jax.shard_map(local, mesh=self.mesh, in_specs=(P(), P(axis)), out_specs=(P(), P()), check_vma=False)
 

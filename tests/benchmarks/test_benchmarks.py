@@ -49,3 +49,20 @@ def test_the_log_lines_that_end_the_phases_are_the_trainers():
     if pattern is not None:
       for alternative in pattern.split("|"):
         assert re.search(re.escape(alternative), source), (name, alternative)
+
+
+@pytest.mark.slow
+def test_the_search_benchmark_checks_every_side_and_times_the_matmul_floors():
+  import subprocess  # pylint: disable=g-import-not-at-top
+  import sys  # pylint: disable=g-import-not-at-top
+
+  import helpers  # pylint: disable=g-import-not-at-top
+
+  cmd = [sys.executable, "-m", "benchmarks.search", "--sizes=3000", "--queries=16", "--check_queries=8"]
+  cmd += ["--rounds=1", "--sides=index,chunked,numpy", "--floors"]
+  out = subprocess.run(
+    cmd, cwd=helpers.REPO_ROOT, env=helpers.subprocess_env(), capture_output=True, text=True, check=True, timeout=300
+  ).stdout
+  for side in ("index", "chunked", "numpy"):
+    assert f"  {side} " in out and "ids = float64: True" in out
+  assert "matmul alone, XLA / BLAS time:" in out and "(1 chunks of 3,072)" in out

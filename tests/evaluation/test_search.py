@@ -167,6 +167,17 @@ def test_sharded_index_shards_the_gallery_and_refuses_bad_input():
     index.search(np.ones((2, 5), np.float32), 3)
 
 
+@pytest.mark.parametrize(
+  "rows, most, want",
+  [(100_000, 65_536, 50_048), (1_000_000, 65_536, 62_592), (65_536, 65_536, 65_536), (37, 4, 4), (100, 1000, 100)],
+)
+def test_a_gallery_is_cut_into_as_few_equal_chunks_as_the_size_allows(rows, most, want):
+  chunk = search.equal_chunks(rows, most)
+  count = -(-rows // chunk)
+  assert chunk == want and count == -(-rows // most)  # as few chunks as chunks of `most` rows would be
+  assert count * chunk - rows < count * search.TOP_K_BLOCK  # padding: at most the rounding to whole blocks
+
+
 def test_top_k_through_block_maxima_equals_lax_top_k():
   import jax  # pylint: disable=g-import-not-at-top
 
@@ -197,9 +208,16 @@ def test_searches_through_block_maxima_equal_float64_with_ties():
     assert 2 * k * search.TOP_K_BLOCK <= 512  # the block path, not lax.top_k
     _, indices = search.top_k_cosine(queries, gallery, k, chunk_size=512)
     assert_float64_ranking(indices, queries, gallery)
-    for n_devices in (1, 8):  # 8 devices: 625 rows each, chunks of 512
-      _, indices = _index(gallery, n_devices, 512).search(queries, k)
+  # The float32 index's two passes: 8 devices hold 625 rows each, in 2 chunks of 384 rows; blocks of 8 rows (96
+  # a device); k = 96 keeps every block of a device, k = 100 more. 1 device: 10 chunks of 512, blocks of 16 and 8.
+  for n_devices, ks in ((1, (1, 2, 20)), (8, (1, 2, 96, 100))):
+    index = _index(gallery, n_devices, 512)
+    for k in ks:
+      assert index.chunk_size % index.pass_block(k) == 0 and index.pass_block(k) >= 8
+      _, indices = index.search(queries, k)
       assert_float64_ranking(indices, queries, gallery)
+  one = [_index(np.ones((n, 64), np.float32), 1, search.DEFAULT_CHUNK_SIZE) for n in (100_000, 1_000_000)]
+  assert [index.pass_block(10) for index in one] == [16, 32]
 
 
 @pytest.mark.parametrize("n_devices", [1, 8])
