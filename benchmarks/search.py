@@ -16,8 +16,8 @@ so that the machine's load moves every side alike. Ratios are the median of the 
 
 --floors: also time what the index's matmul alone costs, interleaved: XLA's jitted product of the 1,024 queries by
 each of the index's (D x chunk) gallery chunks (as one device holds them; nothing else: no mask, no maxima, no top
-k), against numpy's BLAS sgemm of the same operands into one buffer. A search cannot be faster than its matmul; the two floors say how much of the
-index's time is XLA:CPU's matmul, and how much of faiss's is BLAS.
+k), against numpy's BLAS sgemm of the same operands into one buffer. A search cannot be faster than its matmul;
+the two floors say how much of the index's time is XLA:CPU's matmul, and how much of faiss's is BLAS.
 
 Before timing, every side's ids are compared with an exact float64 ranking of the first --check_queries queries
 (ties broken by row, lowest first); a side that disagrees is reported, not timed. Building each side's index is

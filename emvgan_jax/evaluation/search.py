@@ -203,9 +203,10 @@ class GalleryIndex:
   once (`jax.shard_map`): each finds the top k of its own rows (in float32, in two passes: the maxima of small
   blocks of rows, then the rows of the k best blocks scored again, `_two_pass`), then the devices' top k are
   all-gathered (k numbers per query each) and merged. Memory per device: the first pass keeps rows / block
-  maxima per query (`pass_block`; 1,024 queries x 1M rows: 128 MB), the second k x block x D values per query. Device d holds rows before device d + 1's, and every merge
-  puts lower rows first, so ties are ordered by gallery row as in `top_k_cosine`. Its ids equal that search's,
-  up to rounding: two items within one float32 rounding of each other may swap.
+  maxima per query (`pass_block`; 1,024 queries x 1M rows: 128 MB), the second k x block x D values per query.
+  Device d holds rows before device d + 1's, and every merge puts lower rows first, so ties are ordered by
+  gallery row as in `top_k_cosine`. Its ids equal that search's, up to rounding: two items within one float32
+  rounding of each other may swap.
 
   With `scores='bfloat16'` the devices hold the gallery in bfloat16 (half the memory; the matrix units of GPUs
   and TPUs run bfloat16 products at several times their float32 rate) and score in bfloat16 with float32 sums.
