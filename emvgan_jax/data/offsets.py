@@ -119,13 +119,10 @@ def layout(path: str, record_bytes: int) -> ShardLayout | None:
       footer_at = int(fields[1])
       f.seek(footer_at)
       sizes, values = _simple_chunk(_logical(f.read(postscript_at - footer_at), footer_at))
-  except (OSError, ValueError, IndexError):
-    return None
-  # The footer's records after its metadata: (8, chunk offset, 16, decoded size, 24, records) each.
-  records = np.frombuffer(values[int(sizes[0]) :], np.uint8)
-  try:
+    # The footer's records after its metadata: (8, chunk offset, 16, decoded size, 24, records) each.
+    records = np.frombuffer(values[int(sizes[0]) :], np.uint8)
     fields = _decode_varints(records).reshape(-1, 6) if len(records) else np.zeros((0, 6), np.uint64)
-  except ValueError:
+  except (OSError, ValueError, IndexError):
     return None
   found = ShardLayout(path=path, record_bytes=record_bytes, offsets=fields[:, 1].astype(np.int64))
   if len(fields) != len(sizes) - 1 or found.chunk_bytes + BLOCK_HEADER > BLOCK:
@@ -148,13 +145,15 @@ class OffsetReader:
     self._paths = [x.path for x in layouts]
     self._offsets = np.concatenate([x.offsets for x in layouts])
     self._file = np.concatenate([np.full(len(x.offsets), i, np.int32) for i, x in enumerate(layouts)])
-    self._fds: list[int] | None = None
+    self._fds: list[int] = []  # opened once, read by any thread (pread keeps no file position)
+    for path in self._paths:
+      self._fds.append(os.open(path, os.O_RDONLY))
 
   def __len__(self) -> int:
     return len(self._offsets)
 
   def __del__(self) -> None:
-    for fd in self._fds or ():
+    for fd in getattr(self, "_fds", ()):
       try:
         os.close(fd)
       except OSError:
@@ -167,8 +166,6 @@ class OffsetReader:
   def read_into(self, rows: np.ndarray, stage: np.ndarray) -> np.ndarray:
     """The records `rows` (global indices) as a (len(rows), record_bytes) uint8 view into `stage`, each checked
     against its chunk's structure (`LayoutError` if one is not what its offset promised)."""
-    if self._fds is None:
-      self._fds = [os.open(p, os.O_RDONLY) for p in self._paths]
     n, length = len(rows), self.chunk_bytes
     begin = self._offsets[rows]
     boundary = (begin + BLOCK - 1) // BLOCK * BLOCK  # the first block boundary at or after each chunk's start

@@ -63,11 +63,19 @@ def test_any_other_layout_is_left_to_array_record(tmp_path, options, size, read_
   assert offsets.layout(path, read_as) is None
 
 
+def test_a_file_of_no_records_has_an_empty_layout(tmp_path):
+  layout = offsets.layout(_write(tmp_path / "empty", []), 100)
+  assert layout is not None and len(layout.offsets) == 0
+  assert len(offsets.OffsetReader([layout])) == 0
+
+
 def test_records_of_several_sizes_or_a_file_that_is_not_array_record_are_left_to_array_record(tmp_path):
   assert offsets.layout(_write(tmp_path / "mixed", [b"x" * 100, b"y" * 104]), 100) is None
   (tmp_path / "junk").write_bytes(bytes(range(256)) * 1000)
   assert offsets.layout(str(tmp_path / "junk"), 100) is None
   assert offsets.layout(str(tmp_path / "missing"), 100) is None
+  (tmp_path / "zero").write_bytes(b"")
+  assert offsets.layout(str(tmp_path / "zero"), 100) is None
 
 
 def test_a_row_whose_bytes_are_not_its_chunk_is_refused(tmp_path):
