@@ -63,10 +63,10 @@ def init_compiler_options(platform: str) -> dict[str, Any]:
 # other data (a fold, a holdout). Their family, initialiser, train step and predict step are the same programs:
 # kept here, a later run calls the jitted functions an earlier run traced, lowered and compiled (jit's own cache,
 # keyed by argument shapes and shardings), instead of tracing and lowering them again and fetching them from the
-# persistent cache. The key is every config field that defines a run (`workdir.run_signature`) except the seed
-# and the data fields, which reach these programs only as arguments (the seed's key, the batches, the feature
-# widths in the state's shapes), and the mesh. The same program on the same arguments gives the same bits, so a
-# reused step trains exactly as a fresh one (tests/test_train.py).
+# persistent cache. The key is every config field except the seed and the data fields, which reach these programs
+# only as arguments (the seed's key, the batches, the feature widths in the state's shapes), and the mesh. The
+# same program on the same arguments gives the same bits, so a reused step trains exactly as a fresh one
+# (tests/test_train.py).
 # ------------------------------------------------------------------------------------------------------------
 
 PROGRAMS_KEPT = 4  # configs whose programs a process keeps (a sweep's configs run one after another)
@@ -74,10 +74,14 @@ _programs: collections.OrderedDict[Hashable, Any] = collections.OrderedDict()
 
 
 def program_key(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh) -> Hashable:
-  """What makes a run's programs: its defining config fields except the seed and the data, and the mesh."""
-  signature = workdir_lib.run_signature(config)
+  """What makes a run's programs: every config field except the seed and the data fields, and the mesh.
+
+  Every other field is in it, not only those a program is known to read today (`train.accumulation_steps` shapes
+  EMVGAN's step, `train.eval_batch_size` the evaluator's batches): a field that no program reads only costs reuse.
+  """
+  flat = workdir_lib.flatten(json.loads(config.to_json_best_effort()))
   fields = sorted(
-    (k, json.dumps(v, sort_keys=True)) for k, v in signature.items() if k != "seed" and not k.startswith("data.")
+    (k, json.dumps(v, sort_keys=True)) for k, v in flat.items() if k != "seed" and not k.startswith("data.")
   )
   return (tuple(fields), mesh)
 

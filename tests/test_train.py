@@ -257,6 +257,14 @@ def test_a_second_run_of_a_config_reuses_its_programs_and_trains_bit_for_bit_as_
   train.clear_programs()
 
 
+def test_programs_are_reused_only_by_runs_that_differ_in_their_seed_or_data(dummy_data_dir):
+  mesh = sharding.make_mesh()
+  key = train.program_key(tiny_config(dummy_data_dir), mesh)
+  assert train.program_key(tiny_config(dummy_data_dir, seed=7, **{"data.holdout_seed": 3}), mesh) == key
+  for field, value in (("train.accumulation_steps", 2), ("train.eval_batch_size", 8), ("optim.learning_rate", 0.5)):
+    assert train.program_key(tiny_config(dummy_data_dir, **{field: value}), mesh) != key, field
+
+
 # --- resume == uninterrupted -----------------------------------------------------------------------------------
 
 

@@ -152,6 +152,17 @@ class OffsetReader:
   def __len__(self) -> int:
     return len(self._offsets)
 
+  def __getstate__(self) -> dict:
+    """A copy or a pickled reader (another process) opens the files again: descriptor numbers mean nothing there,
+    and this reader closes its own when it goes."""
+    return {k: v for k, v in self.__dict__.items() if k != "_fds"}
+
+  def __setstate__(self, state: dict) -> None:
+    self.__dict__.update(state)
+    self._fds = []
+    for path in self._paths:
+      self._fds.append(os.open(path, os.O_RDONLY))
+
   def __del__(self) -> None:
     for fd in getattr(self, "_fds", ()):
       try:

@@ -28,6 +28,7 @@ DEFAULT_CHUNK_SIZE = 65536
 DEFAULT_QUERY_BLOCK = 1024
 TOP_K_BLOCK = 128  # columns per block of `top_k_columns`
 PASS_CHUNK = 4096  # gallery rows per matmul of the float32 index's first pass: its (1,024 x 4,096) scores fit a cache
+PASS_BYTES_PER_QUERY = 1 << 19  # the second pass's rows per query at most (k x block x D float32): 512 MiB a 1,024
 SCORE_DTYPES = ("float32", "bfloat16")
 
 
@@ -203,7 +204,8 @@ class GalleryIndex:
   once (`jax.shard_map`): each finds the top k of its own rows (in float32, in two passes: the maxima of small
   blocks of rows, then the rows of the k best blocks scored again, `_two_pass`), then the devices' top k are
   all-gathered (k numbers per query each) and merged. Memory per device: the first pass keeps rows / block
-  maxima per query (`pass_block`; 1,024 queries x 1M rows: 128 MB), the second k x block x D values per query.
+  maxima per query (`pass_block`; 1,024 queries x 1M rows: 128 MB), the second k x block x D values per query;
+  a k whose second pass would hold more (`two_pass`) is searched with one running top k per chunk instead.
   Device d holds rows before device d + 1's, and every merge puts lower rows first, so ties are ordered by
   gallery row as in `top_k_cosine`. Its ids equal that search's, up to rounding: two items within one float32
   rounding of each other may swap.
@@ -273,8 +275,13 @@ class GalleryIndex:
 
   def _program(self, k: int) -> Callable[[jax.Array, jax.Array], tuple[jax.Array, jax.Array]]:
     if k not in self._search:
-      self._search[k] = jax.jit(self._two_pass(k) if self.scores == "float32" else self._sharded(k))
+      self._search[k] = jax.jit(self._two_pass(k) if self.two_pass(k) else self._sharded(k))
     return self._search[k]
+
+  def two_pass(self, k: int) -> bool:
+    """Whether the top `k` is searched in two passes: a float32 index, and k blocks' rows per query within
+    `PASS_BYTES_PER_QUERY` (else one running top k per chunk, whose memory grows with k less steeply)."""
+    return self.scores == "float32" and 4 * k * self.pass_block(k) * self.width <= PASS_BYTES_PER_QUERY
 
   def pass_block(self, k: int) -> int:
     """Rows per block of the two-pass search for the top `k`: the first pass keeps (rows / block) maxima per query,

@@ -63,6 +63,20 @@ def test_any_other_layout_is_left_to_array_record(tmp_path, options, size, read_
   assert offsets.layout(path, read_as) is None
 
 
+def test_a_copied_or_pickled_reader_reads_through_its_own_files(tmp_path):
+  import copy  # pylint: disable=g-import-not-at-top
+  import pickle  # pylint: disable=g-import-not-at-top
+
+  rng = np.random.default_rng(3)
+  want = _records(rng, 30, 512)
+  reader = offsets.OffsetReader([offsets.layout(_write(tmp_path / "a", want), 512)])
+  copies = [copy.copy(reader), pickle.loads(pickle.dumps(reader))]
+  del reader  # the original closes its descriptors; a copy must not be reading through them
+  for other in copies:
+    got = other.read_into(np.arange(30), other.staging(30))
+    assert [got[i].tobytes() for i in range(30)] == want
+
+
 def test_a_file_of_no_records_has_an_empty_layout(tmp_path):
   layout = offsets.layout(_write(tmp_path / "empty", []), 100)
   assert layout is not None and len(layout.offsets) == 0

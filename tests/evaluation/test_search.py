@@ -218,6 +218,11 @@ def test_searches_through_block_maxima_equal_float64_with_ties():
       assert_float64_ranking(indices, queries, gallery)
   one = [_index(np.ones((n, 64), np.float32), 1, search.DEFAULT_CHUNK_SIZE) for n in (100_000, 1_000_000)]
   assert [index.pass_block(10) for index in one] == [16, 32]
+  assert all(index.two_pass(10) for index in one) and not one[1].two_pass(1000)  # 1,000 x 8 x 64 x 4 B a query
+  index = _index(gallery, 1, 512)
+  assert not index.two_pass(4000)  # one running top k per chunk instead, as exact
+  _, indices = index.search(queries, 4000)
+  assert_float64_ranking(indices, queries, gallery)
 
 
 @pytest.mark.parametrize("n_devices", [1, 8])
