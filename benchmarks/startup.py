@@ -111,12 +111,7 @@ def run_main(cwd: str, config: str, overrides: Sequence[str], *, cache_dir: str 
       *(f"--config.{o}" if not o.startswith("--") else o for o in overrides),
     ]
     start = time.time()
-    t0 = time.perf_counter()
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=cwd, check=False)
-    wall = time.perf_counter() - t0
-    if proc.returncode:
-      benchmarks.show_failure(proc.stderr)
-      raise errors.Error(f"the run in {cwd} failed ({' '.join(cmd)}; its last output is above)")
+    proc, wall = _timed(cmd, cwd, env, "run")
     with open(os.path.join(workdir, "results.json"), encoding="utf-8") as f:
       results = json.load(f)
   return {
@@ -141,15 +136,25 @@ def _run_sweep(
     f"--compilation_cache_dir={cache_dir}",
     *(f"--override={o}" for o in overrides),
   ]
+  _, wall = _timed(cmd, cwd, env, "sweep")
+  with open(os.path.join(workdir, "table.json"), encoding="utf-8") as f:
+    table = json.load(f)
+  return {"wall_s": wall, "phases": {}, "checkpoint_step": None, "results": table}
+
+
+def _timed(cmd: list[str], cwd: str, env: dict[str, str], what: str) -> tuple[subprocess.CompletedProcess, float]:
+  """`cmd` run in `cwd`, and its wall time from spawn to exit.
+
+  Raises:
+    emvgan_jax.tools.errors.Error: it failed (its last output is printed first).
+  """
   t0 = time.perf_counter()
   proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=cwd, check=False)
   wall = time.perf_counter() - t0
   if proc.returncode:
     benchmarks.show_failure(proc.stderr)
-    raise errors.Error(f"the sweep in {cwd} failed ({' '.join(cmd)}; its last output is above)")
-  with open(os.path.join(workdir, "table.json"), encoding="utf-8") as f:
-    table = json.load(f)
-  return {"wall_s": wall, "phases": {}, "checkpoint_step": None, "results": table}
+    raise errors.Error(f"the {what} in {cwd} failed ({' '.join(cmd)}; its last output is above)")
+  return proc, wall
 
 
 def _show(side: str, mode: str, r: dict[str, Any]) -> None:
