@@ -3,8 +3,9 @@
 A features shard (`tfds_emomv/features.py`) is written uncompressed with one record per chunk, and every record
 of a split has the same size, so where each record's bytes lie is known once the chunks' offsets are. Those are
 in the file's footer, which array_record's postscript points to (the file is a riegeli file: a 24-byte block
-header at every multiple of 64 KiB, chunks of a 40-byte header and their data between them). `ShardLayout` reads
-the footer once; a batch is then one `preadv` per row straight into a staging block, with no per-record objects.
+header at every multiple of 64 KiB, chunks of a 40-byte header and their data between them). `layout` reads
+the footer once, into a `ShardLayout`; a batch is then one `preadv` per row straight into a staging block, with
+no per-record objects.
 
 Nothing is trusted blindly. The footer must describe exactly one record of the expected size per chunk, or the
 file is read by array_record's reader instead (`layout` returns None: another writer's options, another record
@@ -145,9 +146,7 @@ class OffsetReader:
     self._paths = [x.path for x in layouts]
     self._offsets = np.concatenate([x.offsets for x in layouts])
     self._file = np.concatenate([np.full(len(x.offsets), i, np.int32) for i, x in enumerate(layouts)])
-    self._fds: list[int] = []  # opened once, read by any thread (pread keeps no file position)
-    for path in self._paths:
-      self._fds.append(os.open(path, os.O_RDONLY))
+    self._open()
 
   def __len__(self) -> int:
     return len(self._offsets)
@@ -159,7 +158,12 @@ class OffsetReader:
 
   def __setstate__(self, state: dict) -> None:
     self.__dict__.update(state)
-    self._fds = []
+    self._open()
+
+  def _open(self) -> None:
+    """The files opened once, read by any thread (pread keeps no file position); appended one by one, so that
+    `__del__` closes those opened before a failure."""
+    self._fds: list[int] = []
     for path in self._paths:
       self._fds.append(os.open(path, os.O_RDONLY))
 

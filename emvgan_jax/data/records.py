@@ -39,8 +39,10 @@ class ArrayRecordSource:
     self._paths = list(paths)
     self._dims = {"video": video_dim, "music": music_dim}
     self._source = grain.sources.ArrayRecordDataSource(self._paths)
-    layouts = [offsets.layout(p, 4 * (video_dim + music_dim)) for p in self._paths] if by_offset else [None]
-    self._by_offset = offsets.OffsetReader(layouts) if all(layouts) else None
+    self._by_offset = None
+    if by_offset:
+      layouts = [offsets.layout(p, 4 * (video_dim + music_dim)) for p in self._paths]
+      self._by_offset = offsets.OffsetReader(layouts) if all(layouts) else None
     if self._by_offset is not None and len(self._by_offset) != len(self._source):
       raise DataError(
         f"{self._paths[0]} and its siblings: their footers list {len(self._by_offset)} records, "

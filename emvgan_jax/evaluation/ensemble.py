@@ -52,8 +52,7 @@ def ensemble_results(
 
   def without_seed(run: restore.Run) -> dict[str, Any]:
     d = json.loads(run.config.to_json_best_effort())
-    for key in ("seed",):
-      d.pop(key, None)
+    d.pop("seed", None)
     d["data"] = {k: v for k, v in d["data"].items() if k not in ("data_dir", "manual_dir")}  # where, not what
     return d
 

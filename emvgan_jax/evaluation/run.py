@@ -33,8 +33,7 @@ import numpy as np
 
 from emvgan_jax import atomic, config_lib
 from emvgan_jax.data import emomv
-from emvgan_jax.evaluation import affect, protocol, report
-from emvgan_jax.evaluation import plots as plots_lib
+from emvgan_jax.evaluation import affect, plots, protocol, report
 from emvgan_jax.runtime import provenance, restore
 
 DEFAULT_CHECKPOINT = "best"
@@ -186,20 +185,19 @@ def evaluate_run(
   results["provenance"] = provenance.collect(
     dataset=dataset, data_dir=data_dir or config.data.data_dir, manual_dir=manual_dir or emomv.manual_dir_from(config)
   )
-  written = {}
-  if jax.process_index() == 0:
-    written = _write_outputs(
-      results,
-      out_dir,
-      workdir=workdir,
-      checkpoint=checkpoint,
-      run=run,
-      dataset=dataset,
-      embeddings=embeddings if export_embeddings else None,
-      plot_embeddings=embeddings,
-      predictions=predictions if make_plots else None,
-      plots=make_plots and ("svg" if svg else True),
-    )
+  written = _write_outputs(
+    results,
+    out_dir,
+    workdir=workdir,
+    checkpoint=checkpoint,
+    run=run,
+    dataset=dataset,
+    embeddings=embeddings if export_embeddings else None,
+    plot_embeddings=embeddings,
+    predictions=predictions if make_plots else None,
+    make_plots=make_plots,
+    svg=svg,
+  )
   return Evaluation(
     results=results, out_dir=out_dir, embeddings=embeddings, pair_predictions=predictions, plots=written
   )
@@ -237,10 +235,13 @@ def _write_outputs(
   embeddings: dict[str, np.ndarray] | None,
   plot_embeddings: dict[str, np.ndarray] | None,
   predictions: dict[str, Any] | None,
-  plots: bool | str,
+  make_plots: bool,
+  svg: bool,
 ) -> dict[str, str]:
-  """results.json, results.md, embeddings.npz (when `embeddings` is given), the plots and report.html (`plots`
-  True: PNG; 'svg': PNG and SVG; False: neither); returns the plots."""
+  """results.json, results.md, embeddings.npz (when `embeddings` is given), the plots (with `svg`, SVG twins too)
+  and report.html, written by process 0 alone; returns the plots."""
+  if jax.process_index() != 0:
+    return {}
   atomic.write_json(os.path.join(out_dir, "results.json"), results)
   trained_on = run.config.data.dataset
   note = (
@@ -253,17 +254,17 @@ def _write_outputs(
   if embeddings is not None:
     with atomic.replacing(os.path.join(out_dir, "embeddings.npz")) as tmp:
       np.savez(tmp, **embeddings)
-  if not plots:
+  if not make_plots:
     return {}
   title = f"{run.family.description} on {dataset} ({checkpoint} checkpoint, step {run.step})"
-  written = plots_lib.write_training_plots(
+  written = plots.write_training_plots(
     workdir,
     embeddings=plot_embeddings,
     pair_predictions=predictions,
     results=results,
     out_dir=out_dir,
     title=title,
-    svg=plots == "svg",
+    svg=svg,
   )
   examples = None
   if plot_embeddings is not None:

@@ -28,7 +28,8 @@ DEFAULT_CHUNK_SIZE = 65536
 DEFAULT_QUERY_BLOCK = 1024
 TOP_K_BLOCK = 128  # columns per block of `top_k_columns`
 PASS_CHUNK = 4096  # gallery rows per matmul of the float32 index's first pass: its (1,024 x 4,096) scores fit a cache
-PASS_BYTES_PER_QUERY = 1 << 19  # the second pass's rows per query at most (k x block x D float32): 512 MiB a 1,024
+PASS_BYTES_PER_QUERY = 1 << 19  # most bytes of rows per query in the second pass (k x block x D float32); 512 MiB
+# for 1,024 queries. A larger k is searched in one pass (`GalleryIndex.two_pass`).
 SCORE_DTYPES = ("float32", "bfloat16")
 
 
